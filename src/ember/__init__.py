@@ -1,0 +1,32 @@
+"""ember: a PyTorch training library whose checkpoints never lose work."""
+
+__version__ = "0.1.0"
+
+from ember.checkpoint.io import load_checkpoint, save_checkpoint
+from ember.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointVersionError,
+    MisconfigurationError,
+    UnsafeCheckpointError,
+)
+from ember.module import LightningModule, Module
+from ember.seed import seed_everything
+from ember.trainer import Trainer
+
+__all__ = [
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "CheckpointVersionError",
+    "LightningModule",
+    "MisconfigurationError",
+    "Module",
+    "Trainer",
+    "UnsafeCheckpointError",
+    "__version__",
+    "load_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -1,0 +1,160 @@
+"""Resumable sampling: iterate a DataLoader an epoch at a time so that any batch position can be
+resumed exactly, skipping consumed batches without reading them.
+
+Each epoch begins by recording what decides its order (the global torch random state, every
+generator the loader and its samplers use, a sampler's own ``state_dict()``). Resuming restores
+that record, draws the same numbers in the same order, and advances the sampler by the consumed
+batches: indices only, no dataset access, no collate, no transfer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+
+def _generators(loader: DataLoader) -> dict[str, torch.Generator]:
+    """Every distinct torch.Generator that decides this loader's order or worker seeds, by a stable name."""
+    found: dict[str, torch.Generator] = {}
+    candidates = [("loader", getattr(loader, "generator", None))]
+    sampler = getattr(loader, "sampler", None)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    candidates.append(("sampler", getattr(sampler, "generator", None)))
+    inner = getattr(batch_sampler, "sampler", None)
+    if inner is not None and inner is not sampler:
+        candidates.append(("batch_sampler.sampler", getattr(inner, "generator", None)))
+    seen: list[torch.Generator] = []
+    for name, gen in candidates:
+        if isinstance(gen, torch.Generator) and not any(gen is s for s in seen):
+            seen.append(gen)
+            found[name] = gen
+    return found
+
+
+def _samplers(loader: DataLoader) -> list[Any]:
+    """The sampler objects whose epoch or state matter, outermost first, without duplicates."""
+    out: list[Any] = []
+    for s in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None),
+              getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if s is not None and not any(s is o for o in out):
+            out.append(s)
+    return out
+
+
+class _Prepared:
+    """Stands in for the loader's index sampler for one iterator creation: yields prepared indices."""
+
+    def __init__(self, it: Iterator) -> None:
+        self._it = it
+
+    def __iter__(self) -> Iterator:
+        return self._it
+
+    def __len__(self) -> int:  # pragma: no cover - DataLoader does not ask during iteration
+        raise TypeError("length unavailable")
+
+
+class ResumableLoader:
+    """Wraps one DataLoader for a fit; ``epoch_iterator`` starts an epoch, fresh or part-way."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.is_dataloader = isinstance(loader, DataLoader)
+        self.iterable = self.is_dataloader and isinstance(loader.dataset, IterableDataset)
+        self._epoch_start: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- what decides an epoch's order
+    def _capture(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if self.is_dataloader:
+            state["generators"] = {k: g.get_state() for k, g in _generators(self.loader).items()}
+            samplers = {}
+            for i, s in enumerate(_samplers(self.loader)):
+                if callable(getattr(s, "state_dict", None)) and callable(getattr(s, "load_state_dict", None)):
+                    samplers[str(i)] = s.state_dict()
+            if samplers:
+                state["samplers"] = samplers
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if self.is_dataloader:
+            gens = _generators(self.loader)
+            for k, s in state.get("generators", {}).items():
+                if k in gens:
+                    gens[k].set_state(s)
+            samplers = _samplers(self.loader)
+            for k, s in state.get("samplers", {}).items():
+                i = int(k)
+                if i < len(samplers):
+                    samplers[i].load_state_dict(s)
+            dataset = self.loader.dataset
+            if "dataset" in state and callable(getattr(dataset, "load_state_dict", None)):
+                dataset.load_state_dict(state["dataset"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """What is needed to start the current epoch again exactly (recorded at its beginning)."""
+        state = dict(self._epoch_start)
+        dataset = getattr(self.loader, "dataset", None)
+        if self.is_dataloader and callable(getattr(dataset, "state_dict", None)):
+            state["dataset"] = dataset.state_dict()
+        return state
+
+    # ---------------------------------------------------------------- iteration
+    def epoch_iterator(self, epoch: int, skip: int = 0, resume: dict[str, Any] | None = None) -> tuple[Iterator, int]:
+        """An iterator over the epoch's batches starting after ``skip`` consumed ones.
+
+        Returns the iterator and the number of batches actually skipped (0 when the data cannot be
+        resumed part-way, with a warning). ``resume`` is what ``state_dict()`` returned when the
+        checkpoint was written; without it the epoch starts fresh from the current random state.
+        """
+        for s in _samplers(self.loader) if self.is_dataloader else ():
+            if callable(getattr(s, "set_epoch", None)):
+                s.set_epoch(epoch)
+        if resume:
+            self._restore(resume)
+        self._epoch_start = self._capture()
+        if not self.is_dataloader:
+            it = iter(self.loader)
+            return (itertools.islice(it, skip, None) if skip else it), skip
+        if self.iterable:
+            return self._iterable_iterator(skip, resume)
+        loader = self.loader
+        index_sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+        indices = iter(index_sampler)
+        first = next(indices, _END)  # draw the sampler's randomness now, in a fixed order
+        indices = itertools.chain(() if first is _END else (first,), indices)
+        if skip:
+            consumed = sum(1 for _ in itertools.islice(indices, skip))
+            if consumed < skip:
+                skip = consumed
+        attr = "batch_sampler" if loader.batch_sampler is not None else "sampler"
+        original = getattr(loader, attr)
+        object.__setattr__(loader, attr, _Prepared(indices))
+        try:
+            it = iter(loader)
+        finally:
+            object.__setattr__(loader, attr, original)
+        return it, skip
+
+    def _iterable_iterator(self, skip: int, resume: dict[str, Any] | None) -> tuple[Iterator, int]:
+        dataset = self.loader.dataset
+        stateful = callable(getattr(dataset, "load_state_dict", None)) and self.loader.num_workers == 0
+        if skip and resume and stateful and "dataset" in resume:
+            return iter(self.loader), skip  # _restore put the dataset where the checkpoint left it
+        if skip:
+            warnings.warn(
+                f"resuming part-way through an epoch of an IterableDataset ({type(dataset).__name__}) is not "
+                "possible without reading the skipped data, so the epoch starts again from its beginning. "
+                "Give the dataset state_dict()/load_state_dict() (with num_workers=0), or use a map-style "
+                "Dataset, for exact mid-epoch resume.",
+                stacklevel=3,
+            )
+        return iter(self.loader), 0
+
+
+_END = object()

@@ -1,0 +1,27 @@
+"""Errors raised by ember. Every error about reading or writing a checkpoint is a CheckpointError."""
+
+from __future__ import annotations
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be read or written. Subclasses say why."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """The file is not a complete, intact checkpoint: truncated, bit-flipped or malformed."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file could only be loaded by running code from it (an arbitrary pickle), so it is refused."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """The file was written by a newer ember in a format version this one cannot read."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint does not fit the model or training setup it is loaded into."""
+
+
+class MisconfigurationError(ValueError):
+    """A setting or a combination of settings is invalid; the message says which and how to fix it."""

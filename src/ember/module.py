@@ -1,0 +1,344 @@
+"""ember.Module: a torch.nn.Module with training hooks, logging, hyperparameters and checkpoint loading."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from argparse import Namespace
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ember.errors import CheckpointError, CheckpointMismatchError, MisconfigurationError
+from ember.seed import preserved_rng
+
+
+class AttributeDict(dict):
+    """A dict whose keys are also attributes: ``hparams.lr`` and ``hparams["lr"]``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(f"hparams has no entry {name!r}; it has {sorted(self)}") from e
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+def _init_with_capture(init):
+    """Wrap a subclass __init__: set up nn.Module first and record each level's arguments."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        d = self.__dict__
+        if "_parameters" not in d:  # the seed's modules may assign before (or without) super().__init__()
+            nn.Module.__init__(self)
+        d.setdefault("_ember_init_calls", []).append((init, args, kwargs))  # outermost class first
+        init(self, *args, **kwargs)
+
+    wrapper._ember_wrapped = True  # noqa: SLF001
+    return wrapper
+
+
+class Module(nn.Module):
+    """Subclass this and define ``training_step`` and ``configure_optimizers``.
+
+    Hooks: ``training_step(batch, batch_idx)``, ``validation_step(batch, batch_idx)``,
+    ``configure_optimizers()``, ``train_dataloader()``, ``val_dataloader()``,
+    ``on_save_checkpoint(checkpoint)``, ``on_load_checkpoint(checkpoint)``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_ember_wrapped", False):
+            cls.__init__ = _init_with_capture(init)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            super().__init__(*args, **kwargs)
+        d = self.__dict__
+        d.setdefault("_hparams", AttributeDict())
+        d.setdefault("_hparams_name", None)
+        d.setdefault("_trainer", None)
+        d.setdefault("_logged", None)
+
+    # ------------------------------------------------------------------ hyperparameters
+    @property
+    def hparams(self) -> Any:
+        """The hyperparameters: what ``self.hparams = ...`` was given, or what ``save_hyperparameters`` saved."""
+        return self.__dict__.get("_hparams", AttributeDict())
+
+    @hparams.setter
+    def hparams(self, value: Any) -> None:
+        if isinstance(value, Namespace):
+            hp = value
+        elif isinstance(value, Mapping):
+            hp = AttributeDict(value)
+        else:
+            raise MisconfigurationError(
+                f"hparams must be an argparse.Namespace or a dict; received {type(value).__name__}. "
+                "Wrap the values in a dict, or call self.save_hyperparameters()."
+            )
+        self.__dict__["_hparams"] = hp
+        self.__dict__["_hparams_name"] = self._init_param_holding(value)
+
+    def _init_param_holding(self, value: Any) -> str | None:
+        """The name of the __init__ argument that received ``value`` as a whole, if any."""
+        for name, arg in _init_arguments(self).items():
+            if arg is value:
+                return name
+        return None
+
+    def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None) -> None:
+        """Save the ``__init__`` arguments as ``self.hparams`` (and so in every checkpoint).
+
+        ``save_hyperparameters()`` takes them all; ``save_hyperparameters("lr", "width")`` some;
+        ``save_hyperparameters(namespace_or_dict)`` that object; ``ignore=[...]`` leaves names out.
+        """
+        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+        if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
+            self.hparams = args[0]
+            return
+        if not self.__dict__.get("_ember_init_calls"):
+            raise MisconfigurationError(
+                "save_hyperparameters() must be called inside __init__ of an ember.Module subclass."
+            )
+        values = _init_arguments(self)
+        if args:
+            unknown = [a for a in args if a not in values]
+            if unknown:
+                raise MisconfigurationError(
+                    f"save_hyperparameters got names that are not __init__ arguments: {unknown}; "
+                    f"the arguments are {list(values)}."
+                )
+            values = {k: values[k] for k in args}
+        hp = AttributeDict((k, v) for k, v in values.items() if k not in ignored)
+        self.__dict__["_hparams"] = hp
+        self.__dict__["_hparams_name"] = None
+
+    # ------------------------------------------------------------------ trainer views
+    @property
+    def trainer(self):
+        """The Trainer fitting this module (None outside fit)."""
+        return self.__dict__.get("_trainer")
+
+    @trainer.setter
+    def trainer(self, trainer) -> None:
+        self.__dict__["_trainer"] = trainer
+
+    @property
+    def current_epoch(self) -> int:
+        t = self.trainer
+        return t.current_epoch if t is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        t = self.trainer
+        return t.global_step if t is not None else 0
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ logging
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        logger: bool = True,
+        batch_size: int | None = None,
+    ) -> None:
+        """Record a metric. Training values default to per step, validation values to the epoch's
+        mean (weighted by batch size); both appear in ``trainer.callback_metrics``."""
+        sink = self.__dict__.get("_logged")
+        if sink is None:
+            raise MisconfigurationError(
+                f"self.log({name!r}, ...) was called outside trainer.fit(); log from training_step or "
+                "validation_step."
+            )
+        sink(name, value, prog_bar=prog_bar, on_step=on_step, on_epoch=on_epoch, logger=logger,
+             batch_size=batch_size)
+
+    def log_dict(self, metrics: Mapping[str, Any], **kwargs: Any) -> None:
+        for k, v in metrics.items():
+            self.log(k, v, **kwargs)
+
+    # ------------------------------------------------------------------ hooks (override)
+    def training_step(self, batch: Any, batch_idx: int):
+        raise MisconfigurationError(
+            f"{type(self).__name__} has no training_step(batch, batch_idx); define one that returns the loss."
+        )
+
+    def configure_optimizers(self):
+        raise MisconfigurationError(
+            f"{type(self).__name__} has no configure_optimizers(); define one that returns an optimizer."
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Add to (or edit) the checkpoint dict before it is written."""
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Read what on_save_checkpoint added, before the weights are loaded."""
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path,
+        map_location=None,
+        strict: bool = True,
+        hparams_file=None,
+        **kwargs: Any,
+    ):
+        """Build the model from the checkpoint's hyperparameters and load its weights.
+
+        ``kwargs`` override saved hyperparameters or supply init arguments that were not saved.
+        The global random state is left as it was (building a model draws random numbers).
+        """
+        if hparams_file is not None:
+            raise MisconfigurationError("hparams_file is not supported; pass the values as keyword arguments.")
+        from ember.checkpoint.io import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint_path, map_location=map_location)
+        if "state_dict" not in ckpt:
+            raise CheckpointMismatchError(
+                f"{checkpoint_path} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}."
+            )
+        init_kwargs = _init_kwargs_from_checkpoint(cls, ckpt, kwargs, checkpoint_path)
+        with preserved_rng():
+            model = cls(**init_kwargs)
+        model.on_load_checkpoint(ckpt)
+        load_weights(model, ckpt["state_dict"], strict=strict, source=checkpoint_path)
+        if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+            model.to(map_location)
+        return model
+
+
+LightningModule = Module
+
+
+def _init_arguments(module: Module) -> dict[str, Any]:
+    """The named __init__ arguments of every class level; a subclass's values win over its parents'."""
+    out: dict[str, Any] = {}
+    for call in reversed(module.__dict__.get("_ember_init_calls", [])):
+        out.update(_bind(call))
+    return out
+
+
+def _bind(call) -> dict[str, Any]:
+    """The named arguments of a recorded __init__ call, defaults applied, **kwargs flattened."""
+    init, args, kwargs = call
+    sig = inspect.signature(init)
+    try:
+        bound = sig.bind(None, *args, **kwargs)
+    except TypeError:
+        return {}
+    bound.apply_defaults()
+    out: dict[str, Any] = {}
+    for i, (name, value) in enumerate(bound.arguments.items()):
+        if i == 0:
+            continue  # self
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            continue  # *args have no names to save them under
+        else:
+            out[name] = value
+    return out
+
+
+def _init_params(cls) -> tuple[dict[str, inspect.Parameter], bool]:
+    init = cls.__init__
+    sig = inspect.signature(init)
+    params = dict(list(sig.parameters.items())[1:])
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params = {k: p for k, p in params.items()
+              if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    return params, var_kw
+
+
+def _init_kwargs_from_checkpoint(cls, ckpt: dict, overrides: dict, path) -> dict:
+    hp = ckpt.get("hyper_parameters") or {}
+    params, var_kw = _init_params(cls)
+    hp_name = ckpt.get("hparams_name")
+    if ckpt.get("hparams_type") == "Namespace" or (hp_name and hp_name in params):
+        # The seed's pattern: __init__(self, hparams) took one Namespace (or dict) holding everything.
+        container = Namespace(**hp) if ckpt.get("hparams_type") == "Namespace" else AttributeDict(hp)
+        name = hp_name if hp_name in params else ("hparams" if "hparams" in params else None)
+        if name is None:
+            return _direct(hp, overrides, params, var_kw, cls, path)
+        init_kwargs = {}
+        for k, v in overrides.items():
+            if k in params:
+                init_kwargs[k] = v
+            else:
+                setattr(container, k, v) if isinstance(container, Namespace) else container.__setitem__(k, v)
+        init_kwargs.setdefault(name, container)
+        return init_kwargs
+    return _direct(hp, overrides, params, var_kw, cls, path)
+
+
+def _direct(hp: Mapping, overrides: dict, params: dict, var_kw: bool, cls, path) -> dict:
+    init_kwargs = {k: v for k, v in hp.items() if k in params or var_kw}
+    unknown = [k for k in overrides if k not in params and not var_kw]
+    if unknown:
+        raise MisconfigurationError(
+            f"{cls.__name__}.load_from_checkpoint got {unknown}, which {cls.__name__}.__init__ does not take; "
+            f"it takes {list(params)}."
+        )
+    init_kwargs.update(overrides)
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in init_kwargs]
+    if missing:
+        raise MisconfigurationError(
+            f"cannot build {cls.__name__} from {path}: the checkpoint has no saved value for the __init__ "
+            f"argument(s) {missing}. Pass them, e.g. {cls.__name__}.load_from_checkpoint(path, "
+            + ", ".join(f"{m}=..." for m in missing)
+            + "), or call self.save_hyperparameters() in __init__ so future checkpoints hold them."
+        )
+    return init_kwargs
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool, source) -> None:
+    """Load weights with errors that name the missing, unexpected and mis-shaped keys."""
+    from ember.checkpoint.state import unwrap_model
+
+    model = unwrap_model(model)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != own[k].shape
+    ]
+    if shapes:
+        raise CheckpointMismatchError(
+            f"the weights in {source} do not fit {type(model).__name__}: shapes differ for " + "; ".join(shapes)
+            + ". Build the model with the same sizes as the one that was saved."
+        )
+    if strict and (missing or unexpected):
+        raise CheckpointMismatchError(
+            f"the weights in {source} do not match {type(model).__name__}: missing keys {missing}; "
+            f"unexpected keys {unexpected}. Pass strict=False to load only the keys that match."
+        )
+    if missing or unexpected:
+        warnings.warn(
+            f"loaded {source} with strict=False: missing keys {missing}; unexpected keys {unexpected}",
+            stacklevel=3,
+        )
+    try:
+        model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # e.g. a dtype that cannot be copied
+        raise CheckpointError(f"could not load the weights in {source} into {type(model).__name__}: {e}") from e
