@@ -52,8 +52,9 @@ class MetricStore:
     def begin_step(self) -> None:
         self.step_values = {}
 
-    def record(self, name: str, value: Any, *, training: bool, prog_bar: bool, on_step: bool | None,
-               on_epoch: bool | None, logger: bool, batch_size: int | None, default_batch_size: int) -> None:
+    def record(self, name: str, value: Any, *, training: bool, default_batch_size: int, prog_bar: bool = False,
+               on_step: bool | None = None, on_epoch: bool | None = None, logger: bool = True,
+               batch_size: int | None = None) -> None:
         if on_step is None:
             on_step = training
         if on_epoch is None:
