@@ -55,6 +55,13 @@ def _limit(limit: int | float, total: int | None, what: str) -> int | float:
     return int(total * limit)
 
 
+def _length(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # an IterableDataset without __len__
+        return None
+
+
 def loss_of(output: Any) -> torch.Tensor | None:
     if output is None or isinstance(output, torch.Tensor):
         return output
@@ -131,6 +138,7 @@ class FitLoop:
             self.run_epoch()
             if not p.epoch_done:  # stopped part-way (max_steps or a stop request)
                 break
+            t._check_stop_request()
 
     def run_epoch(self) -> None:
         t = self.trainer
@@ -138,7 +146,7 @@ class FitLoop:
         module = t.module
         module.train()
         t._call("on_train_epoch_start")
-        total = len(self.train_data.loader) if hasattr(self.train_data.loader, "__len__") else None
+        total = _length(self.train_data.loader)
         n_batches = _limit(t.limit_train_batches, total, "limit_train_batches")
         resume, self.resume = self.resume, None
         it, skipped = self.train_data.epoch_iterator(p.epoch, p.batch if resume else 0,
@@ -174,7 +182,7 @@ class FitLoop:
             t._call("on_train_batch_end", outputs, batch, batch_idx)
             bar.update(p.global_step, self.last_loss, t._metrics, self.train_metrics.prog_bar)
             batch_idx += 1
-            if t.optimizer_stepped and (t.should_stop or self.limits_reached(p.epoch)):
+            if t.optimizer_stepped and (t._check_stop_request() or t.should_stop or self.limits_reached(p.epoch)):
                 bar.close()
                 return
         self._batch = None
@@ -283,7 +291,7 @@ class FitLoop:
         module = t.module
         if self.val_loader is None:
             return
-        total = len(self.val_loader) if hasattr(self.val_loader, "__len__") else None
+        total = _length(self.val_loader)
         n_batches = _limit(t.limit_val_batches, total, "limit_val_batches")
         if n_batches == 0:
             return

@@ -19,6 +19,7 @@ from ember.loggers import CSVLogger
 from ember.loop import FitLoop
 from ember.optim import SchedulerConfig, parse_optimizers
 from ember.precision import Precision
+from ember.preemption import StopRequests
 from ember.progress import ProgressBar
 from ember.seed import get_rng_state
 
@@ -132,6 +133,7 @@ class Trainer:
         self.optimizer_stepped = False
         self.ckpt_path: str | None = None
         self._metrics: dict[str, float] = {}
+        self._stop_requests = StopRequests()
 
     # ---------------------------------------------------------------- callbacks
     @staticmethod
@@ -235,11 +237,12 @@ class Trainer:
         if resolved is not None:
             self._restore(resolved)
         try:
-            self._call("on_fit_start")
-            self._call("on_train_start")
-            loop.run()
-            self._call("on_train_end")
-            self._call("on_fit_end")
+            with self._stop_requests:
+                self._call("on_fit_start")
+                self._call("on_train_start")
+                loop.run()
+                self._call("on_train_end")
+                self._call("on_fit_end")
         except BaseException as e:
             for cb in self.callbacks:
                 cb.on_exception(self, model, e)
@@ -332,6 +335,18 @@ class Trainer:
                                       grads=ckpt.get("accumulated_grads"))
 
     # ---------------------------------------------------------------- used by the loop
+    def _check_stop_request(self) -> bool:
+        """At a step boundary: if a stop signal arrived, save where we are and ask the loop to stop."""
+        if not self._stop_requests.requested:
+            return False
+        if not self.should_stop:
+            self.should_stop = True
+            for cb in self.checkpoint_callbacks:
+                cb.save_for_resume(self)
+            print(f"ember: stop signal {self._stop_requests.signum} received; saved step {self.global_step} "
+                  "and stopped. Continue with fit(ckpt_path='last').", flush=True)
+        return True
+
     def _step_scheduler(self, cfg: SchedulerConfig) -> None:
         if cfg.reduce_on_plateau:
             if cfg.monitor not in self._metrics:
@@ -343,7 +358,10 @@ class Trainer:
                 return
             cfg.scheduler.step(self._metrics[cfg.monitor])
         else:
-            cfg.scheduler.step()
+            with warnings.catch_warnings():
+                # After a resume the first scheduler step can precede this process's first optimizer step.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                cfg.scheduler.step()
 
     def _toggle(self, optimizer) -> list:
         """Freeze parameters that belong to other optimizers while this one's loss is backpropagated."""

@@ -2,5 +2,6 @@
 
 from ember.callbacks.base import Callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.callbacks.on_exception import OnExceptionCheckpoint
 
-__all__ = ["Callback", "ModelCheckpoint"]
+__all__ = ["Callback", "ModelCheckpoint", "OnExceptionCheckpoint"]

@@ -287,6 +287,14 @@ class ModelCheckpoint(Callback):
         else:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
 
+    def save_for_resume(self, trainer) -> None:
+        """A stop was requested: write ``last.ckpt`` (full state) so ``fit(ckpt_path="last")`` continues."""
+        from ember.checkpoint.io import save_checkpoint
+
+        path = self._last_path()
+        self.last_model_path = str(path)
+        save_checkpoint(trainer.dump_checkpoint(weights_only=False), path)
+
     def _delete(self, path: str) -> None:
         """Remove a checkpoint that top-k let go, if this run wrote it and it is not protected."""
         if path not in self._written_this_run or str(Path(path).resolve()) in self._protected:
