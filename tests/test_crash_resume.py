@@ -18,8 +18,9 @@ TOTAL_STEPS = 24
 
 def start(root, out):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # A session of its own, so a signal can go to the whole job (workers included), as preemption does.
     return subprocess.Popen([sys.executable, str(JOB), str(root), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
 def run_to_end(root, out):
@@ -30,7 +31,7 @@ def run_to_end(root, out):
 
 
 def run_until_step(root, out, step, sig, extra_delay):
-    """Start the job, wait until it reports `step`, sleep `extra_delay`, send `sig`."""
+    """Start the job, wait until it reports `step`, sleep `extra_delay`, send `sig` to its process group."""
     proc = start(root, out)
     for line in proc.stdout:
         if line.strip() == f"step {step}":
@@ -42,7 +43,7 @@ def run_until_step(root, out, step, sig, extra_delay):
         import time
 
         time.sleep(extra_delay)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)
     stdout, stderr = proc.communicate(timeout=60)
     return proc.returncode, stdout, stderr
 

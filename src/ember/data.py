@@ -45,6 +45,24 @@ def _samplers(loader: DataLoader) -> list[Any]:
     return out
 
 
+class _WorkerInit:
+    """Runs in each DataLoader worker: ignore stop signals (the main process saves and ends the workers),
+    then the user's worker_init_fn."""
+
+    def __init__(self, user_fn) -> None:
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        import signal
+
+        from ember.preemption import SIGNALS
+
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
 class _Prepared:
     """Stands in for the loader's index sampler for one iterator creation: yields prepared indices."""
 
@@ -136,16 +154,27 @@ class ResumableLoader:
         original = getattr(loader, attr)
         object.__setattr__(loader, attr, _Prepared(indices))
         try:
-            it = iter(loader)
+            return self._iter_with_workers_shielded(), skip
         finally:
             object.__setattr__(loader, attr, original)
-        return it, skip
+
+    def _iter_with_workers_shielded(self) -> Iterator:
+        """iter(loader) with workers that ignore SIGTERM/SIGUSR1 sent to the whole process group."""
+        loader = self.loader
+        if loader.num_workers == 0 or isinstance(loader.worker_init_fn, _WorkerInit):
+            return iter(loader)
+        user_fn = loader.worker_init_fn
+        loader.worker_init_fn = _WorkerInit(user_fn)
+        try:
+            return iter(loader)
+        finally:
+            loader.worker_init_fn = user_fn
 
     def _iterable_iterator(self, skip: int, resume: dict[str, Any] | None) -> tuple[Iterator, int]:
         dataset = self.loader.dataset
         stateful = callable(getattr(dataset, "load_state_dict", None)) and self.loader.num_workers == 0
         if skip and resume and stateful and "dataset" in resume:
-            return iter(self.loader), skip  # _restore put the dataset where the checkpoint left it
+            return self._iter_with_workers_shielded(), skip  # _restore put the dataset where it was
         if skip:
             warnings.warn(
                 f"resuming part-way through an epoch of an IterableDataset ({type(dataset).__name__}) is not "
@@ -154,7 +183,7 @@ class ResumableLoader:
                 "Dataset, for exact mid-epoch resume.",
                 stacklevel=3,
             )
-        return iter(self.loader), 0
+        return self._iter_with_workers_shielded(), 0
 
 
 _END = object()

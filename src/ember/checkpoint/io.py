@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from ember.checkpoint import codec, fileformat
+from ember.checkpoint.reader import load_any
 from ember.checkpoint.storage import atomic_write
-from ember.errors import CheckpointCorruptError, CheckpointError
+from ember.errors import CheckpointError
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically."""
-    return atomic_write(path, lambda f: torch.save(state, f))
+    """Write ``state`` to ``path`` atomically. An unstorable value fails before any byte is written."""
+    tree, tensors = codec.flatten(state)
+    return atomic_write(path, lambda f: fileformat.write(f, tree, tensors))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict:
-    """Read a checkpoint without running code from it."""
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"no checkpoint at {p}: the file does not exist. Check the path.")
-    if p.is_dir():
-        raise CheckpointError(f"{p} is a folder, not a checkpoint file; give the path of a .ckpt file.")
-    try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a CheckpointError
-        raise CheckpointCorruptError(f"could not read the checkpoint {p}: {e}") from e
+def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify: bool = True,
+                    mmap: bool = False) -> dict:
+    """Read a checkpoint without running code from it; every byte's checksum is verified by default.
+
+    ``mmap=True, verify=False`` maps the tensors without reading them (for large files).
+    """
+    return load_any(path, map_location=map_location, verify=verify, mmap=mmap)
 
 
 def _candidates(dirs) -> list[Path]:
@@ -41,21 +39,36 @@ def _candidates(dirs) -> list[Path]:
     return list(found)
 
 
+def _resume_rank(path: Path) -> tuple[int, int] | None:
+    """(global step, mtime) of a full (resumable) ember checkpoint, from its header alone."""
+    header = fileformat.read_header(path)
+    if header["kind"] != "ember":
+        return None
+    top = codec.unflatten(header["tree"], None)
+    if "loops" not in top:
+        return None  # weights only: cannot resume
+    return int(top.get("global_step", 0)), path.stat().st_mtime_ns
+
+
 def find_last_checkpoint(dirs) -> Path | None:
     """The newest checkpoint in ``dirs`` that verifies (by global step, then modification time).
 
     A corrupt or incomplete newer file is skipped with a warning naming it.
     """
-    import warnings
-
     ranked = []
     for p in _candidates(dirs):
         try:
-            ckpt = load_checkpoint(p, map_location="cpu")
+            rank = _resume_rank(p)
         except CheckpointError as e:
-            warnings.warn(f"skipping {p}: it does not verify ({e})", stacklevel=2)
+            warnings.warn(f"skipping {p}: {e}", stacklevel=2)
             continue
-        if "loops" not in ckpt:
-            continue  # weights-only files cannot resume
-        ranked.append((int(ckpt.get("global_step", 0)), p.stat().st_mtime_ns, p))
-    return max(ranked)[2] if ranked else None
+        if rank is not None:
+            ranked.append((rank, p))
+    for _, p in sorted(ranked, reverse=True):
+        try:
+            fileformat.verify_file(p)
+        except CheckpointError as e:
+            warnings.warn(f"skipping {p}: {e}", stacklevel=2)
+            continue
+        return p
+    return None
