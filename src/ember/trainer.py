@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,7 +13,8 @@ import torch
 from ember.callbacks.base import Callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import state as ckpt_state
-from ember.checkpoint.io import find_last_checkpoint, load_checkpoint, save_checkpoint
+from ember.checkpoint.io import find_last_checkpoint, load_checkpoint
+from ember.checkpoint.writer import CheckpointWriter
 from ember.data import ResumableLoader
 from ember.errors import CheckpointError, MisconfigurationError
 from ember.loggers import CSVLogger
@@ -134,6 +136,7 @@ class Trainer:
         self.ckpt_path: str | None = None
         self._metrics: dict[str, float] = {}
         self._stop_requests = StopRequests()
+        self._writer = CheckpointWriter()
 
     # ---------------------------------------------------------------- callbacks
     @staticmethod
@@ -236,6 +239,7 @@ class Trainer:
             cb.setup(self, resolved)
         if resolved is not None:
             self._restore(resolved)
+        hooks = [opt.register_step_pre_hook(lambda *_: self._writer.snapshot_barrier()) for opt in self.optimizers]
         try:
             with self._stop_requests:
                 self._call("on_fit_start")
@@ -243,13 +247,25 @@ class Trainer:
                 loop.run()
                 self._call("on_train_end")
                 self._call("on_fit_end")
+            self._writer.wait()  # fit returns only once the last save is committed
         except BaseException as e:
+            self._wait_quietly(e)
             for cb in self.callbacks:
                 cb.on_exception(self, model, e)
             raise
         finally:
+            for h in hooks:
+                h.remove()
             model.__dict__["_logged"] = None
             self._flush_logger()
+
+    def _wait_quietly(self, primary: BaseException) -> None:
+        """Let an in-flight save finish while another error propagates; report its failure, if any."""
+        try:
+            self._writer.wait()
+        except BaseException as e:  # noqa: BLE001
+            if e is not primary:
+                print(f"ember: a background checkpoint save also failed: {e}", file=sys.stderr, flush=True)
 
     def _resolve_ckpt_path(self, ckpt_path) -> str | None:
         if ckpt_path is None:
@@ -307,11 +323,35 @@ class Trainer:
         module.on_save_checkpoint(ckpt)
         return ckpt
 
-    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
-        """Write the current state to ``filepath`` (atomically: the file is complete or absent)."""
+    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False, blocking: bool = True) -> None:
+        """Write the current state to ``filepath``, atomically (the file is complete or absent).
+
+        ``blocking=False`` returns once the state is snapshotted; a background thread writes and
+        commits it. At most one save is in flight: the next one waits for it.
+        ``wait_for_checkpoints()`` waits for it and raises its error if it failed.
+        """
+        self._save(filepath, weights_only=weights_only, blocking=blocking)
+
+    def _save(self, filepath, *, weights_only: bool, blocking: bool, then=None) -> None:
         if self.module is None:
             raise MisconfigurationError("save_checkpoint() needs a model: call trainer.fit(model) first.")
-        save_checkpoint(self.dump_checkpoint(weights_only), filepath)
+        state = self.dump_checkpoint(weights_only)
+        self._writer.save(state, filepath, blocking=blocking, deferred=self._step_only_storages(), then=then)
+
+    def wait_for_checkpoints(self) -> None:
+        """Wait until every save in flight is committed; raise the error of one that failed."""
+        self._writer.wait()
+
+    def _step_only_storages(self) -> set[int]:
+        """Storages that change only inside optimizer.step(): parameters and optimizer state."""
+        ptrs = {p.untyped_storage().data_ptr() for p in self.module.parameters()}
+        for opt in self.optimizers:
+            for st in opt.state.values():
+                for v in st.values():
+                    if isinstance(v, torch.Tensor):
+                        ptrs.add(v.untyped_storage().data_ptr())
+        ptrs.discard(0)
+        return ptrs
 
     def _restore(self, path: str) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")

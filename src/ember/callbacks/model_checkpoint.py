@@ -40,6 +40,8 @@ class ModelCheckpoint(Callback):
             save happens when any of them is due). With none given, saves after every epoch.
         save_weights_only: write weights, hparams, epoch and step only (cannot resume training).
         verbose: print a line for each save.
+        async_save: write in a background thread (the loop pauses only for the snapshot); files that
+            top-k lets go are deleted only after the better file is committed.
         filepath, prefix: the seed's names. ``filepath`` is a folder, or a folder plus a template.
     """
 
@@ -59,6 +61,7 @@ class ModelCheckpoint(Callback):
         filepath: str | os.PathLike | None = None,
         prefix: str = "",
         auto_insert_metric_name: bool = True,
+        async_save: bool = True,
     ) -> None:
         if filepath is not None and (dirpath is not None or filename is not None):
             raise MisconfigurationError(
@@ -97,6 +100,7 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.prefix = prefix
         self.auto_insert_metric_name = auto_insert_metric_name
+        self.async_save = async_save
         self.when = self._when(every_n_epochs, every_n_train_steps, train_time_interval)
 
         self.best_k_models: dict[str, float] = {}
@@ -216,26 +220,34 @@ class ModelCheckpoint(Callback):
             version += 1
         return path
 
-    def _write(self, trainer, path: Path) -> None:
-        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+    def _write(self, trainer, path: Path, then=None) -> None:
         self._written_this_run.add(str(path))
+        trainer._save(path, weights_only=self.save_weights_only, blocking=not self.async_save, then=then)
 
     def _last_path(self) -> Path:
         return self.dirpath / f"{self.prefix + '-' if self.prefix else ''}{LAST_NAME}{EXTENSION}"
 
     def _commit(self, trainer, path: Path, dropped: list[str]) -> str:
-        """Write ``path`` with bookkeeping already updated (so the file holds it), then let ``dropped`` go.
-        A failed write puts the bookkeeping back and deletes nothing."""
+        """Write ``path`` with bookkeeping already updated (so the file holds it). In the background by
+        default; ``dropped`` files are deleted and ``last.ckpt`` linked only once ``path`` is committed.
+        A write that fails at once puts the bookkeeping back and deletes nothing."""
         before = self.state_dict()
         if self.save_last:
             self.last_model_path = str(self._last_path())
+
+        def after_commit() -> None:
+            if self.save_last:
+                from ember.checkpoint.storage import atomic_link
+
+                atomic_link(path, self._last_path())
+            for p in dropped:
+                self._delete(p)
+
         try:
-            self._write(trainer, path)
+            self._write(trainer, path, then=after_commit)
         except BaseException:
             self.load_state_dict(before)
             raise
-        for p in dropped:
-            self._delete(p)
         return str(path)
 
     def _save_latest(self, trainer, metrics: dict[str, float]) -> str:
@@ -278,22 +290,17 @@ class ModelCheckpoint(Callback):
         self.kth_value = self.best_k_models[ranked[-1]]
 
     def _save_last(self, trainer, written: str | None) -> None:
-        from ember.checkpoint.storage import atomic_link
-
-        path = self._last_path()
-        self.last_model_path = str(path)
-        if written is not None:
-            atomic_link(written, path)
-        else:
-            trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+        """No top-k file was written at this save: write ``last.ckpt`` itself (a written one is linked)."""
+        if written is None:
+            path = self._last_path()
+            self.last_model_path = str(path)
+            trainer._save(path, weights_only=self.save_weights_only, blocking=not self.async_save)
 
     def save_for_resume(self, trainer) -> None:
         """A stop was requested: write ``last.ckpt`` (full state) so ``fit(ckpt_path="last")`` continues."""
-        from ember.checkpoint.io import save_checkpoint
-
         path = self._last_path()
         self.last_model_path = str(path)
-        save_checkpoint(trainer.dump_checkpoint(weights_only=False), path)
+        trainer._save(path, weights_only=False, blocking=True)
 
     def _delete(self, path: str) -> None:
         """Remove a checkpoint that top-k let go, if this run wrote it and it is not protected."""

@@ -524,7 +524,13 @@ def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool
         else:
             buf = _anonymous(size - hdr.data_start)  # sized by the real file size, checked by _parse
             f.seek(hdr.data_start)
-            _readinto(f, memoryview(buf), path, "the tensor data")
+            from ember.checkpoint.progress import ReadProgress
+
+            reader = ReadProgress(f, size - hdr.data_start, f"loading {os.path.basename(str(path))}")
+            try:
+                _readinto(reader, memoryview(buf), path, "the tensor data")
+            finally:
+                reader.close()
             base = 0
     view = memoryview(buf)
     if verify and hdr.kind == "ember":

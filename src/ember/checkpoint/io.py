@@ -9,14 +9,14 @@ from typing import Any
 
 from ember.checkpoint import codec, fileformat
 from ember.checkpoint.reader import load_any
-from ember.checkpoint.storage import atomic_write
+from ember.checkpoint.writer import write_file
 from ember.errors import CheckpointError
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically. An unstorable value fails before any byte is written."""
     tree, tensors = codec.flatten(state)
-    return atomic_write(path, lambda f: fileformat.write(f, tree, tensors))
+    return write_file(path, tree, tensors, progress=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify: bool = True,

@@ -1,0 +1,151 @@
+"""Synchronous and background saves, with at most one save in flight.
+
+A background save pauses the loop only while the state is split into JSON and tensors and the
+small, freely mutated tensors (buffers, gradients, RNG states) are copied. Parameters and
+optimizer state change only in ``optimizer.step()``, so they are copied into reused host buffers
+(pinned for CUDA tensors) by the writer thread while the next forward and backward run; the
+optimizer's step waits until that copy is done (``snapshot_barrier``). Each copied tensor's
+version counter is checked, so a tensor changed in place during the copy fails the save loudly
+instead of writing a torn state. Then the thread encodes, checksums, writes and commits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from ember.checkpoint import codec, fileformat
+from ember.checkpoint.progress import WriteProgress
+from ember.checkpoint.storage import atomic_write
+from ember.errors import CheckpointError
+
+
+def write_file(path: str | os.PathLike, tree: dict, tensors: Mapping[str, torch.Tensor], *,
+               progress: bool = False) -> Path:
+    """Encode and commit one checkpoint file; ``progress`` shows a bar if it takes over 2 s."""
+    if not progress:
+        return atomic_write(path, lambda f: fileformat.write(f, tree, tensors))
+
+    def write(f) -> None:
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        bar = WriteProgress(f, total, f"saving {Path(path).name}")
+        try:
+            fileformat.write(bar, tree, tensors)
+        finally:
+            bar.close()
+
+    return atomic_write(path, write)
+
+
+class _Snapshot:
+    """Host copies of tensors, in buffers kept from one save to the next."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def buffer_for(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
+            pin = t.device.type == "cuda"
+            buf = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
+            self._buffers[name] = buf
+        return buf
+
+    def copy(self, names, tensors: Mapping[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
+        cuda = False
+        for name in names:
+            t = tensors[name]
+            buf = self.buffer_for(name, t)
+            buf.copy_(t.detach(), non_blocking=t.device.type == "cuda")
+            cuda = cuda or t.device.type == "cuda"
+            out[name] = buf
+        if cuda:
+            torch.cuda.synchronize()
+
+    def keep_only(self, names) -> None:
+        self._buffers = {k: v for k, v in self._buffers.items() if k in names}
+
+
+class CheckpointWriter:
+    """Owns the background save. ``save`` (blocking or not), ``wait`` and ``snapshot_barrier``."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._copied = threading.Event()
+        self._copied.set()
+        self._error: BaseException | None = None
+        self._snapshot = _Snapshot()
+
+    # ---------------------------------------------------------------- public
+    def save(self, state: dict, path: str | os.PathLike, *, blocking: bool = True,
+             deferred: set[int] | None = None, then: Callable[[], None] | None = None) -> None:
+        """Save ``state`` to ``path``. ``deferred``: storage data pointers of tensors that change only in
+        optimizer.step() (the writer thread copies them). ``then`` runs after the file is committed."""
+        tree, tensors = codec.flatten(state)  # an unstorable value fails here, before any byte is written
+        self.wait()
+        if blocking:
+            write_file(path, tree, tensors, progress=True)
+            if then is not None:
+                then()
+            return
+        deferred = deferred or set()
+        late = [n for n, t in tensors.items() if t.numel() and t.untyped_storage().data_ptr() in deferred]
+        late_set = set(late)
+        now = [n for n in tensors if n not in late_set]
+        snap: dict[str, torch.Tensor] = {}
+        self._snapshot.copy(now, tensors, snap)
+        versions = {n: tensors[n]._version for n in late}
+        self._snapshot.keep_only(tensors.keys())
+        live = {n: tensors[n] for n in late}
+        self._copied.clear()
+        self._thread = threading.Thread(target=self._run, name="ember-checkpoint-writer", daemon=True,
+                                        args=(Path(path), tree, tensors.keys(), snap, live, versions, then))
+        self._thread.start()
+
+    def snapshot_barrier(self) -> None:
+        """Block until the in-flight save has copied what it defers (call before mutating parameters)."""
+        self._copied.wait()
+
+    def wait(self) -> None:
+        """Block until no save is in flight; raise the error of a failed background save."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    @property
+    def in_flight(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---------------------------------------------------------------- the writer thread
+    def _run(self, path: Path, tree: dict, names, snap: dict, live: dict, versions: dict,
+             then: Callable[[], None] | None) -> None:
+        try:
+            try:
+                self._snapshot.copy(list(live), live, snap)
+                changed = [n for n, t in live.items() if t._version != versions[n]]
+            finally:
+                self._copied.set()
+            if changed:
+                raise CheckpointError(
+                    f"checkpoint {path} was not written: {', '.join(changed[:5])} changed in place while it was "
+                    "being copied (outside optimizer.step()). Save with blocking=True when tensors are edited "
+                    "outside the optimizer."
+                )
+            write_file(path, tree, {n: snap[n] for n in names})
+            if then is not None:
+                then()
+        except BaseException as e:  # noqa: BLE001 - surfaced by wait()
+            if isinstance(e, CheckpointError) or not isinstance(e, Exception):
+                self._error = e
+            else:
+                err = CheckpointError(f"background save of {path} failed: {e}")
+                err.__cause__ = e
+                self._error = err
