@@ -158,19 +158,31 @@ def test_validation_does_not_disturb_training_randomness(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(with_val.parameters(), without.parameters()))
 
 
+HOOKS = ["on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_batch_start", "on_train_batch_end",
+         "on_validation_start", "on_validation_epoch_end", "on_validation_end", "on_train_epoch_end",
+         "on_train_end", "on_fit_end"]
+
+
 def test_callback_hooks_run_in_order(tmp_path):
     calls = []
 
-    class Rec(Callback):
-        def __getattribute__(self, name):
-            if name.startswith("on_"):
-                calls.append(name)
-            return super().__getattribute__(name)
+    def recorder(name):
+        return lambda self, *args: calls.append(name)
 
+    Rec = type("Rec", (Callback,), {name: recorder(name) for name in HOOKS})
     fit(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[Rec()])
-    assert calls == ["on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_batch_start",
-                     "on_train_batch_end", "on_validation_start", "on_validation_epoch_end",
-                     "on_validation_end", "on_train_epoch_end", "on_train_end", "on_fit_end"]
+    assert calls == HOOKS
+
+
+def test_module_hooks_run_too(tmp_path):
+    calls = []
+
+    class Hooked(TinyModel):
+        def on_train_epoch_end(self):
+            calls.append(self.current_epoch)
+
+    fit(tmp_path, Hooked(), max_epochs=2)
+    assert calls == [0, 1]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import torch
 
 from ember.checkpoint.state import restore_gradients
 from ember.data import ResumableLoader
-from ember.metrics import MetricStore, batch_size_of
+from ember.metrics import MetricStore
 from ember.seed import preserved_rng, set_rng_state
 
 
@@ -33,6 +33,8 @@ class Progress:
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
+    if device.type == "cpu":
+        return batch  # data loaders yield CPU tensors; nothing to move
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
@@ -107,11 +109,11 @@ class FitLoop:
         self.resume, self.resume_rng, self.resume_grads = state, rng, grads
 
     # ---------------------------------------------------------------- logging sink
-    def log(self, name: str, value: Any, **kwargs: Any) -> None:
-        store = self.train_metrics if self.stage == "train" else self.val_metrics
-        batch = self._batch
-        store.record(name, value, training=self.stage == "train",
-                     default_batch_size=batch_size_of(batch) if batch is not None else 1, **kwargs)
+    def log(self, name: str, value: Any, prog_bar: bool = False, on_step: bool | None = None,
+            on_epoch: bool | None = None, logger: bool = True, batch_size: int | None = None) -> None:
+        training = self.stage == "train"
+        store = self.train_metrics if training else self.val_metrics
+        store.record(name, value, training, self._batch, prog_bar, on_step, on_epoch, logger, batch_size)
 
     # ---------------------------------------------------------------- the loop
     def limits_reached(self, epoch: int) -> bool:
@@ -230,21 +232,20 @@ class FitLoop:
         t.optimizer_stepped = False
         self.train_metrics.begin_step()
         if self.per_optimizer:
-            outputs = []
-            for i, opt in enumerate(t.optimizers):
-                outputs.append(self._backward_for(opt, lambda: module.training_step(batch, batch_idx, i), accum))
+            outputs = [self._backward_for(opt, (batch, batch_idx, i), accum) for i, opt in enumerate(t.optimizers)]
         else:
-            outputs = self._backward_for(None, lambda: module.training_step(batch, batch_idx), accum)
+            outputs = self._backward_for(None, (batch, batch_idx), accum)
         if (batch_idx + 1) % accum == 0 or is_last:
             self.optimizer_step()
         return outputs
 
-    def _backward_for(self, optimizer, step_fn, accum: int) -> Any:
+    def _backward_for(self, optimizer, step_args: tuple, accum: int) -> Any:
+        """training_step(*step_args) and its backward (with only ``optimizer``'s parameters, if given)."""
         t = self.trainer
         frozen = t._toggle(optimizer) if optimizer is not None else None
         try:
             with t.precision_plugin.autocast():
-                output = step_fn()
+                output = t.module.training_step(*step_args)
             loss = loss_of(output)
             if loss is not None:
                 self.last_loss = loss.detach()
@@ -257,6 +258,7 @@ class FitLoop:
 
     def optimizer_step(self) -> None:
         t = self.trainer
+        t._writer.snapshot_barrier()  # a background save may still be copying the weights
         plugin = t.precision_plugin
         for opt in t.optimizers:
             if t.gradient_clip_val:

@@ -167,8 +167,7 @@ class Module(nn.Module):
                 f"self.log({name!r}, ...) was called outside trainer.fit(); log from training_step or "
                 "validation_step."
             )
-        sink(name, value, prog_bar=prog_bar, on_step=on_step, on_epoch=on_epoch, logger=logger,
-             batch_size=batch_size)
+        sink(name, value, prog_bar, on_step, on_epoch, logger, batch_size)
 
     def log_dict(self, metrics: Mapping[str, Any], **kwargs: Any) -> None:
         for k, v in metrics.items():

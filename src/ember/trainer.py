@@ -19,6 +19,7 @@ from ember.data import ResumableLoader
 from ember.errors import CheckpointError, MisconfigurationError
 from ember.loggers import CSVLogger
 from ember.loop import FitLoop
+from ember.metrics import as_float
 from ember.optim import SchedulerConfig, parse_optimizers
 from ember.precision import Precision
 from ember.preemption import StopRequests
@@ -134,7 +135,7 @@ class Trainer:
         self.should_stop = False
         self.optimizer_stepped = False
         self.ckpt_path: str | None = None
-        self._metrics: dict[str, float] = {}
+        self._metrics: dict[str, float | torch.Tensor] = {}  # tensors are read (synced) only when needed
         self._stop_requests = StopRequests()
         self._writer = CheckpointWriter()
 
@@ -173,11 +174,26 @@ class Trainer:
         return cbs[0] if cbs else None
 
     def _call(self, hook: str, *args: Any) -> None:
+        """Run a hook on the module (if it defines it) and on every callback that overrides it."""
+        targets = self._hook_cache.get(hook)
+        if targets is None:
+            targets = self._hook_cache[hook] = self._hook_targets(hook)
+        for fn, is_callback in targets:
+            if is_callback:
+                fn(self, self.module, *args)
+            else:
+                fn(*args)
+
+    def _hook_targets(self, hook: str) -> list:
+        targets = []
         module_hook = getattr(self.module, hook, None)
-        if module_hook is not None and hook not in ("on_save_checkpoint", "on_load_checkpoint"):
-            module_hook(*args)
+        if callable(module_hook):
+            targets.append((module_hook, False))
+        base = getattr(Callback, hook)
         for cb in self.callbacks:
-            getattr(cb, hook)(self, self.module, *args)
+            if getattr(type(cb), hook, base) is not base or hook in vars(cb):
+                targets.append((getattr(cb, hook), True))
+        return targets
 
     # ---------------------------------------------------------------- facts
     @property
@@ -192,10 +208,11 @@ class Trainer:
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
-        return {k: torch.tensor(v) for k, v in self._metrics.items()}
+        """The latest value of every logged metric (epoch means for epoch-level ones)."""
+        return {k: torch.tensor(as_float(v)) for k, v in self._metrics.items()}
 
     def callback_metrics_float(self) -> dict[str, float]:
-        return dict(self._metrics)
+        return {k: as_float(v) for k, v in self._metrics.items()}
 
     @property
     def lr_schedulers(self) -> list:
@@ -203,7 +220,7 @@ class Trainer:
 
     @property
     def logged_metrics(self) -> dict[str, float]:
-        return dict(self._metrics)
+        return self.callback_metrics_float()
 
     # ---------------------------------------------------------------- fit
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, ckpt_path: str | os.PathLike | None = None):
@@ -222,6 +239,7 @@ class Trainer:
         model.to(self.device)
         self.should_stop = False
         self.fit_loop = loop = FitLoop(self)
+        self._hook_cache: dict[str, list] = {}
         model.__dict__["_logged"] = loop.log
         train = train_dataloaders if train_dataloaders is not None else _hook(model, "train_dataloader")
         if train is None:
@@ -239,7 +257,6 @@ class Trainer:
             cb.setup(self, resolved)
         if resolved is not None:
             self._restore(resolved)
-        hooks = [opt.register_step_pre_hook(lambda *_: self._writer.snapshot_barrier()) for opt in self.optimizers]
         try:
             with self._stop_requests:
                 self._call("on_fit_start")
@@ -254,8 +271,6 @@ class Trainer:
                 cb.on_exception(self, model, e)
             raise
         finally:
-            for h in hooks:
-                h.remove()
             model.__dict__["_logged"] = None
             self._flush_logger()
 
@@ -396,7 +411,7 @@ class Trainer:
                         f"{sorted(self._metrics)}. Log it, or set 'strict': False in the lr_scheduler dict.")
                 warnings.warn(f"ReduceLROnPlateau skipped: {cfg.monitor!r} was not logged", stacklevel=2)
                 return
-            cfg.scheduler.step(self._metrics[cfg.monitor])
+            cfg.scheduler.step(as_float(self._metrics[cfg.monitor]))
         else:
             with warnings.catch_warnings():
                 # After a resume the first scheduler step can precede this process's first optimizer step.
@@ -417,7 +432,8 @@ class Trainer:
 
     def _log_to_logger(self, metrics: dict[str, float]) -> None:
         if self.logger is not None and metrics:
-            self.logger.log_metrics(metrics, step=self.global_step, epoch=self.current_epoch)
+            self.logger.log_metrics({k: as_float(v) for k, v in metrics.items()}, step=self.global_step,
+                                    epoch=self.current_epoch)
 
     def _flush_logger(self) -> None:
         if self.logger is not None:

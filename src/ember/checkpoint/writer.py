@@ -108,7 +108,8 @@ class CheckpointWriter:
 
     def snapshot_barrier(self) -> None:
         """Block until the in-flight save has copied what it defers (call before mutating parameters)."""
-        self._copied.wait()
+        if not self._copied.is_set():
+            self._copied.wait()
 
     def wait(self) -> None:
         """Block until no save is in flight; raise the error of a failed background save."""
