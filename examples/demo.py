@@ -105,7 +105,12 @@ def main() -> None:
         print(f"  {p.name:28s} {p.stat().st_size / 1024:6.1f} KiB")
     print("  (files from before the resume stay: a run never deletes checkpoints it did not write itself)")
     print(f"metrics logged to {second.logger.metrics_file}")
-    print(f"done in {time.perf_counter() - start:.1f} s")
+
+    print(f"\n== 4. what a checkpoint holds: ember ckpt inspect {root / 'checkpoints' / 'last.ckpt'} ==")
+    from ember.cli import main as ember_cli
+
+    ember_cli(["ckpt", "inspect", str(root / "checkpoints" / "last.ckpt")])
+    print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -175,3 +175,17 @@ def test_namespace_hparams_survive_as_namespace_in_checkpoint(tmp_path):
     ckpt = ember.load_checkpoint(path)
     assert ckpt["hparams_type"] == "Namespace" and ckpt["hparams_name"] == "hparams"
     assert M.load_from_checkpoint(path).hparams == Namespace(lr=0.2, scheduler=None)
+
+
+def test_unstorable_hparams_are_left_out_with_a_warning_saying_how_to_load(tmp_path):
+    class WithBackbone(TinyModel):
+        def __init__(self, backbone, **kw):
+            super().__init__(**kw)
+            self.backbone = backbone
+
+    model = WithBackbone(nn.Linear(4, 4))
+    with pytest.warns(UserWarning, match=r"'backbone' \(Linear\).*load_from_checkpoint\(path, backbone=\.\.\.\)"):
+        _, path = fitted_checkpoint(tmp_path, model)
+    assert "backbone" not in ember.load_checkpoint(path)["hyper_parameters"]
+    loaded = WithBackbone.load_from_checkpoint(path, backbone=nn.Linear(4, 4))
+    assert torch.equal(loaded.backbone.weight, model.backbone.weight)

@@ -238,3 +238,18 @@ def test_bf16_mixed_trains_under_autocast(tmp_path):
 
     fit(tmp_path, Spy(), max_steps=1, precision="bf16-mixed")
     assert seen == [torch.bfloat16]
+
+
+def test_unstorable_callback_state_names_its_path_and_harms_nothing(tmp_path):
+    class Bad(Callback):
+        def state_dict(self):
+            return {"fn": print}
+
+    trainer = fit(tmp_path, max_epochs=1)
+    trainer.save_checkpoint(tmp_path / "good.ckpt")
+    before = (tmp_path / "good.ckpt").read_bytes()
+    trainer.callbacks.append(Bad())
+    with pytest.raises(ember.CheckpointError, match=r"callbacks\..*Bad\.fn: .*cannot be stored"):
+        trainer.save_checkpoint(tmp_path / "good.ckpt")
+    assert (tmp_path / "good.ckpt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ckpt"]

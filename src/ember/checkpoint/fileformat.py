@@ -316,15 +316,56 @@ def _encode_header(tree: Any, entries: list[_Entry]) -> bytes:
 def write(fileobj: BinaryIO, tree: Any, tensors: Mapping[str, torch.Tensor]) -> None:
     """Stream a checkpoint (the codec tree + named tensors) to any object with ``.write()``.
 
-    Checksums are computed in a first pass over the tensors, then the header and the
-    tensors are written; nothing is written if the input is invalid. No seek is needed.
+    To a seekable file of CPU tensors: the header goes first with zero checksums (same length),
+    the tensors follow while a second thread checksums each piece just written, then the header
+    is written again in place with the real checksums — so checksumming overlaps the write.
+    Otherwise checksums are computed in a first pass, then everything is written once.
+    Nothing is written if the input is invalid.
     """
     plan = _plan(tensors)
+    if _seekable(fileobj) and all(t.device.type == "cpu" for _, t in plan):
+        _write_overlapped(fileobj, tree, plan)
+        return
     _compute_crcs(plan)
     fileobj.write(_encode_header(tree, [e for e, _ in plan]))
     for _, t in plan:
         for chunk in _chunks(t):
             fileobj.write(chunk)
+
+
+def _seekable(f: Any) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _write_overlapped(fileobj: BinaryIO, tree: Any, plan: list[tuple[_Entry, torch.Tensor]]) -> None:
+    entries = [e for e, _ in plan]
+    for e in entries:
+        e.crc = 0
+    header = _encode_header(tree, entries)  # validates the tree before any byte is written
+    start = fileobj.tell()
+    fileobj.write(header)
+
+    def crc_piece(e: _Entry, piece: memoryview) -> None:
+        e.crc = zlib.crc32(piece, e.crc)  # one worker: pieces of a tensor are checksummed in order
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = []
+        for e, t in plan:
+            for chunk in _chunks(t):  # CPU tensors: views of the tensor's own memory, stable while we write
+                pending.append(pool.submit(crc_piece, e, chunk))
+                fileobj.write(chunk)
+        for f in pending:
+            f.result()
+    end = fileobj.tell()
+    final = _encode_header(tree, entries)
+    if len(final) != len(header):  # fixed-width checksums keep the length; never write a shifted header
+        raise CheckpointError("internal error: the header changed length when its checksums were filled in")
+    fileobj.seek(start)
+    fileobj.write(final)
+    fileobj.seek(end)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -27,6 +27,15 @@ class WriteProgress:
         self._bar.update(len(memoryview(data)))
         return n
 
+    def seekable(self) -> bool:
+        return self._f.seekable()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
     def close(self) -> None:
         self._bar.close()
 

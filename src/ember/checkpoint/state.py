@@ -10,13 +10,15 @@ random state), ``accumulated_grads`` (only when saved inside an accumulation win
 
 from __future__ import annotations
 
+import warnings
 from argparse import Namespace
 from typing import Any
 
 import torch
 from torch import nn
 
-from ember.errors import CheckpointMismatchError
+from ember.checkpoint import codec
+from ember.errors import CheckpointError, CheckpointMismatchError
 
 WEIGHTS_ONLY_KEYS = ("epoch", "global_step", "state_dict", "hyper_parameters", "hparams_type", "hparams_name",
                      "ember_version")
@@ -35,6 +37,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def hparams_entries(module: nn.Module) -> dict[str, Any]:
+    """The hyperparameters to save. Values a checkpoint cannot hold (a module passed to __init__, say)
+    are left out with a warning that says how to pass them at load time."""
     hp = getattr(module, "hparams", None)
     if hp is None:
         return {}
@@ -44,8 +48,30 @@ def hparams_entries(module: nn.Module) -> dict[str, Any]:
         values, kind = dict(hp), "dict"
     if not values:
         return {}
-    return {"hyper_parameters": values, "hparams_type": kind,
+    storable = {}
+    for k, v in values.items():
+        try:
+            codec.flatten({k: v})
+        except CheckpointError:
+            _warn_unstorable_hparam(module, k, v)
+            continue
+        storable[k] = v
+    return {"hyper_parameters": storable, "hparams_type": kind,
             "hparams_name": module.__dict__.get("_hparams_name")}
+
+
+def _warn_unstorable_hparam(module: nn.Module, name: str, value: Any) -> None:
+    warned = module.__dict__.setdefault("_ember_warned_hparams", set())
+    if name in warned:
+        return
+    warned.add(name)
+    cls = type(module).__name__
+    warnings.warn(
+        f"hyperparameter {name!r} ({type(value).__name__}) cannot be stored in a checkpoint and is left out. "
+        f"Pass it when loading: {cls}.load_from_checkpoint(path, {name}=...), or keep it out of the "
+        f"hyperparameters with self.save_hyperparameters(ignore=[{name!r}]).",
+        stacklevel=4,
+    )
 
 
 def is_weights_only(ckpt: dict) -> bool:
