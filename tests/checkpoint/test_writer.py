@@ -74,11 +74,11 @@ def test_in_place_change_of_a_deferred_tensor_fails_the_save_loudly(tmp_path, mo
     started = threading.Event()
     real_copy = writer._Snapshot.copy
 
-    def late_copy(self, names, tensors, out):
-        if names and tensors is not None and threading.current_thread().name == "ember-checkpoint-writer":
+    def late_copy(self, names, tensors, out, **kw):
+        if names and threading.current_thread().name == "ember-checkpoint-writer":
             started.set()
             time.sleep(0.2)
-        real_copy(self, names, tensors, out)
+        real_copy(self, names, tensors, out, **kw)
 
     monkeypatch.setattr(writer._Snapshot, "copy", late_copy)
     w = CheckpointWriter()
@@ -88,6 +88,29 @@ def test_in_place_change_of_a_deferred_tensor_fails_the_save_loudly(tmp_path, mo
     with pytest.raises(ember.CheckpointError, match="changed in place while it was being copied"):
         w.wait()
     assert not (tmp_path / "t.ckpt").exists()
+
+
+def test_the_training_thread_helps_copy_at_the_barrier(tmp_path, monkeypatch):
+    copied_by = []
+    real_copy = writer._Snapshot.copy
+
+    def record(self, names, tensors, out, **kw):
+        copied_by.extend((n, threading.current_thread().name) for n in names)
+        if threading.current_thread().name == "ember-checkpoint-writer":
+            time.sleep(0.1)
+        real_copy(self, names, tensors, out, **kw)
+
+    monkeypatch.setattr(writer._Snapshot, "copy", record)
+    params = [torch.full((4,), float(i)) for i in range(6)]
+    w = CheckpointWriter()
+    w.save({"p": params}, tmp_path / "p.ckpt", blocking=False,
+           deferred={p.untyped_storage().data_ptr() for p in params})
+    w.snapshot_barrier()
+    w.wait()
+    helpers = {thread for _, thread in copied_by}
+    assert helpers == {"ember-checkpoint-writer", threading.main_thread().name}
+    assert sorted(n for n, _ in copied_by) == sorted(f"p.{i}" for i in range(6))
+    assert [t.tolist() for t in ember.load_checkpoint(tmp_path / "p.ckpt")["p"]] == [[float(i)] * 4 for i in range(6)]
 
 
 def test_a_failed_background_save_surfaces_at_wait_with_its_file(tmp_path, monkeypatch):

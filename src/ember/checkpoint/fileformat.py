@@ -530,24 +530,15 @@ def _device(map_location: Any) -> torch.device | None:
     return None if dev.type == "cpu" else dev
 
 
-def _anonymous(n: int) -> Any:
-    """A writable, page-aligned buffer of n bytes (pre-faulted where the OS allows: faster readinto)."""
-    if not n:
-        return bytearray()
-    populate = getattr(_mmap, "MAP_POPULATE", 0)
-    if populate:
-        return _mmap.mmap(-1, n, flags=_mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS | populate)
-    return _mmap.mmap(-1, n)
-
-
 def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
     """Read a checkpoint: ``(tree, {name: tensor})``; pass them to ``codec.unflatten``.
 
     The header (structure and checksum) is always checked. ``verify=True`` also checks the
     CRC-32 of every tensor, which reads every byte even with ``mmap=True``; use
     ``mmap=True, verify=False`` for a lazy load whose tensor bytes are paged in on use.
-    Without mmap the data section is read with ``readinto`` into one anonymous memory
-    buffer that the tensors share (each has its own storage over its part of it). Tensors are created on the CPU, then moved to ``map_location``.
+    Without mmap each tensor is allocated (sizes come from a header already checked against
+    the real file size) and filled with ``readinto``; a second thread checksums each piece as
+    soon as it is read. Tensors are created on the CPU, then moved to ``map_location``.
     A plain safetensors file loads as ``{"state_dict": ...}`` with a warning.
     """
     device = _device(map_location)
@@ -555,25 +546,24 @@ def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool
         size = os.fstat(f.fileno()).st_size
         hdr = _parse(path, f, size, verify=True)
         if mmap and size:
-            try:
-                buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_COPY)
-            except (OSError, ValueError) as e:
-                raise CheckpointError(f"cannot map checkpoint {path}: {e}") from None
-            if len(buf) != size:
-                raise _corrupt(path, "the file changed size while it was being read")
-            base = hdr.data_start
+            tensors = _map_tensors(path, f, size, hdr, verify)
         else:
-            buf = _anonymous(size - hdr.data_start)  # sized by the real file size, checked by _parse
             f.seek(hdr.data_start)
-            from ember.checkpoint.progress import ReadProgress
+            tensors = _read_tensors(f, hdr, path, verify and hdr.kind == "ember")
+    if device is not None:
+        tensors = {k: t.to(device) for k, t in tensors.items()}
+    tree = hdr.tree if hdr.kind == "ember" else _plain_tree(hdr, path)
+    return tree, tensors
 
-            reader = ReadProgress(f, size - hdr.data_start, f"loading {os.path.basename(str(path))}")
-            try:
-                _readinto(reader, memoryview(buf), path, "the tensor data")
-            finally:
-                reader.close()
-            base = 0
-    view = memoryview(buf)
+
+def _map_tensors(path: Any, f: BinaryIO, size: int, hdr: _Header, verify: bool) -> dict[str, torch.Tensor]:
+    try:
+        buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_COPY)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot map checkpoint {path}: {e}") from None
+    if len(buf) != size:
+        raise _corrupt(path, "the file changed size while it was being read")
+    base, view = hdr.data_start, memoryview(buf)
     if verify and hdr.kind == "ember":
         got = _crc32_many([view[base + e.begin : base + e.end] for e in hdr.entries])
         for e, crc in zip(hdr.entries, got):
@@ -588,9 +578,46 @@ def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool
             if t.data_ptr() % e.dtype.itemsize:
                 t = t.clone()  # a misaligned tensor (only in foreign safetensors files)
             t = t.view(e.shape)
-        tensors[e.name] = t.to(device) if device is not None else t
-    tree = hdr.tree if hdr.kind == "ember" else _plain_tree(hdr, path)
-    return tree, tensors
+        tensors[e.name] = t
+    return tensors
+
+
+_READ_PIECE = 16 * 2**20
+
+
+def _read_tensors(f: BinaryIO, hdr: _Header, path: Any, checked: bool) -> dict[str, torch.Tensor]:
+    """Read every tensor, in data order, into its own allocation; when ``checked``, a second thread
+    checksums each piece as soon as it has been read, so checking overlaps reading."""
+    from ember.checkpoint.progress import ReadProgress
+
+    crcs = {e.name: 0 for e in hdr.entries}
+
+    def crc_piece(name: str, piece: memoryview) -> None:
+        crcs[name] = zlib.crc32(piece, crcs[name])  # one worker: a tensor's pieces are checked in order
+
+    tensors = {}
+    reader = ReadProgress(f, hdr.file_size - hdr.data_start, f"loading {os.path.basename(str(path))}")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = []
+            for e in hdr.entries:  # in data order, covering the data section without holes
+                t = torch.empty(e.shape, dtype=e.dtype)
+                view = _cpu_bytes(t)
+                for s in range(0, len(view), _READ_PIECE):
+                    piece = view[s : s + _READ_PIECE]
+                    _readinto(reader, piece, path, f"tensor {e.name!r}")
+                    if checked:
+                        pending.append(pool.submit(crc_piece, e.name, piece))
+                tensors[e.name] = t
+            for p in pending:
+                p.result()
+    finally:
+        reader.close()
+    if checked:
+        for e in hdr.entries:
+            if crcs[e.name] != e.crc:
+                raise _crc_error(path, hdr, e, crcs[e.name])
+    return tensors
 
 
 def read_header(path: Any, *, verify: bool = True) -> dict:

@@ -11,6 +11,7 @@ instead of writing a torn state. Then the thread encodes, checksums, writes and 
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from pathlib import Path
@@ -55,7 +56,8 @@ class _Snapshot:
             self._buffers[name] = buf
         return buf
 
-    def copy(self, names, tensors: Mapping[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
+    def copy(self, names, tensors: Mapping[str, torch.Tensor], out: dict[str, torch.Tensor],
+             sync: bool = True) -> None:
         cuda = False
         for name in names:
             t = tensors[name]
@@ -63,11 +65,43 @@ class _Snapshot:
             buf.copy_(t.detach(), non_blocking=t.device.type == "cuda")
             cuda = cuda or t.device.type == "cuda"
             out[name] = buf
-        if cuda:
+        if cuda and sync:
             torch.cuda.synchronize()
 
     def keep_only(self, names) -> None:
         self._buffers = {k: v for k, v in self._buffers.items() if k in names}
+
+
+class _CopyJob:
+    """The deferred copies of one save, shared out tensor by tensor: the writer thread takes them from
+    the front, and a training thread that reaches the optimizer step early helps from the back."""
+
+    def __init__(self, snapshot: _Snapshot, live: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
+        self._snapshot, self._live, self._out = snapshot, live, out
+        self._todo = collections.deque(live)
+        self._lock = threading.Lock()
+        self._busy = 0
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        if not self._todo:
+            self.done.set()
+
+    def work(self, from_front: bool) -> None:
+        while True:
+            with self._lock:
+                if not self._todo:
+                    return
+                name = self._todo.popleft() if from_front else self._todo.pop()
+                self._busy += 1
+            try:
+                self._snapshot.copy([name], self._live, self._out, sync=False)
+            except BaseException as e:  # noqa: BLE001 - reported by the writer thread
+                self.error = e
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    if not self._todo and not self._busy:
+                        self.done.set()
 
 
 class CheckpointWriter:
@@ -77,6 +111,7 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._copied = threading.Event()
         self._copied.set()
+        self._job: _CopyJob | None = None
         self._error: BaseException | None = None
         self._snapshot = _Snapshot()
 
@@ -101,14 +136,19 @@ class CheckpointWriter:
         versions = {n: tensors[n]._version for n in late}
         self._snapshot.keep_only(tensors.keys())
         live = {n: tensors[n] for n in late}
+        self._job = _CopyJob(self._snapshot, live, snap)
         self._copied.clear()
         self._thread = threading.Thread(target=self._run, name="ember-checkpoint-writer", daemon=True,
                                         args=(Path(path), tree, tensors.keys(), snap, live, versions, then))
         self._thread.start()
 
     def snapshot_barrier(self) -> None:
-        """Block until the in-flight save has copied what it defers (call before mutating parameters)."""
+        """Block until the in-flight save has copied what it defers (call before mutating parameters).
+        While it waits, the calling thread copies too."""
         if not self._copied.is_set():
+            job = self._job
+            if job is not None:
+                job.work(from_front=False)
             self._copied.wait()
 
     def wait(self) -> None:
@@ -129,8 +169,14 @@ class CheckpointWriter:
     def _run(self, path: Path, tree: dict, names, snap: dict, live: dict, versions: dict,
              then: Callable[[], None] | None) -> None:
         try:
+            job = self._job
             try:
-                self._snapshot.copy(list(live), live, snap)
+                job.work(from_front=True)
+                job.done.wait()
+                if job.error is not None:
+                    raise job.error
+                if any(t.device.type == "cuda" for t in live.values()):
+                    torch.cuda.synchronize()
                 changed = [n for n, t in live.items() if t._version != versions[n]]
             finally:
                 self._copied.set()
