@@ -174,3 +174,18 @@ def test_files_are_complete_checkpoints(tmp_path):
             "hyper_parameters", "ember_version"} <= set(ckpt)
     assert not any(name.endswith(".part") for name in os.listdir(tmp_path / "c"))
     assert isinstance(ckpt["state_dict"]["net.0.weight"], torch.Tensor)
+
+
+def test_train_time_interval_saves_after_steps_once_the_time_has_passed(tmp_path):
+    from datetime import timedelta
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", train_time_interval=timedelta(seconds=0), save_top_k=-1)
+    fit(tmp_path, cb, epochs=1)
+    assert names(tmp_path / "c") == [f"epoch=0-step={s}.ckpt" for s in range(1, 5)]
+
+
+def test_schedules_compose(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", every_n_epochs=1, every_n_train_steps=3, save_top_k=-1)
+    fit(tmp_path, cb, epochs=2)
+    assert names(tmp_path / "c") == ["epoch=0-step=3.ckpt", "epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt",
+                                     "epoch=1-step=8.ckpt"]

@@ -159,3 +159,43 @@ def test_resume_with_a_different_optimizer_setup_is_an_error(tmp_path):
 
     with pytest.raises(ember.CheckpointMismatchError, match="1 optimizer\\(s\\) and 1 LR scheduler\\(s\\)"):
         run(tmp_path, 2, ckpt_path="last", model=TwoOpt())
+
+
+def test_ckpt_path_last_skips_a_corrupt_newer_checkpoint_with_a_warning(tmp_path):
+    run(tmp_path, 2, checkpoint_callback=ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_top_k=-1))
+    newest = tmp_path / "checkpoints" / "epoch=1-step=8.ckpt"
+    data = bytearray(newest.read_bytes())
+    data[-3] ^= 0x10  # one flipped bit in the tensor data
+    newest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="skipping .*epoch=1-step=8.ckpt"):
+        trainer, _ = run(tmp_path, 2, ckpt_path="last")
+    assert trainer.ckpt_path.endswith("epoch=0-step=4.ckpt")
+
+
+def test_an_exception_in_a_save_hook_leaves_earlier_checkpoints_untouched(tmp_path):
+    first, model = run(tmp_path, 1)
+    first.save_checkpoint(tmp_path / "keep.ckpt")
+    before = (tmp_path / "keep.ckpt").read_bytes()
+
+    def broken(checkpoint):
+        raise RuntimeError("hook failed")
+
+    model.on_save_checkpoint = broken
+    with pytest.raises(RuntimeError, match="hook failed"):
+        first.save_checkpoint(tmp_path / "keep.ckpt")
+    assert (tmp_path / "keep.ckpt").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_save_inside_an_accumulation_window_resumes_exactly(tmp_path):
+    class MidWindow(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 2 and not trainer.optimizer_stepped and batch_idx == 1:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")  # two of a window's three batches are pending
+
+    ember.seed_everything(0)
+    _, straight = run(tmp_path / "a", 2, accumulate_grad_batches=3, callbacks=[MidWindow()])
+    assert "accumulated_grads" in ember.load_checkpoint(tmp_path / "mid.ckpt")
+    _, resumed = run(tmp_path / "b", 2, ckpt_path=str(tmp_path / "mid.ckpt"), accumulate_grad_batches=3)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)

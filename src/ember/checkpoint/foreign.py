@@ -63,7 +63,19 @@ def _unsafe_message(path: Any, err: str) -> str:
     )
 
 
-def load_foreign(path: Any, map_location: Any = None) -> dict:
+def checked_sniff(path: Any) -> str:
+    """``sniff``, with a missing, unreadable or folder path reported as a CheckpointError."""
+    try:
+        return sniff(path)
+    except IsADirectoryError:
+        raise CheckpointError(f"no checkpoint at {path}: it is a directory; pass the checkpoint file inside it") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}: the file does not exist. Check the path.") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot open checkpoint {path}: {e.strerror or e}") from None
+
+
+def load_foreign(path: Any, map_location: Any = None, kind: str | None = None) -> dict:
     """Load a ``torch.save`` file with ``torch.load(weights_only=True)``.
 
     A bare ``{name: tensor}`` mapping (a saved ``state_dict``) is returned as
@@ -71,14 +83,7 @@ def load_foreign(path: Any, map_location: Any = None) -> dict:
     Raises UnsafeCheckpointError for files that need arbitrary code, CheckpointCorruptError
     for truncated/garbage files and files that are not checkpoints.
     """
-    try:
-        kind = sniff(path)
-    except IsADirectoryError:
-        raise CheckpointError(f"no checkpoint at {path}: it is a directory; pass the checkpoint file inside it") from None
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}: the file does not exist") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot open checkpoint {path}: {e.strerror or e}") from None
+    kind = kind or checked_sniff(path)
     if kind not in ("torch-zip", "torch-pickle"):
         raise CheckpointCorruptError(
             f"{path} is not a checkpoint: it is neither an ember checkpoint, a safetensors file nor a torch.save file"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ember.checkpoint import codec, fileformat
-from ember.checkpoint.foreign import load_foreign, sniff
-from ember.errors import CheckpointCorruptError, CheckpointError
+from ember.checkpoint.foreign import checked_sniff, load_foreign
+from ember.errors import CheckpointCorruptError
 
 __all__ = ["load_any"]
 
@@ -18,16 +18,9 @@ def load_any(path: Any, map_location: Any = None, verify: bool = True, mmap: boo
     (``verify``/``mmap`` as in ``fileformat.read``); anything else through ``load_foreign``.
     Raises a CheckpointError subclass for a missing, unreadable, corrupt or unsafe file.
     """
-    try:
-        kind = sniff(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}: the file does not exist") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"no checkpoint at {path}: it is a directory; pass the checkpoint file inside it") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot open checkpoint {path}: {e.strerror or e}") from None
+    kind = checked_sniff(path)
     if kind not in ("ember", "safetensors"):
-        return load_foreign(path, map_location=map_location)
+        return load_foreign(path, map_location=map_location, kind=kind)
     tree, tensors = fileformat.read(path, map_location=map_location, verify=verify, mmap=mmap)
     try:
         return codec.unflatten(tree, tensors)
