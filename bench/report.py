@@ -341,4 +341,24 @@ def render(*, machine: dict[str, str], command: str, smoke: bool, sr, lr, lo, mr
     parts.append(section_loop(lo))
     parts.append(section_memory(mr, memory_skipped))
     parts.append(section_goals(compute_goals(sr, lr, lo, mr), smoke))
+    parts.append(READING)
     return "\n".join(parts)
+
+
+READING = """
+## Reading the results
+
+- **Async stall.** ember's loop pauses for the JSON tree and the small tensors only; parameters and
+  optimizer state are copied to host buffers by the writer thread while the next step runs, and the
+  optimizer step waits (helping with the copy) until that copy is done. The stall is therefore the part
+  of the host copy that one step does not cover. The copy runs at the machine's memory bandwidth (both
+  cores copying); when the whole state takes longer to copy than one training step, the difference
+  shows up as stall — with the 75 ms stand-in step that happens at 2 GiB here. A real model whose
+  weights and Adam state fill 2 GiB takes far longer than 75 ms per step on two cores, and on a GPU
+  the copy is a device-to-pinned-host transfer on its own stream.
+- **Loop slowdown.** On two cores the writer thread (copy, checksum, write syscalls) competes with
+  training for the CPU, so a loop with a save in flight runs slower than one without, though less than
+  it would with a synchronous save (extra ÷ sync save < 1). Lightning's async save is slower still.
+- **Loads** are noisy on this shared disk (see min/max); ember reads each tensor into its own
+  allocation while a second thread checks the CRC-32 of each piece just read, then helps finish.
+"""

@@ -582,24 +582,21 @@ def _map_tensors(path: Any, f: BinaryIO, size: int, hdr: _Header, verify: bool) 
     return tensors
 
 
-_READ_PIECE = 16 * 2**20
+_READ_PIECE = 8 * 2**20
 
 
 def _read_tensors(f: BinaryIO, hdr: _Header, path: Any, checked: bool) -> dict[str, torch.Tensor]:
-    """Read every tensor, in data order, into its own allocation; when ``checked``, a second thread
-    checksums each piece as soon as it has been read, so checking overlaps reading."""
+    """Read every tensor, in data order, into its own allocation. When ``checked``, a second thread
+    checksums each piece as soon as it has been read; once reading is done this thread checksums the
+    pieces not yet started (from the back), and the pieces' CRCs are combined per tensor."""
     from ember.checkpoint.progress import ReadProgress
 
-    crcs = {e.name: 0 for e in hdr.entries}
-
-    def crc_piece(name: str, piece: memoryview) -> None:
-        crcs[name] = zlib.crc32(piece, crcs[name])  # one worker: a tensor's pieces are checked in order
-
-    tensors = {}
+    tensors: dict[str, torch.Tensor] = {}
+    pieces: list[tuple[str, memoryview]] = []
+    futures = []
     reader = ReadProgress(f, hdr.file_size - hdr.data_start, f"loading {os.path.basename(str(path))}")
     try:
         with ThreadPoolExecutor(1) as pool:
-            pending = []
             for e in hdr.entries:  # in data order, covering the data section without holes
                 t = torch.empty(e.shape, dtype=e.dtype)
                 view = _cpu_bytes(t)
@@ -607,13 +604,18 @@ def _read_tensors(f: BinaryIO, hdr: _Header, path: Any, checked: bool) -> dict[s
                     piece = view[s : s + _READ_PIECE]
                     _readinto(reader, piece, path, f"tensor {e.name!r}")
                     if checked:
-                        pending.append(pool.submit(crc_piece, e.name, piece))
+                        pieces.append((e.name, piece))
+                        futures.append(pool.submit(zlib.crc32, piece))
                 tensors[e.name] = t
-            for p in pending:
-                p.result()
+            piece_crcs = [0] * len(pieces)
+            for i in reversed(range(len(pieces))):
+                piece_crcs[i] = zlib.crc32(pieces[i][1]) if futures[i].cancel() else futures[i].result()
     finally:
         reader.close()
     if checked:
+        crcs = {e.name: 0 for e in hdr.entries}
+        for (name, piece), crc in zip(pieces, piece_crcs):
+            crcs[name] = crc32_combine(crcs[name], crc, len(piece))
         for e in hdr.entries:
             if crcs[e.name] != e.crc:
                 raise _crc_error(path, hdr, e, crcs[e.name])
