@@ -106,6 +106,33 @@ def test_mid_epoch_resume_sees_the_same_batches(tmp_path, kind):
     assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
 
 
+class Augmented(Indexed):
+    """Random augmentation inside the workers: item i is i + noise from the worker's torch generator."""
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i)]) + torch.rand(1)
+
+
+def test_random_augmentation_in_workers_resumes_exactly(tmp_path):
+    class Seen(Recorder):
+        def training_step(self, batch, batch_idx):
+            self.seen.append(batch.flatten().tolist())
+            return self.w(batch).mean()
+
+    def fit_aug(root, ckpt=None):
+        ember.seed_everything(0 if ckpt is None else 5)
+        model = Seen()
+        cb = ModelCheckpoint(dirpath=root, every_n_train_steps=1, save_top_k=-1)
+        trainer = ember.Trainer(max_epochs=2, checkpoint_callback=cb, **trainer_kwargs(root))
+        trainer.fit(model, DataLoader(Augmented(), batch_size=4, shuffle=True, num_workers=2), ckpt_path=ckpt)
+        return model
+
+    straight = fit_aug(tmp_path / "a")
+    resumed = fit_aug(tmp_path / "b", str(tmp_path / "a" / "epoch=1-step=9.ckpt"))  # odd: workers swap roles
+    assert resumed.seen == straight.seen[9:]
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
+
+
 def test_resume_skips_consumed_batches_without_reading_them(tmp_path):
     make = lambda ds: DataLoader(ds, batch_size=4, shuffle=True)  # noqa: E731
     fit(tmp_path / "a", make)

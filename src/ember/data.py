@@ -63,6 +63,31 @@ class _WorkerInit:
             self.user_fn(worker_id)
 
 
+class _SeededBatch(list):
+    """A batch of indices that, when a DataLoader worker starts reading it, seeds the worker's Python,
+    NumPy and torch generators from (the epoch's seed, the batch's position). Random augmentation in
+    workers then depends on the batch alone, not on which worker reads it or what it read before,
+    so a run resumed part-way through an epoch draws the same numbers. Outside workers it is a list."""
+
+    def __init__(self, indices, epoch_seed: int, position: int) -> None:
+        super().__init__(indices)
+        self.seed = hash((epoch_seed, position)) & (2**63 - 1)
+
+    def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None:
+            import random
+
+            random.seed(self.seed)
+            torch.manual_seed(self.seed)
+            try:
+                import numpy as np
+
+                np.random.seed(self.seed % 2**32)
+            except ImportError:  # pragma: no cover
+                pass
+        return super().__iter__()
+
+
 class _Prepared:
     """Stands in for the loader's index sampler for one iterator creation: yields prepared indices."""
 
@@ -143,6 +168,10 @@ class ResumableLoader:
             return self._iterable_iterator(skip, resume)
         loader = self.loader
         index_sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+        batch_seed = None
+        if loader.num_workers > 0 and loader.batch_sampler is not None:
+            gen = loader.generator
+            batch_seed = int(torch.empty((), dtype=torch.int64).random_(generator=gen))
         indices = iter(index_sampler)
         first = next(indices, _END)  # draw the sampler's randomness now, in a fixed order
         indices = itertools.chain(() if first is _END else (first,), indices)
@@ -150,6 +179,8 @@ class ResumableLoader:
             consumed = sum(1 for _ in itertools.islice(indices, skip))
             if consumed < skip:
                 skip = consumed
+        if batch_seed is not None:
+            indices = (_SeededBatch(b, batch_seed, k) for k, b in enumerate(indices, start=skip))
         attr = "batch_sampler" if loader.batch_sampler is not None else "sampler"
         original = getattr(loader, attr)
         object.__setattr__(loader, attr, _Prepared(indices))
