@@ -199,3 +199,13 @@ def test_a_save_inside_an_accumulation_window_resumes_exactly(tmp_path):
     _, resumed = run(tmp_path / "b", 2, ckpt_path=str(tmp_path / "mid.ckpt"), accumulate_grad_batches=3)
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def test_checkpointing_does_not_disturb_the_training_random_stream(tmp_path):
+    ember.seed_everything(3)
+    _, with_saves = run(tmp_path / "a", 2, checkpoint_callback=ModelCheckpoint(
+        dirpath=tmp_path / "a", every_n_train_steps=1, save_top_k=-1))
+    ember.seed_everything(3)
+    _, without = run(tmp_path / "b", 2, checkpoint_callback=False)
+    for a, b in zip(with_saves.parameters(), without.parameters()):
+        assert torch.equal(a, b)
