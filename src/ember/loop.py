@@ -227,7 +227,6 @@ class FitLoop:
     # ---------------------------------------------------------------- one batch
     def train_step(self, batch: Any, batch_idx: int, is_last: bool) -> Any:
         t = self.trainer
-        module = t.module
         accum = t.accumulate_grad_batches
         t.optimizer_stepped = False
         self.train_metrics.begin_step()
