@@ -360,5 +360,5 @@ READING = """
   training for the CPU, so a loop with a save in flight runs slower than one without, though less than
   it would with a synchronous save (extra ÷ sync save < 1). Lightning's async save is slower still.
 - **Loads** are noisy on this shared disk (see min/max); ember reads each tensor into its own
-  allocation while a second thread checks the CRC-32 of each piece just read, then helps finish.
+  allocation while a second thread checks the CRC-32C of each piece just read, then helps finish.
 """

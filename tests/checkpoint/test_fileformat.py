@@ -6,7 +6,7 @@ import json
 import os
 import pathlib
 import struct
-import zlib
+from crc32c import crc32c
 from collections import OrderedDict
 
 import pytest
@@ -18,7 +18,8 @@ from ember.checkpoint import codec, fileformat, reader
 from ember.checkpoint.foreign import load_foreign
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointVersionError, UnsafeCheckpointError
 
-PREFIX = b'{"__metadata__":{"ember.header_crc32":"'
+PREFIX = b'{"__metadata__":{"ember.header_crc32c":"'
+P = len(PREFIX)  # the checksum digits sit at header bytes [P, P + 8), file bytes [8 + P, 16 + P)
 
 
 def make_state():
@@ -79,8 +80,8 @@ def rewrite_header(path, edit, *, sign=True, raw=None):
     raw += b" " * (-len(raw) % 8)
     prefix = struct.pack("<Q", len(raw))
     if sign and raw.startswith(PREFIX):
-        crc = zlib.crc32(prefix + raw[:39] + b"00000000" + raw[47:])
-        raw = raw[:39] + b"%08x" % crc + raw[47:]
+        crc = crc32c(prefix + raw[:P] + b"00000000" + raw[P + 8 :])
+        raw = raw[:P] + b"%08x" % crc + raw[P + 8 :]
     pathlib.Path(path).write_bytes(prefix + raw + data[8 + n :])
 
 
@@ -116,18 +117,18 @@ def test_data_section_is_8_aligned_and_each_tensor_aligned_to_its_itemsize(ckpt)
 
 def test_header_checksum_follows_the_spec(ckpt):
     data, n, header = split(ckpt)
-    assert data[8:47] == PREFIX
-    blanked = data[:47] + b"00000000" + data[55 : 8 + n]
-    assert zlib.crc32(blanked) == int(header["__metadata__"]["ember.header_crc32"], 16)
+    assert data[8 : 8 + P] == PREFIX
+    blanked = data[: 8 + P] + b"00000000" + data[16 + P : 8 + n]
+    assert crc32c(blanked) == int(header["__metadata__"]["ember.header_crc32c"], 16)
 
 
 def test_tensor_checksums_follow_the_spec(ckpt):
     data, n, header = split(ckpt)
-    crcs = json.loads(header["__metadata__"]["ember.crc32"])
+    crcs = json.loads(header["__metadata__"]["ember.crc32c"])
     for name, e in header.items():
         if name != "__metadata__":
             b, end = e["data_offsets"]
-            assert zlib.crc32(data[8 + n + b : 8 + n + end]) == int(crcs[name], 16)
+            assert crc32c(data[8 + n + b : 8 + n + end]) == int(crcs[name], 16)
 
 
 def test_write_needs_only_a_write_method(ckpt):
@@ -161,12 +162,12 @@ def test_write_refuses_invalid_tensors_before_writing_a_byte():
 def test_parallel_crc_pieces_combine_to_the_plain_crc(monkeypatch):
     monkeypatch.setattr(fileformat, "_PIECE", 1000)
     bufs = [memoryview(os.urandom(n)) for n in (0, 1, 999, 1000, 1001, 7777)]
-    assert fileformat._crc32_many(bufs) == [zlib.crc32(b) for b in bufs]
+    assert fileformat._crc32_many(bufs) == [crc32c(b) for b in bufs]
 
 
 def test_crc32_combine_matches_crc_of_concatenation():
     a, b = os.urandom(333), os.urandom(100_003)
-    assert fileformat.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+    assert fileformat.crc32_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
 
 
 def test_empty_state_round_trips(tmp_path):
@@ -349,14 +350,14 @@ STRUCTURE = {
     "entry_not_object": (lambda h: h.update(half=[1, 2]), "expected an object"),
     "metadata_not_strings": (lambda h: h["__metadata__"].update({"x": 1}), "string values"),
     "missing_state": (lambda h: h["__metadata__"].pop("ember.state"), "missing"),
-    "missing_crc_map": (lambda h: h["__metadata__"].pop("ember.crc32"), "missing"),
+    "missing_crc_map": (lambda h: h["__metadata__"].pop("ember.crc32c"), "missing"),
     "crc_map_missing_tensor": (
-        lambda h: h["__metadata__"].update({"ember.crc32": json.dumps({"half": "00000000"})}),
-        "ember.crc32",
+        lambda h: h["__metadata__"].update({"ember.crc32c": json.dumps({"half": "00000000"})}),
+        "ember.crc32c",
     ),
     "crc_not_hex": (
         lambda h: h["__metadata__"].update(
-            {"ember.crc32": json.dumps({k: "XYZ" for k in h if k != "__metadata__"})}
+            {"ember.crc32c": json.dumps({k: "XYZ" for k in h if k != "__metadata__"})}
         ),
         "hex",
     ),
@@ -521,11 +522,11 @@ def test_spec_example_reader_from_format_md_works(ckpt):
     n = struct.unpack("<Q", data[:8])[0]
     header = json.loads(data[8 : 8 + n])
     meta = header.pop("__metadata__")
-    assert zlib.crc32(data[:47] + b"00000000" + data[55 : 8 + n]) == int(meta["ember.header_crc32"], 16)
-    crcs = json.loads(meta["ember.crc32"])
+    assert crc32c(data[: 8 + P] + b"00000000" + data[16 + P : 8 + n]) == int(meta["ember.header_crc32c"], 16)
+    crcs = json.loads(meta["ember.crc32c"])
     for name, e in header.items():
         b, e_ = e["data_offsets"]
-        assert zlib.crc32(data[8 + n + b : 8 + n + e_]) == int(crcs[name], 16)
+        assert crc32c(data[8 + n + b : 8 + n + e_]) == int(crcs[name], 16)
 
 
 def test_format_md_worked_example_is_the_exact_bytes_ember_writes(monkeypatch):

@@ -66,9 +66,9 @@ def json_edit(rng: random.Random, data: bytes) -> bytes:
     elif kind == 4:
         del meta[rng.choice(list(meta))]
     elif kind == 5:
-        crcs = json.loads(meta["ember.crc32"])
+        crcs = json.loads(meta["ember.crc32c"])
         crcs[name] = "%08x" % rng.getrandbits(32)
-        meta["ember.crc32"] = json.dumps(crcs)
+        meta["ember.crc32c"] = json.dumps(crcs)
     elif kind == 6:
         meta["ember.format"] = rng.choice(["0", "2", "10", "x", ""])
     elif kind == 7:  # swap two tensors' byte ranges

@@ -1,11 +1,11 @@
 """The ``.ckpt`` container: a valid safetensors file whose ``__metadata__`` carries ember's
-state tree and a CRC-32 of every byte. Specified in docs/FORMAT.md.
+state tree and a CRC-32C of every byte. Specified in docs/FORMAT.md.
 
 Layout: u64 little-endian header length N | N bytes of JSON header (space-padded so that
 8 + N is a multiple of 8) | tensor bytes, back to back, ordered by element size (largest
 first) then name, so every tensor starts at a multiple of its element size.
 
-Checks: a CRC-32 (zlib) per tensor over its bytes, and a CRC-32 over the length prefix
+Checks: a CRC-32C per tensor over its bytes, and a CRC-32C over the length prefix
 and the header with the header checksum's 8 hex digits replaced by ``00000000``. Nothing
 in a file is executed and every size is checked against the real file size before
 anything is allocated.
@@ -22,12 +22,12 @@ import re
 import stat
 import struct
 import warnings
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Mapping
 
 import torch
+from crc32c import crc32c as _crc  # CRC-32C (Castagnoli): SSE4.2/ARMv8 instructions, releases the GIL
 
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointVersionError
 
@@ -44,15 +44,15 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_HEADER = 100 * 2**20  # bytes; larger headers are refused when writing and corrupt when reading
 CHUNK = 64 * 2**20  # largest piece copied off an accelerator / handed to write() at once
-HEADER_PREFIX = b'{"__metadata__":{"ember.header_crc32":"'
+HEADER_PREFIX = b'{"__metadata__":{"ember.header_crc32c":"'
 CRC_OFFSET = 8 + len(HEADER_PREFIX)  # file offset of the header checksum's 8 hex digits
 _PLACEHOLDER = b"00000000"
 _CRC_RE = re.compile(r"[0-9a-f]{8}")
 
-K_HEADER_CRC = "ember.header_crc32"
+K_HEADER_CRC = "ember.header_crc32c"
 K_FORMAT = "ember.format"
 K_VERSION = "ember.version"
-K_CRC = "ember.crc32"
+K_CRC = "ember.crc32c"
 K_STATE = "ember.state"
 _REQUIRED = (K_HEADER_CRC, K_FORMAT, K_VERSION, K_CRC, K_STATE)
 
@@ -155,15 +155,15 @@ def _loads(text: str) -> Any:
 
 
 def _header_crc(prefix: bytes, raw: bytes | bytearray) -> int:
-    """CRC-32 of the length prefix + header, with the checksum digits read as '00000000'."""
+    """CRC-32C of the length prefix + header, with the checksum digits read as '00000000'."""
     n = len(HEADER_PREFIX)
-    crc = zlib.crc32(prefix)
-    crc = zlib.crc32(raw[:n], crc)
-    crc = zlib.crc32(_PLACEHOLDER, crc)
-    return zlib.crc32(memoryview(raw)[n + 8 :], crc)
+    crc = _crc(prefix)
+    crc = _crc(raw[:n], crc)
+    crc = _crc(_PLACEHOLDER, crc)
+    return _crc(memoryview(raw)[n + 8 :], crc)
 
 
-# ----------------------------------------------------------------------------- CRC-32, in parallel
+# ----------------------------------------------------------------------------- CRC-32C, in parallel
 
 _PIECE = 16 * 2**20
 _SHIFT_OPS: list[list[int]] = []  # _SHIFT_OPS[k]: 32 columns of "append 2**k zero bytes" as a GF(2) matrix
@@ -182,8 +182,8 @@ def _apply(op: list[int], v: int) -> int:
 def _shift(crc: int, nbytes: int) -> int:
     """The CRC-32 register after ``nbytes`` more zero bytes, minus the CRC of those zeros (linear in crc)."""
     if not _SHIFT_OPS:
-        zero = zlib.crc32(b"\0")
-        _SHIFT_OPS.append([zlib.crc32(b"\0", 1 << j) ^ zero for j in range(32)])
+        zero = _crc(b"\0")
+        _SHIFT_OPS.append([_crc(b"\0", 1 << j) ^ zero for j in range(32)])
     k = 0
     while nbytes:
         while len(_SHIFT_OPS) <= k:
@@ -197,18 +197,18 @@ def _shift(crc: int, nbytes: int) -> int:
 
 
 def crc32_combine(crc_a: int, crc_b: int, len_b: int) -> int:
-    """CRC-32 of A+B from CRC-32(A), CRC-32(B) and len(B)."""
+    """CRC of A+B from CRC(A), CRC(B) and len(B) (CRC-32C here; the method works for any CRC-32)."""
     return _shift(crc_a, len_b) ^ crc_b
 
 
 def _crc32_many(views: list[memoryview]) -> list[int]:
-    """CRC-32 of each buffer; big ones are cut into pieces checked in parallel (zlib releases the GIL)."""
+    """CRC-32C of each buffer; big ones are cut into pieces checked in parallel (the CRC releases the GIL)."""
     workers = min(os.cpu_count() or 1, 16)
     if workers < 2 or sum(len(v) for v in views) < 4 * _PIECE:
-        return [zlib.crc32(v) for v in views]
+        return [_crc(v) for v in views]
     jobs = [(i, v[s : s + _PIECE]) for i, v in enumerate(views) for s in range(0, len(v), _PIECE)]
     with ThreadPoolExecutor(workers) as pool:
-        crcs = list(pool.map(lambda job: zlib.crc32(job[1]), jobs))
+        crcs = list(pool.map(lambda job: _crc(job[1]), jobs))
     out = [0] * len(views)
     for (i, piece), crc in zip(jobs, crcs):
         out[i] = crc32_combine(out[i], crc, len(piece))
@@ -280,7 +280,7 @@ def _compute_crcs(plan: list[tuple[_Entry, torch.Tensor]]) -> None:
         if e.crc is None:
             crc = 0
             for chunk in _chunks(t):
-                crc = zlib.crc32(chunk, crc)
+                crc = _crc(chunk, crc)
             e.crc = crc
 
 
@@ -349,7 +349,7 @@ def _write_overlapped(fileobj: BinaryIO, tree: Any, plan: list[tuple[_Entry, tor
     fileobj.write(header)
 
     def crc_piece(e: _Entry, piece: memoryview) -> None:
-        e.crc = zlib.crc32(piece, e.crc)  # one worker: pieces of a tensor are checksummed in order
+        e.crc = _crc(piece, e.crc)  # one worker: pieces of a tensor are checksummed in order
 
     with ThreadPoolExecutor(1) as pool:
         pending = []
@@ -504,7 +504,7 @@ def _crc_error(path: Any, hdr: _Header, e: _Entry, got: int) -> CheckpointCorrup
     a, b = hdr.data_start + e.begin, hdr.data_start + e.end
     return _corrupt(
         path,
-        f"tensor {e.name!r} (file bytes {a}..{b}) fails its CRC-32 check (stored {e.crc:08x}, computed {got:08x}): "
+        f"tensor {e.name!r} (file bytes {a}..{b}) fails its CRC-32C check (stored {e.crc:08x}, computed {got:08x}): "
         "its data was damaged (bit rot, a partial copy); use another checkpoint",
     )
 
@@ -534,7 +534,7 @@ def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool
     """Read a checkpoint: ``(tree, {name: tensor})``; pass them to ``codec.unflatten``.
 
     The header (structure and checksum) is always checked. ``verify=True`` also checks the
-    CRC-32 of every tensor, which reads every byte even with ``mmap=True``; use
+    CRC-32C of every tensor, which reads every byte even with ``mmap=True``; use
     ``mmap=True, verify=False`` for a lazy load whose tensor bytes are paged in on use.
     Without mmap each tensor is allocated (sizes come from a header already checked against
     the real file size) and filled with ``readinto``; a second thread checksums each piece as
@@ -605,11 +605,11 @@ def _read_tensors(f: BinaryIO, hdr: _Header, path: Any, checked: bool) -> dict[s
                     _readinto(reader, piece, path, f"tensor {e.name!r}")
                     if checked:
                         pieces.append((e.name, piece))
-                        futures.append(pool.submit(zlib.crc32, piece))
+                        futures.append(pool.submit(_crc, piece))
                 tensors[e.name] = t
             piece_crcs = [0] * len(pieces)
             for i in reversed(range(len(pieces))):
-                piece_crcs[i] = zlib.crc32(pieces[i][1]) if futures[i].cancel() else futures[i].result()
+                piece_crcs[i] = _crc(pieces[i][1]) if futures[i].cancel() else futures[i].result()
     finally:
         reader.close()
     if checked:
@@ -670,7 +670,7 @@ def verify_file(path: Any) -> None:
             while left:
                 piece = buf[: min(left, len(buf))]
                 _readinto(f, piece, path, f"tensor {e.name!r}")
-                crc = zlib.crc32(piece, crc)
+                crc = _crc(piece, crc)
                 left -= len(piece)
             if crc != e.crc:
                 raise _crc_error(path, hdr, e, crc)
