@@ -64,10 +64,10 @@ def run_vanilla(loader: DataLoader, root: Path) -> None:
         opt.step()
 
 
-def _ember_module(log_loss: bool):
-    import ember
+def _module(base: type, log_loss: bool):
+    """The same MLP module for ember and Lightning: only the base class differs (as for a user)."""
 
-    class EmberMLP(ember.Module):
+    class MLP(base):
         def __init__(self):
             super().__init__()
             self.net = mlp()
@@ -85,7 +85,13 @@ def _ember_module(log_loss: bool):
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=LR)
 
-    return EmberMLP()
+    return MLP()
+
+
+def _ember_module(log_loss: bool):
+    import ember
+
+    return _module(ember.Module, log_loss)
 
 
 def run_ember(loader: DataLoader, root: Path, log_loss: bool = False) -> None:
@@ -99,25 +105,7 @@ def run_ember(loader: DataLoader, root: Path, log_loss: bool = False) -> None:
 def _lightning_module(log_loss: bool):
     import lightning.pytorch as pl
 
-    class LitMLP(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = mlp()
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = nn.functional.cross_entropy(self(x), y)
-            if log_loss:
-                self.log("train_loss", loss)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=LR)
-
-    return LitMLP()
+    return _module(pl.LightningModule, log_loss)
 
 
 def _lightning_trainer(root: Path):
