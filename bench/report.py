@@ -124,8 +124,8 @@ def section_save(sr) -> str:
     out += [HEADINGS["slowdown"], ""]
     out.append(f"A loop of N simulated training steps (N = ⌈{sr.loop_factor:g} × this repeat's ember sync save "
                f"time ÷ step time⌉, at least 10) without a save, and with one async save started before the "
-               f"first step (ember: `snapshot_barrier()` after every step, as the trainer's optimizer pre-hook "
-               f"does). Time runs until the file is committed (`wait()` / `teardown()`), so a save that outlasts "
+               f"first step (ember: `snapshot_barrier()` after every step, as the trainer does before "
+               f"each optimizer step). Time runs until the file is committed (`wait()` / `teardown()`), so a save that outlasts "
                f"the loop is charged in full. The writer thread competes with the training thread for the cores. "
                f"Extra = loop with save − loop without, ÷ the same library's sync save time (1.0 = no better than "
                f"saving synchronously; 0 = free).")

@@ -146,7 +146,7 @@ def loop_with_save(st: BenchState, path: Path, method: str, writer, step: Traini
     for _ in range(n_steps):
         step.step()
         if barrier is not None:
-            barrier()  # what ember's trainer does in the optimizer's step pre-hook
+            barrier()  # what ember's trainer does before each optimizer step
     t1 = now()
     if finish is not None:
         finish()
