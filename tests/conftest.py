@@ -2,3 +2,5 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can `import tiny`
+
+pytest_plugins = ["s3server"]  # the moto S3 server fixtures (tests/s3server.py)

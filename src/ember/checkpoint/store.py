@@ -145,6 +145,8 @@ def open_store(location: str | os.PathLike, storage_options: dict | None = None)
     """The store rooted at the folder ``location`` (a local path or a URL)."""
     text = os.fspath(location)
     scheme = _scheme(text)
+    if scheme is not None and scheme not in _SCHEMES and "default" not in _SCHEMES:
+        import ember.checkpoint.remote  # noqa: F401  registers the fsspec backend as "default"
     if scheme is None or scheme == "file" and "default" not in _SCHEMES:
         from ember.checkpoint.storage import LocalStorage
 

@@ -1,0 +1,668 @@
+"""Checkpoints at fsspec URLs: ``s3://``, ``gs://``, ``az://``, ``memory://`` and any other store fsspec knows.
+
+Importing this module registers ``FsspecStorage`` for every URL scheme that has no backend of its
+own (``register_scheme("default", ...)``); ``store.open_store`` imports it on the first URL it sees.
+``file://`` URLs still go to ``LocalStorage`` (fsync + rename, and a local path for mmap).
+
+Credentials and endpoints come from each backend's own configuration (for S3: the AWS environment
+variables and config files, ``AWS_ENDPOINT_URL`` included) or from ``storage_options``, spelt as
+fsspec spells them (``{"key": ..., "secret": ..., "endpoint_url": ...}`` for s3fs).
+
+How a write becomes final (the name shows the previous object or the complete new one, never a part):
+
+- **S3** (s3fs): the bytes stream up as a multipart upload while the writer produces them — parts
+  of ``part_size`` bytes, up to ``concurrency`` in flight, so at most ``(concurrency + 1) *
+  part_size`` bytes are held in memory. ``CompleteMultipartUpload`` on a clean exit makes the
+  object appear whole; an exception aborts the upload. A file smaller than one part is a single
+  PUT. A writer killed outright leaves an incomplete multipart upload: never listed or readable,
+  but stored (and billed) until aborted — ``cleanup()`` aborts those older than an age, as does an
+  S3 lifecycle rule ``AbortIncompleteMultipartUpload``. ``copy`` is server-side (``CopyObject``;
+  parallel ``UploadPartCopy`` above 5 GiB), so ``last.ckpt`` is a real object.
+- **Every other store**: the bytes go to a temporary name ``.ember-tmp-<pid>-<token>-<name>.part``
+  next to the target, which is then moved onto the target. On ``memory://`` and ``file://`` the
+  move is a rename (atomic). On ``gs://`` and ``az://`` fsspec moves by a server-side copy and a
+  delete: the target appears whole (object creation is atomic there) but the bytes are copied once
+  more inside the store. A killed writer leaves the temporary, which ``list`` hides and ``cleanup()``
+  removes.
+
+Writers are not seekable (ember's format writer then checksums first and streams once). Readers
+stream: ranged GETs of ``read_chunk`` bytes, fetched ahead of the reader (up to ``read_ahead`` at
+once, the window growing while reads stay sequential); on S3 every range is pinned to the ETag seen
+at open, so an object replaced mid-read is an error, not a mix of two files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import io
+import os
+import queue
+import secrets
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+from ember.checkpoint.store import Info, Storage, register_scheme
+from ember.errors import CheckpointError, MisconfigurationError
+
+__all__ = ["FsspecStorage", "TMP_PREFIX", "TMP_SUFFIX"]
+
+# Same spelling as local temporaries (storage.py), so one rule recognises them on every store.
+TMP_PREFIX = ".ember-tmp-"
+TMP_SUFFIX = ".part"
+
+MiB = 1 << 20
+S3_MIN_PART = 5 * MiB  # every part but the last must be at least this (S3 rule)
+S3_MAX_PART = 5 << 30
+S3_MAX_PARTS = 10_000
+S3_MAX_COPY = 5 << 30  # the largest object one CopyObject call copies
+
+# scheme -> (package, extra) for the error that names what to install
+_EXTRAS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+}
+
+
+def _missing_backend(scheme: str, url: str, detail: str = "") -> ImportError:
+    package, extra = _EXTRAS.get(scheme, (None, "fsspec"))
+    if package:
+        text = f'{scheme}:// URLs need the {package} package (received {url!r}): pip install "ember-train[{extra}]"'
+    else:
+        text = f'{scheme}:// URLs need fsspec and the package it names for them (received {url!r}): pip install "ember-train[fsspec]"'
+    if detail:
+        text += f" ({detail})"
+    return ImportError(text, name=package or "fsspec")
+
+
+def _is_temporary(name: str) -> bool:
+    base = name.rpartition("/")[2]
+    return base.startswith(TMP_PREFIX) and base.endswith(TMP_SUFFIX)
+
+
+def _temporary_name(name: str) -> str:
+    folder, slash, base = name.rpartition("/")
+    return f"{folder}{slash}{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{base}{TMP_SUFFIX}"
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _mtime(info: dict) -> float:
+    for key in ("LastModified", "mtime", "last_modified", "updated", "modified", "created", "creation_time"):
+        t = _timestamp(info.get(key))
+        if t is not None:
+            return t
+    return 0.0
+
+
+class FsspecStorage(Storage):
+    """Named objects under the folder ``url`` of any fsspec file system; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict | None = None,
+        *,
+        part_size: int = 32 * MiB,
+        concurrency: int = 8,
+        read_chunk: int = 32 * MiB,
+        read_ahead: int = 8,
+    ) -> None:
+        """
+        Args:
+            url: the folder, e.g. ``"s3://bucket/run"``.
+            storage_options: passed to the fsspec file system, as fsspec spells them.
+            part_size: bytes per multipart part on S3 (at least 5 MiB); parts grow past 1000 of them.
+            concurrency: parts uploaded at once on S3; memory held is ``(concurrency + 1) * part_size``.
+            read_chunk: bytes per ranged GET when reading from a remote store.
+            read_ahead: most ranged GETs in flight (and held) ahead of the reader.
+        """
+        scheme = url.partition("://")[0].lower() if "://" in url else "file"
+        try:
+            import fsspec
+        except ImportError as e:
+            raise _missing_backend(scheme, url) from e
+        try:
+            fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        except ImportError as e:
+            raise _missing_backend(scheme, url, str(e)) from e
+        except ValueError as e:
+            if "Protocol not known" in str(e):
+                raise MisconfigurationError(
+                    f"no storage backend for {scheme}:// URLs (received {url!r}); use a local path, "
+                    "or a URL of a store fsspec knows (s3://, gs://, az://, memory://, file://)"
+                ) from e
+            raise
+        if part_size < S3_MIN_PART:
+            raise MisconfigurationError(f"part_size must be at least 5 MiB (an S3 rule); received part_size={part_size}")
+        if concurrency < 1 or read_ahead < 1 or read_chunk < 1:
+            raise MisconfigurationError(
+                f"concurrency, read_ahead and read_chunk must be positive; received "
+                f"concurrency={concurrency}, read_ahead={read_ahead}, read_chunk={read_chunk}"
+            )
+        self.url = url
+        self.fs = fs
+        self.root = path.rstrip("/")
+        self.part_size, self.concurrency = part_size, concurrency
+        self.read_chunk, self.read_ahead = read_chunk, read_ahead
+        protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        self._s3 = "s3" in protocols
+        self._local = "file" in protocols or "local" in protocols
+        self._folders = self._local or "memory" in protocols  # stores whose folders must exist before a write
+
+    # ------------------------------------------------------------------ names
+
+    def _path(self, name: str) -> str:
+        name = name.strip("/")
+        if not name:
+            return self.root
+        return f"{self.root}/{name}" if self.root else name
+
+    def _name(self, path: str) -> str | None:
+        if not self.root:
+            return path.lstrip("/")
+        return path[len(self.root) + 1 :] if path.startswith(self.root + "/") else None
+
+    def describe(self, name: str = "") -> str:
+        return self.fs.unstrip_protocol(self._path(name))
+
+    def local_path(self, name: str) -> Path | None:
+        return Path(self._path(name)) if self._local else None
+
+    def _fresh(self, path: str) -> None:
+        """Drop fsspec's cached listings: another process may have changed the store."""
+        self.fs.invalidate_cache(path)
+
+    # ------------------------------------------------------------------ queries
+
+    def _find(self, folder: str) -> list[str]:
+        self._fresh(folder)
+        try:
+            return self.fs.find(folder, withdirs=False)
+        except FileNotFoundError:
+            return []
+
+    def list(self, prefix: str = "") -> list[str]:
+        folder = prefix.rpartition("/")[0]
+        names = (self._name(p) for p in self._find(self._path(folder)))
+        return sorted(n for n in names if n and n.startswith(prefix) and not n.endswith("/") and not _is_temporary(n))
+
+    def _info(self, name: str, folder_error: type[OSError] = FileNotFoundError) -> dict:
+        path = self._path(name)
+        if _is_temporary(name) or not name.strip("/"):
+            raise FileNotFoundError(f"no object {self.describe(name)}")
+        self._fresh(path)
+        info = self.fs.info(path)
+        if info.get("type") != "file":
+            raise folder_error(f"{self.describe(name)} is a folder, not an object")
+        return info
+
+    def stat(self, name: str) -> Info:
+        info = self._info(name)
+        return Info(name, int(info["size"]), _mtime(info))
+
+    # ------------------------------------------------------------------ changes
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        if not name.strip("/"):
+            raise MisconfigurationError(f"refusing to delete the whole store {self.describe()}; name an object or folder in it")
+        self._fresh(path)
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.isfile(path):
+                self.fs.rm_file(path)
+        under = [p for p in self._find(path) if p.startswith(path + "/")]
+        if under:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(under)
+        with contextlib.suppress(OSError):  # empty folders of stores that have them (memory, local)
+            if self.fs.isdir(path):
+                self.fs.rm(path, recursive=True)
+        self._fresh(path)
+
+    def copy(self, src: str, dst: str) -> None:
+        size = self._info(src)["size"]  # FileNotFoundError when missing
+        source, target = self._path(src), self._path(dst)
+        try:
+            if self._s3:
+                self._s3_copy(source, target, size)
+            elif self._local:
+                tmp = self._path(_temporary_name(dst))
+                try:
+                    self.fs.copy(source, tmp)
+                    self.fs.mv(tmp, target)
+                finally:
+                    with contextlib.suppress(OSError):
+                        if self.fs.exists(tmp):
+                            self.fs.rm_file(tmp)
+            else:  # object stores copy server-side into a new object; memory copies in one step
+                self.fs.copy(source, target)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise CheckpointError(f"could not copy {self.describe(src)} to {self.describe(dst)}: {e}") from e
+        finally:
+            self._fresh(target)
+
+    @contextlib.contextmanager
+    def open_write(self, name: str) -> Iterator[BinaryIO]:
+        if not name.strip("/") or name.endswith("/"):
+            raise MisconfigurationError(f"cannot write an object without a name; received name={name!r}")
+        path = self._path(name)
+        if self._s3:
+            bucket, key, _ = self.fs.split_path(path)
+            writer = _S3Upload(self.fs, bucket, key, self.part_size, self.concurrency, self.describe(name))
+            try:
+                yield writer
+            except BaseException:
+                writer.abort()
+                raise
+            writer.complete()
+            self._fresh(path)
+            return
+        tmp = self._path(_temporary_name(name))
+        try:
+            parent = tmp.rpartition("/")[0]
+            if parent and self._folders:
+                self.fs.makedirs(parent, exist_ok=True)
+            with self.fs.open(tmp, "wb") as f:
+                yield f
+            self.fs.mv(tmp, path)
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                if self.fs.exists(tmp):
+                    self.fs.rm_file(tmp)
+            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+                raise CheckpointError(f"could not save {self.describe(name)}: {e}") from e
+            raise
+        finally:
+            self._fresh(path)
+
+    @contextlib.contextmanager
+    def open_read(self, name: str) -> Iterator[tuple[BinaryIO, int]]:
+        info = self._info(name, IsADirectoryError)  # FileNotFoundError when missing
+        size, path = int(info["size"]), self._path(name)
+        if self.fs.async_impl:
+            if self._s3:
+                bucket, key, _ = self.fs.split_path(path)
+                fetch = _s3_range_getter(self.fs, bucket, key, info.get("ETag"), self.describe(name))
+            else:
+                fetch = _range_getter(self.fs, path)
+            reader = _RangeReader(fetch, size, self.read_chunk, self.read_ahead)
+        else:
+            reader = self.fs.open(path, "rb")
+        with reader:
+            yield reader, size
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def cleanup(self, older_than: float = 24 * 3600) -> list[str]:
+        """Remove what interrupted writers left under this store's root: temporary objects and, on S3,
+        incomplete multipart uploads, started more than ``older_than`` seconds ago. Returns what was
+        removed. A writer still running elsewhere is left alone only if it started more recently."""
+        cutoff = time.time() - older_than
+        removed = []
+        for path in self._find(self.root):
+            name = self._name(path)
+            if not name or not _is_temporary(name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if _mtime(self.fs.info(path)) <= cutoff:
+                    self.fs.rm_file(path)
+                    removed.append(name)
+        if self._s3:
+            removed += self._abort_stale_uploads(cutoff)
+        self._fresh(self.root)
+        return removed
+
+    # ------------------------------------------------------------------ S3 specifics
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, self.fs._call_s3, method, **kwargs)
+
+    def _abort_stale_uploads(self, cutoff: float) -> list[str]:
+        bucket, key, _ = self.fs.split_path(self.root)
+        prefix = key + "/" if key else ""
+        removed, marker = [], {}
+        while True:
+            page = self._call("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
+            for upload in page.get("Uploads") or []:
+                started = _timestamp(upload.get("Initiated"))
+                if started is not None and started > cutoff:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    self._call("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    removed.append(f"incomplete upload of {upload['Key'][len(prefix):]}")
+            if not page.get("IsTruncated"):
+                return removed
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def _s3_copy(self, source: str, target: str, size: int) -> None:
+        sb, sk, _ = self.fs.split_path(source)
+        tb, tk, _ = self.fs.split_path(target)
+        if size <= S3_MAX_COPY:
+            self._call("copy_object", Bucket=tb, Key=tk, CopySource={"Bucket": sb, "Key": sk})
+            return
+        # Above 5 GiB one CopyObject call is refused: copy ranges in parallel, complete (atomic) or abort.
+        part = max(self.part_size, -(-size // S3_MAX_PARTS))
+        upload = self._call("create_multipart_upload", Bucket=tb, Key=tk)["UploadId"]
+        ranges = [(i + 1, start, min(start + part, size) - 1) for i, start in enumerate(range(0, size, part))]
+        try:
+            with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+                results = pool.map(
+                    lambda r: self._call(
+                        "upload_part_copy", Bucket=tb, Key=tk, UploadId=upload, PartNumber=r[0],
+                        CopySource={"Bucket": sb, "Key": sk}, CopySourceRange=f"bytes={r[1]}-{r[2]}",
+                    ),
+                    ranges,
+                )
+                parts = [{"PartNumber": r[0], "ETag": out["CopyPartResult"]["ETag"]} for r, out in zip(ranges, results)]
+            self._call("complete_multipart_upload", Bucket=tb, Key=tk, UploadId=upload, MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._call("abort_multipart_upload", Bucket=tb, Key=tk, UploadId=upload)
+            raise
+
+
+# ----------------------------------------------------------------------------- S3 streaming upload
+
+
+class _S3Upload(io.RawIOBase):
+    """A write-only stream that uploads itself as an S3 multipart upload, part by part as it fills.
+
+    ``complete()`` makes the object appear (or PUTs it in one request if it never filled a part);
+    ``abort()`` throws everything away. Parts go up concurrently on fsspec's event loop while the
+    caller keeps writing; the caller waits only when all ``concurrency + 1`` part buffers are busy.
+    """
+
+    def __init__(self, fs: Any, bucket: str, key: str, part_size: int, concurrency: int, where: str) -> None:
+        super().__init__()
+        self._fs, self._bucket, self._key, self._where = fs, bucket, key, where
+        self._base = part_size
+        self._max_buffers = concurrency + 1
+        self._buffers = 0  # allocated, free or busy
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._buf: bytearray | None = None
+        self._fill = 0
+        self._written = 0
+        self._upload_id: str | None = None
+        self._next = 1  # the number of the next part
+        self._parts: dict[int, str] = {}
+        self._pending: set[concurrent.futures.Future] = set()
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._written
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        from fsspec.asyn import sync
+
+        return sync(self._fs.loop, self._fs._call_s3, method, Bucket=self._bucket, Key=self._key, **kwargs)
+
+    def _part_size(self, number: int) -> int:
+        # Double the part size every 1000 parts so 10,000 parts reach far past any checkpoint size.
+        return min(self._base << ((number - 1) // 1000), S3_MAX_PART)
+
+    def _take_buffer(self, size: int) -> bytearray:
+        while True:
+            try:
+                buf = self._free.get_nowait()
+            except queue.Empty:
+                with self._lock:
+                    if self._buffers < self._max_buffers:
+                        self._buffers += 1
+                        return bytearray(size)
+                buf = self._free.get()  # every buffer is uploading: wait for one to come back
+            self._raise_if_failed()
+            if len(buf) == size:
+                return buf
+            with self._lock:  # the part size grew; let the smaller buffer go
+                self._buffers -= 1
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise CheckpointError(f"could not upload {self._where}: {self._error}") from self._error
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed upload")
+        self._raise_if_failed()
+        view = memoryview(data).cast("B")
+        done, n = 0, len(view)
+        while done < n:
+            if self._buf is None:
+                self._buf = self._take_buffer(self._part_size(self._next))
+                self._fill = 0
+            take = min(n - done, len(self._buf) - self._fill)
+            self._buf[self._fill : self._fill + take] = view[done : done + take]
+            self._fill += take
+            done += take
+            if self._fill == len(self._buf):
+                self._send_part(self._buf)
+                self._buf = None
+        self._written += n
+        return n
+
+    def _send_part(self, buf: bytearray) -> None:
+        import asyncio
+
+        number = self._next
+        if number > S3_MAX_PARTS:
+            raise CheckpointError(f"{self._where} needs more than {S3_MAX_PARTS} parts; raise part_size")
+        if self._upload_id is None:
+            self._upload_id = self._call("create_multipart_upload")["UploadId"]
+        body = buf if self._fill == len(buf) else bytes(memoryview(buf)[: self._fill])
+        coro = self._fs._call_s3(
+            "upload_part", Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        future = asyncio.run_coroutine_threadsafe(coro, self._fs.loop)
+        self._next += 1
+        with self._lock:
+            self._pending.add(future)
+
+        def done(f: concurrent.futures.Future) -> None:
+            with self._lock:
+                self._pending.discard(f)
+                if f.cancelled():
+                    self._error = self._error or CheckpointError("upload cancelled")
+                elif f.exception() is not None:
+                    self._error = self._error or f.exception()
+                else:
+                    self._parts[number] = f.result()["ETag"]
+            self._free.put(buf)
+
+        future.add_done_callback(done)
+
+    def _wait(self) -> None:
+        while True:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                return
+            concurrent.futures.wait(pending)
+
+    def complete(self) -> None:
+        """Finish the upload: the object appears whole under its key, or an error is raised and nothing does."""
+        try:
+            self._raise_if_failed()
+            if self._upload_id is None:
+                body = bytes(memoryview(self._buf)[: self._fill]) if self._buf is not None else b""
+                self._call("put_object", Body=body)
+            else:
+                if self._fill:
+                    self._send_part(self._buf)
+                self._buf = None
+                self._wait()
+                self._raise_if_failed()
+                parts = [{"PartNumber": k, "ETag": v} for k, v in sorted(self._parts.items())]
+                self._call("complete_multipart_upload", UploadId=self._upload_id, MultipartUpload={"Parts": parts})
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, OSError):
+                raise CheckpointError(f"could not upload {self._where}: {e}") from e
+            raise
+        finally:
+            self._buf = None
+            super().close()
+
+    def abort(self) -> None:
+        """Throw the upload away: nothing appears under the key and no incomplete upload is left."""
+        self._buf = None
+        self._wait()  # parts still in flight would race the abort; they take a moment at most
+        if self._upload_id is not None:
+            upload, self._upload_id = self._upload_id, None
+            with contextlib.suppress(FileNotFoundError):  # already gone
+                self._call("abort_multipart_upload", UploadId=upload)
+        super().close()
+
+
+# ----------------------------------------------------------------------------- streaming ranged reads
+
+
+def _s3_range_getter(fs: Any, bucket: str, key: str, etag: str | None, where: str) -> Callable[[int, int], Any]:
+    """``(start, end) -> future of bytes`` for one S3 object, every range pinned to the ETag seen at open."""
+    import asyncio
+
+    match = {"IfMatch": etag} if etag else {}
+
+    async def get(start: int, end: int) -> bytes:
+        try:
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **match)
+        except OSError as e:
+            if "pre-condition" in str(e).lower() or "precondition" in str(e).lower():
+                raise CheckpointError(f"{where} was replaced while it was being read; read it again") from e
+            raise
+        try:
+            return await resp["Body"].read()
+        finally:
+            resp["Body"].close()
+
+    return lambda start, end: asyncio.run_coroutine_threadsafe(get(start, end), fs.loop)
+
+
+def _range_getter(fs: Any, path: str) -> Callable[[int, int], Any]:
+    import asyncio
+
+    return lambda start, end: asyncio.run_coroutine_threadsafe(fs._cat_file(path, start=start, end=end), fs.loop)
+
+
+class _RangeReader(io.RawIOBase):
+    """A seekable read stream over ranged GETs, fetching ahead of the reader in parallel.
+
+    The object is cut into chunks of ``chunk`` bytes. A read fetches the chunk it needs and, while
+    reads stay sequential, a window of following chunks that doubles up to ``depth``; chunks behind
+    the reader are dropped, so at most ``depth + 1`` chunks are held.
+    """
+
+    def __init__(self, fetch: Callable[[int, int], concurrent.futures.Future], size: int, chunk: int, depth: int) -> None:
+        super().__init__()
+        self._fetch, self._size, self._chunk, self._depth = fetch, size, chunk, depth
+        self._chunks: dict[int, concurrent.futures.Future] = {}
+        self._pos = 0
+        self._window = 1
+        self._last: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def _get(self, index: int) -> bytes:
+        if index != self._last:
+            sequential = self._last is not None and index == self._last + 1
+            self._window = min(self._window * 2, self._depth) if sequential else 1
+            self._last = index
+            for i in [i for i in self._chunks if i < index or i >= index + self._depth]:
+                self._chunks.pop(i).cancel()
+            count = -(-self._size // self._chunk)
+            for i in range(index, min(index + self._window, count)):
+                if i not in self._chunks:
+                    start = i * self._chunk
+                    self._chunks[i] = self._fetch(start, min(start + self._chunk, self._size))
+        return self._chunks[index].result()
+
+    def readinto(self, buffer: Any) -> int:
+        if self.closed:
+            raise ValueError("read from a closed file")
+        view = memoryview(buffer).cast("B")
+        n = 0
+        while n < len(view) and self._pos < self._size:
+            index, offset = divmod(self._pos, self._chunk)
+            data = self._get(index)
+            take = min(len(view) - n, len(data) - offset)
+            if take <= 0:
+                raise CheckpointError(f"the store returned {len(data)} bytes for a range of {self._chunk}; the object changed")
+            view[n : n + take] = data[offset : offset + take]
+            n += take
+            self._pos += take
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = max(self._size - self._pos, 0)
+        size = remaining if size is None or size < 0 else min(size, remaining)
+        buf = bytearray(size)
+        n = self.readinto(buf)
+        return bytes(buf) if n == size else bytes(buf[:n])
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def close(self) -> None:
+        for f in self._chunks.values():
+            f.cancel()
+        self._chunks.clear()
+        super().close()
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def _open(url: str, storage_options: dict) -> Storage:
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "file" and not storage_options:
+        from ember.checkpoint.storage import LocalStorage
+
+        return LocalStorage(rest)
+    return FsspecStorage(url, storage_options)
+
+
+register_scheme("default", _open)
