@@ -1,6 +1,6 @@
 """ember: a PyTorch training library whose checkpoints never lose work."""
 
-__version__ = "0.1.0"
+from ember.version import __version__
 
 from ember.checkpoint.io import load_checkpoint, save_checkpoint
 from ember.errors import (

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ember.checkpoint import codec, fileformat, reader
+from ember.checkpoint import checksums, codec, fileformat, header, reader
 from ember.checkpoint.foreign import load_foreign
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointVersionError, UnsafeCheckpointError
 
@@ -160,14 +160,14 @@ def test_write_refuses_invalid_tensors_before_writing_a_byte():
 
 
 def test_parallel_crc_pieces_combine_to_the_plain_crc(monkeypatch):
-    monkeypatch.setattr(fileformat, "_PIECE", 1000)
+    monkeypatch.setattr(checksums, "_PIECE", 1000)
     bufs = [memoryview(os.urandom(n)) for n in (0, 1, 999, 1000, 1001, 7777)]
-    assert fileformat._crc32_many(bufs) == [crc32c(b) for b in bufs]
+    assert checksums.crc32_many(bufs) == [crc32c(b) for b in bufs]
 
 
 def test_crc32_combine_matches_crc_of_concatenation():
     a, b = os.urandom(333), os.urandom(100_003)
-    assert fileformat.crc32_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
+    assert checksums.crc32_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
 
 
 def test_empty_state_round_trips(tmp_path):
@@ -534,7 +534,7 @@ def test_format_md_worked_example_is_the_exact_bytes_ember_writes(monkeypatch):
     example = doc[doc.index("## 8. Worked example") :]
     dump = example[example.index("```\n") + 4 : example.index("\n```", example.index("```\n") + 4)]
     expected = bytes.fromhex("".join(line[10:58] for line in dump.splitlines()))
-    monkeypatch.setattr(fileformat, "_ember_version", lambda: "0.1.0")
+    monkeypatch.setattr(header, "__version__", "0.1.0")
     buf = io.BytesIO()
     fileformat.write(buf, *codec.flatten({"state_dict": OrderedDict(w=torch.tensor([1.0, 2.0])), "epoch": 1}))
     assert buf.getvalue() == expected

@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import base64
 import math
-import re
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -41,36 +39,14 @@ try:  # numpy is optional: without it, numpy values cannot occur when saving and
 except ImportError:  # pragma: no cover - numpy is installed in the test environment
     np = None  # type: ignore[assignment]
 
-from ember.checkpoint.fileformat import STORABLE_DTYPES
-from ember.errors import CheckpointCorruptError, CheckpointError
+from ember.checkpoint.decode import MAX_DEPTH, NUMPY_DTYPE, TAG, TensorRef, decode, validate
+from ember.checkpoint.dtypes import STORABLE_DTYPES, carrier_for
+from ember.errors import CheckpointError
 
-__all__ = ["flatten", "unflatten", "weights_tree", "TensorRef", "MAX_DEPTH"]
+__all__ = ["flatten", "unflatten", "validate", "weights_tree", "TensorRef", "MAX_DEPTH"]
 
-TAG = "$"
-MAX_DEPTH = 100  # containers nested deeper than this are refused (writing) / corrupt (reading)
 _SAFE_INT = 2**53  # ints with |v| < 2**53 are plain JSON numbers, larger ones are tagged hex strings
 _RESERVED_NAMES = frozenset({"__metadata__"})  # safetensors reserves this key
-
-# Every torch dtype by its short name ("float32"); the only way a dtype name from a file is resolved.
-_TORCH_DTYPES: dict[str, torch.dtype] = {
-    str(v).removeprefix("torch."): v for v in vars(torch).values() if isinstance(v, torch.dtype)
-}
-# Integer "carrier" dtypes used to store tensors whose dtype safetensors has no code for
-# (complex128, complex32, float4...): the bytes are stored flat as this dtype.
-_CARRIERS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
-_NUMPY_DTYPE = re.compile(r"[<>|=][biufc][0-9]{1,2}")
-_DEVICE = re.compile(r"[a-z][a-z0-9_]{0,31}(:[0-9]{1,6})?")
-
-
-@dataclass(frozen=True)
-class TensorRef:
-    """Stands for a tensor when a tree is decoded without its tensors (``unflatten(tree, None)``)."""
-
-    name: str
-    kind: str = "tensor"  # "tensor" or "ndarray"
-
-    def __repr__(self) -> str:
-        return f"<{self.kind} {self.name}>"
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -225,7 +201,7 @@ class _Encoder:
         stored = t.detach().resolve_conj().resolve_neg()
         node = {TAG: "tensor", "name": self._new_name(path)}
         if stored.dtype not in STORABLE_DTYPES:
-            carrier = _CARRIERS[math.gcd(stored.element_size(), 8)]
+            carrier = carrier_for(stored.dtype)
             try:
                 flat = stored.contiguous().reshape(-1).view(carrier)
             except (RuntimeError, TypeError):
@@ -242,7 +218,7 @@ class _Encoder:
         if key in self._seen:
             return self._seen[key]
         self._alive.append(a)
-        if a.dtype.kind not in "biufc" or not _NUMPY_DTYPE.fullmatch(a.dtype.str):
+        if a.dtype.kind not in "biufc" or not NUMPY_DTYPE.fullmatch(a.dtype.str):
             raise self._unstorable(a, path, f"numpy arrays of dtype {a.dtype} are not stored; store numeric arrays")
         arr = a if a.flags.c_contiguous else a.copy(order="C")
         if not arr.dtype.isnative:
@@ -271,230 +247,10 @@ def _float(v: float) -> Any:
     return {TAG: "float", "v": "nan" if v != v else ("inf" if v > 0 else "-inf")}
 
 
-# ----------------------------------------------------------------------------- decoding
-
-_FIELDS = {
-    "int": {"v"},
-    "float": {"v"},
-    "complex": {"re", "im"},
-    "bytes": {"b64"},
-    "tuple": {"items"},
-    "dict": {"items"},
-    "odict": {"items"},  # + optional "meta"
-    "namespace": {"items"},
-    "dtype": {"v"},
-    "size": {"v"},
-    "device": {"v"},
-    "tensor": {"name"},  # + optional "dtype" and "shape" (stored through a carrier dtype)
-    "ndarray": {"dtype", "tensor"},
-}
-_OPTIONAL = {"odict": {"meta"}, "tensor": {"dtype", "shape"}}
-_KEY_TAGS = {"int", "float", "complex", "bytes", "tuple", "dtype", "device"}
-
-
 def unflatten(tree: Any, tensors: Mapping[str, torch.Tensor] | None) -> dict:
     """Inverse of ``flatten``. The tree is untrusted: anything malformed raises CheckpointCorruptError.
 
     With ``tensors=None`` the tree is decoded without tensors: each one becomes a ``TensorRef``.
+    ``validate(tree, {name: (dtype, shape)})`` runs the same checks without tensor data.
     """
-    dec = _Decoder(tensors)
-    try:
-        state = dec.value(tree, 0, False)
-    except RecursionError:
-        raise CheckpointCorruptError("the state tree is nested too deeply") from None
-    if type(state) not in (dict, OrderedDict):
-        raise CheckpointCorruptError(f"the state tree must describe a dict, it describes a {type(state).__name__}")
-    return state
-
-
-def _bad(msg: str) -> CheckpointCorruptError:
-    return CheckpointCorruptError(f"malformed state tree: {msg}")
-
-
-class _Decoder:
-    def __init__(self, tensors: Mapping[str, torch.Tensor] | None) -> None:
-        self.tensors = tensors
-        self._cache: dict[tuple, Any] = {}
-
-    def value(self, node: Any, depth: int, in_key: bool) -> Any:
-        t = type(node)
-        if node is None or t is bool or t is str or t is int:
-            return node
-        if t is float:
-            if not math.isfinite(node):
-                raise _bad("bare NaN/Infinity is not JSON; non-finite floats are tagged")
-            return node
-        if depth >= MAX_DEPTH + 2:
-            raise _bad(f"nested more than {MAX_DEPTH} deep")
-        if t is list:
-            if in_key:
-                raise _bad("a list cannot be a dict key")
-            return [self.value(x, depth + 1, False) for x in node]
-        if t is not dict:
-            raise _bad(f"unexpected {t.__name__} (not a JSON value)")
-        tag = node.get(TAG)
-        if type(tag) is not str or tag not in _FIELDS:
-            raise _bad(f"unknown node type {tag!r}" if TAG in node else "an object without a '$' type tag")
-        keys = set(node) - {TAG}
-        if not _FIELDS[tag] <= keys or keys - _FIELDS[tag] - _OPTIONAL.get(tag, set()):
-            raise _bad(f"a {tag!r} node must have the fields {sorted(_FIELDS[tag])}, it has {sorted(keys)}")
-        if in_key and tag not in _KEY_TAGS:
-            raise _bad(f"a {tag!r} cannot be a dict key")
-        return getattr(self, "_" + tag)(node, depth, in_key)
-
-    # scalars ------------------------------------------------------------------
-    def _int(self, node: dict, depth: int, in_key: bool) -> int:
-        v = node["v"]
-        if type(v) is not str or not re.fullmatch(r"-?0x[0-9a-f]+", v):
-            raise _bad(f"an 'int' node holds a hex string like '-0x1f', got {v!r:.40}")
-        return int(v, 16)
-
-    def _float(self, node: dict, depth: int, in_key: bool) -> float:
-        v = node["v"]
-        if v not in ("nan", "inf", "-inf"):
-            raise _bad(f"a 'float' node holds 'nan', 'inf' or '-inf', got {v!r:.40}")
-        return float(v)
-
-    def _number(self, v: Any) -> float:
-        if type(v) is float:
-            return v
-        if type(v) is dict and v.get(TAG) == "float":
-            return self.value(v, 0, True)
-        raise _bad(f"a 'complex' node holds floats, got {v!r:.40}")
-
-    def _complex(self, node: dict, depth: int, in_key: bool) -> complex:
-        return complex(self._number(node["re"]), self._number(node["im"]))
-
-    def _bytes(self, node: dict, depth: int, in_key: bool) -> bytes:
-        v = node["b64"]
-        if type(v) is not str:
-            raise _bad("a 'bytes' node holds a base64 string")
-        try:
-            return base64.b64decode(v.encode("ascii"), validate=True)
-        except (ValueError, UnicodeEncodeError):
-            raise _bad("a 'bytes' node holds invalid base64") from None
-
-    def _dtype(self, node: dict, depth: int, in_key: bool) -> torch.dtype:
-        return self._dtype_name(node["v"])
-
-    def _dtype_name(self, v: Any) -> torch.dtype:
-        dt = _TORCH_DTYPES.get(v) if type(v) is str else None
-        if dt is None:
-            raise _bad(f"unknown dtype {v!r:.40}")
-        return dt
-
-    def _size(self, node: dict, depth: int, in_key: bool) -> torch.Size:
-        return torch.Size(self._shape(node["v"]))
-
-    def _shape(self, v: Any) -> list[int]:
-        if type(v) is not list or len(v) > 64 or any(type(d) is not int or not 0 <= d < 2**63 for d in v):
-            raise _bad(f"a shape is a list of at most 64 non-negative ints, got {v!r:.60}")
-        return v
-
-    def _device(self, node: dict, depth: int, in_key: bool) -> torch.device:
-        v = node["v"]
-        if type(v) is not str or not _DEVICE.fullmatch(v):
-            raise _bad(f"invalid device {v!r:.40}")
-        try:
-            return torch.device(v)
-        except (RuntimeError, ValueError):
-            raise _bad(f"invalid device {v!r}") from None
-
-    # containers ---------------------------------------------------------------
-    def _list(self, v: Any, what: str) -> list:
-        if type(v) is not list:
-            raise _bad(f"the items of a {what!r} node must be a list")
-        return v
-
-    def _tuple(self, node: dict, depth: int, in_key: bool) -> tuple:
-        return tuple(self.value(x, depth + 1, in_key) for x in self._list(node["items"], "tuple"))
-
-    def _pairs(self, node: dict, depth: int, str_keys: bool = False) -> list[tuple]:
-        out = []
-        for pair in self._list(node["items"], node[TAG]):
-            if type(pair) is not list or len(pair) != 2:
-                raise _bad(f"the items of a {node[TAG]!r} node are [key, value] pairs")
-            k = self.value(pair[0], depth + 1, True)
-            if str_keys and type(k) is not str:
-                raise _bad("namespace attribute names must be strings")
-            out.append((k, self.value(pair[1], depth + 1, False)))
-        return out
-
-    def _mapping(self, cls: type, pairs: list[tuple]) -> dict:
-        out = cls()
-        for k, v in pairs:
-            try:
-                if k in out:
-                    raise _bad(f"duplicate key {k!r:.40}")
-                out[k] = v
-            except TypeError:
-                raise _bad(f"unhashable dict key {k!r:.40}") from None
-        return out
-
-    def _dict(self, node: dict, depth: int, in_key: bool) -> dict:
-        return self._mapping(dict, self._pairs(node, depth))
-
-    def _odict(self, node: dict, depth: int, in_key: bool) -> OrderedDict:
-        out = self._mapping(OrderedDict, self._pairs(node, depth))
-        if "meta" in node:
-            out._metadata = self.value(node["meta"], depth + 1, False)
-        return out
-
-    def _namespace(self, node: dict, depth: int, in_key: bool) -> argparse.Namespace:
-        return argparse.Namespace(**self._mapping(dict, self._pairs(node, depth, str_keys=True)))
-
-    # tensors ------------------------------------------------------------------
-    def _tensor(self, node: dict, depth: int, in_key: bool) -> Any:
-        name = node["name"]
-        if type(name) is not str:
-            raise _bad("a tensor's name must be a string")
-        carried = "dtype" in node or "shape" in node
-        if carried and not ("dtype" in node and "shape" in node):
-            raise _bad(f"tensor {name!r}: 'dtype' and 'shape' come together")
-        if self.tensors is None:
-            return TensorRef(name)
-        key = (name, node.get("dtype"), tuple(node["shape"]) if type(node.get("shape")) is list else None)
-        if key in self._cache:
-            return self._cache[key]
-        if name not in self.tensors:
-            raise _bad(f"references tensor {name!r}, which is not in the file")
-        t = self.tensors[name]
-        if carried:
-            dtype = self._dtype_name(node["dtype"])
-            shape = self._shape(node["shape"])
-            itemsize = dtype.itemsize
-            if t.dim() != 1 or t.numel() * t.element_size() != math.prod(shape) * itemsize:
-                raise _bad(f"tensor {name!r}: {t.numel() * t.element_size()} stored bytes do not hold a {dtype} tensor of shape {shape}")
-            try:
-                t = t.view(dtype).reshape(shape) if t.numel() else torch.empty(shape, dtype=dtype, device=t.device)
-            except RuntimeError as e:
-                raise _bad(f"tensor {name!r} cannot be viewed as {dtype}: {e}") from None
-        self._cache[key] = t
-        return t
-
-    def _ndarray(self, node: dict, depth: int, in_key: bool) -> Any:
-        want = node["dtype"]
-        if type(want) is not str or not _NUMPY_DTYPE.fullmatch(want):
-            raise _bad(f"invalid numpy dtype {want!r:.40}")
-        inner = node["tensor"]
-        if type(inner) is not dict or inner.get(TAG) != "tensor":
-            raise _bad("an 'ndarray' node wraps a 'tensor' node")
-        t = self.value(inner, depth + 1, False)
-        if isinstance(t, TensorRef):
-            return TensorRef(t.name, "ndarray")
-        if np is None:
-            raise CheckpointError("this checkpoint holds numpy arrays; install numpy to load it")
-        key = ("np", id(t), want)
-        if key in self._cache:
-            return self._cache[key]
-        try:
-            arr = t.detach().cpu().numpy()
-            dtype = np.dtype(want)
-        except (TypeError, RuntimeError):
-            raise _bad(f"tensor {inner['name']!r} of dtype {t.dtype} cannot be a numpy array of {want!r}") from None
-        if dtype.newbyteorder("=") != arr.dtype:
-            raise _bad(f"tensor {inner['name']!r} of dtype {t.dtype} cannot be a numpy array of {want!r}")
-        if dtype != arr.dtype:
-            arr = arr.astype(dtype)
-        self._cache[key] = arr
-        return arr
+    return decode(tree, tensors)

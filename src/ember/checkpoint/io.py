@@ -1,4 +1,8 @@
-"""Save and load a checkpoint dict: encode (codec + file format) and store (atomic commit) composed."""
+"""Save and load a checkpoint dict: encode (codec + file format) and store (atomic commit) composed.
+
+Path-based (``save_checkpoint``, ``load_checkpoint``: a local path or a URL) and store-based
+(``load_from``, ``header_in``, ``verify_in``: a name inside a ``Storage``) entry points.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ember.checkpoint import codec, fileformat
-from ember.checkpoint.reader import load_any
+from ember.checkpoint.reader import load_any, load_in
+from ember.checkpoint.store import Storage, open_checkpoint
 from ember.checkpoint.writer import write_file
 from ember.errors import CheckpointError
 
@@ -26,6 +31,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
     ``mmap=True, verify=False`` maps the tensors without reading them (for large files).
     """
     return load_any(path, map_location=map_location, verify=verify, mmap=mmap)
+
+
+def load_from(store: Storage, name: str, map_location: Any = None, verify: bool = True, *, mmap: bool = False) -> dict:
+    """The checkpoint dict stored as ``name`` in ``store`` (any kind ``load_checkpoint`` reads).
+
+    Raises a CheckpointError subclass naming ``store.describe(name)`` for a missing, corrupt or unsafe file.
+    """
+    return load_in(store, name, map_location=map_location, verify=verify, mmap=mmap)
+
+
+def header_in(store: Storage, name: str, *, verify: bool = True) -> dict:
+    """``fileformat.read_header`` of the object ``name`` in ``store``: the header only, checked
+    (structure, checksum, state tree), tensors not read."""
+    with open_checkpoint(store, name) as (f, size):
+        return fileformat.read_header_stream(f, size, store.describe(name), verify=verify)
+
+
+def verify_in(store: Storage, name: str) -> None:
+    """``fileformat.verify_file`` of the object ``name`` in ``store``: every byte against its checksum
+    and the state tree as loading checks it; CheckpointError naming ``store.describe(name)`` on failure."""
+    with open_checkpoint(store, name) as (f, size):
+        fileformat.verify_stream(f, size, store.describe(name))
 
 
 def _candidates(dirs) -> list[Path]:

@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO
 
 from ember.checkpoint import codec, fileformat
-from ember.checkpoint.foreign import checked_sniff, load_foreign
+from ember.checkpoint.foreign import load_foreign_stream, sniff_stream
+from ember.checkpoint.store import Storage, open_checkpoint, resolve
 from ember.errors import CheckpointCorruptError
 
-__all__ = ["load_any"]
+__all__ = ["load_any", "load_stream", "load_in"]
 
 
-def load_any(path: Any, map_location: Any = None, verify: bool = True, mmap: bool = False) -> dict:
-    """Load the checkpoint at ``path`` as a state dict, whatever its kind.
+def load_stream(f: BinaryIO, size: int, label: str, map_location: Any = None, verify: bool = True,
+                mmap: bool = False) -> dict:
+    """The state dict in an open binary file ``f`` of ``size`` bytes (at its start), whatever its kind.
 
-    Ember and safetensors files go through ``fileformat.read`` + ``codec.unflatten``
-    (``verify``/``mmap`` as in ``fileformat.read``); anything else through ``load_foreign``.
-    Raises a CheckpointError subclass for a missing, unreadable, corrupt or unsafe file.
+    Ember and safetensors files go through ``fileformat.read_stream`` + ``codec.unflatten``
+    (``verify``/``mmap`` as in ``fileformat.read``); anything else through ``load_foreign_stream``.
+    Raises a CheckpointError subclass naming ``label`` for a corrupt or unsafe file.
     """
-    kind = checked_sniff(path)
+    kind = sniff_stream(f, size)
     if kind not in ("ember", "safetensors"):
-        return load_foreign(path, map_location=map_location, kind=kind)
-    tree, tensors = fileformat.read(path, map_location=map_location, verify=verify, mmap=mmap)
+        return load_foreign_stream(f, size, label, map_location=map_location, kind=kind)
+    tree, tensors = fileformat.read_stream(f, size, label, map_location=map_location, verify=verify, mmap=mmap)
     try:
         return codec.unflatten(tree, tensors)
     except CheckpointCorruptError as e:
-        raise CheckpointCorruptError(f"corrupt checkpoint {path}: {e}") from None
+        raise CheckpointCorruptError(f"corrupt checkpoint {label}: {e}") from None
+
+
+def load_in(store: Storage, name: str, map_location: Any = None, verify: bool = True, mmap: bool = False,
+            label: str | None = None) -> dict:
+    """``load_stream`` of the object ``name`` in ``store`` (mmap only where the store is a local disk)."""
+    label = store.describe(name) if label is None else label
+    with open_checkpoint(store, name, label) as (f, size):
+        local = mmap and store.local_path(name) is not None
+        return load_stream(f, size, label, map_location=map_location, verify=verify, mmap=local)
+
+
+def load_any(path: Any, map_location: Any = None, verify: bool = True, mmap: bool = False) -> dict:
+    """Load the checkpoint at ``path`` (a local path or a URL) as a state dict, whatever its kind.
+
+    Raises a CheckpointError subclass for a missing, unreadable, corrupt or unsafe file.
+    """
+    store, name = resolve(path)
+    return load_in(store, name, map_location=map_location, verify=verify, mmap=mmap, label=str(path))

@@ -1,26 +1,96 @@
-"""Where bytes go and how a write becomes final: temp file in the target's folder, fsync, rename, fsync folder.
+"""Storage backends: local disk (``LocalStorage``) and process memory (``MemoryStorage``, for tests).
 
-At every instant the target path holds either its previous complete file or the new complete one.
-Temporary files end in ``.part`` (never ``.ckpt``), carry the writer's pid, and are removed by a
-later save in the same folder once their writer is gone.
+Both implement the contract in ``store.py``. On local disk a write becomes final by temp file in the
+target's folder, fsync, ``os.replace``, fsync of the folder: at every instant the target holds
+either its previous complete file or the new complete one.
+
+Temporary files are named ``.ember-tmp-<writer>-<pid>-<random>-<target>.part`` (never ``.ckpt``,
+always within the 255-byte file-name limit: a long target name is cut, the random part keeps the
+name unique). ``<writer>`` is a hash of this machine's boot id, its host name and the writer's PID
+namespace, so a later save in the same folder removes a temporary only when it can prove the writer
+is gone: same machine and namespace, PID no longer running. A temporary from another machine,
+container or PID namespace sharing the folder (or from ember 0.1, whose names carry only a PID) is
+removed only once it has not been modified for ``STALE_AFTER_S`` (24 hours): no save writes that
+long without touching its file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
+import io
 import os
 import secrets
+import shutil
+import socket
+import stat
+import threading
+import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
+from ember.checkpoint.store import Info, Storage
 from ember.errors import CheckpointError
+
+__all__ = ["LocalStorage", "MemoryStorage", "atomic_write", "atomic_link", "clean_stale_temp_files", "TMP_PREFIX"]
 
 TMP_PREFIX = ".ember-tmp-"
 TMP_SUFFIX = ".part"
+STALE_AFTER_S = 24 * 3600  # temporaries of writers we cannot check are removed after this long untouched
+NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows)
+
+# ----------------------------------------------------------------------------- temporary names
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+_TAG: dict[str, str] = {}
+
+
+def writer_tag() -> str:
+    """``w`` + 12 hex digits naming this machine's boot, host and PID namespace (not the process)."""
+    if "tag" not in _TAG:
+        who = "|".join((_read_text("/proc/sys/kernel/random/boot_id"), socket.gethostname(), _pid_namespace()))
+        _TAG["tag"] = "w" + hashlib.blake2s(who.encode(), digest_size=6).hexdigest()
+    return _TAG["tag"]
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+
+
+def temp_name(target: str) -> str:
+    """A unique temporary file name for ``target`` (a file name), at most NAME_MAX bytes."""
+    head = f"{TMP_PREFIX}{writer_tag()}-{os.getpid()}-{secrets.token_hex(4)}-"
+    room = NAME_MAX - len(head) - len(TMP_SUFFIX)
+    part = os.fsencode(target)[:room].decode(errors="ignore")  # cut on a character boundary
+    return f"{head}{part}{TMP_SUFFIX}"
+
+
+def _writer_of(name: str) -> tuple[str | None, int | None]:
+    """(writer tag, pid) parsed from a temporary name; (None, pid) for ember 0.1 names."""
+    fields = name[len(TMP_PREFIX):].split("-", 3)
+    if len(fields) >= 3 and len(fields[0]) == 13 and fields[0][0] == "w" and fields[1].isdigit():
+        return fields[0], int(fields[1])
+    return None, int(fields[0]) if fields[0].isdigit() else None
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or pid <= 0:
         return True
     try:
         os.kill(pid, 0)
@@ -28,31 +98,44 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False  # not a PID this system can have
     return True
 
 
+def _is_stale(entry: Path) -> bool:
+    tag, pid = _writer_of(entry.name)
+    if tag == writer_tag() and pid is not None:
+        return not _pid_alive(pid)
+    try:
+        return time.time() - entry.lstat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
 def clean_stale_temp_files(folder: Path) -> list[Path]:
-    """Remove temporary files left in ``folder`` by writers that no longer run (e.g. killed with -9)."""
+    """Remove temporary files left in ``folder`` by writers that are provably gone (e.g. killed with -9):
+    same machine and PID namespace with a PID no longer running, or untouched for ``STALE_AFTER_S``."""
     removed = []
     try:
-        entries = list(folder.iterdir())
+        entries = [p for p in Path(folder).iterdir() if is_temporary(p.name)]
     except OSError:
         return removed
     for p in entries:
-        name = p.name
-        if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
+        if not _is_stale(p):
             continue
         try:
-            pid = int(name[len(TMP_PREFIX):].split("-", 1)[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
                 p.unlink()
-                removed.append(p)
-            except OSError:
-                pass
+            removed.append(p)
+        except OSError:
+            pass
     return removed
+
+
+# ----------------------------------------------------------------------------- local disk
 
 
 def fsync_dir(folder: Path) -> None:
@@ -68,15 +151,6 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _temp_path(target: Path) -> Path:
-    return target.parent / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{target.name}{TMP_SUFFIX}"
-
-
-def _commit(tmp: Path, target: Path) -> None:
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
-
-
 def _describe(e: OSError, target: Path) -> str:
     if e.errno == errno.ENOSPC:
         return f"no space left on the device while saving {target}; free space or save elsewhere"
@@ -84,7 +158,224 @@ def _describe(e: OSError, target: Path) -> str:
         return f"disk quota exceeded while saving {target}"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"not allowed to write {target} ({e.strerror}); choose a folder you can write to"
+    if e.errno == errno.ENAMETOOLONG:
+        return f"could not save {target}: its name is longer than this filesystem allows; choose a shorter name"
     return f"could not save {target}: {e}"
+
+
+def check_name(name: str) -> list[str]:
+    """The '/'-separated parts of a store name; ValueError for absolute names, '', '.' or '..' parts."""
+    parts = name.rstrip("/").split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid name {name!r} in a store: expected a relative, '/'-separated name without '.' or '..' parts")
+    return parts
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        with open(src, "rb") as a, open(dst, "xb") as b:
+            shutil.copyfileobj(a, b, 16 << 20)
+            b.flush()
+            os.fsync(b.fileno())
+
+
+class LocalStorage(Storage):
+    """Files under a local folder ``root``; names with '/' are files in sub-folders (created on write)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def _path(self, name: str) -> Path:
+        return self.root.joinpath(*check_name(name))
+
+    @contextlib.contextmanager
+    def open_write(self, name: str) -> Iterator[BinaryIO]:
+        target = self._path(name)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(_describe(e, target)) from e
+        if target.is_dir():
+            raise CheckpointError(f"cannot save a checkpoint to {target}: it is a folder; give a file path ending in .ckpt")
+        clean_stale_temp_files(target.parent)
+        tmp = target.parent / temp_name(target.name)
+        try:
+            with open(tmp, "xb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(e, OSError):
+                raise CheckpointError(_describe(e, target)) from e
+            raise
+
+    @contextlib.contextmanager
+    def open_read(self, name: str) -> Iterator[tuple[BinaryIO, int]]:
+        path = self._path(name)
+        mode = os.stat(path).st_mode  # FileNotFoundError when missing
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder", str(path))
+        if not stat.S_ISREG(mode):  # a FIFO or a device: never opened, it could block
+            raise OSError(errno.EINVAL, "it is not a regular file", str(path))
+        with open(path, "rb", buffering=0) as f:
+            yield f, os.fstat(f.fileno()).st_size
+
+    def list(self, prefix: str = "") -> list[str]:
+        folder = prefix.rpartition("/")[0]
+        start = self._path(folder) if folder else self.root
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not is_temporary(d)]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for f in filenames:
+                name = f if rel == "." else f"{rel}/{f}"
+                if not is_temporary(f) and name.startswith(prefix):
+                    found.append(name)
+        return sorted(found)
+
+    def stat(self, name: str) -> Info:
+        path = self._path(name)
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder", str(path))
+        return Info(name, st.st_size, st.st_mtime)
+
+    def delete(self, name: str) -> None:
+        _remove(self._path(name))
+
+    def copy(self, src: str, dst: str) -> None:
+        """A hard link where the filesystem has them (no bytes copied), else a copy; folders file by file."""
+        source, target = self._path(src), self._path(dst)
+        is_dir = stat.S_ISDIR(os.stat(source).st_mode)  # FileNotFoundError when missing
+        tmp = target.parent / temp_name(target.name)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if is_dir:
+                shutil.copytree(source, tmp, copy_function=lambda a, b: _link_or_copy(Path(a), Path(b)),
+                                ignore=lambda _, names: [n for n in names if is_temporary(n)])
+                self._replace_folder(tmp, target)
+            else:
+                _link_or_copy(source, tmp)
+                os.replace(tmp, target)
+            fsync_dir(target.parent)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                _remove(tmp)
+            if isinstance(e, OSError):
+                raise CheckpointError(_describe(e, target)) from e
+            raise
+
+    @staticmethod
+    def _replace_folder(tmp: Path, target: Path) -> None:
+        """Put the complete folder ``tmp`` at ``target``; an old ``target`` is moved aside, then removed."""
+        old = None
+        if target.is_dir() and not target.is_symlink():
+            old = target.parent / temp_name(target.name)
+            os.replace(target, old)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def describe(self, name: str = "") -> str:
+        return str(self._path(name)) if name else str(self.root)
+
+    def local_path(self, name: str) -> Path | None:
+        return self._path(name)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+class MemoryStorage(Storage):
+    """Objects in a dict of this process (for unit tests): same contract, no disk."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryStorage({len(self._objects)} objects)"
+
+    def _is_folder(self, name: str) -> bool:
+        return any(k.startswith(name + "/") for k in self._objects)
+
+    def _get(self, name: str) -> tuple[bytes, float]:
+        check_name(name)
+        with self._lock:
+            if name in self._objects:
+                return self._objects[name]
+            if self._is_folder(name):
+                raise IsADirectoryError(errno.EISDIR, "it is a folder", self.describe(name))
+        raise FileNotFoundError(errno.ENOENT, "no such object", self.describe(name))
+
+    @contextlib.contextmanager
+    def open_write(self, name: str) -> Iterator[BinaryIO]:
+        check_name(name)
+        if self._is_folder(name):
+            raise CheckpointError(f"cannot save a checkpoint to {self.describe(name)}: it is a folder; give a file name ending in .ckpt")
+        buf = io.BytesIO()
+        yield buf
+        with self._lock:
+            self._objects[name] = (buf.getvalue(), time.time())
+
+    @contextlib.contextmanager
+    def open_read(self, name: str) -> Iterator[tuple[BinaryIO, int]]:
+        data, _ = self._get(name)
+        yield io.BytesIO(data), len(data)
+
+    def list(self, prefix: str = "") -> list[str]:
+        with self._lock:
+            return sorted(k for k in self._objects if k.startswith(prefix))
+
+    def stat(self, name: str) -> Info:
+        data, mtime = self._get(name)
+        return Info(name, len(data), mtime)
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        with self._lock:
+            for k in [k for k in self._objects if k == name or k.startswith(name + "/")]:
+                del self._objects[k]
+
+    def copy(self, src: str, dst: str) -> None:
+        check_name(dst)
+        with self._lock:
+            if src in self._objects:
+                self._objects[dst] = (self._objects[src][0], time.time())
+                return
+            inside = {k[len(src) + 1:]: v for k, v in self._objects.items() if k.startswith(src + "/")}
+            if not inside:
+                raise FileNotFoundError(errno.ENOENT, "no such object", self.describe(src))
+            for k in [k for k in self._objects if k == dst or k.startswith(dst + "/")]:
+                del self._objects[k]
+            self._objects.update({f"{dst}/{k}": (data, time.time()) for k, (data, _) in inside.items()})
+
+    def describe(self, name: str = "") -> str:
+        return f"memory://{name}"
+
+
+# ----------------------------------------------------------------------------- path-based helpers
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -94,30 +385,8 @@ def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], None]) -
     error is raised (an OSError becomes a CheckpointError that says what happened).
     """
     target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(_describe(e, target)) from e
-    if target.is_dir():
-        raise CheckpointError(f"cannot save a checkpoint to {target}: it is a folder; give a file path ending in .ckpt")
-    clean_stale_temp_files(target.parent)
-    tmp = _temp_path(target)
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _commit(tmp, target)
-    except BaseException as e:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise CheckpointError(_describe(e, target)) from e
-        raise
+    with LocalStorage(target.parent).open_write(target.name) as f:
+        write(f)
     return target
 
 
@@ -125,24 +394,10 @@ def atomic_link(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Make ``target`` a second name of the committed file ``source`` (a real file, not a symlink),
     atomically; copies the bytes where hard links are not supported."""
     source, target = Path(source), Path(target)
-    tmp = _temp_path(target)
+    root = Path(os.path.commonpath([os.path.abspath(source.parent), os.path.abspath(target.parent)]))
+    rel = [Path(os.path.relpath(os.path.abspath(p), root)).as_posix() for p in (source, target)]
     try:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            import shutil
-
-            with open(source, "rb") as src, open(tmp, "xb") as dst:
-                shutil.copyfileobj(src, dst, 16 << 20)
-                dst.flush()
-                os.fsync(dst.fileno())
-        _commit(tmp, target)
-    except BaseException as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise CheckpointError(_describe(e, target)) from e
-        raise
+        LocalStorage(root).copy(rel[0], rel[1])
+    except FileNotFoundError as e:
+        raise CheckpointError(f"could not save {target}: {source} does not exist ({e.strerror})") from e
     return target

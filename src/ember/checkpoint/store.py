@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager, Iterator
 
-__all__ = ["Info", "Storage", "open_store", "register_scheme", "resolve"]
+__all__ = ["Info", "Storage", "open_checkpoint", "open_store", "reading", "register_scheme", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Storage(abc.ABC):
     def exists(self, name: str) -> bool:
         try:
             self.stat(name)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):  # a folder is not an object
             return False
         return True
 
@@ -174,4 +174,23 @@ def reading(location: str | os.PathLike, storage_options: dict | None = None) ->
     """Open a file location for reading: ``(file, size)``."""
     store, name = resolve(location, storage_options)
     with store.open_read(name) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_checkpoint(store: Storage, name: str, label: str | None = None) -> Iterator[tuple[BinaryIO, int]]:
+    """``store.open_read(name)`` for a checkpoint: a missing name, a folder or an unreadable object
+    becomes a CheckpointError naming ``label`` (default: ``store.describe(name)``)."""
+    from ember.errors import CheckpointError
+
+    label = store.describe(name) if label is None else label
+    with contextlib.ExitStack() as stack:
+        try:
+            handle = stack.enter_context(store.open_read(name))
+        except IsADirectoryError:
+            raise CheckpointError(f"no checkpoint at {label}: it is a directory; pass the checkpoint file inside it") from None
+        except FileNotFoundError:
+            raise CheckpointError(f"no checkpoint at {label}: the file does not exist. Check the path.") from None
+        except OSError as e:
+            raise CheckpointError(f"cannot open checkpoint {label}: {e.strerror or e}") from None
         yield handle
