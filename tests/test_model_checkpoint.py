@@ -128,7 +128,7 @@ def test_bookkeeping_never_deletes_files_from_an_earlier_run(tmp_path):
     assert "epoch=1.ckpt" in names(folder)  # the first run's file is left alone
 
 
-def test_the_resumed_from_file_is_never_deleted(tmp_path):
+def test_the_resumed_run_manages_the_files_it_wrote_before_the_resume(tmp_path):
     folder = tmp_path / "c"
     fit(tmp_path, ModelCheckpoint(dirpath=folder, filename="{epoch}", monitor="score"), epochs=2)
     resumed = folder / "epoch=1.ckpt"
@@ -136,7 +136,7 @@ def test_the_resumed_from_file_is_never_deleted(tmp_path):
                                                                              monitor="score"),
                             **trainer_kwargs(tmp_path))
     trainer.fit(Scripted(), make_loader(), make_loader(n=8, shuffle=False), ckpt_path=str(resumed))
-    assert resumed.exists()
+    assert names(folder) == ["epoch=3.ckpt"]  # epoch=1 (score 3) was let go once epoch=3 (score 1) committed
     assert trainer.checkpoint_callback.best_model_path.endswith("epoch=3.ckpt")
 
 

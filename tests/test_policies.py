@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
+
+import ember
 
 from ember.checkpoint import policies
 from ember.checkpoint.policies import SavePoint
@@ -33,18 +36,41 @@ def test_every_interval_waits_for_the_time():
     assert not p.due(point(now=9.0, last=0.0)) and p.due(point(now=10.0, last=0.0))
 
 
-@pytest.mark.parametrize("mode, expected", [("min", ["b", "c"]), ("max", ["a", "c"])])
-def test_top_k_keeps_the_best(mode, expected):
-    assert policies.top_k({"a": 3.0, "b": 1.0, "c": 2.0}, 2, mode) == expected
+def records(*scores):
+    return [policies.Record(f"c{i}", epoch=i, global_step=i + 1, score=s) for i, s in enumerate(scores)]
 
 
-def test_top_k_ranks_nan_last():
-    assert policies.top_k({"a": math.nan, "b": 5.0}, 1, "min") == ["b"]
-    assert policies.top_k({"a": math.nan, "b": 5.0}, 1, "max") == ["b"]
+@pytest.mark.parametrize("mode, expected", [("min", [False, True, True]), ("max", [True, False, True])])
+def test_best_k_keeps_the_best(mode, expected):
+    assert policies.BestK(2, mode).keep(records(3.0, 1.0, 2.0)) == expected
 
 
-def test_top_k_minus_one_keeps_all():
-    assert len(policies.top_k({"a": 1.0, "b": 2.0}, -1, "min")) == 2
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_best_k_ranks_nan_last(mode):
+    assert policies.BestK(1, mode).keep(records(math.nan, 5.0)) == [False, True]
+
+
+def test_best_k_ties_keep_the_earlier_checkpoint():
+    assert policies.BestK(1, "min").keep(records(1.0, 1.0)) == [True, False]
+
+
+def test_best_k_minus_one_keeps_all():
+    assert policies.BestK(-1, "min").keep(records(1.0, 2.0)) == [True, True]
+
+
+@pytest.mark.parametrize("n, expected", [(0, [False] * 3), (1, [False, False, True]), (2, [False, True, True]),
+                                         (-1, [True] * 3)])
+def test_latest_n_keeps_the_newest(n, expected):
+    assert policies.LatestN(n).keep(records(None, None, None)) == expected
+
+
+def test_milestones_keep_every_nth_step_for_good():
+    assert policies.EveryNStepsForGood(2).keep(records(1.0, 2.0, 3.0, 4.0)) == [False, True, False, True]
+
+
+def test_keep_policies_compose_as_a_union():
+    recs = records(5.0, 1.0, 4.0, 3.0)
+    assert policies.kept(recs, [policies.BestK(1, "min"), policies.EveryNStepsForGood(4)]) == [False, True, False, True]
 
 
 @pytest.mark.parametrize(
@@ -62,3 +88,15 @@ def test_format_filename(template, expected):
 
 def test_format_filename_without_metric_names():
     assert policies.format_filename("{epoch}", {"epoch": 1}, auto_insert_metric_name=False) == "1"
+
+
+@pytest.mark.parametrize("name", ["val/loss", "a\\b", "x\x1by"])
+def test_format_filename_keeps_metric_names_with_separators_inside_the_folder(name):
+    out = policies.format_filename("{epoch}-{%s:.2f}" % name, {"epoch": 1, name: 0.5})
+    assert "/" not in out and "\\" not in out and "\x1b" not in out and out.endswith("=0.50")
+
+
+@pytest.mark.parametrize("template", ["/abs/{epoch}", "sub/{epoch}", "../{epoch}", "..", "\\x{epoch}"])
+def test_templates_that_leave_the_folder_are_refused_naming_the_template(template):
+    with pytest.raises(ember.MisconfigurationError, match=re.escape(repr(template))):
+        policies.check_template(template)

@@ -1,23 +1,30 @@
-"""The fit loop: epochs, batches, optimizer steps, validation. It states facts; callbacks decide."""
+"""The fit loop: epochs, batches, optimizer steps, validation. It states facts; callbacks and managers decide.
+
+The loop gets what it needs explicitly (settings, the parts it trains, a hook caller, a logger, the
+barrier before user code) and owns what it changes: its progress, the metrics, ``should_stop``."""
 
 from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
 
 import torch
 
-from ember.checkpoint.state import restore_gradients
+from ember import compat
+from ember.checkpoint.state import gradients, restore_gradients
 from ember.data import ResumableLoader
-from ember.metrics import MetricStore
-from ember.seed import preserved_rng, set_rng_state
+from ember.metrics import MetricStore, as_float
+from ember.optim import SchedulerConfig, frozen_except, step_scheduler
+from ember.precision import Precision
+from ember.seed import get_rng_state, preserved_rng, set_rng_state
+from ember.settings import FitSettings
 
 
 @dataclass
 class Progress:
-    """Where the loop is. Saved in every full checkpoint under ``loops.fit``."""
+    """Where the loop is (part of the loop's Stateful state)."""
 
     epoch: int = 0            # the epoch being trained (or just finished, when epoch_done)
     batch: int = 0            # batches consumed in this epoch
@@ -30,6 +37,19 @@ class Progress:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k in ("epoch", "batch", "global_step", "epoch_done"):
             setattr(self, k, state[k])
+
+
+@dataclass
+class FitParts:
+    """What one fit trains: built by the Trainer from the module and its configure_optimizers()."""
+
+    module: torch.nn.Module
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[SchedulerConfig]
+    precision: Precision
+    train_data: ResumableLoader
+    val_loader: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
@@ -46,10 +66,8 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _limit(limit: int | float, total: int | None, what: str) -> int | float:
-    """Batches to use per epoch: an int, or a fraction of the loader's length."""
-    if isinstance(limit, bool):
-        raise ValueError(f"{what} must be an int or a float in [0, 1]; received {limit!r}")
+def _limit(limit: int | float, total: int | None) -> int | float:
+    """Batches to use per epoch: an int, or a fraction of the loader's length (settings checked the type)."""
     if isinstance(limit, int):
         return limit if total is None else min(limit, total)
     if total is None:
@@ -78,35 +96,44 @@ def loss_of(output: Any) -> torch.Tensor | None:
 
 
 class FitLoop:
-    """Runs epochs until max_epochs/max_steps or a stop request; owned by the Trainer."""
+    """Runs epochs until max_epochs/max_steps or a stop request. Stateful: its state is the run's position.
 
-    def __init__(self, trainer) -> None:
-        self.trainer = trainer
+    ``call(hook, *args)`` runs a hook on the module and callbacks; ``barrier()`` is called before any
+    user code runs (a background save may still be copying the state); ``stop_requested()`` is asked
+    at step boundaries; ``logger`` (or None) receives metrics.
+    """
+
+    def __init__(self, settings: FitSettings, parts: FitParts, *, call: Callable[..., None],
+                 barrier: Callable[[], None], stop_requested: Callable[[], bool], logger: Any = None,
+                 bar: Any = None) -> None:
+        self.settings, self.parts = settings, parts
+        self.call, self.barrier, self.stop_requested = call, barrier, stop_requested
+        self.logger, self.bar = logger, bar
         self.progress = Progress()
-        self.train_data: ResumableLoader | None = None
-        self.val_loader = None
-        self.resume: dict[str, Any] | None = None  # the checkpoint's loop entry, consumed by the first epoch
-        self.resume_rng: dict[str, Any] | None = None
-        self.resume_grads: dict[str, torch.Tensor] | None = None
+        self.metrics: dict[str, float | torch.Tensor] = {}  # tensors are read (synced) only when needed
+        self.should_stop = False
+        self.optimizer_stepped = False
+        self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
+        self.last_loss: torch.Tensor | None = None
         self.train_metrics = MetricStore()
         self.val_metrics = MetricStore()
         self.stage = "train"
         self._batch = None
-        self.last_loss: torch.Tensor | None = None
-        self.per_optimizer = False
-        self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
+        self._resume: dict[str, Any] | None = None  # the checkpoint's loop state, consumed by the first epoch
+        self.per_optimizer = "optimizer_idx" in inspect.signature(parts.module.training_step).parameters
 
-    # ---------------------------------------------------------------- state
+    # ---------------------------------------------------------------- Stateful
     def state_dict(self) -> dict[str, Any]:
+        """Epoch, step, data position, every RNG state and mid-window gradients: exact resume."""
         state = self.progress.state_dict()
-        if self.train_data is not None:
-            state["data"] = self.train_data.state_dict()
+        state["data"] = self.parts.train_data.state_dict()
+        state["rng"] = get_rng_state()
+        state["accumulated_grads"] = gradients(self.parts.module)
         return state
 
-    def load_state_dict(self, state: dict[str, Any], rng: dict[str, Any] | None = None,
-                        grads: dict[str, torch.Tensor] | None = None) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.progress.load_state_dict(state)
-        self.resume, self.resume_rng, self.resume_grads = state, rng, grads
+        self._resume = state
 
     # ---------------------------------------------------------------- logging sink
     def log(self, name: str, value: Any, prog_bar: bool = False, on_step: bool | None = None,
@@ -115,54 +142,54 @@ class FitLoop:
         store = self.train_metrics if training else self.val_metrics
         store.record(name, value, training, self._batch, prog_bar, on_step, on_epoch, logger, batch_size)
 
-    # ---------------------------------------------------------------- the loop
-    def limits_reached(self, epoch: int) -> bool:
-        t = self.trainer
-        if t.max_steps is not None and t.max_steps >= 0 and self.progress.global_step >= t.max_steps:
-            return True
-        return t.max_epochs is not None and t.max_epochs >= 0 and epoch >= t.max_epochs
+    def _to_logger(self, metrics: dict) -> None:
+        if self.logger is not None and metrics:
+            self.logger.log_metrics({k: as_float(v) for k, v in metrics.items()}, step=self.progress.global_step,
+                                    epoch=self.progress.epoch)
 
+    # ---------------------------------------------------------------- the loop
     def run(self) -> None:
-        t = self.trainer
         p = self.progress
-        if self.resume is not None and p.epoch_done:  # resumed at an epoch end: no part-epoch to rebuild
-            if self.resume_rng is not None:
-                set_rng_state(self.resume_rng)
-            self.resume = None
-        self.per_optimizer = "optimizer_idx" in inspect.signature(t.module.training_step).parameters
-        while not t.should_stop:
+        resume = self._resume
+        if resume is not None and p.epoch_done:  # resumed at an epoch end: no part-epoch to rebuild
+            if resume.get("rng") is not None:
+                set_rng_state(resume["rng"])
+            self._resume = None
+        while not self.should_stop:
             if p.epoch_done:
-                if self.limits_reached(p.epoch + 1):
+                if self.settings.limits_reached(p.epoch + 1, p.global_step):
                     break
                 p.epoch, p.batch, p.epoch_done = p.epoch + 1, 0, False
-            elif self.limits_reached(p.epoch):
+            elif self.settings.limits_reached(p.epoch, p.global_step):
                 break
             self.run_epoch()
             if not p.epoch_done:  # stopped part-way (max_steps or a stop request)
                 break
-            t._check_stop_request()
+            self.stop_requested()
 
-    def run_epoch(self) -> None:
-        t = self.trainer
-        p = self.progress
-        module = t.module
-        module.train()
-        t._call("on_train_epoch_start")
-        total = _length(self.train_data.loader)
-        n_batches = _limit(t.limit_train_batches, total, "limit_train_batches")
-        resume, self.resume = self.resume, None
-        it, skipped = self.train_data.epoch_iterator(p.epoch, p.batch if resume else 0,
-                                                     resume.get("data") if resume else None)
+    def _start_epoch(self):
+        """The epoch's batch iterator, resumed part-way when the loop was restored mid-epoch."""
+        p, parts = self.progress, self.parts
+        resume, self._resume = self._resume, None
+        it, skipped = parts.train_data.epoch_iterator(p.epoch, p.batch if resume else 0,
+                                                      resume.get("data") if resume else None)
         if resume is not None:
-            if self.resume_rng is not None:
-                set_rng_state(self.resume_rng)
+            if resume.get("rng") is not None:
+                set_rng_state(resume["rng"])
             if skipped != p.batch:
                 p.batch = skipped
-            elif self.resume_grads:
-                restore_gradients(module, self.resume_grads)
-        self.resume_grads = None
+            elif resume.get("accumulated_grads"):
+                restore_gradients(parts.module, resume["accumulated_grads"])
+        return it
+
+    def run_epoch(self) -> None:
+        p, parts = self.progress, self.parts
+        parts.module.train()
+        self.call("on_train_epoch_start")
+        n_batches = _limit(self.settings.limit_train_batches, _length(parts.train_data.loader))
+        it = self._start_epoch()
         val_every = self._val_interval(n_batches)
-        bar = t._progress_bar.start_epoch(p.epoch, None if math.isinf(n_batches) else n_batches, p.batch)
+        bar = self.bar.start_epoch(p.epoch, None if math.isinf(n_batches) else n_batches, p.batch)
         batch_idx = p.batch
         stepped_at_end = True
         while batch_idx < n_batches:
@@ -170,21 +197,22 @@ class FitLoop:
                 batch = next(it)
             except StopIteration:
                 break
-            batch = move_to_device(batch, t.device)
+            batch = move_to_device(batch, parts.device)
             self._batch = batch
-            t._call("on_train_batch_start", batch, batch_idx)
+            self.call("on_train_batch_start", batch, batch_idx)
             is_last = batch_idx + 1 >= n_batches
             outputs = self.train_step(batch, batch_idx, is_last)
-            stepped_at_end = t.optimizer_stepped
+            stepped_at_end = self.optimizer_stepped
             p.batch = batch_idx + 1
-            if t.optimizer_stepped:
+            if self.optimizer_stepped:
                 self.after_optimizer_step()
             if val_every and p.batch % val_every == 0 and not is_last:
                 self.validate()
-            t._call("on_train_batch_end", outputs, batch, batch_idx)
-            bar.update(p.global_step, self.last_loss, t._metrics, self.train_metrics.prog_bar)
+            self.call("on_train_batch_end", outputs, batch, batch_idx)
+            bar.update(p.global_step, self.last_loss, self.metrics, self.train_metrics.prog_bar)
             batch_idx += 1
-            if t.optimizer_stepped and (t._check_stop_request() or t.should_stop or self.limits_reached(p.epoch)):
+            if self.optimizer_stepped and (self.stop_requested() or self.should_stop
+                                           or self.settings.limits_reached(p.epoch, p.global_step)):
                 bar.close()
                 return
         self._batch = None
@@ -195,29 +223,28 @@ class FitLoop:
         self.end_epoch()
 
     def end_epoch(self) -> None:
-        t = self.trainer
-        p = self.progress
+        p, s = self.progress, self.settings
         means = self.train_metrics.epoch_means()
-        t._metrics.update(means)
-        if self.val_loader is not None and (p.epoch + 1) % t.check_val_every_n_epoch == 0:
+        self.metrics.update(means)
+        if self.parts.val_loader is not None and (p.epoch + 1) % s.check_val_every_n_epoch == 0:
             self.validate()
-        t._log_to_logger(means)
-        for cfg in t.lr_scheduler_configs:
+        self._to_logger(means)
+        for cfg in self.parts.schedulers:
             if cfg.interval == "epoch" and (p.epoch + 1) % cfg.frequency == 0:
-                t._step_scheduler(cfg)
+                step_scheduler(cfg, self.metrics)
         p.epoch_done = True
         self.in_epoch_end = True
         try:
-            t._call("on_train_epoch_end")
+            self.call("on_train_epoch_end")
         finally:
             self.in_epoch_end = False
-        t._flush_logger()
+        if self.logger is not None:
+            self.logger.flush()
 
     def _val_interval(self, n_batches) -> int:
-        t = self.trainer
-        if self.val_loader is None:
+        if self.parts.val_loader is None:
             return 0
-        v = t.val_check_interval
+        v = self.settings.val_check_interval
         if isinstance(v, float):
             if v >= 1.0 or math.isinf(n_batches):
                 return 0
@@ -226,12 +253,13 @@ class FitLoop:
 
     # ---------------------------------------------------------------- one batch
     def train_step(self, batch: Any, batch_idx: int, is_last: bool) -> Any:
-        t = self.trainer
-        accum = t.accumulate_grad_batches
-        t.optimizer_stepped = False
+        accum = self.settings.accumulate_grad_batches
+        self.optimizer_stepped = False
         self.train_metrics.begin_step()
+        self.barrier()  # user code follows: an in-flight save must hold the state before it
         if self.per_optimizer:
-            outputs = [self._backward_for(opt, (batch, batch_idx, i), accum) for i, opt in enumerate(t.optimizers)]
+            outputs = [self._backward_for(opt, (batch, batch_idx, i), accum)
+                       for i, opt in enumerate(self.parts.optimizers)]
         else:
             outputs = self._backward_for(None, (batch, batch_idx), accum)
         if (batch_idx + 1) % accum == 0 or is_last:
@@ -240,86 +268,77 @@ class FitLoop:
 
     def _backward_for(self, optimizer, step_args: tuple, accum: int) -> Any:
         """training_step(*step_args) and its backward (with only ``optimizer``'s parameters, if given)."""
-        t = self.trainer
-        frozen = t._toggle(optimizer) if optimizer is not None else None
-        try:
-            with t.precision_plugin.autocast():
-                output = t.module.training_step(*step_args)
+        parts = self.parts
+        with frozen_except(optimizer, parts.optimizers):
+            with parts.precision.autocast():
+                output = parts.module.training_step(*step_args)
             loss = loss_of(output)
             if loss is not None:
                 self.last_loss = loss.detach()
-                t.precision_plugin.backward(loss / accum if accum > 1 else loss)
-        finally:
-            if frozen:
-                for param in frozen:
-                    param.requires_grad_(True)
+                parts.precision.backward(loss / accum if accum > 1 else loss)
         return output
 
     def optimizer_step(self) -> None:
-        t = self.trainer
-        t._writer.snapshot_barrier()  # a background save may still be copying the weights
-        plugin = t.precision_plugin
-        for opt in t.optimizers:
-            if t.gradient_clip_val:
+        s, plugin = self.settings, self.parts.precision
+        self.barrier()
+        for opt in self.parts.optimizers:
+            if s.gradient_clip_val:
                 plugin.unscale(opt)
                 params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
-                if t.gradient_clip_algorithm == "value":
-                    torch.nn.utils.clip_grad_value_(params, t.gradient_clip_val)
+                if s.gradient_clip_algorithm == "value":
+                    torch.nn.utils.clip_grad_value_(params, s.gradient_clip_val)
                 else:
-                    torch.nn.utils.clip_grad_norm_(params, t.gradient_clip_val)
+                    torch.nn.utils.clip_grad_norm_(params, s.gradient_clip_val)
             plugin.step(opt)
         plugin.update()
-        for opt in t.optimizers:
+        for opt in self.parts.optimizers:
             opt.zero_grad(set_to_none=True)
         self.progress.global_step += 1
-        t.optimizer_stepped = True
+        self.optimizer_stepped = True
 
     def after_optimizer_step(self) -> None:
-        t = self.trainer
-        for cfg in t.lr_scheduler_configs:
-            if cfg.interval == "step" and self.progress.global_step % cfg.frequency == 0:
-                t._step_scheduler(cfg)
+        step = self.progress.global_step
+        for cfg in self.parts.schedulers:
+            if cfg.interval == "step" and step % cfg.frequency == 0:
+                step_scheduler(cfg, self.metrics)
         step_values = self.train_metrics.step_values
         if step_values:
-            t._metrics.update(step_values)
-            if self.progress.global_step % t.log_every_n_steps == 0:
-                t._log_to_logger({k: v for k, v in step_values.items() if k in self.train_metrics.for_logger})
+            self.metrics.update(step_values)
+            if step % self.settings.log_every_n_steps == 0:
+                self._to_logger({k: v for k, v in step_values.items() if k in self.train_metrics.for_logger})
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> None:
         """Run the validation loop without disturbing training's random streams or gradients."""
-        t = self.trainer
-        module = t.module
-        if self.val_loader is None:
+        module, loader = self.parts.module, self.parts.val_loader
+        if loader is None:
             return
-        total = _length(self.val_loader)
-        n_batches = _limit(t.limit_val_batches, total, "limit_val_batches")
+        n_batches = _limit(self.settings.limit_val_batches, _length(loader))
         if n_batches == 0:
             return
         self.stage = "validate"
         was_training = module.training
         saved_batch = self._batch
+        self.barrier()
         try:
             with preserved_rng(), torch.no_grad():
                 module.eval()
-                t._call("on_validation_start")
-                for batch_idx, batch in enumerate(self.val_loader):
+                self.call("on_validation_start")
+                for batch_idx, batch in enumerate(loader):
                     if batch_idx >= n_batches:
                         break
-                    batch = move_to_device(batch, t.device)
+                    batch = move_to_device(batch, self.parts.device)
                     self._batch = batch
-                    with t.precision_plugin.autocast():
+                    with self.parts.precision.autocast():
                         out = module.validation_step(batch, batch_idx)
-                    if isinstance(out, dict):  # the old style: a dict of scalars feeds the epoch means
-                        for k, v in out.items():
-                            if isinstance(v, torch.Tensor) and v.numel() == 1 or isinstance(v, (int, float)):
-                                self.log(k, v, on_step=False, on_epoch=True)
+                    for k, v in compat.validation_outputs(out).items():
+                        self.log(k, v, on_step=False, on_epoch=True)
                 means = self.val_metrics.epoch_means()
-                t._metrics.update(means)
-                t._call("on_validation_epoch_end")
+                self.metrics.update(means)
+                self.call("on_validation_epoch_end")
         finally:
             self.stage = "train"
             self._batch = saved_batch
             module.train(was_training)
-        t._log_to_logger(means)
-        t._call("on_validation_end")
+        self._to_logger(means)
+        self.call("on_validation_end")

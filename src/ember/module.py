@@ -241,8 +241,11 @@ def _bind(call) -> dict[str, Any]:
     sig = inspect.signature(init)
     try:
         bound = sig.bind(None, *args, **kwargs)
-    except TypeError:
-        return {}
+    except TypeError as e:  # the call ran, so only a signature that misdescribes __init__ gets here
+        raise MisconfigurationError(
+            f"cannot tell which values {init.__qualname__} received ({e}): its signature {sig} does not match "
+            "the call. Save the hyperparameters explicitly: self.save_hyperparameters({'name': value, ...})."
+        ) from None
     bound.apply_defaults()
     out: dict[str, Any] = {}
     for i, (name, value) in enumerate(bound.arguments.items()):

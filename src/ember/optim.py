@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
 from ember.errors import MisconfigurationError
+from ember.metrics import as_float
 
 _FORMS = (
     "an optimizer; a list or tuple of optimizers; a pair ([optimizers], [schedulers]); or a dict "
@@ -25,7 +28,6 @@ class SchedulerConfig:
     frequency: int = 1
     monitor: str | None = None
     strict: bool = True
-    name: str | None = None
 
     @property
     def reduce_on_plateau(self) -> bool:
@@ -55,7 +57,6 @@ def _scheduler_config(item: Any, monitor: str | None = None) -> SchedulerConfig:
             frequency=item.get("frequency", 1),
             monitor=item.get("monitor", monitor),
             strict=item.get("strict", True),
-            name=item.get("name"),
         )
     else:
         cfg = SchedulerConfig(scheduler=item, monitor=monitor)
@@ -126,3 +127,41 @@ def _take_dict(d: Mapping, optimizers: list, schedulers: list) -> None:
     optimizers.append(d["optimizer"])
     if d.get("lr_scheduler") is not None:
         schedulers.append(_scheduler_config(d["lr_scheduler"], monitor=d.get("monitor")))
+
+
+def step_scheduler(cfg: SchedulerConfig, metrics: Mapping[str, Any]) -> None:
+    """Step one scheduler; ReduceLROnPlateau gets its monitored metric."""
+    if cfg.reduce_on_plateau:
+        if cfg.monitor not in metrics:
+            if cfg.strict:
+                raise MisconfigurationError(
+                    f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged; logged metrics are "
+                    f"{sorted(metrics)}. Log it, or set 'strict': False in the lr_scheduler dict.")
+            warnings.warn(f"ReduceLROnPlateau skipped: {cfg.monitor!r} was not logged", stacklevel=2)
+            return
+        cfg.scheduler.step(as_float(metrics[cfg.monitor]))
+        return
+    with warnings.catch_warnings():
+        # After a resume the first scheduler step can precede this process's first optimizer step.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        cfg.scheduler.step()
+
+
+@contextlib.contextmanager
+def frozen_except(optimizer: torch.optim.Optimizer | None, optimizers: Sequence[torch.optim.Optimizer]) -> Iterator[None]:
+    """Freeze parameters that belong to other optimizers while ``optimizer``'s loss is backpropagated
+    (nothing is frozen when ``optimizer`` is None)."""
+    frozen = []
+    if optimizer is not None:
+        mine = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for opt in optimizers:
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    if id(p) not in mine and p.requires_grad:
+                        p.requires_grad_(False)
+                        frozen.append(p)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)

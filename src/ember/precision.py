@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import torch
 
-from ember.errors import MisconfigurationError
-
-_ALIASES = {
-    "32": "32", 32: "32", "32-true": "32",
-    "16-mixed": "16-mixed", "16": "16-mixed", 16: "16-mixed",
-    "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed",
-}
-
 
 class Precision:
-    """Owns autocast and the GradScaler; the loop calls backward/step through it."""
+    """Owns autocast and the GradScaler; the loop calls backward/step through it. Stateful (the scaler).
 
-    def __init__(self, precision: Any, device: torch.device) -> None:
-        if precision not in _ALIASES:
-            raise MisconfigurationError(
-                f"precision must be one of '32', '16-mixed', 'bf16-mixed'; received {precision!r}."
-            )
-        self.mode = _ALIASES[precision]
+    ``mode`` is one of FitSettings' precisions: ``"32"``, ``"16-mixed"``, ``"bf16-mixed"``."""
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        self.mode = mode
         self.device = device
         self.scaler = torch.amp.GradScaler(device.type) if self.mode == "16-mixed" else None
 
@@ -51,9 +40,9 @@ class Precision:
         if self.scaler is not None:
             self.scaler.update()
 
-    def state_dict(self) -> dict | None:
-        return self.scaler.state_dict() if self.scaler is not None else None
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict() if self.scaler is not None else {}
 
-    def load_state_dict(self, state: dict | None) -> None:
+    def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)

@@ -15,7 +15,8 @@ import torch
 
 import ember
 from ember.checkpoint import fileformat
-from ember.checkpoint.io import find_last_checkpoint
+from ember.checkpoint.manager import find_last
+from ember.checkpoint.store import open_store
 from ember.checkpoint.storage import TMP_PREFIX
 
 JOB = Path(__file__).parent.parent / "jobs" / "save_loop.py"
@@ -50,7 +51,8 @@ def test_target_is_always_old_or_new_and_last_always_verifies(tmp_path):
         # killed after the commit but before "saved" was printed: one newer than reported
         assert committed is None or i in (committed, committed + 1)
         committed = i
-        last = find_last_checkpoint([tmp_path])
+        store, name = find_last([open_store(tmp_path)])
+        last = store.describe(name)
         fileformat.verify_file(last)
         assert ember.load_checkpoint(last)["global_step"] >= i
     assert committed is not None and committed > KILLS  # saves happened between the kills

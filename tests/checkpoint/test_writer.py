@@ -85,7 +85,7 @@ def test_in_place_change_of_a_deferred_tensor_fails_the_save_loudly(tmp_path, mo
     w.save({"t": t}, tmp_path / "t.ckpt", blocking=False, deferred={t.untyped_storage().data_ptr()})
     started.wait(5)
     t.add_(1)  # outside any optimizer step, while the writer copies
-    with pytest.raises(ember.CheckpointError, match="changed in place while it was being copied"):
+    with pytest.raises(ember.CheckpointError, match="changed in place while the background save was copying it"):
         w.wait()
     assert not (tmp_path / "t.ckpt").exists()
 
@@ -143,7 +143,7 @@ def test_fit_returns_only_after_the_last_save_is_committed(tmp_path, monkeypatch
     trainer = ember.Trainer(max_epochs=1, **trainer_kwargs(tmp_path))
     trainer.fit(TinyModel(), make_loader())
     fileformat.verify_file(tmp_path / "checkpoints" / "epoch=0-step=4.ckpt")
-    assert not trainer._writer.in_flight
+    assert not trainer.checkpoint_writer.in_flight
 
 
 def test_fit_raises_a_background_save_error(tmp_path, monkeypatch):

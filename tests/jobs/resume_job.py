@@ -1,6 +1,7 @@
 """A training job for the crash/preemption tests: run it, kill it, run it again; it resumes from 'last'.
 
-Shuffling, dropout, AdamW, a per-step LR scheduler, gradient accumulation 2, two DataLoader workers,
+Shuffling, dropout, weights clipped through ``.data`` in training_step (so a save must hold one
+moment's state), AdamW, a per-step LR scheduler, gradient accumulation 2, two DataLoader workers,
 validation inside the epoch and bf16 autocast. Prints "step N" after every optimizer step and writes
 the final weights to OUT when training completes.
 
@@ -25,6 +26,8 @@ class Job(ember.Module):
         self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.25), nn.Linear(16, 3))
 
     def training_step(self, batch, batch_idx):
+        for p in self.net.parameters():  # the WGAN weight-clipping idiom: edits through .data, between saves
+            p.data.clamp_(-0.3, 0.3)
         x, y = batch
         loss = nn.functional.cross_entropy(self.net(x), y)
         self.log("train_loss", loss)

@@ -6,15 +6,15 @@ from typing import Any
 
 
 class Callback:
-    """Override the hooks you need. State returned by ``state_dict()`` is saved under ``state_key``."""
+    """Override the hooks you need. State returned by ``state_dict()`` is saved under ``state_key``
+    and given back to ``load_state_dict()`` on resume; state that no callback claims is reported."""
 
     @property
     def state_key(self) -> str:
-        """The key of this callback's state in a checkpoint. Make it unique if you use two of a kind."""
+        """The key of this callback's state in a checkpoint: a short, stable string (the class name by
+        default). Override it when a Trainer has two callbacks of one class; the Trainer refuses two
+        callbacks with one key."""
         return type(self).__qualname__
-
-    def _generate_state_key(self, **kwargs: Any) -> str:
-        return f"{type(self).__qualname__}{repr(kwargs)}"
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -1,31 +1,50 @@
-"""What a checkpoint holds: collect it from a fitting Trainer, and put it back.
+"""What a checkpoint holds: the named ``Stateful`` parts of a run, and the one adapter between them
+and the checkpoint dict users know.
 
-Keys (a plain dict, as Lightning users know it): ``epoch``, ``global_step``, ``state_dict``,
-``optimizer_states``, ``lr_schedulers``, ``callbacks`` (state by ``state_key``),
-``hyper_parameters`` (+ ``hparams_type``, ``hparams_name``), ``amp_scaling_state`` (when a
-GradScaler is used), ``loops`` (the loop's position, for exact resume), ``rng`` (every global
-random state), ``accumulated_grads`` (only when saved inside an accumulation window) and
-``ember_version``. Weights-only checkpoints hold the weights, hparams, epoch and step only.
+A run is a handful of named parts, each with ``state_dict()`` / ``load_state_dict()``: the model,
+each optimizer, each LR scheduler, the precision plugin (GradScaler), the loop (epoch, step, data
+position, RNG states, mid-window gradients) and each callback (by ``state_key``). ``collect`` turns
+them into the dict below and ``restore`` puts one back, each fact read from exactly one key:
+
+``epoch``, ``global_step`` (the loop's position), ``state_dict`` (weights), ``optimizer_states``,
+``lr_schedulers``, ``callbacks`` (state by ``state_key``), ``hyper_parameters`` (+ ``hparams_type``,
+``hparams_name``), ``amp_scaling_state`` (when a GradScaler is used), ``loops`` (the rest of the
+loop's position, for exact resume), ``rng`` (every global random state), ``accumulated_grads`` (only
+when saved inside an accumulation window) and ``ember_version``. Weights-only checkpoints hold the
+weights, hparams, epoch and step only.
+
+The parts are kept by name (``RunState.parts()``) so that a distributed checkpointer can later be
+handed the same objects to load into in place.
 """
 
 from __future__ import annotations
 
 import warnings
 from argparse import Namespace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from ember import compat
 from ember.checkpoint import codec
 from ember.errors import CheckpointError, CheckpointMismatchError
+from ember.version import __version__
 
-WEIGHTS_ONLY_KEYS = ("epoch", "global_step", "state_dict", "hyper_parameters", "hparams_type", "hparams_name",
-                     "ember_version")
+LOOP_TOP_KEYS = ("epoch", "global_step")           # the loop's facts stored at the top level
+LOOP_SIDE_KEYS = ("rng", "accumulated_grads")      # the loop's facts stored beside ``loops``
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside DDP/FSDP-style wrappers (``.module``) and ``torch.compile`` (``._orig_mod``)."""
+    """The module inside DistributedDataParallel/DataParallel (``.module``) and ``torch.compile``
+    (``._orig_mod``) wrappers. The one place ember unwraps models."""
     while True:
         if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
             model = model._orig_mod
@@ -36,16 +55,61 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+@dataclass
+class RunState:
+    """The Stateful parts of one training run, by name."""
+
+    model: nn.Module
+    loop: Stateful
+    optimizers: list = field(default_factory=list)
+    lr_schedulers: list = field(default_factory=list)
+    precision: Stateful | None = None
+    callbacks: dict[str, Stateful] = field(default_factory=dict)
+
+    def parts(self) -> dict[str, Stateful]:
+        """Every part under a stable name (``optimizer.0``, ``callback.<state_key>``, ...)."""
+        out: dict[str, Any] = {"model": unwrap_model(self.model), "loop": self.loop}
+        out.update({f"optimizer.{i}": o for i, o in enumerate(self.optimizers)})
+        out.update({f"lr_scheduler.{i}": s for i, s in enumerate(self.lr_schedulers)})
+        if self.precision is not None:
+            out["precision"] = self.precision
+        out.update({f"callback.{k}": cb for k, cb in self.callbacks.items()})
+        return out
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+def collect(run: RunState, weights_only: bool = False) -> dict[str, Any]:
+    """The checkpoint dict of ``run``'s current state."""
+    module = unwrap_model(run.model)
+    loop = dict(run.loop.state_dict())
+    ckpt: dict[str, Any] = {"ember_version": __version__}
+    for k in LOOP_TOP_KEYS:
+        ckpt[k] = loop.pop(k)
+    ckpt["state_dict"] = module.state_dict()
+    ckpt.update(hparams_entries(module))
+    if weights_only:
+        return ckpt
+    ckpt["optimizer_states"] = [o.state_dict() for o in run.optimizers]
+    ckpt["lr_schedulers"] = [s.state_dict() for s in run.lr_schedulers]
+    ckpt["callbacks"] = {key: cb.state_dict() for key, cb in run.callbacks.items()}
+    scaler = run.precision.state_dict() if run.precision is not None else {}
+    if scaler:
+        ckpt["amp_scaling_state"] = scaler
+    side = {k: loop.pop(k) for k in LOOP_SIDE_KEYS if k in loop}
+    ckpt["loops"] = {"fit": loop}
+    ckpt.update({k: v for k, v in side.items() if v is not None and v != {}})
+    return ckpt
+
+
 def hparams_entries(module: nn.Module) -> dict[str, Any]:
     """The hyperparameters to save. Values a checkpoint cannot hold (a module passed to __init__, say)
     are left out with a warning that says how to pass them at load time."""
     hp = getattr(module, "hparams", None)
     if hp is None:
         return {}
-    if isinstance(hp, Namespace):
-        values, kind = dict(vars(hp)), "Namespace"
-    else:
-        values, kind = dict(hp), "dict"
+    values, kind = (dict(vars(hp)), "Namespace") if isinstance(hp, Namespace) else (dict(hp), "dict")
     if not values:
         return {}
     storable = {}
@@ -70,28 +134,119 @@ def _warn_unstorable_hparam(module: nn.Module, name: str, value: Any) -> None:
         f"hyperparameter {name!r} ({type(value).__name__}) cannot be stored in a checkpoint and is left out. "
         f"Pass it when loading: {cls}.load_from_checkpoint(path, {name}=...), or keep it out of the "
         f"hyperparameters with self.save_hyperparameters(ignore=[{name!r}]).",
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
-def is_weights_only(ckpt: dict) -> bool:
+# ----------------------------------------------------------------------------- restore
+
+
+def is_weights_only(ckpt: Mapping) -> bool:
     return "optimizer_states" not in ckpt or "loops" not in ckpt
 
 
-def check_resumable(ckpt: dict, path, n_optimizers: int, n_schedulers: int) -> None:
-    """Refuse, with the reason and the fix, a checkpoint that cannot resume this training."""
+def loop_state(ckpt: Mapping, path: Any) -> dict[str, Any]:
+    """The loop's Stateful state, gathered from its keys (files of ember 0.1 hold it the same way)."""
+    loops = ckpt.get("loops")
+    fit = loops.get("fit") if isinstance(loops, Mapping) else None
+    if not isinstance(fit, Mapping):
+        raise CheckpointMismatchError(
+            f"{path} has no loop position (expected loops['fit'] to be a dict; found loops={_short(loops)}), "
+            "so training cannot resume from it exactly. Load its weights with Module.load_from_checkpoint(path) "
+            "and start a new fit.")
+    state = dict(fit)
+    for k in LOOP_TOP_KEYS:
+        v = ckpt.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise CheckpointMismatchError(f"{path}: {k} must be an int >= 0; found {_short(v)}.")
+        state[k] = v
+    for k in LOOP_SIDE_KEYS:
+        state[k] = ckpt.get(k)
+    return state
+
+
+def check_resumable(ckpt: Mapping, path: Any, run: RunState) -> None:
+    """Refuse, with the reason and the fix, a checkpoint that cannot resume ``run``."""
     if is_weights_only(ckpt):
         raise CheckpointMismatchError(
             f"{path} holds weights only (no optimizer or loop state), so training cannot resume from it. "
             "Load the weights with Module.load_from_checkpoint(path) and start a new fit, or resume from a "
             "full checkpoint (ModelCheckpoint(save_weights_only=False))."
         )
-    saved_opt, saved_sched = len(ckpt["optimizer_states"]), len(ckpt.get("lr_schedulers", []))
-    if saved_opt != n_optimizers or saved_sched != n_schedulers:
+    if not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointMismatchError(f"{path}: state_dict must be a dict of tensors; found {_short(ckpt.get('state_dict'))}.")
+    opts, scheds = ckpt["optimizer_states"], ckpt.get("lr_schedulers", [])
+    if not isinstance(opts, list) or not all(isinstance(o, Mapping) for o in opts) or not isinstance(scheds, list):
         raise CheckpointMismatchError(
-            f"{path} was saved with {saved_opt} optimizer(s) and {saved_sched} LR scheduler(s), but "
-            f"configure_optimizers() now returns {n_optimizers} and {n_schedulers}. Resume with the same "
-            "configure_optimizers() that wrote the checkpoint."
+            f"{path}: optimizer_states and lr_schedulers must be lists of dicts; found {_short(opts)} and {_short(scheds)}.")
+    if len(opts) != len(run.optimizers) or len(scheds) != len(run.lr_schedulers):
+        raise CheckpointMismatchError(
+            f"{path} was saved with {len(opts)} optimizer(s) and {len(scheds)} LR scheduler(s), but "
+            f"configure_optimizers() now returns {len(run.optimizers)} and {len(run.lr_schedulers)}. Resume with "
+            "the same configure_optimizers() that wrote the checkpoint."
+        )
+    for i, (opt, saved) in enumerate(zip(run.optimizers, opts)):
+        _check_optimizer(i, opt, saved, path)
+
+
+def _check_optimizer(i: int, opt: torch.optim.Optimizer, saved: Mapping, path: Any) -> None:
+    groups = saved.get("param_groups")
+    if not isinstance(groups, list) or not groups or not isinstance(groups[0], Mapping):
+        raise CheckpointMismatchError(f"{path}: optimizer {i} has no param_groups list; the checkpoint is not one ember wrote.")
+    have = set(opt.defaults)
+    got = set(groups[0]) - {"params"}
+    if have - got:
+        saved_kind = _optimizer_named_by(got)
+        raise CheckpointMismatchError(
+            f"{path}: optimizer {i} was saved by {saved_kind}, but configure_optimizers() now returns "
+            f"{type(opt).__name__}, whose settings {sorted(have - got)} the checkpoint does not have. Resume with "
+            f"the optimizer that wrote the checkpoint, or load only the weights (Module.load_from_checkpoint).")
+
+
+def _optimizer_named_by(keys: set[str]) -> str:
+    """The torch optimizer whose settings are exactly ``keys`` (for messages), else a description."""
+    probe = [torch.zeros(1, requires_grad=True)]
+    for cls in torch.optim.Optimizer.__subclasses__():
+        try:
+            defaults = set(cls(probe).defaults)
+        except Exception:  # noqa: BLE001 - an optimizer that needs arguments we cannot guess
+            continue
+        if defaults == keys:
+            return f"torch.optim.{cls.__name__}"
+    return f"an optimizer with settings {sorted(keys)}"
+
+
+def restore(run: RunState, ckpt: Mapping, path: Any) -> None:
+    """Load ``ckpt`` into every part of ``run`` (call ``check_resumable`` first)."""
+    from ember.module import load_weights
+
+    load_weights(unwrap_model(run.model), ckpt["state_dict"], strict=True, source=path)
+    for opt, state in zip(run.optimizers, ckpt["optimizer_states"]):
+        opt.load_state_dict(state)
+    for sched, state in zip(run.lr_schedulers, ckpt.get("lr_schedulers", [])):
+        sched.load_state_dict(state)
+    if run.precision is not None:
+        run.precision.load_state_dict(ckpt.get("amp_scaling_state") or {})
+    restore_callbacks(run.callbacks, ckpt.get("callbacks") or {}, path)
+    run.loop.load_state_dict(loop_state(ckpt, path))
+
+
+def restore_callbacks(callbacks: Mapping[str, Stateful], saved: Mapping[str, Any], path: Any) -> None:
+    """Give each callback the state saved under its key (or its ember 0.1 key); warn about state
+    that no callback claims, so it is never dropped silently."""
+    claimed = set()
+    for key, cb in callbacks.items():
+        found = key if key in saved else compat.legacy_state_key([k for k in saved if k not in claimed], cb)
+        if found is not None:
+            claimed.add(found)
+            cb.load_state_dict(saved[found])
+    unclaimed = [k for k, v in saved.items() if k not in claimed and v]
+    if unclaimed:
+        warnings.warn(
+            f"{path} holds state for callbacks {unclaimed} that no callback of this Trainer claims "
+            f"(this Trainer's callbacks have keys {sorted(callbacks)}); that state is not restored. Add the "
+            "callback again, or give it the same state_key, to restore it.",
+            stacklevel=4,
         )
 
 
@@ -99,7 +254,12 @@ def gradients(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad for name, p in module.named_parameters() if p.grad is not None}
 
 
-def restore_gradients(module: nn.Module, grads: dict[str, torch.Tensor]) -> None:
+def restore_gradients(module: nn.Module, grads: Mapping[str, torch.Tensor]) -> None:
     for name, p in module.named_parameters():
         if name in grads:
             p.grad = grads[name].to(device=p.device, dtype=p.dtype).clone()
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if not isinstance(v, torch.Tensor) else f"a tensor of shape {tuple(v.shape)}"
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,12 +1,13 @@
 """Synchronous and background saves, with at most one save in flight.
 
-A background save pauses the loop only while the state is split into JSON and tensors and the
-small, freely mutated tensors (buffers, gradients, RNG states) are copied. Parameters and
-optimizer state change only in ``optimizer.step()``, so they are copied into reused host buffers
-(pinned for CUDA tensors) by the writer thread while the next forward and backward run; the
-optimizer's step waits until that copy is done (``snapshot_barrier``). Each copied tensor's
-version counter is checked, so a tensor changed in place during the copy fails the save loudly
-instead of writing a torn state. Then the thread encodes, checksums, writes and commits.
+A background save holds the state of one moment. The loop pauses while the state is split into
+JSON and tensors; tensors not ``deferred`` are copied into reused host buffers (pinned for CUDA
+tensors) at once. ``deferred`` tensors are copied by the writer thread, and ``snapshot_barrier()``
+waits for (and helps with) that copy: the Trainer calls it before any user code runs (every hook,
+``training_step``, validation) and before the optimizer step, so the copy overlaps only the loop's
+own work and data loading, and an in-place edit by user code, through ``.data`` or not, can never
+reach the snapshot. As a second line, each deferred tensor's version counter is checked after the
+copy. Then the thread encodes, checksums, writes and commits through the target's store.
 """
 
 from __future__ import annotations
@@ -14,32 +15,37 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Union
 
 import torch
 
 from ember.checkpoint import codec, fileformat
 from ember.checkpoint.progress import WriteProgress
-from ember.checkpoint.storage import atomic_write
+from ember.checkpoint.store import Storage, resolve
 from ember.errors import CheckpointError
 
+Target = Union[str, os.PathLike, "tuple[Storage, str]"]  # a path or URL, or (store, name)
 
-def write_file(path: str | os.PathLike, tree: dict, tensors: Mapping[str, torch.Tensor], *,
-               progress: bool = False) -> Path:
-    """Encode and commit one checkpoint file; ``progress`` shows a bar if it takes over 2 s."""
-    if not progress:
-        return atomic_write(path, lambda f: fileformat.write(f, tree, tensors))
 
-    def write(f) -> None:
-        total = sum(t.numel() * t.element_size() for t in tensors.values())
-        bar = WriteProgress(f, total, f"saving {Path(path).name}")
-        try:
-            fileformat.write(bar, tree, tensors)
-        finally:
-            bar.close()
+def _store_and_name(target: Target) -> tuple[Storage, str]:
+    return target if isinstance(target, tuple) else resolve(target)
 
-    return atomic_write(path, write)
+
+def write_file(target: Target, tree: dict, tensors: Mapping[str, torch.Tensor], *, progress: bool = False) -> str:
+    """Encode and commit one checkpoint file; ``progress`` shows a bar if it takes over 2 s.
+    Returns where it was written."""
+    store, name = _store_and_name(target)
+    with store.open_write(name) as f:
+        if not progress:
+            fileformat.write(f, tree, tensors)
+        else:
+            total = sum(t.numel() * t.element_size() for t in tensors.values())
+            bar = WriteProgress(f, total, f"saving {name}")
+            try:
+                fileformat.write(bar, tree, tensors)
+            finally:
+                bar.close()
+    return store.describe(name)
 
 
 class _Snapshot:
@@ -116,19 +122,21 @@ class CheckpointWriter:
         self._snapshot = _Snapshot()
 
     # ---------------------------------------------------------------- public
-    def save(self, state: dict, path: str | os.PathLike, *, blocking: bool = True,
-             deferred: set[int] | None = None, then: Callable[[], None] | None = None) -> None:
-        """Save ``state`` to ``path``. ``deferred``: storage data pointers of tensors that change only in
-        optimizer.step() (the writer thread copies them). ``then`` runs after the file is committed."""
+    def save(self, state: dict, target: Target, *, blocking: bool = True,
+             deferred: set[int] | bool = False, then: Callable[[], None] | None = None) -> None:
+        """Save ``state`` to ``target`` (a path or URL, or ``(store, name)``). ``then`` runs once the
+        file is committed. ``deferred``: the tensors the writer thread copies later (True: all; or the
+        storage data pointers of some); the caller must call ``snapshot_barrier()`` before changing them."""
         tree, tensors = codec.flatten(state)  # an unstorable value fails here, before any byte is written
+        target = _store_and_name(target)
         self.wait()
         if blocking:
-            write_file(path, tree, tensors, progress=True)
+            write_file(target, tree, tensors, progress=True)
             if then is not None:
                 then()
             return
-        deferred = deferred or set()
-        late = [n for n, t in tensors.items() if t.numel() and t.untyped_storage().data_ptr() in deferred]
+        late = [n for n, t in tensors.items()
+                if t.numel() and (deferred is True or (deferred and t.untyped_storage().data_ptr() in deferred))]
         late_set = set(late)
         now = [n for n in tensors if n not in late_set]
         snap: dict[str, torch.Tensor] = {}
@@ -139,7 +147,7 @@ class CheckpointWriter:
         self._job = _CopyJob(self._snapshot, live, snap)
         self._copied.clear()
         self._thread = threading.Thread(target=self._run, name="ember-checkpoint-writer", daemon=True,
-                                        args=(Path(path), tree, tensors.keys(), snap, live, versions, then))
+                                        args=(target, tree, tensors.keys(), snap, live, versions, then))
         self._thread.start()
 
     def snapshot_barrier(self) -> None:
@@ -166,8 +174,10 @@ class CheckpointWriter:
         return self._thread is not None and self._thread.is_alive()
 
     # ---------------------------------------------------------------- the writer thread
-    def _run(self, path: Path, tree: dict, names, snap: dict, live: dict, versions: dict,
+    def _run(self, target: tuple[Storage, str], tree: dict, names, snap: dict, live: dict, versions: dict,
              then: Callable[[], None] | None) -> None:
+        store, name = target
+        where = store.describe(name)
         try:
             job = self._job
             try:
@@ -182,17 +192,18 @@ class CheckpointWriter:
                 self._copied.set()
             if changed:
                 raise CheckpointError(
-                    f"checkpoint {path} was not written: {', '.join(changed[:5])} changed in place while it was "
-                    "being copied (outside optimizer.step()). Save with blocking=True when tensors are edited "
-                    "outside the optimizer."
+                    f"checkpoint {where} was not written: {', '.join(changed[:5])} changed in place while the "
+                    "background save was copying it, without waiting for snapshot_barrier() (another thread?). "
+                    "Save synchronously (ModelCheckpoint(async_save=False), save_checkpoint(blocking=True)) if "
+                    "tensors are changed from other threads during training."
                 )
-            write_file(path, tree, {n: snap[n] for n in names})
+            write_file((store, name), tree, {n: snap[n] for n in names})
             if then is not None:
                 then()
         except BaseException as e:  # noqa: BLE001 - surfaced by wait()
             if isinstance(e, CheckpointError) or not isinstance(e, Exception):
                 self._error = e
             else:
-                err = CheckpointError(f"background save of {path} failed: {e}")
+                err = CheckpointError(f"background save of {where} failed: {e}")
                 err.__cause__ = e
                 self._error = err

@@ -1,0 +1,323 @@
+"""The checkpoint manager: *when* (policies), *keep* (policies) and *where* (a storage), for one run.
+
+The loop states facts (``step``, ``epoch``, ``metrics``); the manager asks its policies whether a
+save is due, writes through the Trainer's writer, and changes its bookkeeping (the checkpoints it
+manages, best, last) only when a save commits: files that the keep policies let go are deleted
+after the newer file is committed, and a failed save changes nothing. Its state (the checkpoints
+it wrote) is saved in every checkpoint, so after a resume the run keeps managing them; a file the
+run did not write is never deleted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+from ember.checkpoint import policies
+from ember.checkpoint.policies import Record, SavePoint
+from ember.checkpoint.store import Storage
+from ember.errors import CheckpointError, MisconfigurationError
+
+EXTENSION = ".ckpt"
+LAST = "last"
+
+Capture = Callable[[bool], dict]  # weights_only -> the checkpoint dict of the run's current state
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How checkpoint files are named: a template, the seed's prefix, and ``last``."""
+
+    template: str = "{epoch}-{step}"
+    prefix: str = ""
+    auto_insert_metric_name: bool = True
+
+    def __post_init__(self) -> None:
+        policies.check_template(self.template)
+
+    def name(self, epoch: int, step: int, metrics: dict[str, float]) -> str:
+        name = policies.format_filename(self.template, {**metrics, "epoch": epoch, "step": step},
+                                        self.auto_insert_metric_name)
+        return (f"{self.prefix}-{name}" if self.prefix else name) + EXTENSION
+
+    @property
+    def last(self) -> str:
+        return (f"{self.prefix}-{LAST}" if self.prefix else LAST) + EXTENSION
+
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """What a manager knows, replaced whole when a save commits (never edited in place)."""
+
+    records: tuple[Record, ...] = ()   # checkpoints this run wrote and still keeps, oldest first
+    last: str | None = None            # the name of the newest committed full-state copy (last.ckpt)
+    current: Record | None = None      # the checkpoint written most recently
+
+
+class CheckpointManager:
+    """Saves a run's checkpoints into one store and keeps the ones its policies keep."""
+
+    def __init__(self, *, when: Sequence, keep: Sequence, naming: Naming, monitor: str | None = None,
+                 mode: str = "min", save_last: bool = False, weights_only: bool = False,
+                 async_save: bool = True, skip_worse: bool = True, dirpath: str | None = None,
+                 storage_options: dict | None = None, verbose: bool = False) -> None:
+        self.when, self.keep, self.naming = tuple(when), tuple(keep), naming
+        self.dirpath, self.storage_options, self.verbose = dirpath, storage_options, verbose
+        self.monitor, self.mode = monitor, mode
+        self.save_last, self.weights_only, self.async_save = save_last, weights_only, async_save
+        self.skip_worse = skip_worse        # a save that the keep policies would drop at once is not written
+        self.store: Storage | None = None
+        self.book = Bookkeeping()
+        self._pending: Bookkeeping | None = None  # what the file being written records (itself included)
+        self._writer = None
+        self._may_write: Callable[[], bool] = lambda: True
+        self._last_save_time = time.monotonic()
+        self._last_step: int | None = None
+        self._warned_missing: set[str] = set()
+        self._point: tuple[int, int] = (0, 0)  # (epoch, step) of the save in progress, for messages
+
+    # ---------------------------------------------------------------- setup
+    def bind(self, default_dirpath: str, writer, may_write: Callable[[], bool] = lambda: True) -> None:
+        """Open the store (``dirpath``, else ``default_dirpath``) and attach the Trainer's writer and
+        rank check, for one fit."""
+        from ember.checkpoint.store import open_store
+
+        store = open_store(self.dirpath or default_dirpath, self.storage_options)
+        if self.store is None or self.store.describe() != store.describe():
+            self.book = Bookkeeping()  # a new place: nothing there is this manager's
+        self.store, self._writer, self._may_write = store, writer, may_write
+        self._warned_missing = set()
+
+    def start(self, global_step: int) -> None:
+        """Training starts (or resumes) at ``global_step``: that state is not saved again."""
+        self._last_save_time, self._last_step = time.monotonic(), global_step
+
+    def location(self, name: str | None) -> str:
+        return self.store.describe(name) if (name and self.store is not None) else ""
+
+    # ---------------------------------------------------------------- facts from the loop
+    def on_step(self, capture: Capture, *, epoch: int, global_step: int, metrics: dict[str, float]) -> None:
+        """An optimizer step finished."""
+        if global_step != self._last_step:
+            self._maybe_save(capture, epoch, global_step, metrics, epoch_end=False)
+
+    def on_epoch_end(self, capture: Capture, *, epoch: int, global_step: int, metrics: dict[str, float]) -> None:
+        self._maybe_save(capture, epoch, global_step, metrics, epoch_end=True)
+
+    def on_train_end(self, capture: Capture, *, epoch: int, global_step: int, metrics: dict[str, float]) -> None:
+        """Training stopped between scheduled saves (max_steps, a stop request): keep that work too.
+        A monitor that was never logged during the whole fit is an error: nothing could be saved."""
+        if self.monitor is not None and self.monitor not in metrics:
+            if self._warned_missing:
+                raise MisconfigurationError(
+                    f"ModelCheckpoint(monitor={self.monitor!r}) found no metric {self.monitor!r}, so nothing was "
+                    f"saved; the logged metrics are {sorted(metrics)}. Log it with self.log({self.monitor!r}, "
+                    "value) or change monitor.")
+            return
+        if self._last_step != global_step:
+            self.save(capture, epoch=epoch, global_step=global_step, metrics=metrics)
+
+    def _maybe_save(self, capture: Capture, epoch: int, global_step: int, metrics: dict, *, epoch_end: bool) -> None:
+        point = SavePoint(epoch=epoch, global_step=global_step, epoch_end=epoch_end, now=time.monotonic(),
+                          last_save_time=self._last_save_time)
+        if not any(w.due(point) for w in self.when):
+            return
+        if self.monitor is not None and self.monitor not in metrics:
+            self._warn_missing(metrics)
+            return
+        self.save(capture, epoch=epoch, global_step=global_step, metrics=metrics)
+
+    def _warn_missing(self, metrics: dict) -> None:
+        """Said once: the monitored metric may appear later (after the first validation, say)."""
+        if not self._warned_missing:
+            self._warned_missing.add(self.monitor)
+            warnings.warn(
+                f"ModelCheckpoint(monitor={self.monitor!r}) is due to save, but {self.monitor!r} has not been "
+                f"logged yet (logged so far: {sorted(metrics)}); saves are skipped until it is, e.g. after the "
+                "first validation.", UserWarning, stacklevel=2)
+
+    # ---------------------------------------------------------------- saving
+    def save(self, capture: Capture, *, epoch: int, global_step: int, metrics: dict[str, float]) -> None:
+        """Save now (if this manager is bound and this process may write): rank, write, keep."""
+        if self.store is None or not self._may_write():
+            return
+        self._writer.wait()  # the bookkeeping below builds on the previous save's commit
+        self._last_save_time, self._last_step = time.monotonic(), global_step
+        self._point = (epoch, global_step)
+        score = _score(metrics, self.monitor)
+        name = self._free_name(self.naming.name(epoch, global_step, metrics))
+        record = Record(name, epoch, global_step, score)
+        records = [r for r in self.book.records if r.name != name] + [record]
+        mask = policies.kept(records, self.keep)
+        if self.skip_worse and not mask[-1]:
+            self.log(f"{self.monitor!r} ({_fmt(score)}) was not good enough to keep; not saved")
+            if self.save_last:
+                self._write(capture, self.naming.last, Bookkeeping(self.book.records, self.naming.last, self.book.current),
+                            self.weights_only)
+            return
+        kept = tuple(r for r, keep in zip(records, mask) if keep)
+        dropped = [r.name for r, keep in zip(records, mask) if not keep]
+        book = Bookkeeping(kept, self.naming.last if self.save_last else self.book.last, record)
+        self._write(capture, name, book, self.weights_only, dropped=dropped, link_last=self.save_last)
+        if self.monitor is None:
+            self.log(f"saving model to {self.location(name)}")
+        else:
+            self.log(f"{self.monitor!r} reached {_fmt(score)} (best {_fmt(self._best_of(book).score)}), saving model "
+                     f"to {self.location(name)}")
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            epoch, step = self._point
+            print(f"Epoch {epoch}, global step {step}: {message}", flush=True)
+
+    def save_for_resume(self, capture: Capture) -> None:
+        """A stop was requested: write ``last.ckpt`` (full state, blocking) so ``fit(ckpt_path="last")`` continues."""
+        if self.store is None or not self._may_write():
+            return
+        self._writer.wait()
+        book = replace(self.book, last=self.naming.last)
+        self._write(capture, self.naming.last, book, weights_only=False, blocking=True)
+
+    def _write(self, capture: Capture, name: str, book: Bookkeeping, weights_only: bool, *,
+               dropped: Sequence[str] = (), link_last: bool = False, blocking: bool | None = None) -> None:
+        self._pending = book
+        try:
+            state = capture(weights_only)  # the file records ``book``: itself included
+        finally:
+            self._pending = None
+        store = self.store
+
+        def committed() -> None:  # runs once the file is committed (on the writer thread when async)
+            if link_last and name != self.naming.last:
+                store.copy(name, self.naming.last)
+            self.book = book
+            for old in dropped:
+                if old != name:
+                    store.delete(old)
+
+        blocking = not self.async_save if blocking is None else blocking
+        # deferred=True: the Trainer calls the writer's snapshot_barrier() before any user code runs
+        self._writer.save(state, (store, name), blocking=blocking, deferred=not blocking, then=committed)
+
+    def _free_name(self, name: str) -> str:
+        """``name``, or ``name-vN`` when a file this run did not write already has it."""
+        ours = {r.name for r in self.book.records} | {self.book.last}
+        stem, ext = name[: -len(EXTENSION)], EXTENSION
+        candidate, n = name, 1
+        while candidate not in ours and self.store.exists(candidate):
+            candidate, n = f"{stem}-v{n}{ext}", n + 1
+        return candidate
+
+    # ---------------------------------------------------------------- what it knows
+    @property
+    def best(self) -> Record | None:
+        return self._best_of(self.book)
+
+    def state_dict(self) -> dict[str, Any]:
+        book = self._pending or self.book
+        best = self._best_of(book)
+        ranked = policies.ranked(book.records, self.mode) if self.monitor is not None else list(reversed(book.records))
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "dirpath": self.store.describe() if self.store is not None else None,
+            "checkpoints": [{"name": r.name, "epoch": r.epoch, "global_step": r.global_step, "score": r.score}
+                            for r in book.records],
+            "last": book.last,
+            "current_score": book.current.score if book.current is not None else None,
+            "best_model_path": self.location(best.name) if best else "",
+            "best_model_score": best.score if best else None,
+            "kth_best_model_path": self.location(ranked[-1].name) if ranked else "",
+            "best_k_models": {self.location(r.name): r.score for r in book.records} if self.monitor else {},
+        }
+
+    def _best_of(self, book: Bookkeeping) -> Record | None:
+        if not book.records:
+            return None
+        return policies.ranked(book.records, self.mode)[0] if self.monitor is not None else book.records[-1]
+
+    def load_state_dict(self, state: dict[str, Any], same_place: bool) -> None:
+        """Adopt the checkpoints the run wrote before the resume, if they are in this manager's store."""
+        if not same_place:
+            return
+        if "checkpoints" in state:
+            records = tuple(Record(c["name"], int(c["epoch"]), int(c["global_step"]),
+                                   None if c.get("score") is None else float(c["score"])) for c in state["checkpoints"])
+        else:  # ember 0.1: best_k_models maps paths to scores, in the order they were saved
+            records = tuple(Record(os.path.basename(p), -1, -1, float(s) if self.monitor else None)
+                            for p, s in (state.get("best_k_models") or {}).items())
+        last = state.get("last")
+        if last is None and state.get("last_model_path"):
+            last = os.path.basename(state["last_model_path"])
+        self.book = Bookkeeping(records, last, records[-1] if records else None)
+
+
+def _score(metrics: dict[str, float], monitor: str | None) -> float | None:
+    if monitor is None:
+        return None
+    try:
+        return float(metrics[monitor])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the monitored metric {monitor!r} is not a number: {metrics[monitor]!r}") from e
+
+
+def _fmt(score: float | None) -> str:
+    return "n/a" if score is None else ("nan" if math.isnan(score) else f"{score:0.5f}")
+
+
+# ----------------------------------------------------------------------------- which checkpoint is "last"
+
+
+def checkpoint_names(store: Storage) -> list[str]:
+    """The names of the checkpoints directly in ``store`` (single ``*.ckpt`` files)."""
+    return [n for n in store.list("") if n.endswith(EXTENSION) and "/" not in n]
+
+
+def _resume_rank(store: Storage, name: str) -> tuple[int, float] | None:
+    """(global step, modification time) of a full, resumable ember checkpoint, from its header alone;
+    None for weights-only and foreign files; CheckpointError for one that cannot be a run's state."""
+    from ember.checkpoint import codec, fileformat
+
+    header = fileformat.read_header(store.describe(name))
+    if header["kind"] != "ember":
+        return None
+    top = codec.unflatten(header["tree"], None)
+    if "loops" not in top:
+        return None  # weights only: cannot resume
+    step = top.get("global_step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"its global_step is {type(step).__name__} {step!r:.40}, not an int >= 0")
+    loops = top["loops"]
+    if not isinstance(loops, dict) or not isinstance(loops.get("fit"), dict):
+        raise CheckpointError("it has no loop position (loops['fit'])")
+    return step, store.stat(name).mtime
+
+
+def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
+    """The newest full checkpoint in ``stores`` that verifies (by global step, then modification time).
+
+    A corrupt, incomplete or malformed newer file is skipped with a warning naming it."""
+    from ember.checkpoint import fileformat
+
+    ranked = []
+    for store in stores:
+        for name in checkpoint_names(store):
+            try:
+                rank = _resume_rank(store, name)
+            except CheckpointError as e:
+                warnings.warn(f"skipping {store.describe(name)}: {e}", stacklevel=3)
+                continue
+            if rank is not None:
+                ranked.append((rank, store, name))
+    for _, store, name in sorted(ranked, key=lambda r: r[0], reverse=True):
+        try:
+            fileformat.verify_file(store.describe(name))
+        except CheckpointError as e:
+            warnings.warn(f"skipping {store.describe(name)}: {e}", stacklevel=3)
+            continue
+        return store, name
+    return None

@@ -1,0 +1,85 @@
+"""The settings of a fit: one small frozen dataclass, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ember.errors import MisconfigurationError
+
+_PRECISIONS = {
+    "32": "32", 32: "32", "32-true": "32",
+    "16-mixed": "16-mixed", "16": "16-mixed", 16: "16-mixed",
+    "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed",
+}  # fmt: skip
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bad(name: str, expected: str, value: Any) -> MisconfigurationError:
+    return MisconfigurationError(f"{name} must be {expected}; received {value!r}.")
+
+
+@dataclass(kw_only=True, frozen=True)
+class FitSettings:
+    """How the loop trains. Built by ``Trainer(...)``; every field is checked in ``__post_init__``."""
+
+    max_epochs: int | None = None
+    """Stop after this many epochs (None: no limit; with max_steps also None, 1000)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (None or -1: no limit)."""
+    accumulate_grad_batches: int = 1
+    """Batches whose gradients are summed before each optimizer step."""
+    gradient_clip_val: float | None = None
+    """Clip gradients to this norm (or value) before each step; None or 0: no clipping."""
+    gradient_clip_algorithm: str = "norm"
+    """``"norm"`` (clip_grad_norm_) or ``"value"`` (clip_grad_value_)."""
+    limit_train_batches: int | float = 1.0
+    """Batches per training epoch: an int count, or a fraction of the loader."""
+    limit_val_batches: int | float = 1.0
+    """Batches per validation: an int count, or a fraction of the loader."""
+    check_val_every_n_epoch: int = 1
+    """Validate at the end of every n-th epoch."""
+    val_check_interval: int | float = 1.0
+    """Also validate every n batches (int), or n times per epoch (float fraction)."""
+    log_every_n_steps: int = 50
+    """Send step metrics to the logger every n optimizer steps."""
+    precision: str = "32"
+    """``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (aliases such as 16 and "bf16" are accepted)."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        max_steps = None if self.max_steps == -1 else self.max_steps
+        max_epochs = self.max_epochs
+        if max_epochs is None and max_steps is None:
+            max_epochs = 1000
+        for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps)):
+            if value is not None and (not _is_int(value) or value < -1):
+                raise _bad(name, "an int >= 0 (or -1 for no limit)", value)
+        set_(self, "max_epochs", max_epochs)
+        set_(self, "max_steps", max_steps)
+        if not _is_int(self.accumulate_grad_batches) or self.accumulate_grad_batches < 1:
+            raise _bad("accumulate_grad_batches", "an int >= 1", self.accumulate_grad_batches)
+        if self.gradient_clip_algorithm not in ("norm", "value"):
+            raise _bad("gradient_clip_algorithm", "'norm' or 'value'", self.gradient_clip_algorithm)
+        for name in ("limit_train_batches", "limit_val_batches"):
+            v = getattr(self, name)
+            if not ((_is_int(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v <= 1.0)):
+                raise _bad(name, "an int >= 0 (batches) or a float in [0, 1]", v)
+        if not _is_int(self.check_val_every_n_epoch) or self.check_val_every_n_epoch < 1:
+            raise _bad("check_val_every_n_epoch", "an int >= 1", self.check_val_every_n_epoch)
+        v = self.val_check_interval
+        if not ((_is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v <= 1.0)):
+            raise _bad("val_check_interval", "an int >= 1 (batches) or a float in (0, 1]", v)
+        set_(self, "log_every_n_steps", max(1, int(self.log_every_n_steps)))
+        if self.precision not in _PRECISIONS:
+            raise _bad("precision", "one of '32', '16-mixed', 'bf16-mixed'", self.precision)
+        set_(self, "precision", _PRECISIONS[self.precision])
+
+    def limits_reached(self, epoch: int, global_step: int) -> bool:
+        """Whether training at ``epoch`` having taken ``global_step`` steps must stop."""
+        if self.max_steps is not None and self.max_steps >= 0 and global_step >= self.max_steps:
+            return True
+        return self.max_epochs is not None and self.max_epochs >= 0 and epoch >= self.max_epochs
