@@ -3,7 +3,6 @@ survives resume, monitors that appear late, stable callback keys and consistent 
 
 from __future__ import annotations
 
-import errno
 import time
 import warnings
 
@@ -202,27 +201,29 @@ def test_callback_state_saved_by_ember_0_1_under_a_repr_key_still_loads(tmp_path
 # ----------------------------------------------------------------------------- one moment's state
 
 
-class ClipsThroughData(TinyModel):
-    """Edits weights in place through .data in training_step (the WGAN weight-clipping idiom) and
-    records, in on_save_checkpoint, the weights at the moment each checkpoint is taken."""
+class EditsWeightsInPlace(TinyModel):
+    """Edits weights in place in training_step, through .data (the WGAN weight-clipping idiom) or under
+    no_grad, and records, in on_save_checkpoint, the weights at the moment each checkpoint is taken."""
 
-    def __init__(self, **kw):
+    def __init__(self, how="data", **kw):
         super().__init__(**kw)
-        self.at_save = {}
+        self.how, self.at_save = how, {}
 
     def training_step(self, batch, batch_idx):
         for p in self.parameters():
-            p.data.mul_(0.5)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.add_(1.0)  # a version-counted in-place edit too
+            if self.how == "data":
+                p.data.mul_(0.5)  # .data has its own version counter: invisible to a version check
+            else:
+                with torch.no_grad():
+                    p.add_(1.0)
         return super().training_step(batch, batch_idx)
 
     def on_save_checkpoint(self, checkpoint):
         self.at_save[checkpoint["global_step"]] = {k: v.clone() for k, v in self.state_dict().items()}
 
 
-def test_background_saves_hold_one_moment_even_when_weights_are_edited_through_data(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["data", "no_grad"])
+def test_background_saves_hold_one_moment_when_user_code_edits_weights_in_place(tmp_path, monkeypatch, how):
     real = writer._Snapshot.copy
 
     def slow_copy(self, names, tensors, out, sync=True):
@@ -230,7 +231,7 @@ def test_background_saves_hold_one_moment_even_when_weights_are_edited_through_d
         real(self, names, tensors, out, sync)
 
     monkeypatch.setattr(writer._Snapshot, "copy", slow_copy)
-    model = ClipsThroughData()
+    model = EditsWeightsInPlace(how)
     fit(tmp_path, 2, [ModelCheckpoint(dirpath=tmp_path / "c", filename="{step}", every_n_train_steps=1,
                                       save_top_k=-1)], model=model)
     assert len(model.at_save) == 8
