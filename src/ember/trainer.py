@@ -85,7 +85,8 @@ class Trainer:
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = _build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
-        self.logger = CSVLogger(self.default_root_dir) if logger is True else (logger or None)
+        self.logger = CSVLogger(self.default_root_dir, storage_options=storage_options) if logger is True else (
+            logger or None)
         self._bar = ProgressBar(enable_progress_bar)
         self.checkpoint_writer = CheckpointWriter()
         self.module = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from ember.callbacks.base import Callback
 
@@ -16,12 +15,12 @@ class OnExceptionCheckpoint(Callback):
     """
 
     def __init__(self, dirpath: str | os.PathLike, filename: str = "on_exception") -> None:
-        self.dirpath = Path(dirpath)
+        self.dirpath = os.fspath(dirpath)  # a folder or a URL
         self.filename = filename[: -len(".ckpt")] if filename.endswith(".ckpt") else filename
 
     @property
-    def ckpt_path(self) -> Path:
-        return self.dirpath / f"{self.filename}.ckpt"
+    def ckpt_path(self) -> str:
+        return f"{self.dirpath.rstrip('/')}/{self.filename}.ckpt"
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         try:
