@@ -103,7 +103,7 @@ def main() -> None:
     print(f"\ncheckpoints in {root / 'checkpoints'}:")
     for p in sorted((root / "checkpoints").glob("*.ckpt")):
         print(f"  {p.name:28s} {p.stat().st_size / 1024:6.1f} KiB")
-    print("  (files from before the resume stay: a run never deletes checkpoints it did not write itself)")
+    print("  (the 2 best by val_acc and last.ckpt: after the resume the run still manages the files it wrote before)")
     print(f"metrics logged to {second.logger.metrics_file}")
 
     print(f"\n== 4. what a checkpoint holds: ember ckpt inspect {root / 'checkpoints' / 'last.ckpt'} ==")
