@@ -2,6 +2,7 @@
 CheckpointError subclass (never another exception, never a load with different values).
 Seeded, so every run tests the same files."""
 
+import io
 import json
 import random
 import struct
@@ -29,8 +30,6 @@ def small_checkpoint() -> bytes:
         "h": torch.ones(2, dtype=torch.bfloat16),
         "hyper_parameters": {"name": "tiny", "betas": (0.9, 0.999)},
     }
-    import io
-
     buf = io.BytesIO()
     fileformat.write(buf, *codec.flatten(state))
     return buf.getvalue()
@@ -151,12 +150,19 @@ def test_damaged_files_fail_header_only_reads_and_verify_file(tmp_path):
         try:
             fileformat.read_header(path)
         except CheckpointError:
-            pass  # damage in the data section passes read_header: only the header is checked
+            continue
+        # only the header is checked: a file that passes it has the original header and size
+        n = struct.unpack("<Q", data[:8])[0]
+        assert len(mutant) == len(data) and mutant[: 8 + n] == data[: 8 + n], f"read_header accepted a damaged header ({kind})"
 
 
 def _mutate_tree(rng: random.Random, node):
     """Replace one random node of a JSON tree with a random JSON value."""
-    junk = [None, True, 0, -1, 1.5, "x", "$", [], {}, {"$": "tensor"}, {"$": "dict", "items": 3}, [[1]], 2**70]
+    junk = [None, True, 0, -1, 1.5, "x", "$", [], {}, {"$": "tensor"}, {"$": "dict", "items": 3}, [[1]], 2**70,
+            {"$": "tensor", "name": "ids", "dtype": "complex128", "shape": [2]},
+            {"$": "tensor", "name": "h", "dtype": "complex32", "shape": [1]},
+            {"$": "tensor", "name": "ids", "dtype": ["int64"], "shape": [4]},
+            {"$": "ndarray", "dtype": "<i8", "tensor": {"$": "tensor", "name": "ids"}}]
     if isinstance(node, list) and node and rng.random() < 0.7:
         i = rng.randrange(len(node))
         node[i] = _mutate_tree(rng, node[i])
@@ -186,3 +192,26 @@ def test_mutated_state_trees_raise_only_corrupt_errors():
         except CheckpointCorruptError:
             continue
         assert isinstance(out, dict)  # a different but well-formed tree decodes to a dict
+
+
+def test_validating_a_mutated_tree_agrees_with_decoding_it():
+    """verify (which validates the tree against the tensors' dtypes and shapes) refuses exactly the
+    trees that loading refuses."""
+    data = small_checkpoint()
+    _, header = header_of(data)
+    tree_text = header["__metadata__"]["ember.state"]
+    _, tensors = fileformat.read_stream(io.BytesIO(data), len(data), "fuzz")
+    specs = {k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()}
+    rng = random.Random(SEED + 3)
+    for _ in range(600):
+        tree = json.loads(tree_text)
+        for _ in range(rng.randint(1, 3)):
+            tree = _mutate_tree(rng, tree)
+        outcomes = []
+        for check in (lambda: codec.validate(tree, specs), lambda: codec.unflatten(tree, tensors)):
+            try:
+                check()
+                outcomes.append("ok")
+            except CheckpointCorruptError:
+                outcomes.append("corrupt")
+        assert outcomes[0] == outcomes[1], (outcomes, tree)

@@ -122,13 +122,10 @@ def structure_problem(raw: bytes | bytearray) -> str | None:
     """
     if len(raw) > MAX_HEADER:
         return f"the header is {len(raw)} bytes, more than the {MAX_HEADER} allowed"
-    for a, b in (b"[]", b"{}"):
-        opened, closed = raw.count(a), raw.count(b)
-        if max(opened, closed) > MAX_CONTAINERS:
-            return (
-                f"the header holds {max(opened, closed)} {a.decode()!r} or {b.decode()!r} bytes, "
-                f"more than the {MAX_CONTAINERS} allowed"
-            )
+    for pair in ("[]", "{}"):
+        count = max(raw.count(pair[0].encode()), raw.count(pair[1].encode()))
+        if count > MAX_CONTAINERS:
+            return f"the header holds {count} {pair[0]!r} or {pair[1]!r} bytes, more than the {MAX_CONTAINERS} allowed"
     brackets = bytes(raw).translate(None, _NOT_BRACKETS)
     depth = max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
     if depth > MAX_NESTING:

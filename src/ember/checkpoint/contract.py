@@ -1,0 +1,144 @@
+"""The storage contract: where checkpoint bytes live, as named objects under one root.
+
+A ``Storage`` is a flat namespace of byte objects ("files") whose names are relative and
+``/``-separated (``"epoch=3.ckpt"``, ``"run.ckpt/shard-0.safetensors"``). Every backend
+(local disk, memory, fsspec object stores) implements the same small contract, and one
+conformance suite (``tests/checkpoint/test_storage_conformance.py``) holds each to it:
+
+- ``open_write(name)``: the bytes written appear under ``name`` all at once when the ``with``
+  block exits cleanly (atomic commit); if the block raises, ``name`` keeps what it held before
+  and nothing partial is visible to ``list``/``stat``/``open_read``.
+- ``open_read(name)``: a binary file object (``read``, ``readinto``, ``seek``, ``tell``) and
+  the object's size. A missing name raises ``FileNotFoundError``.
+- ``list(prefix)``: committed names that start with ``prefix``, sorted; never temporaries.
+- ``stat(name)``: size and modification time; ``FileNotFoundError`` when missing.
+- ``delete(name)``: removes ``name`` and, if it is a folder, every name under ``name + "/"``;
+  a missing name is not an error.
+- ``copy(src, dst)``: ``dst`` becomes a complete copy of ``src`` atomically (a hard link or a
+  server-side copy where the backend has one).
+- ``local_path(name)``: a real local file path for fast paths (mmap), or None.
+
+Names are relative and ``/``-separated; an absolute name or one with ``..``, ``.`` or empty parts
+raises ``ValueError``. A folder is not an object: ``stat``/``open_read`` of a folder's name raise
+``IsADirectoryError`` (or ``FileNotFoundError`` where the backend cannot tell), ``exists`` is
+False, ``list(name + "/")`` shows what it holds, ``delete`` and ``copy`` act on all of it.
+
+A checkpoint is a name inside a store: a single ``*.ckpt`` file, or a folder ``name.ckpt/``
+whose metadata object is written last (it exists only once the folder is complete).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, ContextManager
+
+__all__ = ["Info", "Storage", "register_scheme", "registered"]
+
+
+@dataclass(frozen=True)
+class Info:
+    """What a store knows about one committed object."""
+
+    name: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class Storage(abc.ABC):
+    """Named byte objects under one root; see the module docstring for the contract."""
+
+    @abc.abstractmethod
+    def open_write(self, name: str) -> ContextManager[BinaryIO]:
+        """A writable binary file committed atomically under ``name`` when the block exits cleanly."""
+
+    @abc.abstractmethod
+    def open_read(self, name: str) -> ContextManager[tuple[BinaryIO, int]]:
+        """``(file, size)`` of the committed object ``name``; ``FileNotFoundError`` when missing."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Committed names that start with ``prefix``, sorted."""
+
+    @abc.abstractmethod
+    def stat(self, name: str) -> Info:
+        """Size and modification time of ``name``; ``FileNotFoundError`` when missing."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove ``name`` (and everything under ``name/``); missing is fine."""
+
+    @abc.abstractmethod
+    def copy(self, src: str, dst: str) -> None:
+        """Make ``dst`` a complete copy of ``src``, atomically."""
+
+    @abc.abstractmethod
+    def describe(self, name: str = "") -> str:
+        """Where ``name`` lives, for messages: a path or a URL."""
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.stat(name)
+        except (FileNotFoundError, IsADirectoryError):  # a folder is not an object
+            return False
+        return True
+
+    def local_path(self, name: str) -> Path | None:
+        """A local file holding ``name`` (for mmap), or None when the store is not a local disk."""
+        return None
+
+    def child(self, name: str) -> "Storage":
+        """The store rooted at the folder ``name`` inside this one."""
+        return _Prefixed(self, name.strip("/"))
+
+
+class _Prefixed(Storage):
+    """A view of a store under a folder name; every method delegates with the prefix added."""
+
+    def __init__(self, base: Storage, prefix: str) -> None:
+        self.base, self.prefix = base, prefix
+
+    def _n(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if name else self.prefix
+
+    def open_write(self, name: str) -> ContextManager[BinaryIO]:
+        return self.base.open_write(self._n(name))
+
+    def open_read(self, name: str) -> ContextManager[tuple[BinaryIO, int]]:
+        return self.base.open_read(self._n(name))
+
+    def list(self, prefix: str = "") -> list[str]:
+        cut = len(self.prefix) + 1
+        return [n[cut:] for n in self.base.list(self._n(prefix))]
+
+    def stat(self, name: str) -> Info:
+        info = self.base.stat(self._n(name))
+        return Info(name, info.size, info.mtime)
+
+    def delete(self, name: str) -> None:
+        self.base.delete(self._n(name))
+
+    def copy(self, src: str, dst: str) -> None:
+        self.base.copy(self._n(src), self._n(dst))
+
+    def describe(self, name: str = "") -> str:
+        return self.base.describe(self._n(name))
+
+    def local_path(self, name: str) -> Path | None:
+        return self.base.local_path(self._n(name))
+
+
+# ----------------------------------------------------------------------------- URL schemes -> backends
+
+_SCHEMES: dict[str, Callable[[str, dict], Storage]] = {}
+
+
+def register_scheme(scheme: str, factory: Callable[[str, dict], Storage]) -> None:
+    """Route URLs ``scheme://...`` to ``factory(url_of_folder, storage_options)``."""
+    _SCHEMES[scheme] = factory
+
+
+def registered(scheme: str) -> Callable[[str, dict], Storage] | None:
+    """The factory registered for ``scheme`` (``"default"``: the one for every other scheme), or None."""
+    return _SCHEMES.get(scheme)

@@ -1,0 +1,120 @@
+"""Temporary files: how a writer names them, and which ones a later save may remove.
+
+Temporary files are named ``.ember-tmp-<writer>-<pid>-<random>-<target>.part`` (never ``.ckpt``,
+always within the 255-byte file-name limit: a long target name is cut, the random part keeps the
+name unique). ``<writer>`` is a hash of this machine's boot id, its host name and the writer's PID
+namespace, so a later save in the same folder removes a temporary only when it can prove the writer
+is gone: same machine and namespace, PID no longer running. A temporary from another machine,
+container or PID namespace sharing the folder (or from ember 0.1, whose names carry only a PID) is
+removed only once it has not been modified for ``STALE_AFTER_S`` (24 hours): no save writes that
+long without touching its file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import time
+from pathlib import Path
+
+__all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "temp_name", "writer_tag"]
+
+TMP_PREFIX = ".ember-tmp-"
+TMP_SUFFIX = ".part"
+STALE_AFTER_S = 24 * 3600  # temporaries of writers we cannot check are removed after this long untouched
+NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+_TAG: dict[str, str] = {}
+
+
+def writer_tag() -> str:
+    """``w`` + 12 hex digits naming this machine's boot, host and PID namespace (not the process)."""
+    if "tag" not in _TAG:
+        who = "|".join((_read_text("/proc/sys/kernel/random/boot_id"), socket.gethostname(), _pid_namespace()))
+        _TAG["tag"] = "w" + hashlib.blake2s(who.encode(), digest_size=6).hexdigest()
+    return _TAG["tag"]
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+
+
+def temp_name(target: str) -> str:
+    """A unique temporary file name for ``target`` (a file name), at most NAME_MAX bytes."""
+    head = f"{TMP_PREFIX}{writer_tag()}-{os.getpid()}-{secrets.token_hex(4)}-"
+    room = NAME_MAX - len(head) - len(TMP_SUFFIX)
+    part = os.fsencode(target)[:room].decode(errors="ignore")  # cut on a character boundary
+    return f"{head}{part}{TMP_SUFFIX}"
+
+
+def _writer_of(name: str) -> tuple[str | None, int | None]:
+    """(writer tag, pid) parsed from a temporary name; (None, pid) for ember 0.1 names."""
+    fields = name[len(TMP_PREFIX):].split("-", 3)
+    if len(fields) >= 3 and len(fields[0]) == 13 and fields[0][0] == "w" and fields[1].isdigit():
+        return fields[0], int(fields[1])
+    return None, int(fields[0]) if fields[0].isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid() or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False  # not a PID this system can have
+    return True
+
+
+def _is_stale(entry: Path) -> bool:
+    tag, pid = _writer_of(entry.name)
+    if tag == writer_tag() and pid is not None:
+        return not _pid_alive(pid)
+    try:
+        return time.time() - entry.lstat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def clean_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove temporary files left in ``folder`` by writers that are provably gone (e.g. killed with -9):
+    same machine and PID namespace with a PID no longer running, or untouched for ``STALE_AFTER_S``."""
+    removed = []
+    try:
+        entries = [p for p in Path(folder).iterdir() if is_temporary(p.name)]
+    except OSError:
+        return removed
+    for p in entries:
+        if not _is_stale(p):
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed

@@ -1,0 +1,18 @@
+"""Every storage backend the conformance suite (test_storage_conformance.py) holds to the contract.
+
+To add a backend, append one ``(id, factory)`` pair: ``factory(tmp_path)`` returns an empty store
+(it may call ``pytest.importorskip`` or ``pytest.skip`` when what it needs is missing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ember.checkpoint.storage import LocalStorage, MemoryStorage
+from ember.checkpoint.store import Storage
+
+BACKENDS: list[tuple[str, Callable[[Path], Storage]]] = [
+    ("local", lambda tmp_path: LocalStorage(tmp_path / "store")),
+    ("memory", lambda tmp_path: MemoryStorage()),
+]
