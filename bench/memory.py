@@ -22,8 +22,8 @@ from bench.common import MiB, lightning_available, log, optional_import, remove,
 
 METHODS = ["raw", "torch.save", "safetensors", "Lightning", "Lightning async", "ember", "ember async"]
 NOTES = {
-    "ember async": "CheckpointWriter().save(..., blocking=False, deferred=all tensors), one simulated "
-                   "step, snapshot_barrier(), wait()",
+    "ember async": "CheckpointWriter().save(..., blocking=False, deferred=all tensors), 5 ms of simulated "
+                   "data loading, snapshot_barrier(), one simulated step, wait() (as the trainer runs it now)",
     "Lightning async": "AsyncCheckpointIO(TorchCheckpointIO()).save_checkpoint then teardown()",
 }
 
@@ -57,7 +57,7 @@ def reset_hwm() -> bool:
 def child(method: str, size_mib: float, workdir: Path) -> dict:
     import gc
 
-    from bench.save import STALL_FN, SYNC_FN
+    from bench.save import EMBER_NOW, STALL_FN, SYNC_FN
     from bench.state import TrainingStep, make_state
 
     st = make_state(size_mib)
@@ -75,7 +75,7 @@ def child(method: str, size_mib: float, workdir: Path) -> dict:
         if method in SYNC_FN:
             SYNC_FN[method](st, path)
         else:
-            STALL_FN[method](st, path, writer, step)
+            STALL_FN[EMBER_NOW if method == "ember async" else method](st, path, writer, step, 0.005)
         hwm = _status_kib("VmHWM")
     finally:
         remove(path)

@@ -21,7 +21,8 @@ def _series(sizes, get):
 
 
 COLORS = {"raw": "tab:gray", "torch.save": "tab:orange", "safetensors": "tab:green", "Lightning": "tab:red",
-          "ember": "tab:blue"}
+          "ember": "tab:blue", "Lightning async": "tab:red", "ember async (now)": "tab:blue",
+          "ember async (previous)": "tab:purple"}
 
 
 def plot_save(sr, path: Path) -> str:
@@ -33,7 +34,7 @@ def plot_save(sr, path: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.save import ASYNC, SYNC
+    from bench.save import EMBER_NOW, EMBER_PREV, LIGHTNING_ASYNC, SYNC
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     for m in SYNC:
@@ -43,16 +44,17 @@ def plot_save(sr, path: Path) -> str:
     ax1.set(title="Sync save time (median, min–max)", xlabel="checkpoint size (MiB of tensors)",
             ylabel="seconds", xscale="log", yscale="log")
     ax1.legend(fontsize=8)
-    for m in ASYNC:
+    for m, label in ((LIGHTNING_ASYNC, "Lightning async"), (EMBER_NOW, "ember async (now)"),
+                     (EMBER_PREV, "ember async (previous)")):
         xs, med, lo, hi = _series(sr.sizes, lambda r, m=m: r.stall.get(m))
         if xs:
-            ax2.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=3, label=f"{m} stall",
-                         color=COLORS[m.split()[0]])
+            ax2.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=3, label=f"{label} stall", color=COLORS[label],
+                         linestyle=":" if m == EMBER_PREV else "-")
     for m in ("ember", "Lightning"):
         xs, med, _, _ = _series(sr.sizes, lambda r, m=m: r.save.get(m))
         if xs:
             ax2.plot(xs, med, linestyle="--", alpha=0.6, label=f"{m} sync save (reference)", color=COLORS[m])
-    ax2.set(title=f"Training stall of one async save (step = {sr.step_s * 1e3:.0f} ms)",
+    ax2.set(title=f"Training stall of one async save (data {sr.data_s * 1e3:g} ms, step {sr.step_s * 1e3:.0f} ms)",
             xlabel="checkpoint size (MiB of tensors)", ylabel="seconds", xscale="log", yscale="log")
     ax2.legend(fontsize=8)
     for ax in (ax1, ax2):

@@ -34,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads during the loop benchmark, all variants alike (default %(default)s)")
     p.add_argument("--step-ms", type=float, default=75.0,
                    help="simulated training step for the async stall, in ms (default %(default)s)")
+    p.add_argument("--data-ms", type=float, default=5.0,
+                   help="simulated data loading before each step, in ms: the stand-in for fetching the next "
+                        "batch (next(loader)), the training thread waiting without using CPU; ember's "
+                        "background copy now overlaps only this and the loop's own work (default %(default)s)")
     p.add_argument("--loop-factor", type=float, default=1.25,
                    help="slowdown loop length as a multiple of the ember sync save time (default %(default)s)")
     p.add_argument("--memory-size", type=float, default=None,
@@ -45,8 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-drop-caches", action="store_true", help="never drop the page cache (loads are warm)")
     p.add_argument("--no-lightning", action="store_true", help="skip the Lightning columns")
     p.add_argument("--smoke", action="store_true",
-                   help="seconds-long check of every code path: 1 MiB, 1 repeat, 50 loop steps, "
-                        "no memory subprocesses, no plot, no cache dropping")
+                   help="seconds-long check of every code path: 1 MiB, 1 repeat, 10 ms steps, 1 ms data "
+                        "loading, 50 loop steps, no memory subprocesses, no plot, no cache dropping "
+                        "(with --only save: about 5 s, what the test suite runs)")
     return p.parse_args(argv)
 
 
@@ -97,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown --only entries {bad}; choose from {ALL}", file=sys.stderr)
         return 2
     sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
-    repeats, loop_steps, step_ms = args.repeats, args.loop_steps, args.step_ms
+    repeats, loop_steps, step_ms, data_ms = args.repeats, args.loop_steps, args.step_ms, args.data_ms
     drop_caches = not args.no_drop_caches
     if args.smoke:
         from bench import common
 
         common.COLLECT = False
-        sizes, repeats, loop_steps, step_ms, drop_caches = [1.0], 1, 50, 10.0, False
+        sizes, repeats, loop_steps, step_ms, data_ms, drop_caches = [1.0], 1, 50, 10.0, 1.0, False
     use_lightning = not args.no_lightning
     out_path = Path(args.out) if args.out else repo_root() / "BENCHMARKS.md"
     plot_path = Path(args.plot) if args.plot else repo_root() / "bench" / "save_vs_size.png"
@@ -126,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         if "save" in only:
             from bench.save import run_save
 
-            sr = run_save(sizes, repeats, workdir / "save", step_ms=step_ms, loop_factor=args.loop_factor,
-                          use_lightning=use_lightning)
+            sr = run_save(sizes, repeats, workdir / "save", step_ms=step_ms, data_ms=data_ms,
+                          loop_factor=args.loop_factor, use_lightning=use_lightning)
             if args.smoke:
                 plot_note = "_Plot skipped (--smoke)._"
             else:

@@ -1,10 +1,16 @@
 """Save benchmark: sync save time against a raw write of the same bytes, and the training stall of
-async saves, per checkpoint size; every method writes a fresh file in the same folder, fsynced."""
+async saves, per checkpoint size; every method writes a fresh file in the same folder, fsynced.
+
+ember's background save is measured twice, on the same states in the same run: as the trainer runs it
+now (``snapshot_barrier()`` before any user code, so the host copy overlaps only data loading and the
+loop's own work) and as it ran before (the barrier before the optimizer step, so the copy also overlapped
+the next forward and backward, which let in-place edits by user code reach the snapshot)."""
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,10 +22,13 @@ from bench.common import (collect, fsync_file, lightning_available, log, now, op
 from bench.state import BenchState, TrainingStep, make_state
 
 SYNC = ["raw", "torch.save", "safetensors", "Lightning", "ember"]
-ASYNC = ["Lightning async", "ember async"]
-LIGHTNING_METHODS = {"Lightning", "Lightning async"}
+EMBER_NOW = "ember async (now: barrier before user code)"
+EMBER_PREV = "ember async (previous: barrier before the optimizer step)"
+LIGHTNING_ASYNC = "Lightning async"
+ASYNC = [LIGHTNING_ASYNC, EMBER_PREV, EMBER_NOW]
+LIGHTNING_METHODS = {"Lightning", LIGHTNING_ASYNC}
 EXT = {"raw": ".bin", "torch.save": ".pt", "safetensors": ".safetensors", "Lightning": ".ckpt",
-       "ember": ".ckpt", "Lightning async": ".ckpt", "ember async": ".ckpt"}
+       "ember": ".ckpt", LIGHTNING_ASYNC: ".ckpt", EMBER_PREV: ".ckpt", EMBER_NOW: ".ckpt"}
 NOTES = {
     "raw": "sequential write() of each tensor's bytes via memoryview, then fsync (the limit)",
     "torch.save": "torch.save(ckpt, path) + fsync added by the benchmark",
@@ -49,6 +58,7 @@ class SaveResults:
     step_s: float            # calibrated simulated training step, alone
     step_reps: int
     loop_factor: float
+    data_s: float = 0.0      # simulated data loading (next(loader)) before each step
     notes: dict[str, str] = field(default_factory=lambda: dict(NOTES))
 
 
@@ -94,22 +104,51 @@ SYNC_FN: dict[str, Callable[[BenchState, Path], None]] = {
 
 # ----------------------------------------------------------------------------- async methods
 
-def stall_ember(st: BenchState, path: Path, writer, step: TrainingStep) -> dict[str, float]:
-    """Stall = time in save() + time in snapshot_barrier() called after one training step."""
+def load_batch(data_s: float) -> None:
+    """Stand-in for fetching the next batch (``next(loader)``): the training thread waits ``data_s`` for
+    DataLoader workers, using no CPU itself. The only work, besides the loop's own, that the host copy
+    of an ember background save overlaps now."""
+    if data_s > 0:
+        time.sleep(data_s)
+
+
+def stall_ember_now(st: BenchState, path: Path, writer, step: TrainingStep, data_s: float) -> dict[str, float]:
+    """As the trainer runs it now: save(), the next batch is loaded, then ``snapshot_barrier()`` before
+    any user code (hooks, training_step). Stall = time in save() + time in the barrier."""
     t0 = now()
     writer.save(st.ckpt, path, blocking=False, deferred=st.deferred)
     t1 = now()
-    step.step()
+    load_batch(data_s)
     t2 = now()
     writer.snapshot_barrier()
     t3 = now()
-    writer.wait()
+    step.step()  # runs while the writer thread checksums and writes (not part of the stall)
     t4 = now()
-    return {"stall": (t1 - t0) + (t3 - t2), "call": t1 - t0, "barrier": t3 - t2, "step": t2 - t1,
-            "commit": t4 - t3}
+    writer.wait()
+    t5 = now()
+    return {"stall": (t1 - t0) + (t3 - t2), "call": t1 - t0, "barrier": t3 - t2, "step": t4 - t3,
+            "commit": t5 - t4}
 
 
-def stall_lightning(st: BenchState, path: Path, writer, step: TrainingStep) -> dict[str, float]:
+def stall_ember_prev(st: BenchState, path: Path, writer, step: TrainingStep, data_s: float) -> dict[str, float]:
+    """As the trainer ran it before: save(), the next batch is loaded, one training step runs, then
+    ``snapshot_barrier()`` (before the optimizer step). Stall = time in save() + time in the barrier."""
+    t0 = now()
+    writer.save(st.ckpt, path, blocking=False, deferred=st.deferred)
+    t1 = now()
+    load_batch(data_s)
+    t2 = now()
+    step.step()
+    t3 = now()
+    writer.snapshot_barrier()
+    t4 = now()
+    writer.wait()
+    t5 = now()
+    return {"stall": (t1 - t0) + (t4 - t3), "call": t1 - t0, "barrier": t4 - t3, "step": t3 - t2,
+            "commit": t5 - t4}
+
+
+def stall_lightning(st: BenchState, path: Path, writer, step: TrainingStep, data_s: float) -> dict[str, float]:
     """Stall = time in AsyncCheckpointIO.save_checkpoint (it clones every tensor on the caller)."""
     from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 
@@ -117,36 +156,46 @@ def stall_lightning(st: BenchState, path: Path, writer, step: TrainingStep) -> d
     t0 = now()
     aio.save_checkpoint(st.ckpt, path)
     t1 = now()
-    step.step()
+    load_batch(data_s)
     t2 = now()
-    aio.teardown()  # waits for the write
+    step.step()
     t3 = now()
+    aio.teardown()  # waits for the write
+    t4 = now()
     fsync_file(path)
-    return {"stall": t1 - t0, "call": t1 - t0, "barrier": 0.0, "step": t2 - t1, "commit": t3 - t2}
+    return {"stall": t1 - t0, "call": t1 - t0, "barrier": 0.0, "step": t3 - t2, "commit": t4 - t3}
 
 
-STALL_FN = {"ember async": stall_ember, "Lightning async": stall_lightning}
+STALL_FN = {EMBER_NOW: stall_ember_now, EMBER_PREV: stall_ember_prev, LIGHTNING_ASYNC: stall_lightning}
 
 
 def loop_with_save(st: BenchState, path: Path, method: str, writer, step: TrainingStep,
-                   n_steps: int) -> tuple[float, float]:
-    """Run ``n_steps`` simulated steps, with one async save started before the first (or none).
-    Returns (total seconds including waiting for the commit, seconds spent waiting after the loop)."""
-    barrier = finish = None
+                   n_steps: int, data_s: float) -> tuple[float, float]:
+    """Run ``n_steps`` simulated steps, each after loading its batch, with one async save started before
+    the first (or none). Returns (total seconds including waiting for the commit, seconds spent waiting
+    after the loop)."""
+    before = after = finish = None
     t0 = now()
-    if method == "ember async":
+    if method in (EMBER_NOW, EMBER_PREV):
         writer.save(st.ckpt, path, blocking=False, deferred=st.deferred)
-        barrier, finish = writer.snapshot_barrier, writer.wait
-    elif method == "Lightning async":
+        finish = writer.wait
+        if method == EMBER_NOW:
+            before = writer.snapshot_barrier  # the trainer now: before each step's user code
+        else:
+            after = writer.snapshot_barrier   # the trainer before: before each optimizer step
+    elif method == LIGHTNING_ASYNC:
         from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 
         aio = AsyncCheckpointIO(TorchCheckpointIO())
         aio.save_checkpoint(st.ckpt, path)
         finish = aio.teardown
     for _ in range(n_steps):
+        load_batch(data_s)
+        if before is not None:
+            before()
         step.step()
-        if barrier is not None:
-            barrier()  # what ember's trainer does before each optimizer step
+        if after is not None:
+            after()
     t1 = now()
     if finish is not None:
         finish()
@@ -161,15 +210,17 @@ def _fail(res: SizeResult, method: str, e: BaseException) -> None:
     log(f"  {method} FAILED: {res.missing[method]}")
 
 
-def run_save(sizes_mib: list[float], repeats: int, workdir: Path, *, step_ms: float = 75.0,
+def run_save(sizes_mib: list[float], repeats: int, workdir: Path, *, step_ms: float = 75.0, data_ms: float = 5.0,
              loop_factor: float = 1.25, min_loop_steps: int = 10, use_lightning: bool = True) -> SaveResults:
     from ember.checkpoint.writer import CheckpointWriter
 
     have_lightning = lightning_available(use_lightning)
     have_safetensors = optional_import("safetensors.torch") is not None
     step = TrainingStep(step_ms)
-    log(f"save: simulated training step = {step.reps} x matmul 1024^2 = {step.step_s * 1e3:.1f} ms")
-    out = SaveResults(sizes=[], step_s=step.step_s, step_reps=step.reps, loop_factor=loop_factor)
+    data_s = data_ms / 1e3
+    log(f"save: simulated training step = {step.reps} x matmul 1024^2 = {step.step_s * 1e3:.1f} ms, "
+        f"data loading = {data_ms:g} ms")
+    out = SaveResults(sizes=[], step_s=step.step_s, step_reps=step.reps, loop_factor=loop_factor, data_s=data_s)
     workdir.mkdir(parents=True, exist_ok=True)
 
     for size in sizes_mib:
@@ -189,6 +240,13 @@ def run_save(sizes_mib: list[float], repeats: int, workdir: Path, *, step_ms: fl
             save_raw(st, warm)
         finally:
             remove(warm)
+        warm = workdir / f"warmup-{tag}.ckpt"  # untimed: the writer's first save allocates its host buffers;
+        try:                                   # a trainer's later saves reuse them, as every timed one does
+            writer.save(st.ckpt, warm, blocking=False, deferred=st.deferred)
+            writer.snapshot_barrier()
+            writer.wait()
+        finally:
+            remove(warm)
         for r in range(repeats):
             for method in rotated(SYNC + ASYNC, r):
                 if method in res.missing:
@@ -203,16 +261,17 @@ def run_save(sizes_mib: list[float], repeats: int, workdir: Path, *, step_ms: fl
                         res.save.setdefault(method, []).append(dt)
                         log(f"  r{r} {method:16s} {dt:8.3f} s")
                     else:
-                        parts = STALL_FN[method](st, path, writer, step)
+                        parts = STALL_FN[method](st, path, writer, step, data_s)
                         res.stall.setdefault(method, []).append(parts["stall"])
                         for k, v in parts.items():
                             res.parts.setdefault(method, {}).setdefault(k, []).append(v)
-                        log(f"  r{r} {method:16s} stall {parts['stall']:8.3f} s "
-                            f"(call {parts['call']:.3f}, barrier {parts['barrier']:.3f}, commit {parts['commit']:.3f})")
+                        log(f"  r{r} {method:58s} stall {parts['stall']:8.3f} s "
+                            f"(call {parts['call']:.3f}, barrier {parts['barrier']:.3f}, step {parts['step']:.3f}, "
+                            f"commit {parts['commit']:.3f})")
                     res.file_bytes.setdefault(method, path.stat().st_size)
                 except Exception as e:  # noqa: BLE001 - reported, the rest runs
                     _fail(res, method, e)
-                    if method == "ember async":
+                    if method in (EMBER_NOW, EMBER_PREV):
                         writer = CheckpointWriter()
                 finally:
                     remove(path)
@@ -226,10 +285,10 @@ def run_save(sizes_mib: list[float], repeats: int, workdir: Path, *, step_ms: fl
                 path = workdir / f"loop-{method.replace(' ', '-')}-{tag}-r{r}.ckpt"
                 try:
                     collect()
-                    total, tail = loop_with_save(st, path, method, writer, step, n)
+                    total, tail = loop_with_save(st, path, method, writer, step, n, data_s)
                     res.loop.setdefault(method, []).append(total)
                     res.loop_tail.setdefault(method, []).append(tail)
-                    log(f"  r{r} loop {n} steps, save={method:16s} {total:8.3f} s (waited {tail:.3f} s after)")
+                    log(f"  r{r} loop {n} steps, save={method:58s} {total:8.3f} s (waited {tail:.3f} s after)")
                 except Exception as e:  # noqa: BLE001
                     _fail(res, method, e)
                 finally:
