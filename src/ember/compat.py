@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -100,7 +99,3 @@ def legacy_state_key(saved_keys: Iterable[str], callback: Any) -> str | None:
         if all(fields.get(k) == getattr(callback, k) for k in ("monitor", "mode") if k in fields and hasattr(callback, k)):
             return key
     return None
-
-
-def legacy_dirpath(saved: Any) -> Path | None:
-    return Path(saved) if isinstance(saved, str) and saved else None

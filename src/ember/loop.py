@@ -15,8 +15,9 @@ import torch
 from ember import compat
 from ember.checkpoint.state import gradients, restore_gradients
 from ember.data import ResumableLoader
+from ember.errors import MisconfigurationError
 from ember.metrics import MetricStore, as_float
-from ember.optim import SchedulerConfig, frozen_except, step_scheduler
+from ember.optim import SchedulerConfig, frozen_except, parse_optimizers, step_scheduler
 from ember.precision import Precision
 from ember.seed import get_rng_state, preserved_rng, set_rng_state
 from ember.settings import FitSettings
@@ -50,6 +51,24 @@ class FitParts:
     train_data: ResumableLoader
     val_loader: Any = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def build(cls, model, train, val, precision: str, device: torch.device) -> "FitParts":
+        """The parts from fit()'s arguments, or the module's own *_dataloader() methods."""
+        train = train if train is not None else _call_if_defined(model, "train_dataloader")
+        if train is None:
+            raise MisconfigurationError(
+                "no training data: pass fit(model, train_dataloaders=...) or define train_dataloader().")
+        val = val if val is not None else _call_if_defined(model, "val_dataloader")
+        optimizers, schedulers = parse_optimizers(model.configure_optimizers())
+        return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
+                   train_data=ResumableLoader(train),
+                   val_loader=val if (val is not None and hasattr(model, "validation_step")) else None, device=device)
+
+
+def _call_if_defined(module, name: str):
+    fn = getattr(module, name, None)
+    return fn() if callable(fn) else None
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
@@ -87,8 +106,6 @@ def loss_of(output: Any) -> torch.Tensor | None:
         return output
     if isinstance(output, dict) and "loss" in output:
         return output["loss"]
-    from ember.errors import MisconfigurationError
-
     raise MisconfigurationError(
         f"training_step must return a loss tensor, a dict with a 'loss' entry, or None (skip the batch); "
         f"received {type(output).__name__}{' with keys ' + str(sorted(output)) if isinstance(output, dict) else ''}."

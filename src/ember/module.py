@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from argparse import Namespace
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ember.errors import CheckpointError, CheckpointMismatchError, MisconfigurationError
+from ember.checkpoint.state import load_weights
+from ember.errors import CheckpointMismatchError, MisconfigurationError
 from ember.seed import preserved_rng
 
 
@@ -310,37 +310,3 @@ def _direct(hp: Mapping, overrides: dict, params: dict, var_kw: bool, cls, path)
             + "), or call self.save_hyperparameters() in __init__ so future checkpoints hold them."
         )
     return init_kwargs
-
-
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool, source) -> None:
-    """Load weights with errors that name the missing, unexpected and mis-shaped keys."""
-    from ember.checkpoint.state import unwrap_model
-
-    model = unwrap_model(model)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != own[k].shape
-    ]
-    if shapes:
-        raise CheckpointMismatchError(
-            f"the weights in {source} do not fit {type(model).__name__}: shapes differ for " + "; ".join(shapes)
-            + ". Build the model with the same sizes as the one that was saved."
-        )
-    if strict and (missing or unexpected):
-        raise CheckpointMismatchError(
-            f"the weights in {source} do not match {type(model).__name__}: missing keys {missing}; "
-            f"unexpected keys {unexpected}. Pass strict=False to load only the keys that match."
-        )
-    if missing or unexpected:
-        warnings.warn(
-            f"loaded {source} with strict=False: missing keys {missing}; unexpected keys {unexpected}",
-            stacklevel=3,
-        )
-    try:
-        model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as e:  # e.g. a dtype that cannot be copied
-        raise CheckpointError(f"could not load the weights in {source} into {type(model).__name__}: {e}") from e

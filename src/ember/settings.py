@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from ember.errors import MisconfigurationError
 
 _PRECISIONS = {
@@ -83,3 +85,16 @@ class FitSettings:
         if self.max_steps is not None and self.max_steps >= 0 and global_step >= self.max_steps:
             return True
         return self.max_epochs is not None and self.max_epochs >= 0 and epoch >= self.max_epochs
+
+
+def device_for(accelerator: str) -> torch.device:
+    """The device ``accelerator`` names: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``/``"gpu"``."""
+    if accelerator in ("auto", "gpu", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if accelerator != "auto":
+            raise MisconfigurationError(f"accelerator={accelerator!r} was asked for but CUDA is not available.")
+        return torch.device("cpu")
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    raise MisconfigurationError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu'; received {accelerator!r}.")

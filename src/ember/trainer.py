@@ -5,40 +5,28 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
 
 from ember import compat
 from ember.callbacks.base import Callback
+from ember.hooks import Hooks, build_callbacks, keyed
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import state as run_state
 from ember.checkpoint.io import load_from
-from ember.checkpoint.manager import CheckpointManager, find_last
-from ember.checkpoint.store import open_store, resolve
+from ember.checkpoint.lookup import resolve_ckpt_path
+from ember.checkpoint.manager import CheckpointManager
+from ember.checkpoint.store import resolve
 from ember.checkpoint.writer import CheckpointWriter
-from ember.data import ResumableLoader
-from ember.errors import CheckpointError, MisconfigurationError
+from ember.errors import MisconfigurationError
 from ember.loggers import CSVLogger
 from ember.loop import FitLoop, FitParts, Progress
 from ember.metrics import as_float
-from ember.optim import parse_optimizers
 from ember.precision import Precision
 from ember.preemption import StopRequests
 from ember.progress import ProgressBar
-from ember.settings import FitSettings
-
-
-def _device(accelerator: str) -> torch.device:
-    if accelerator in ("auto", "gpu", "cuda"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if accelerator != "auto":
-            raise MisconfigurationError(f"accelerator={accelerator!r} was asked for but CUDA is not available.")
-        return torch.device("cpu")
-    if accelerator == "cpu":
-        return torch.device("cpu")
-    raise MisconfigurationError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu'; received {accelerator!r}.")
+from ember.settings import FitSettings, device_for
 
 
 class Trainer:
@@ -81,10 +69,10 @@ class Trainer:
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             check_val_every_n_epoch=check_val_every_n_epoch, val_check_interval=val_check_interval,
             log_every_n_steps=log_every_n_steps, precision=precision)
-        self.device = _device(accelerator)
+        self.device = device_for(accelerator)
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
-        self.callbacks = _build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
+        self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
         self.logger = CSVLogger(self.default_root_dir, storage_options=storage_options) if logger is True else (
             logger or None)
         self._bar = ProgressBar(enable_progress_bar)
@@ -93,7 +81,6 @@ class Trainer:
         self.fit_loop: FitLoop | None = None
         self.ckpt_path: str | None = None
         self._run: run_state.RunState | None = None
-        self._hook_cache: dict[str, list] = {}
         self._stop_requests = StopRequests()
 
     # ---------------------------------------------------------------- settings that may change between fits
@@ -190,29 +177,29 @@ class Trainer:
         self.module = model
         model.trainer = self
         model.to(self.device)
+        hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
         loop = self.fit_loop = FitLoop(
-            self.settings, self._parts(model, train_dataloaders, val_dataloaders), call=self._call,
+            self.settings, FitParts.build(model, train_dataloaders, val_dataloaders, self.settings.precision, self.device), call=hooks,
             barrier=self.checkpoint_writer.snapshot_barrier, stop_requested=self._stop_requested,
             logger=self.logger, bar=self._bar)
-        self._hook_cache = {}
         self._run = run_state.RunState(
             model=model, loop=loop, optimizers=loop.parts.optimizers,
             lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
-            callbacks=_keyed(self.callbacks))
+            callbacks=keyed(self.callbacks))
         model.__dict__["_logged"] = loop.log
         default_dir = os.path.join(self.default_root_dir, "checkpoints")
         for manager in self.checkpoint_managers:
             manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero)
-        self.ckpt_path = self._resolve_ckpt_path(ckpt_path)
+        self.ckpt_path = resolve_ckpt_path(ckpt_path, self.checkpoint_managers, default_dir, self.storage_options)
         if self.ckpt_path is not None:
             self._restore(self.ckpt_path)
         try:
             with self._stop_requests:
                 for hook in ("on_fit_start", "on_train_start"):
-                    self._call(hook)
+                    hooks(hook)
                 loop.run()
                 for hook in ("on_train_end", "on_fit_end"):
-                    self._call(hook)
+                    hooks(hook)
             self.checkpoint_writer.wait()  # fit returns only once the last save is committed
         except BaseException as e:
             self._wait_quietly(e)
@@ -223,32 +210,6 @@ class Trainer:
             model.__dict__["_logged"] = None
             if self.logger is not None:
                 self.logger.flush()
-
-    def _parts(self, model, train, val) -> FitParts:
-        train = train if train is not None else _hook(model, "train_dataloader")
-        if train is None:
-            raise MisconfigurationError(
-                "no training data: pass fit(model, train_dataloaders=...) or define train_dataloader().")
-        val = val if val is not None else _hook(model, "val_dataloader")
-        optimizers, schedulers = parse_optimizers(model.configure_optimizers())
-        return FitParts(module=model, optimizers=optimizers, schedulers=schedulers,
-                        precision=Precision(self.settings.precision, self.device), train_data=ResumableLoader(train),
-                        val_loader=val if (val is not None and hasattr(model, "validation_step")) else None,
-                        device=self.device)
-
-    def _call(self, hook: str, *args: Any) -> None:
-        """Run a hook on the module (if it defines it) and on every callback that overrides it.
-        Before each, a background save in flight finishes copying the state (user code may change it)."""
-        targets = self._hook_cache.get(hook)
-        if targets is None:
-            targets = self._hook_cache[hook] = _hook_targets(self.module, self.callbacks, hook)
-        barrier = self.checkpoint_writer.snapshot_barrier
-        for fn, is_callback in targets:
-            barrier()
-            if is_callback:
-                fn(self, self.module, *args)
-            else:
-                fn(*args)
 
     def _wait_quietly(self, primary: BaseException) -> None:
         """Let an in-flight save finish while another error propagates; report its failure, if any."""
@@ -272,46 +233,12 @@ class Trainer:
         return True
 
     # ---------------------------------------------------------------- checkpoints
-    def _resolve_ckpt_path(self, ckpt_path) -> str | None:
-        if ckpt_path is None:
-            return None
-        if ckpt_path == "last":
-            return self._find_last()
-        if ckpt_path == "best":
-            best = [m.location(m.best.name) for m in self.checkpoint_managers if m.monitor is not None and m.best]
-            if not best:
-                raise MisconfigurationError(
-                    "ckpt_path='best' needs a ModelCheckpoint(monitor=...) that has saved a checkpoint in this "
-                    "Trainer; pass the checkpoint's path instead.")
-            return best[0]
-        location = os.fspath(ckpt_path)
-        store, name = resolve(location, self.storage_options)
-        if not store.exists(name):
-            local = store.local_path(name)
-            if local is not None and local.is_dir():
-                raise CheckpointError(f"cannot resume from {location}: it is a folder, not a checkpoint file. Pass "
-                                      "a checkpoint inside it, or ckpt_path='last' to pick the newest one.")
-            raise CheckpointError(
-                f"cannot resume from {location}: no such file. Pass an existing checkpoint, 'last' or 'best'.")
-        return location
-
-    def _find_last(self) -> str | None:
-        stores = {m.store.describe(): m.store for m in self.checkpoint_managers}
-        default = open_store(os.path.join(self.default_root_dir, "checkpoints"), self.storage_options)
-        stores.setdefault(default.describe(), default)
-        found = find_last(list(stores.values()))
-        if found is None:
-            print(f"ember: no checkpoint found in {', '.join(stores)}; ckpt_path='last' starts a fresh run.", flush=True)
-            return None
-        store, name = found
-        return store.describe(name)
-
     def dump_checkpoint(self, weights_only: bool = False) -> dict:
         """The checkpoint dict of the current training state (after every on_save_checkpoint hook)."""
         if self.module is None:
             raise MisconfigurationError("save_checkpoint() needs a model: call trainer.fit(model) first.")
         run = self._run or run_state.RunState(model=self.module, loop=Progress())  # a model set without fit
-        run = replace(run, callbacks=_keyed(self.callbacks))  # callbacks may be added between fits
+        run = replace(run, callbacks=keyed(self.callbacks))  # callbacks may be added between fits
         ckpt = run_state.collect(run, weights_only)
         module = run_state.unwrap_model(self.module)
         if not weights_only:
@@ -343,52 +270,3 @@ class Trainer:
         run_state.restore(self._run, ckpt, location)
         for cb in self.callbacks:
             cb.on_load_checkpoint(self, module, ckpt)
-
-
-def _build_callbacks(enable_checkpointing, checkpoint_callback, callbacks) -> list[Callback]:
-    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise MisconfigurationError(
-                f"callbacks must be ember.callbacks.Callback instances; received {type(cb).__name__}.")
-    out, enabled = compat.checkpoint_callbacks(enable_checkpointing, checkpoint_callback, callbacks, ModelCheckpoint)
-    has_ckpt = any(isinstance(cb, ModelCheckpoint) for cb in out)
-    if not enabled and has_ckpt:
-        raise MisconfigurationError(
-            "checkpointing is turned off (enable_checkpointing=False or checkpoint_callback=False) but a "
-            "ModelCheckpoint was given in callbacks; remove one of the two.")
-    if enabled and not has_ckpt:
-        out.append(ModelCheckpoint())
-    _keyed(out)
-    return out
-
-
-def _keyed(callbacks: list[Callback]) -> dict[str, Callback]:
-    """Callbacks by ``state_key``; two with one key would overwrite each other's state."""
-    out: dict[str, Callback] = {}
-    for cb in callbacks:
-        key = cb.state_key
-        if key in out:
-            raise MisconfigurationError(
-                f"two callbacks have the state key {key!r} ({type(out[key]).__name__} and {type(cb).__name__}), so "
-                "their checkpointed state would collide; give one another key, e.g. ModelCheckpoint(..., "
-                "state_key='best-loss'), or override state_key.")
-        out[key] = cb
-    return out
-
-
-def _hook_targets(module, callbacks: list[Callback], hook: str) -> list:
-    targets = []
-    module_hook = getattr(module, hook, None)
-    if callable(module_hook):
-        targets.append((module_hook, False))
-    base = getattr(Callback, hook)
-    for cb in callbacks:
-        if getattr(type(cb), hook, base) is not base or hook in vars(cb):
-            targets.append((getattr(cb, hook), True))
-    return targets
-
-
-def _hook(module, name: str):
-    fn = getattr(module, name, None)
-    return fn() if callable(fn) else None

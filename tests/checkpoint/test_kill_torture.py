@@ -15,7 +15,7 @@ import torch
 
 import ember
 from ember.checkpoint import fileformat
-from ember.checkpoint.manager import find_last
+from ember.checkpoint.lookup import find_last
 from ember.checkpoint.store import open_store
 from ember.checkpoint.storage import TMP_PREFIX
 

@@ -218,8 +218,6 @@ def _optimizer_named_by(keys: set[str]) -> str:
 
 def restore(run: RunState, ckpt: Mapping, path: Any) -> None:
     """Load ``ckpt`` into every part of ``run`` (call ``check_resumable`` first)."""
-    from ember.module import load_weights
-
     load_weights(unwrap_model(run.model), ckpt["state_dict"], strict=True, source=path)
     for opt, state in zip(run.optimizers, ckpt["optimizer_states"]):
         opt.load_state_dict(state)
@@ -263,3 +261,35 @@ def restore_gradients(module: nn.Module, grads: Mapping[str, torch.Tensor]) -> N
 def _short(v: Any) -> str:
     text = repr(v) if not isinstance(v, torch.Tensor) else f"a tensor of shape {tuple(v.shape)}"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool, source) -> None:
+    """Load weights with errors that name the missing, unexpected and mis-shaped keys."""
+    model = unwrap_model(model)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != own[k].shape
+    ]
+    if shapes:
+        raise CheckpointMismatchError(
+            f"the weights in {source} do not fit {type(model).__name__}: shapes differ for " + "; ".join(shapes)
+            + ". Build the model with the same sizes as the one that was saved."
+        )
+    if strict and (missing or unexpected):
+        raise CheckpointMismatchError(
+            f"the weights in {source} do not match {type(model).__name__}: missing keys {missing}; "
+            f"unexpected keys {unexpected}. Pass strict=False to load only the keys that match."
+        )
+    if missing or unexpected:
+        warnings.warn(
+            f"loaded {source} with strict=False: missing keys {missing}; unexpected keys {unexpected}",
+            stacklevel=3,
+        )
+    try:
+        model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # e.g. a dtype that cannot be copied
+        raise CheckpointError(f"could not load the weights in {source} into {type(model).__name__}: {e}") from e

@@ -1,0 +1,98 @@
+"""Which checkpoint a resume means: a path or URL, ``"last"`` (the newest that verifies in the run's
+stores) or ``"best"`` (the best a manager knows of)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Sequence
+
+from ember.checkpoint.manager import EXTENSION, CheckpointManager
+from ember.checkpoint.store import Storage, open_store, resolve
+from ember.errors import CheckpointError, MisconfigurationError
+
+
+def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_dir: str,
+                      storage_options: dict | None = None) -> str | None:
+    """The location to resume from (None: start fresh)."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        stores = {m.store.describe(): m.store for m in managers if m.store is not None}
+        default = open_store(default_dir, storage_options)
+        stores.setdefault(default.describe(), default)
+        found = find_last(list(stores.values()))
+        if found is None:
+            print(f"ember: no checkpoint found in {', '.join(stores)}; ckpt_path='last' starts a fresh run.", flush=True)
+            return None
+        return found[0].describe(found[1])
+    if ckpt_path == "best":
+        best = [m.location(m.best.name) for m in managers if m.monitor is not None and m.best]
+        if not best:
+            raise MisconfigurationError(
+                "ckpt_path='best' needs a ModelCheckpoint(monitor=...) that has saved a checkpoint in this "
+                "Trainer; pass the checkpoint's path instead.")
+        return best[0]
+    location = os.fspath(ckpt_path)
+    store, name = resolve(location, storage_options)
+    if not store.exists(name):
+        local = store.local_path(name)
+        if local is not None and local.is_dir():
+            raise CheckpointError(f"cannot resume from {location}: it is a folder, not a checkpoint file. Pass "
+                                  "a checkpoint inside it, or ckpt_path='last' to pick the newest one.")
+        raise CheckpointError(
+            f"cannot resume from {location}: no such file. Pass an existing checkpoint, 'last' or 'best'.")
+    return location
+
+
+
+
+def checkpoint_names(store: Storage) -> list[str]:
+    """The names of the checkpoints directly in ``store`` (single ``*.ckpt`` files)."""
+    return [n for n in store.list("") if n.endswith(EXTENSION) and "/" not in n]
+
+
+def _resume_rank(store: Storage, name: str) -> tuple[int, float] | None:
+    """(global step, modification time) of a full, resumable ember checkpoint, from its header alone;
+    None for weights-only and foreign files; CheckpointError for one that cannot be a run's state."""
+    from ember.checkpoint import codec, fileformat
+
+    header = fileformat.read_header(store.describe(name))
+    if header["kind"] != "ember":
+        return None
+    top = codec.unflatten(header["tree"], None)
+    if "loops" not in top:
+        return None  # weights only: cannot resume
+    step = top.get("global_step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"its global_step is {type(step).__name__} {step!r:.40}, not an int >= 0")
+    loops = top["loops"]
+    if not isinstance(loops, dict) or not isinstance(loops.get("fit"), dict):
+        raise CheckpointError("it has no loop position (loops['fit'])")
+    return step, store.stat(name).mtime
+
+
+def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
+    """The newest full checkpoint in ``stores`` that verifies (by global step, then modification time).
+
+    A corrupt, incomplete or malformed newer file is skipped with a warning naming it."""
+    from ember.checkpoint import fileformat
+
+    ranked = []
+    for store in stores:
+        for name in checkpoint_names(store):
+            try:
+                rank = _resume_rank(store, name)
+            except CheckpointError as e:
+                warnings.warn(f"skipping {store.describe(name)}: {e}", stacklevel=4)
+                continue
+            if rank is not None:
+                ranked.append((rank, store, name))
+    for _, store, name in sorted(ranked, key=lambda r: r[0], reverse=True):
+        try:
+            fileformat.verify_file(store.describe(name))
+        except CheckpointError as e:
+            warnings.warn(f"skipping {store.describe(name)}: {e}", stacklevel=4)
+            continue
+        return store, name
+    return None
