@@ -3,8 +3,9 @@
 ``flatten(state)`` turns a checkpoint dict into a JSON-serialisable *tree* in which
 every tensor is replaced by a reference, plus a ``{name: tensor}`` dict that shares
 memory with the state. ``unflatten(tree, tensors)`` is the exact inverse and treats
-the tree as untrusted input. The encoding (every ``"$"`` tag) is specified in
-docs/FORMAT.md, section "State tree".
+the tree as untrusted input (the decoder is in ``decode.py``; ``validate(tree, specs)`` runs
+its checks without tensor data, so that verifying a file agrees with loading it). The encoding
+(every ``"$"`` tag) is specified in docs/FORMAT.md, section "State tree".
 
 Tensor names are the dotted path of the tensor in the state: the model weights
 ``state["state_dict"]["l1.weight"]`` are stored as ``state_dict.l1.weight`` (the

@@ -25,12 +25,14 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify: bool = True,
-                    mmap: bool = False) -> dict:
-    """Read a checkpoint without running code from it; every byte's checksum is verified by default.
+                    mmap: bool = False, storage_options: dict | None = None) -> dict:
+    """Read a checkpoint (a local path or a URL) without running code from it; every byte's checksum
+    is verified by default.
 
-    ``mmap=True, verify=False`` maps the tensors without reading them (for large files).
+    ``mmap=True, verify=False`` maps the tensors of a local file without reading them (for large
+    files). ``storage_options`` go to the backend of a URL (credentials, endpoint).
     """
-    return load_any(path, map_location=map_location, verify=verify, mmap=mmap)
+    return load_any(path, map_location=map_location, verify=verify, mmap=mmap, storage_options=storage_options)
 
 
 def load_from(store: Storage, name: str, map_location: Any = None, verify: bool = True, *, mmap: bool = False) -> dict:

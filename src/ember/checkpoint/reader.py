@@ -39,10 +39,12 @@ def load_in(store: Storage, name: str, map_location: Any = None, verify: bool = 
         return load_stream(f, size, label, map_location=map_location, verify=verify, mmap=local)
 
 
-def load_any(path: Any, map_location: Any = None, verify: bool = True, mmap: bool = False) -> dict:
+def load_any(path: Any, map_location: Any = None, verify: bool = True, mmap: bool = False, *,
+             storage_options: dict | None = None) -> dict:
     """Load the checkpoint at ``path`` (a local path or a URL) as a state dict, whatever its kind.
 
+    ``storage_options`` go to the backend of a URL (credentials, endpoint).
     Raises a CheckpointError subclass for a missing, unreadable, corrupt or unsafe file.
     """
-    store, name = resolve(path)
+    store, name = resolve(path, storage_options)
     return load_in(store, name, map_location=map_location, verify=verify, mmap=mmap, label=str(path))
