@@ -221,6 +221,7 @@ def test_describe_names_the_object(store):
 
 def test_a_child_store_sees_the_names_under_its_folder(store):
     put(store, "run.ckpt/meta", b"m")
+    put(store, "run.ckpt2", b"beside, not inside")
     child = store.child("run.ckpt")
     put(child, "shard-0", b"0")
     assert child.list() == ["meta", "shard-0"] and get(store, "run.ckpt/shard-0") == b"0"

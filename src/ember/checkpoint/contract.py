@@ -110,7 +110,7 @@ class _Prefixed(Storage):
 
     def list(self, prefix: str = "") -> list[str]:
         cut = len(self.prefix) + 1
-        return [n[cut:] for n in self.base.list(self._n(prefix))]
+        return [n[cut:] for n in self.base.list(f"{self.prefix}/{prefix}")]
 
     def stat(self, name: str) -> Info:
         info = self.base.stat(self._n(name))
