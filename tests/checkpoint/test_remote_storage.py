@@ -65,6 +65,12 @@ def test_s3_multipart_upload_round_trips(s3, s3_bucket):
     assert get(s3, "big.ckpt") == data and incomplete_uploads(s3_bucket) == []
 
 
+def test_s3_upload_of_a_whole_number_of_parts_round_trips(s3):
+    data = pattern(10 * MiB)  # exactly two parts, nothing left over at the end
+    put(s3, "even.ckpt", data)
+    assert get(s3, "even.ckpt") == data
+
+
 def test_s3_empty_write_makes_an_empty_object(s3):
     put(s3, "empty", b"")
     assert get(s3, "empty") == b"" and s3.stat("empty").size == 0
@@ -229,6 +235,39 @@ def test_s3_read_of_an_object_replaced_midway_is_an_error_not_a_mix(s3):
         put(s3, "last.ckpt", pattern(3 * MiB, seed=2))
         with pytest.raises(CheckpointError, match="replaced while it was being read"):
             f.read()
+
+
+class RecordedFetch:
+    """Ranged reads of an in-memory object, recorded: the fetch function a _RangeReader is built on."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.ranges = data, []
+
+    def __call__(self, start: int, end: int):
+        import concurrent.futures
+
+        self.ranges.append((start, end))
+        f = concurrent.futures.Future()
+        f.set_result(self.data[start:end])
+        return f
+
+
+def test_reading_a_header_fetches_one_small_range():
+    fetch = RecordedFetch(pattern(100 * MiB))
+    reader = remote._RangeReader(fetch, 100 * MiB, chunk=64 * MiB, depth=4)
+    reader.read(8)
+    reader.read(4096)
+    assert fetch.ranges == [(0, 1 * MiB)]
+
+
+def test_a_sequential_read_fetches_every_byte_once_in_growing_ranges():
+    data = pattern(100 * MiB + 5)
+    fetch = RecordedFetch(data)
+    reader = remote._RangeReader(fetch, len(data), chunk=16 * MiB, depth=4)
+    assert reader.read() == data
+    starts, ends = zip(*fetch.ranges)
+    assert starts == (0,) + ends[:-1] and ends[-1] == len(data)
+    assert [e - s for s, e in fetch.ranges][:6] == [1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB, 16 * MiB, 16 * MiB]
 
 
 # ----------------------------------------------------------------------------- configuration

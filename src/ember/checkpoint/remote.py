@@ -25,14 +25,17 @@ How a write becomes final (the name shows the previous object or the complete ne
   more inside the store. A killed writer leaves the temporary, which ``list`` hides and ``cleanup()``
   removes.
 
-Writers are not seekable (ember's format writer then checksums first and streams once). Readers
-stream: ranged GETs of ``read_chunk`` bytes, fetched ahead of the reader (up to ``read_ahead`` at
-once, the window growing while reads stay sequential); on S3 every range is pinned to the ETag seen
-at open, so an object replaced mid-read is an error, not a mix of two files.
+Writers are not seekable (ember's format writer then checksums first and streams once). Readers of
+remote (async) stores stream over ranged GETs: a first range of 1 MiB (a header read costs one small
+GET), then, while reads stay sequential, ranges that double up to ``read_chunk`` bytes with up to
+``read_ahead`` in flight at once (so at most ``read_ahead * read_chunk`` bytes held). On S3 every
+range is pinned to the ETag seen at open: an object replaced mid-read is an error, not a mix of two
+files. Local and memory stores hand out their own file objects.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import io
@@ -124,8 +127,8 @@ class FsspecStorage(Storage):
         *,
         part_size: int = 32 * MiB,
         concurrency: int = 8,
-        read_chunk: int = 32 * MiB,
-        read_ahead: int = 8,
+        read_chunk: int = 64 * MiB,
+        read_ahead: int = 4,
     ) -> None:
         """
         Args:
@@ -467,7 +470,7 @@ class _S3Upload(io.RawIOBase):
             done += take
             if self._fill == len(self._buf):
                 self._send_part(self._buf)
-                self._buf = None
+                self._buf, self._fill = None, 0
         self._written += n
         return n
 
@@ -517,7 +520,7 @@ class _S3Upload(io.RawIOBase):
                 body = bytes(memoryview(self._buf)[: self._fill]) if self._buf is not None else b""
                 self._call("put_object", Body=body)
             else:
-                if self._fill:
+                if self._buf is not None and self._fill:
                     self._send_part(self._buf)
                 self._buf = None
                 self._wait()
@@ -575,20 +578,24 @@ def _range_getter(fs: Any, path: str) -> Callable[[int, int], Any]:
 
 
 class _RangeReader(io.RawIOBase):
-    """A seekable read stream over ranged GETs, fetching ahead of the reader in parallel.
+    """A seekable read stream over ranged GETs that fetches ahead of the reader, in parallel.
 
-    The object is cut into chunks of ``chunk`` bytes. A read fetches the chunk it needs and, while
-    reads stay sequential, a window of following chunks that doubles up to ``depth``; chunks behind
-    the reader are dropped, so at most ``depth + 1`` chunks are held.
+    Reading from a new position (the start, or after a seek away) fetches one small range there, so a
+    header read costs one small GET. While the reader goes on sequentially, each range it enters lets
+    more follow: the ranges double in size up to ``chunk`` and the number in flight doubles up to
+    ``depth``. Ranges behind the reader are dropped, so at most ``depth`` ranges are held.
     """
+
+    FIRST = 1 * MiB  # the first range after opening or seeking away
 
     def __init__(self, fetch: Callable[[int, int], concurrent.futures.Future], size: int, chunk: int, depth: int) -> None:
         super().__init__()
         self._fetch, self._size, self._chunk, self._depth = fetch, size, chunk, depth
-        self._chunks: dict[int, concurrent.futures.Future] = {}
+        self._ranges: collections.deque[tuple[int, int, concurrent.futures.Future]] = collections.deque()
+        self._next = 0  # where the next range to fetch starts
+        self._step = self.FIRST  # its size
+        self._ahead = 1  # how many ranges to keep in flight
         self._pos = 0
-        self._window = 1
-        self._last: int | None = None
 
     def readable(self) -> bool:
         return True
@@ -606,19 +613,32 @@ class _RangeReader(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
-    def _get(self, index: int) -> bytes:
-        if index != self._last:
-            sequential = self._last is not None and index == self._last + 1
-            self._window = min(self._window * 2, self._depth) if sequential else 1
-            self._last = index
-            for i in [i for i in self._chunks if i < index or i >= index + self._depth]:
-                self._chunks.pop(i).cancel()
-            count = -(-self._size // self._chunk)
-            for i in range(index, min(index + self._window, count)):
-                if i not in self._chunks:
-                    start = i * self._chunk
-                    self._chunks[i] = self._fetch(start, min(start + self._chunk, self._size))
-        return self._chunks[index].result()
+    def _drop(self) -> None:
+        for _, _, f in self._ranges:
+            f.cancel()
+        self._ranges.clear()
+
+    def _range_at(self, pos: int) -> tuple[int, bytes]:
+        """``(start, data)`` of the fetched range holding ``pos``, fetching ahead as reads stay sequential."""
+        entered = False
+        while self._ranges and self._ranges[0][1] <= pos:  # read past: let it go
+            self._ranges.popleft()
+            entered = True
+        first = self._ranges[0][0] if self._ranges else self._next
+        if not first <= pos < max(self._next, first + 1):  # not sequential: start again here, small
+            self._drop()
+            self._next, self._step, self._ahead = pos, self.FIRST, 1
+        elif entered:
+            self._ahead = min(self._ahead * 2, self._depth)
+        while len(self._ranges) < self._ahead and self._next < self._size:
+            end = min(self._next + self._step, self._size)
+            self._ranges.append((self._next, end, self._fetch(self._next, end)))
+            self._next, self._step = end, min(self._step * 2, self._chunk)
+        start, end, future = self._ranges[0]
+        data = future.result()
+        if len(data) != end - start:
+            raise CheckpointError(f"the store returned {len(data)} bytes for a range of {end - start}; the object changed")
+        return start, data
 
     def readinto(self, buffer: Any) -> int:
         if self.closed:
@@ -626,12 +646,10 @@ class _RangeReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         n = 0
         while n < len(view) and self._pos < self._size:
-            index, offset = divmod(self._pos, self._chunk)
-            data = self._get(index)
+            start, data = self._range_at(self._pos)
+            offset = self._pos - start
             take = min(len(view) - n, len(data) - offset)
-            if take <= 0:
-                raise CheckpointError(f"the store returned {len(data)} bytes for a range of {self._chunk}; the object changed")
-            view[n : n + take] = data[offset : offset + take]
+            view[n : n + take] = memoryview(data)[offset : offset + take]
             n += take
             self._pos += take
         return n
@@ -647,9 +665,7 @@ class _RangeReader(io.RawIOBase):
         return self.read(-1)
 
     def close(self) -> None:
-        for f in self._chunks.values():
-            f.cancel()
-        self._chunks.clear()
+        self._drop()
         super().close()
 
 
