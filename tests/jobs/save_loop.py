@@ -1,38 +1,39 @@
-"""Saves checkpoints forever, for the kill -9 torture test.
+"""Saves checkpoints forever, for the kill -9 torture tests.
 
-Each state i holds a 4 MiB tensor filled with i, so a torn file would be visible. Every save
-replaces DIR/target.ckpt and writes DIR/step-<i>.ckpt; "saved i" is printed after each commit.
+Each state i holds a tensor filled with i (4 MiB, or SIZE_MIB), so a torn file would be visible.
+Every save replaces FOLDER/target.ckpt and writes FOLDER/step-<i>.ckpt; "saved i" is printed after
+each commit. FOLDER is a local folder or a URL (s3://bucket/prefix).
 
-usage: python save_loop.py DIR
+usage: python save_loop.py FOLDER [SIZE_MIB]
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
 import ember
+from ember.checkpoint.store import open_store
 
 
-def state(i: int) -> dict:
-    return {"global_step": i, "loops": {"fit": {"i": i}}, "w": torch.full((1 << 20,), float(i)),
+def state(i: int, mib: int) -> dict:
+    return {"global_step": i, "loops": {"fit": {"i": i}}, "w": torch.full((mib << 18,), float(i)),
             "meta": {"i": i, "name": f"state-{i}"}}
 
 
-def main(folder: str) -> None:
-    folder_path = Path(folder)
-    target = folder_path / "target.ckpt"
-    i = ember.load_checkpoint(target)["global_step"] + 1 if target.exists() else 0
+def main(folder: str, mib: int) -> None:
+    folder = folder.rstrip("/")
+    target = f"{folder}/target.ckpt"
+    i = ember.load_checkpoint(target)["global_step"] + 1 if open_store(folder).exists("target.ckpt") else 0
     print("ready", flush=True)
     while True:
-        s = state(i)
+        s = state(i, mib)
         ember.save_checkpoint(s, target)
-        ember.save_checkpoint(s, folder_path / f"step-{i}.ckpt")
+        ember.save_checkpoint(s, f"{folder}/step-{i}.ckpt")
         print(f"saved {i}", flush=True)
         i += 1
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 4)
