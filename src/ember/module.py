@@ -198,18 +198,20 @@ class Module(nn.Module):
         map_location=None,
         strict: bool = True,
         hparams_file=None,
+        storage_options: dict | None = None,
         **kwargs: Any,
     ):
-        """Build the model from the checkpoint's hyperparameters and load its weights.
+        """Build the model from the checkpoint (a path or a URL) and load its weights.
 
-        ``kwargs`` override saved hyperparameters or supply init arguments that were not saved.
-        The global random state is left as it was (building a model draws random numbers).
+        ``kwargs`` override saved hyperparameters or supply init arguments that were not saved;
+        ``storage_options`` go to the backend of a URL. The global random state is left as it was
+        (building a model draws random numbers).
         """
         if hparams_file is not None:
             raise MisconfigurationError("hparams_file is not supported; pass the values as keyword arguments.")
         from ember.checkpoint.io import load_checkpoint
 
-        ckpt = load_checkpoint(checkpoint_path, map_location=map_location)
+        ckpt = load_checkpoint(checkpoint_path, map_location=map_location, storage_options=storage_options)
         if "state_dict" not in ckpt:
             raise CheckpointMismatchError(
                 f"{checkpoint_path} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}."

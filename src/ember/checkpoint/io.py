@@ -7,21 +7,19 @@ Path-based (``save_checkpoint``, ``load_checkpoint``: a local path or a URL) and
 from __future__ import annotations
 
 import os
-import warnings
-from pathlib import Path
 from typing import Any
 
 from ember.checkpoint import codec, fileformat
 from ember.checkpoint.reader import load_any, load_in
-from ember.checkpoint.store import Storage, open_checkpoint
+from ember.checkpoint.store import Storage, open_checkpoint, resolve
 from ember.checkpoint.writer import write_file
-from ember.errors import CheckpointError
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically. An unstorable value fails before any byte is written."""
+def save_checkpoint(state: dict, path: str | os.PathLike, *, storage_options: dict | None = None) -> str:
+    """Write ``state`` to ``path`` (a local path or a URL) atomically; returns where it was written.
+    An unstorable value fails before any byte is written."""
     tree, tensors = codec.flatten(state)
-    return write_file(path, tree, tensors, progress=True)
+    return write_file(resolve(path, storage_options), tree, tensors, progress=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify: bool = True,
@@ -55,49 +53,3 @@ def verify_in(store: Storage, name: str) -> None:
     and the state tree as loading checks it; CheckpointError naming ``store.describe(name)`` on failure."""
     with open_checkpoint(store, name) as (f, size):
         fileformat.verify_stream(f, size, store.describe(name))
-
-
-def _candidates(dirs) -> list[Path]:
-    found: dict[Path, None] = {}
-    for d in dirs:
-        d = Path(d)
-        if d.is_dir():
-            for p in d.glob("*.ckpt"):
-                if p.is_file():
-                    found[p.resolve()] = None
-    return list(found)
-
-
-def _resume_rank(path: Path) -> tuple[int, int] | None:
-    """(global step, mtime) of a full (resumable) ember checkpoint, from its header alone."""
-    header = fileformat.read_header(path)
-    if header["kind"] != "ember":
-        return None
-    top = codec.unflatten(header["tree"], None)
-    if "loops" not in top:
-        return None  # weights only: cannot resume
-    return int(top.get("global_step", 0)), path.stat().st_mtime_ns
-
-
-def find_last_checkpoint(dirs) -> Path | None:
-    """The newest checkpoint in ``dirs`` that verifies (by global step, then modification time).
-
-    A corrupt or incomplete newer file is skipped with a warning naming it.
-    """
-    ranked = []
-    for p in _candidates(dirs):
-        try:
-            rank = _resume_rank(p)
-        except CheckpointError as e:
-            warnings.warn(f"skipping {p}: {e}", stacklevel=2)
-            continue
-        if rank is not None:
-            ranked.append((rank, p))
-    for _, p in sorted(ranked, reverse=True):
-        try:
-            fileformat.verify_file(p)
-        except CheckpointError as e:
-            warnings.warn(f"skipping {p}: {e}", stacklevel=2)
-            continue
-        return p
-    return None

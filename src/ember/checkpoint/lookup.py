@@ -7,6 +7,8 @@ import os
 import warnings
 from typing import Sequence
 
+from ember.checkpoint import codec
+from ember.checkpoint.io import header_in, verify_in
 from ember.checkpoint.manager import EXTENSION, CheckpointManager
 from ember.checkpoint.store import Storage, open_store, resolve
 from ember.errors import CheckpointError, MisconfigurationError
@@ -55,9 +57,7 @@ def checkpoint_names(store: Storage) -> list[str]:
 def _resume_rank(store: Storage, name: str) -> tuple[int, float] | None:
     """(global step, modification time) of a full, resumable ember checkpoint, from its header alone;
     None for weights-only and foreign files; CheckpointError for one that cannot be a run's state."""
-    from ember.checkpoint import codec, fileformat
-
-    header = fileformat.read_header(store.describe(name))
+    header = header_in(store, name)
     if header["kind"] != "ember":
         return None
     top = codec.unflatten(header["tree"], None)
@@ -76,8 +76,6 @@ def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
     """The newest full checkpoint in ``stores`` that verifies (by global step, then modification time).
 
     A corrupt, incomplete or malformed newer file is skipped with a warning naming it."""
-    from ember.checkpoint import fileformat
-
     ranked = []
     for store in stores:
         for name in checkpoint_names(store):
@@ -90,7 +88,7 @@ def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
                 ranked.append((rank, store, name))
     for _, store, name in sorted(ranked, key=lambda r: r[0], reverse=True):
         try:
-            fileformat.verify_file(store.describe(name))
+            verify_in(store, name)
         except CheckpointError as e:
             warnings.warn(f"skipping {store.describe(name)}: {e}", stacklevel=4)
             continue
