@@ -9,6 +9,8 @@ from typing import Any, Iterator
 
 import torch
 
+from ember import compat
+
 try:  # numpy is optional
     import numpy as np
 except ImportError:  # pragma: no cover - exercised only without numpy
@@ -19,7 +21,7 @@ def seed_everything(seed: int) -> int:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed_everything takes an int; received {seed!r}")
-    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    os.environ[compat.GLOBAL_SEED_ENV] = str(seed)  # read by tools written for Lightning
     random.seed(seed)
     if np is not None:
         np.random.seed(seed % 2**32)
