@@ -1,7 +1,9 @@
 """Loading checkpoints that ember did not write: ``torch.save`` files, weights-only at most.
 
 A file that would need more than ``torch.load(..., weights_only=True)`` (custom classes,
-a pickle whose ``__reduce__`` calls a function) is refused: loading it could run code.
+a pickle whose ``__reduce__`` calls a function) is refused: loading it could run code. The one
+widening: PyTorch Lightning's ``AttributeDict`` and ``argparse.Namespace``, which Lightning files hold,
+are read as plain data (``lightning.load_weights_only``).
 A damaged file is reported as corruption, not as unsafe: a legacy (non-zip) file's pickles are
 first walked opcode by opcode (nothing is executed) to find a truncation, and a refused global
 that names nothing importable (``torch._utils._rebuild_te``: a name cut short) is damage too.
@@ -21,6 +23,7 @@ from typing import Any, BinaryIO
 import torch
 
 from ember.checkpoint.header import HEADER_PREFIX, MAX_HEADER
+from ember.checkpoint.lightning import load_weights_only
 from ember.checkpoint.store import open_checkpoint, resolve
 from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpointError
 
@@ -157,7 +160,7 @@ def load_foreign_stream(f: BinaryIO, size: int, label: str, map_location: Any = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            obj = torch.load(f, map_location=map_location, weights_only=True)
+            obj = load_weights_only(f, map_location=map_location)
     except pickle.UnpicklingError as e:
         msg, name = str(e), _refused_global(str(e))
         if any(marker in msg for marker in _UNSAFE_MARKERS) and not (name and _names_nothing(name)):

@@ -1,0 +1,533 @@
+"""PyTorch Lightning ``.ckpt`` files, both ways, without importing Lightning or running code.
+
+Reading: a Lightning checkpoint is a ``torch.save`` pickle. ``load_weights_only`` is
+``torch.load(weights_only=True)`` with a few more globals allowed, each a plain stand-in that builds
+data and nothing else: ``argparse.Namespace`` (hyperparameters that hold one) and Lightning's
+``AttributeDict`` under every module path Lightning has pickled it from (it becomes this module's
+``AttributeDict``). Everything else the weights-only unpickler refuses is still refused.
+
+Translating: ``to_ember`` turns a Lightning checkpoint dict into the dict ember resumes from (the
+layout in ``state.py``'s docstring), ``to_lightning`` the other way, and ``convert`` does either for
+files. What each Lightning field means was learnt by saving and resuming real Lightning 2.6 runs:
+
+* ``epoch`` is ``trainer.current_epoch`` when the file was saved: the epoch being trained, also in
+  a save from ``on_train_epoch_end``; after ``fit`` returns it is the number of epochs trained.
+* ``loops.fit_loop.epoch_progress.current`` (ready / started / processed / completed) tells which:
+  ``processed > completed`` is a save at an epoch's end (Lightning resumes with the next epoch),
+  ``started > processed`` a save part-way through an epoch, ``started == completed`` a save between
+  epochs (after fit). ``epoch_loop.batch_progress.current.processed`` is the number of batches of
+  that epoch already trained: Lightning resumes at that batch index, taking the remaining batches
+  from a fresh pass over the data loader (it does not record the sampler's position).
+* ``global_step`` is the number of optimizer steps
+  (``epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed``).
+* Callback state is keyed by ``Class{'monitor': ..., 'mode': ..., ...}``; the GradScaler state is
+  under the precision plugin's class name (``MixedPrecision``; ``native_amp_scaling_state`` before 2.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import threading
+import warnings
+from collections import OrderedDict
+from typing import Any, BinaryIO, Mapping
+
+import torch
+
+from ember.errors import CheckpointError
+from ember.version import __version__
+
+__all__ = ["AttributeDict", "convert", "is_lightning", "load_weights_only", "to_ember", "to_lightning",
+           "LIGHTNING_LAYOUT_VERSION"]
+
+# The Lightning version whose checkpoint layout to_lightning writes (Lightning migrates files that
+# say they are older, and reads this layout as it is).
+LIGHTNING_LAYOUT_VERSION = "2.6.6"
+VERSION_KEY = "pytorch-lightning_version"
+
+
+# ----------------------------------------------------------------------------- reading pickles
+
+
+class AttributeDict(dict):
+    """What a Lightning ``AttributeDict`` in a checkpoint becomes: a dict whose keys are also
+    attributes (``hp.lr`` and ``hp["lr"]``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(f"AttributeDict has no entry {name!r}; it has {sorted(self)}") from e
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+# Where Lightning's AttributeDict has lived (module, name): pickles name the class of the object.
+_ATTRIBUTE_DICT_PATHS = (
+    ("lightning_fabric.utilities.data", "AttributeDict"),      # pytorch-lightning 2.x (self.hparams)
+    ("lightning.fabric.utilities.data", "AttributeDict"),      # the `lightning` package 2.x
+    ("pytorch_lightning.utilities.parsing", "AttributeDict"),  # 1.x, and 2.x's subclass
+    ("lightning.pytorch.utilities.parsing", "AttributeDict"),
+)
+
+_lock = threading.Lock()       # one load at a time holds the extra globals
+_built: list[dict] = []        # the dicts the stand-ins made during the current load
+
+
+def _stand_in(module: str, name: str) -> type:
+    """A class that torch's allowlist finds under ``module.name``. The unpickler calls only its
+    ``__new__`` (NEWOBJ), which returns a plain dict: the unpickler fills only exact dicts
+    (SETITEMS), and the dicts are swapped for ``AttributeDict`` once the load is done."""
+
+    def __new__(cls, *args: Any) -> dict:  # noqa: ARG001 - Lightning pickles it with no arguments
+        d: dict = {}
+        _built.append(d)
+        return d
+
+    return type(name, (), {"__new__": __new__, "__module__": module, "__qualname__": name})
+
+
+_STAND_INS = [_stand_in(m, n) for m, n in _ATTRIBUTE_DICT_PATHS]
+
+
+def _allowed_globals() -> list:
+    return [argparse.Namespace, *_STAND_INS]
+
+
+def load_weights_only(f: BinaryIO, map_location: Any = None) -> Any:
+    """``torch.load(f, weights_only=True)`` that also reads the Lightning classes named in this
+    module's docstring, as plain data. Raises what ``torch.load`` raises for anything else."""
+    with _lock:
+        have = set(torch.serialization.get_safe_globals())
+        extra = [g for g in _allowed_globals() if g not in have]
+        _built.clear()
+        try:
+            with torch.serialization.safe_globals(extra):
+                obj = torch.load(f, map_location=map_location, weights_only=True)
+            built = {id(d) for d in _built}
+            return _swap(obj, built, {}) if built else obj
+        finally:
+            _built.clear()
+
+
+def _swap(v: Any, built: set[int], seen: dict[int, Any]) -> Any:
+    """``v`` with every dict whose id is in ``built`` replaced by an ``AttributeDict`` (in place in
+    mutable containers; shared and cyclic references kept)."""
+    t = type(v)
+    if t not in (dict, OrderedDict, list, tuple, argparse.Namespace):
+        return v
+    if id(v) in seen:
+        return seen[id(v)]
+    if t is dict and id(v) in built:
+        new = AttributeDict()
+        seen[id(v)] = new
+        for k, x in v.items():
+            new[k] = _swap(x, built, seen)
+        return new
+    if t is tuple:
+        out = tuple(_swap(x, built, seen) for x in v)
+        seen[id(v)] = out
+        return out
+    seen[id(v)] = v
+    if t is list:
+        v[:] = [_swap(x, built, seen) for x in v]
+    elif t is argparse.Namespace:
+        for k, x in list(vars(v).items()):
+            setattr(v, k, _swap(x, built, seen))
+    else:
+        for k, x in list(v.items()):
+            v[k] = _swap(x, built, seen)
+    return v
+
+
+# ----------------------------------------------------------------------------- Lightning -> ember
+
+
+def is_lightning(ckpt: Any) -> bool:
+    """Whether ``ckpt`` (a loaded checkpoint dict) was written by PyTorch Lightning."""
+    return isinstance(ckpt, Mapping) and VERSION_KEY in ckpt
+
+
+_LIGHTNING_KEYS = {"epoch", "global_step", VERSION_KEY, "legacy_pytorch-lightning_version", "state_dict", "loops",
+                   "callbacks", "optimizer_states", "lr_schedulers", "hyper_parameters", "hparams_name",
+                   "hparams_type", "MixedPrecision", "native_amp_scaling_state"}
+
+
+def to_ember(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
+    """The ember checkpoint dict of a Lightning checkpoint dict (``is_lightning(ckpt)``).
+
+    Weights, hyperparameters, optimizer, LR scheduler and GradScaler state carry over as they are;
+    the position becomes ember's (``epoch``, ``global_step``, ``loops["fit"]``: ``batch``,
+    ``epoch_done``) so that ember resumes where Lightning would: with the next epoch after a save at
+    an epoch's end, at the same batch and global step after a save part-way through an epoch (the rest
+    of that epoch's batches then come from a new pass over the data, as in Lightning; a warning says
+    so). ``ModelCheckpoint`` state moves to ember's keys (``ModelCheckpoint`` without a monitor,
+    ``ModelCheckpoint[monitor:mode]`` with one); other callbacks' state and keys ember does not know
+    (a user's ``on_save_checkpoint`` entries) are kept as they are. A file saved with
+    ``save_weights_only=True`` becomes an ember weights-only checkpoint.
+    """
+    if not is_lightning(ckpt):
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint: expected a {VERSION_KEY!r} entry; found keys {sorted(map(str, ckpt))}.")
+    if not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path}: a Lightning checkpoint must hold a 'state_dict' dict of weights; it has none.")
+    out: dict[str, Any] = {"ember_version": __version__}
+    full = "optimizer_states" in ckpt
+    position = _ember_position(ckpt, path) if full else None
+    out["epoch"] = position["epoch"] if position else _int(ckpt.get("epoch", 0), "epoch", path)
+    out["global_step"] = _int(ckpt.get("global_step", 0), "global_step", path)
+    out["state_dict"] = ckpt["state_dict"]
+    if "hyper_parameters" in ckpt:
+        hp = ckpt["hyper_parameters"]
+        out["hyper_parameters"] = _plain(dict(vars(hp)) if isinstance(hp, argparse.Namespace) else hp)
+        out["hparams_type"] = "dict"
+        out["hparams_name"] = ckpt.get("hparams_name")
+    if full:
+        out["optimizer_states"] = list(ckpt["optimizer_states"])
+        out["lr_schedulers"] = list(ckpt.get("lr_schedulers") or [])
+        out["callbacks"] = _callbacks_to_ember(ckpt.get("callbacks") or {})
+        scaler = ckpt.get("MixedPrecision", ckpt.get("native_amp_scaling_state"))
+        if scaler:
+            out["amp_scaling_state"] = dict(scaler)
+        out["loops"] = {"fit": {"batch": position["batch"], "epoch_done": position["epoch_done"]}}
+        if not position["epoch_done"] and position["batch"] > 0:
+            warnings.warn(
+                f"{path} was saved by Lightning part-way through epoch {position['epoch']} (after batch "
+                f"{position['batch']}, global step {out['global_step']}). Training resumes there, but the "
+                "remaining batches of that epoch come from a new pass over the data, not the order the "
+                "interrupted run would have used: Lightning checkpoints do not record the sampler's position "
+                "(Lightning itself resumes the same way).",
+                stacklevel=2,
+            )
+    for k, v in ckpt.items():
+        if k not in _LIGHTNING_KEYS and k not in out:
+            out[k] = _plain(v)
+    return out
+
+
+def _int(v: Any, what: str, path: Any) -> int:
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise CheckpointError(f"{path}: the Lightning checkpoint's {what} must be an int >= 0; found {v!r}.")
+    return v
+
+
+def _counts(tracker: Any, *path: str) -> dict[str, int]:
+    for key in path:
+        tracker = tracker.get(key) if isinstance(tracker, Mapping) else None
+    return {k: int(v) for k, v in tracker.items()} if isinstance(tracker, Mapping) else {}
+
+
+def _ember_position(ckpt: Mapping, path: Any) -> dict[str, Any]:
+    """ember's epoch, batch and epoch_done for the point where Lightning would resume ``ckpt``."""
+    fit = (ckpt.get("loops") or {}).get("fit_loop")
+    if not isinstance(fit, Mapping) or "epoch_progress" not in fit:
+        # Files from Lightning < 1.6 hold no loop progress: they were written at epoch ends.
+        epoch = _int(ckpt.get("epoch", 0), "epoch", path)
+        return {"epoch": epoch, "batch": 0, "epoch_done": True}
+    ep = _counts(fit, "epoch_progress", "current")
+    batches = _counts(fit, "epoch_loop.batch_progress", "current").get("processed", 0)
+    started, processed, completed = ep.get("started", 0), ep.get("processed", 0), ep.get("completed", 0)
+    if processed > completed:      # saved at the end of epoch `completed` (on_train_epoch_end)
+        return {"epoch": completed, "batch": batches, "epoch_done": True}
+    if started > completed:        # saved part-way through epoch `completed`
+        return {"epoch": completed, "batch": batches, "epoch_done": False}
+    if completed == 0:             # saved before the first epoch started
+        return {"epoch": 0, "batch": 0, "epoch_done": False}
+    return {"epoch": completed - 1, "batch": batches, "epoch_done": True}   # between epochs (after fit)
+
+
+def _lightning_key_fields(key: str, cls: str) -> dict | None:
+    """The fields in a Lightning state key ``Class{'monitor': ..., ...}``, or None if it is not one."""
+    if key == cls:
+        return {}
+    if not key.startswith(cls + "{"):
+        return None
+    try:
+        fields = ast.literal_eval(key[len(cls):])
+    except (ValueError, SyntaxError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def _callbacks_to_ember(states: Mapping) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, state in states.items():
+        fields = _lightning_key_fields(key, "ModelCheckpoint") if isinstance(key, str) else None
+        if fields is None or not isinstance(state, Mapping):
+            out[key] = _plain(state)
+            continue
+        monitor = fields.get("monitor", state.get("monitor"))
+        mode = fields.get("mode", "min")
+        ember_key = "ModelCheckpoint" if monitor is None else f"ModelCheckpoint[{monitor}:{mode}]"
+        if ember_key in out:  # two Lightning callbacks that ember would key alike: keep the second as it was
+            out[key] = _plain(state)
+            continue
+        out[ember_key] = _model_checkpoint_to_ember(state, monitor, mode)
+    return out
+
+
+def _score(v: Any) -> float | None:
+    if v is None:
+        return None
+    return float(v.item() if isinstance(v, torch.Tensor) else v)
+
+
+_STEP_IN_NAME = re.compile(r"(?:^|[-_])step=(\d+)")
+_EPOCH_IN_NAME = re.compile(r"(?:^|[-_])epoch=(\d+)")
+
+
+def _model_checkpoint_to_ember(state: Mapping, monitor: str | None, mode: str) -> dict[str, Any]:
+    """Lightning's ModelCheckpoint state in the layout of ember's ``CheckpointManager.state_dict``."""
+    dirpath = state.get("dirpath")
+    scored = {p: _score(s) for p, s in (state.get("best_k_models") or {}).items()}
+    if not scored and state.get("best_model_path"):  # no monitor: Lightning tracks only the newest file
+        scored = {state["best_model_path"]: None}
+
+    def record(p: str, score: float | None) -> dict[str, Any]:
+        name = os.path.basename(p)
+        epoch, step = _EPOCH_IN_NAME.search(name), _STEP_IN_NAME.search(name)
+        return {"name": name, "epoch": int(epoch.group(1)) if epoch else -1,
+                "global_step": int(step.group(1)) if step else -1, "score": score if monitor else None}
+
+    inside = {p: s for p, s in scored.items() if dirpath is None or os.path.dirname(p) == dirpath}
+    last = state.get("last_model_path") or ""
+    return {
+        "monitor": monitor,
+        "mode": mode,
+        "dirpath": dirpath,
+        "checkpoints": [record(p, s) for p, s in inside.items()],
+        "last": os.path.basename(last) if last else None,
+        "current_score": _score(state.get("current_score")),
+        "best_model_path": state.get("best_model_path") or "",
+        "best_model_score": _score(state.get("best_model_score")),
+        "kth_best_model_path": state.get("kth_best_model_path") or "",
+        "best_k_models": dict(scored) if monitor else {},
+    }
+
+
+def _plain(v: Any) -> Any:
+    """``v`` with every dict subclass (AttributeDict) as a plain dict, which ember files can hold."""
+    t = type(v)
+    if isinstance(v, dict) and t not in (dict, OrderedDict):
+        return {k: _plain(x) for k, x in v.items()}
+    if t is dict:
+        return {k: _plain(x) for k, x in v.items()}
+    if t is list:
+        return [_plain(x) for x in v]
+    if t is tuple:
+        return tuple(_plain(x) for x in v)
+    return v
+
+
+# ----------------------------------------------------------------------------- ember -> Lightning
+
+
+def _progress(n: int, *, completed: int | None = None, processed: int | None = None, four: bool = True) -> dict:
+    out = {"ready": n, "completed": n if completed is None else completed}
+    if four:
+        out.update(started=n, processed=n if processed is None else processed)
+    return out
+
+
+def _tracker(current: dict, total: dict, is_last: bool | None = None) -> dict:
+    out: dict[str, Any] = {"total": total, "current": current}
+    if is_last is not None:
+        out["is_last_batch"] = is_last
+    return out
+
+
+def _idle_loop(is_last: bool | None = False) -> dict:
+    return {"state_dict": {}, "batch_progress": _tracker(_progress(0), _progress(0), is_last)}
+
+
+def _lightning_loops(epoch: int, batch: int, global_step: int, epoch_done: bool) -> dict:
+    """Lightning 2.x's ``loops`` for ember's position: the layout Lightning writes from
+    ``on_train_epoch_end`` (epoch done) or between two batches (part-way)."""
+    if epoch_done:   # epoch `epoch` trained and ended; Lightning goes on with epoch + 1
+        epochs = _progress(epoch + 1, completed=epoch)
+    else:            # epoch `epoch` started, `batch` batches of it trained
+        epochs = _progress(epoch + 1, completed=epoch, processed=epoch)
+    steps_now = min(batch, global_step)
+    zeros = {"ready": 0, "completed": 0}
+    return {
+        "fit_loop": {
+            "state_dict": {},
+            "epoch_loop.state_dict": {"_batches_that_stepped": global_step},
+            "epoch_loop.batch_progress": _tracker(_progress(batch), _progress(max(global_step, batch)), epoch_done),
+            "epoch_loop.scheduler_progress": _tracker(dict(zeros), dict(zeros)),
+            "epoch_loop.automatic_optimization.state_dict": {},
+            "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
+                "step": _tracker(_progress(steps_now, four=False), _progress(global_step, four=False)),
+                "zero_grad": _tracker({"ready": steps_now, "completed": steps_now, "started": steps_now},
+                                      {"ready": global_step, "completed": global_step, "started": global_step}),
+            }},
+            "epoch_loop.manual_optimization.state_dict": {},
+            "epoch_loop.manual_optimization.optim_step_progress": _tracker(dict(zeros), dict(zeros)),
+            "epoch_loop.val_loop.state_dict": {},
+            "epoch_loop.val_loop.batch_progress": _tracker(_progress(0), _progress(0), False),
+            "epoch_progress": _tracker(dict(epochs), dict(epochs)),
+        },
+        "validate_loop": _idle_loop(),
+        "test_loop": _idle_loop(),
+        "predict_loop": _idle_loop(None),
+    }
+
+
+_EMBER_KEYS = {"ember_version", "epoch", "global_step", "state_dict", "optimizer_states", "lr_schedulers",
+               "callbacks", "hyper_parameters", "hparams_type", "hparams_name", "amp_scaling_state", "loops",
+               "rng", "accumulated_grads"}
+
+
+def to_lightning(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
+    """The PyTorch Lightning checkpoint dict of an ember checkpoint dict.
+
+    Real Lightning (2.x) loads the result with ``LightningModule.load_from_checkpoint`` and resumes it
+    with ``Trainer.fit(ckpt_path=...)`` at the same epoch and global step: with the next epoch after a
+    save at an epoch's end, at the same batch of the epoch after a save part-way through one (Lightning
+    then takes the remaining batches from a new pass over the data). Weights, hyperparameters,
+    optimizer, LR scheduler and GradScaler state (``MixedPrecision``) carry over; ``ModelCheckpoint``
+    state goes under the key Lightning gives ``ModelCheckpoint(monitor=..., mode=...)`` with its default
+    schedule (every epoch). What Lightning has no place for is left out: the RNG states, the data
+    loader's position and gradients accumulated inside an unfinished accumulation window (a warning
+    names them when present).
+    """
+    if is_lightning(ckpt):
+        raise CheckpointError(f"{path} is already a Lightning checkpoint ({VERSION_KEY} = {ckpt[VERSION_KEY]!r}).")
+    if not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path}: expected a 'state_dict' dict of weights to convert; found keys {sorted(map(str, ckpt))}.")
+    epoch = _int(ckpt.get("epoch", 0), "epoch", path)
+    global_step = _int(ckpt.get("global_step", 0), "global_step", path)
+    out: dict[str, Any] = {"epoch": epoch, "global_step": global_step, VERSION_KEY: LIGHTNING_LAYOUT_VERSION,
+                           "state_dict": ckpt["state_dict"]}
+    fit = (ckpt.get("loops") or {}).get("fit") if isinstance(ckpt.get("loops"), Mapping) else None
+    if "optimizer_states" in ckpt and isinstance(fit, Mapping):
+        batch = int(fit.get("batch", 0))
+        out["loops"] = _lightning_loops(epoch, batch, global_step, bool(fit.get("epoch_done", False)))
+        out["callbacks"] = _callbacks_to_lightning(ckpt.get("callbacks") or {})
+        out["optimizer_states"] = list(ckpt["optimizer_states"])
+        out["lr_schedulers"] = list(ckpt.get("lr_schedulers") or [])
+        if ckpt.get("amp_scaling_state"):
+            out["MixedPrecision"] = dict(ckpt["amp_scaling_state"])
+        if ckpt.get("accumulated_grads"):
+            warnings.warn(
+                f"{path} was saved inside a gradient accumulation window; Lightning checkpoints cannot hold the "
+                "gradients accumulated so far, so the Lightning file leaves them out (that window restarts).",
+                stacklevel=2)
+    if "hyper_parameters" in ckpt:
+        hp = ckpt["hyper_parameters"]
+        out["hyper_parameters"] = dict(vars(hp)) if isinstance(hp, argparse.Namespace) else dict(hp)
+        out["hparams_name"] = ckpt.get("hparams_name") or "kwargs"
+        if _holds(out["hyper_parameters"], argparse.Namespace):
+            warnings.warn(
+                f"{path}: hyperparameters hold argparse.Namespace values. Lightning 2.6 loads checkpoints with "
+                "torch.load(weights_only=True), which refuses them: load the Lightning file with "
+                "weights_only=False (only if you trust it) or after "
+                "torch.serialization.add_safe_globals([argparse.Namespace]).",
+                stacklevel=2)
+    for k, v in ckpt.items():
+        if k not in _EMBER_KEYS and k not in out:
+            out[k] = v
+    return out
+
+
+def _holds(v: Any, cls: type) -> bool:
+    if isinstance(v, cls):
+        return True
+    if isinstance(v, Mapping):
+        return any(_holds(x, cls) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_holds(x, cls) for x in v)
+    return False
+
+
+def _callbacks_to_lightning(states: Mapping) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, state in states.items():
+        m = re.fullmatch(r"ModelCheckpoint(?:\[(.+):(min|max)\])?", key) if isinstance(key, str) else None
+        if m is None or not isinstance(state, Mapping):
+            out[key] = state
+            continue
+        monitor, mode = m.group(1), m.group(2) or state.get("mode") or "min"
+        lkey = ("ModelCheckpoint{" + f"'monitor': {monitor!r}, 'mode': {mode!r}, 'every_n_train_steps': 0, "
+                "'every_n_epochs': 1, 'train_time_interval': None}")
+        out[lkey] = _model_checkpoint_to_lightning(state, monitor, mode)
+    return out
+
+
+def _tensor(score: Any) -> torch.Tensor | None:
+    return None if score is None else torch.tensor(float(score))
+
+
+def _model_checkpoint_to_lightning(state: Mapping, monitor: str | None, mode: str) -> dict[str, Any]:
+    """ember's ModelCheckpoint state as Lightning's ModelCheckpoint keeps it (scores as tensors)."""
+    dirpath = state.get("dirpath")
+    kth = state.get("kth_best_model_path") or ""
+    best_k = {p: _tensor(s) for p, s in (state.get("best_k_models") or {}).items()} if monitor else {}
+    worst = torch.tensor(float("inf") if mode == "min" else float("-inf"))
+    last = state.get("last")
+    return {
+        "monitor": monitor,
+        "best_model_score": _tensor(state.get("best_model_score")),
+        "best_model_path": state.get("best_model_path") or "",
+        "current_score": _tensor(state.get("current_score")),
+        "dirpath": dirpath,
+        "best_k_models": best_k,
+        "kth_best_model_path": kth if monitor else "",
+        "kth_value": best_k.get(kth, worst) if monitor and kth else worst,
+        "last_model_path": _join(dirpath, last) if last and dirpath else "",
+    }
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str | None = None, *,
+            storage_options: dict | None = None) -> str:
+    """Convert a checkpoint between PyTorch Lightning's format and ember's.
+
+    SRC is read without running code from it (ember files are verified; torch.save files go through
+    torch's weights-only unpickler, with Lightning's AttributeDict and argparse.Namespace read as data).
+
+    --to ember      write DST as an ember checkpoint (safetensors + checksums), then verify it. A
+                    Lightning file's position is translated so that `Trainer.fit(ckpt_path=DST)` goes on
+                    where Lightning would; other torch.save dicts are written as they are.
+    --to lightning  write DST with torch.save in the layout PyTorch Lightning 2.x reads:
+                    `LightningModule.load_from_checkpoint(DST)` builds the model and
+                    `Trainer.fit(ckpt_path=DST)` resumes at the same epoch and global step.
+                    RNG states and the data loader's exact position have no place there and are dropped.
+
+    Without --to, a Lightning or torch.save file becomes an ember file and an ember file a Lightning
+    one. SRC and DST may be paths or URLs (s3://, gs://, memory://...); DST is written atomically.
+    Returns where DST was written.
+    """
+    # Imported here: the readers import this module (for load_weights_only), so it cannot import them first.
+    from ember.checkpoint import codec
+    from ember.checkpoint.io import load_checkpoint, verify_in
+    from ember.checkpoint.store import resolve
+    from ember.checkpoint.writer import write_file
+
+    ckpt = load_checkpoint(src, map_location="cpu", storage_options=storage_options)
+    if to is None:
+        to = "lightning" if "ember_version" in ckpt and not is_lightning(ckpt) else "ember"
+    if to not in ("ember", "lightning"):
+        raise CheckpointError(f"convert(to=...) must be 'ember' or 'lightning'; received {to!r}.")
+    store, name = resolve(dst, storage_options)
+    if to == "ember":
+        tree, tensors = codec.flatten(to_ember(ckpt, path=src) if is_lightning(ckpt) else ckpt)
+        write_file((store, name), tree, tensors, progress=True)
+        verify_in(store, name)
+    else:
+        state = to_lightning(ckpt, path=src)
+        with store.open_write(name) as f:
+            torch.save(state, f)
+    return store.describe(name)
