@@ -1,8 +1,10 @@
 """A real S3 API for tests: the moto server in a subprocess on a free loopback port.
 
-Registered as a pytest plugin from conftest.py. Fixtures:
+Registered as a pytest plugin from conftest.py. One server per test process, started on first use
+(``shared_server()``, also for code that is not a fixture, such as the conformance suite's backend
+factories) and stopped when the session ends. Fixtures:
 
-- ``s3_server``: the server's endpoint URL (one server per test session).
+- ``s3_server``: the server's endpoint URL.
 - ``s3_env``: the standard AWS environment pointed at that server (what a user's own
   configuration would hold), with fsspec's cached S3 clients dropped so they pick it up.
 - ``s3_bucket``: ``s3_env`` plus a fresh, empty bucket; the value is ``"s3://<bucket>"``.
@@ -12,6 +14,7 @@ Everything skips when ``moto`` or ``s3fs`` is not installed (both are dev depend
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import socket
@@ -74,20 +77,48 @@ def aws_environment(endpoint: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    pytest.importorskip("moto.server", reason="moto[server] is a dev dependency: pip install -e '.[dev]'")
-    pytest.importorskip("s3fs", reason="s3fs is a dev dependency: pip install -e '.[dev]'")
-    proc, url = start_moto_server()
-    try:
-        yield url
-    finally:
+_shared: list[tuple[subprocess.Popen, str]] = []
+
+
+def _stop_shared() -> None:
+    while _shared:
+        proc, _ = _shared.pop()
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def shared_server() -> str:
+    """The endpoint of this process's moto server, started on first use; skips without moto or s3fs."""
+    pytest.importorskip("moto.server", reason="moto[server] is a dev dependency: pip install -e '.[dev]'")
+    pytest.importorskip("s3fs", reason="s3fs is a dev dependency: pip install -e '.[dev]'")
+    if not _shared:
+        _shared.append(start_moto_server())
+        atexit.register(_stop_shared)
+    return _shared[0][1]
+
+
+def fresh_bucket_options() -> tuple[str, dict]:
+    """``("s3://<new empty bucket>", storage_options)`` on the shared server, configured through
+    ``storage_options`` alone (no environment variables), as fsspec spells them for s3fs."""
+    import s3fs
+
+    options = {"endpoint_url": shared_server(), "key": "testing", "secret": "testing"}
+    name = f"ember-test-{os.getpid()}-{next(_buckets)}"
+    s3fs.S3FileSystem(**options).mkdir(name)
+    return f"s3://{name}", options
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _stop_shared()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    return shared_server()
 
 
 @pytest.fixture

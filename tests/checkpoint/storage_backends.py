@@ -16,3 +16,16 @@ BACKENDS: list[tuple[str, Callable[[Path], Storage]]] = [
     ("local", lambda tmp_path: LocalStorage(tmp_path / "store")),
     ("memory", lambda tmp_path: MemoryStorage()),
 ]
+
+
+def _s3(tmp_path: Path) -> Storage:
+    """A fresh bucket on the moto S3 server of tests/s3server.py (skips without moto or s3fs)."""
+    from s3server import fresh_bucket_options
+
+    from ember.checkpoint.remote import FsspecStorage
+
+    bucket, options = fresh_bucket_options()
+    return FsspecStorage(f"{bucket}/store", options)
+
+
+BACKENDS.append(("s3", _s3))

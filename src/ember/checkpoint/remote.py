@@ -39,23 +39,19 @@ import collections
 import concurrent.futures
 import contextlib
 import io
-import os
 import queue
-import secrets
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from ember.checkpoint.store import Info, Storage, register_scheme
+from ember.checkpoint.contract import Info, Storage, register_scheme
+from ember.checkpoint.storage import check_name
+from ember.checkpoint.temporaries import STALE_AFTER_S, TMP_PREFIX, TMP_SUFFIX, is_temporary, temp_name
 from ember.errors import CheckpointError, MisconfigurationError
 
 __all__ = ["FsspecStorage", "TMP_PREFIX", "TMP_SUFFIX"]
-
-# Same spelling as local temporaries (storage.py), so one rule recognises them on every store.
-TMP_PREFIX = ".ember-tmp-"
-TMP_SUFFIX = ".part"
 
 MiB = 1 << 20
 S3_MIN_PART = 5 * MiB  # every part but the last must be at least this (S3 rule)
@@ -87,13 +83,13 @@ def _missing_backend(scheme: str, url: str, detail: str = "") -> ImportError:
 
 
 def _is_temporary(name: str) -> bool:
-    base = name.rpartition("/")[2]
-    return base.startswith(TMP_PREFIX) and base.endswith(TMP_SUFFIX)
+    return is_temporary(name.rpartition("/")[2])
 
 
 def _temporary_name(name: str) -> str:
+    """A temporary name next to ``name`` (same spelling as local temporaries: one rule hides them all)."""
     folder, slash, base = name.rpartition("/")
-    return f"{folder}{slash}{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{base}{TMP_SUFFIX}"
+    return f"{folder}{slash}{temp_name(base)}"
 
 
 def _timestamp(value: Any) -> float | None:
@@ -175,9 +171,11 @@ class FsspecStorage(Storage):
     # ------------------------------------------------------------------ names
 
     def _path(self, name: str) -> str:
-        name = name.strip("/")
+        """The fsspec path of ``name`` ("" is the root); ValueError for names that leave the store."""
         if not name:
             return self.root
+        check_name(name)
+        name = name.rstrip("/")
         return f"{self.root}/{name}" if self.root else name
 
     def _name(self, path: str) -> str | None:
@@ -209,14 +207,16 @@ class FsspecStorage(Storage):
         names = (self._name(p) for p in self._find(self._path(folder)))
         return sorted(n for n in names if n and n.startswith(prefix) and not n.endswith("/") and not _is_temporary(n))
 
-    def _info(self, name: str, folder_error: type[OSError] = FileNotFoundError) -> dict:
+    def _info(self, name: str) -> dict:
+        """fsspec's info on the object ``name``: FileNotFoundError when missing, IsADirectoryError for a folder."""
+        check_name(name)
         path = self._path(name)
-        if _is_temporary(name) or not name.strip("/"):
+        if _is_temporary(name):
             raise FileNotFoundError(f"no object {self.describe(name)}")
         self._fresh(path)
         info = self.fs.info(path)
         if info.get("type") != "file":
-            raise folder_error(f"{self.describe(name)} is a folder, not an object")
+            raise IsADirectoryError(f"{self.describe(name)} is a folder, not an object")
         return info
 
     def stat(self, name: str) -> Info:
@@ -226,9 +226,8 @@ class FsspecStorage(Storage):
     # ------------------------------------------------------------------ changes
 
     def delete(self, name: str) -> None:
+        check_name(name)
         path = self._path(name)
-        if not name.strip("/"):
-            raise MisconfigurationError(f"refusing to delete the whole store {self.describe()}; name an object or folder in it")
         self._fresh(path)
         with contextlib.suppress(FileNotFoundError):
             if self.fs.isfile(path):
@@ -243,7 +242,31 @@ class FsspecStorage(Storage):
         self._fresh(path)
 
     def copy(self, src: str, dst: str) -> None:
-        size = self._info(src)["size"]  # FileNotFoundError when missing
+        """A file: one atomic copy (server-side where the store has it). A folder: file by file, then
+        what the old ``dst`` folder held beyond them is removed; not atomic as a whole, so a folder
+        checkpoint's own last-written metadata object must be what marks it complete."""
+        check_name(dst)
+        try:
+            size = self._info(src)["size"]
+        except IsADirectoryError:
+            self._copy_folder(src, dst)
+            return
+        self._copy_file(src, dst, size)
+
+    def _copy_folder(self, src: str, dst: str) -> None:
+        names = [n[len(src) + 1 :] for n in self.list(src.rstrip("/") + "/")]
+        with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+            sizes = list(pool.map(lambda n: self._info(f"{src}/{n}")["size"], names))
+            list(pool.map(lambda n, size: self._copy_file(f"{src}/{n}", f"{dst}/{n}", size), names, sizes))
+        stale = set(self.list(dst.rstrip("/") + "/")) - {f"{dst}/{n}" for n in names}
+        if stale:
+            self.fs.rm([self._path(n) for n in sorted(stale)])
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.isfile(self._path(dst)):
+                self.fs.rm_file(self._path(dst))
+        self._fresh(self._path(dst))
+
+    def _copy_file(self, src: str, dst: str, size: int) -> None:
         source, target = self._path(src), self._path(dst)
         try:
             if self._s3:
@@ -268,8 +291,7 @@ class FsspecStorage(Storage):
 
     @contextlib.contextmanager
     def open_write(self, name: str) -> Iterator[BinaryIO]:
-        if not name.strip("/") or name.endswith("/"):
-            raise MisconfigurationError(f"cannot write an object without a name; received name={name!r}")
+        check_name(name)
         path = self._path(name)
         if self._s3:
             bucket, key, _ = self.fs.split_path(path)
@@ -302,7 +324,7 @@ class FsspecStorage(Storage):
 
     @contextlib.contextmanager
     def open_read(self, name: str) -> Iterator[tuple[BinaryIO, int]]:
-        info = self._info(name, IsADirectoryError)  # FileNotFoundError when missing
+        info = self._info(name)  # FileNotFoundError when missing, IsADirectoryError for a folder
         size, path = int(info["size"]), self._path(name)
         if self.fs.async_impl:
             if self._s3:
@@ -318,7 +340,7 @@ class FsspecStorage(Storage):
 
     # ------------------------------------------------------------------ housekeeping
 
-    def cleanup(self, older_than: float = 24 * 3600) -> list[str]:
+    def cleanup(self, older_than: float = STALE_AFTER_S) -> list[str]:
         """Remove what interrupted writers left under this store's root: temporary objects and, on S3,
         incomplete multipart uploads, started more than ``older_than`` seconds ago. Returns what was
         removed. A writer still running elsewhere is left alone only if it started more recently."""
@@ -392,26 +414,31 @@ class FsspecStorage(Storage):
 
 
 class _S3Upload(io.RawIOBase):
-    """A write-only stream that uploads itself as an S3 multipart upload, part by part as it fills.
+    """A stream that uploads itself as an S3 multipart upload, part by part as it fills.
 
-    ``complete()`` makes the object appear (or PUTs it in one request if it never filled a part);
-    ``abort()`` throws everything away. Parts go up concurrently on fsspec's event loop while the
-    caller keeps writing; the caller waits only when all ``concurrency + 1`` part buffers are busy.
+    Parts go up concurrently on fsspec's event loop while the caller keeps writing; the caller waits
+    only when every part buffer is busy. The first part is held back until ``complete()``, so the
+    stream is seekable within it (ember's format writer fills in the header's checksums at the end)
+    and within the part being filled; bytes already sent cannot be rewritten. ``complete()`` makes the
+    object appear (one PUT if it never outgrew the first part); ``abort()`` throws everything away.
+    Memory held: ``concurrency + 2`` part buffers (the first part, the one filling, those in flight).
     """
 
     def __init__(self, fs: Any, bucket: str, key: str, part_size: int, concurrency: int, where: str) -> None:
         super().__init__()
         self._fs, self._bucket, self._key, self._where = fs, bucket, key, where
         self._base = part_size
-        self._max_buffers = concurrency + 1
-        self._buffers = 0  # allocated, free or busy
+        self._max_buffers = concurrency + 2
+        self._buffers = 0  # allocated: held, filling, uploading or free
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._buf: bytearray | None = None
-        self._fill = 0
-        self._written = 0
+        self._head: bytearray | None = None  # part 1, full, held until complete()
+        self._buf: bytearray | None = None  # the part being filled
+        self._buf_start = 0  # its offset in the object
+        self._fill = 0  # bytes in it
+        self._size = 0  # bytes in the object so far
+        self._pos = 0  # where the next write goes
         self._upload_id: str | None = None
-        self._next = 1  # the number of the next part
-        self._parts: dict[int, str] = {}
+        self._parts: dict[int, str] = {}  # part number -> ETag, once uploaded
         self._pending: set[concurrent.futures.Future] = set()
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -420,10 +447,28 @@ class _S3Upload(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
-        return False
+        return True
 
     def tell(self) -> int:
-        return self._written
+        return self._pos
+
+    def _held(self, pos: int) -> tuple[bytearray, int, int] | None:
+        """``(buffer, offset, bytes after it)`` of the not yet uploaded byte ``pos``, or None if it was sent."""
+        if self._head is not None and pos < len(self._head):
+            return self._head, pos, len(self._head) - pos
+        if self._buf is not None and self._buf_start <= pos < self._buf_start + self._fill:
+            return self._buf, pos - self._buf_start, self._buf_start + self._fill - pos
+        return None
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
+        if target != self._size and (target < 0 or target > self._size or self._held(target) is None):
+            raise io.UnsupportedOperation(
+                f"cannot seek to byte {target} of the upload of {self._where} ({self._size} bytes written): "
+                f"only the first part ({self._base} bytes), the part being filled and the end can be written to"
+            )
+        self._pos = target
+        return target
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         from fsspec.asyn import sync
@@ -434,6 +479,17 @@ class _S3Upload(io.RawIOBase):
         # Double the part size every 1000 parts so 10,000 parts reach far past any checkpoint size.
         return min(self._base << ((number - 1) // 1000), S3_MAX_PART)
 
+    def _number(self, start: int) -> int:
+        """The part number of the part that starts at byte ``start`` (part sizes step up every 1000)."""
+        number, offset = 1, 0
+        while True:
+            size = self._part_size(number)
+            block = (1000 - (number - 1) % 1000) * size if size < S3_MAX_PART else start - offset + size
+            if start < offset + block:
+                return number + (start - offset) // size
+            offset += block
+            number += block // size
+
     def _take_buffer(self, size: int) -> bytearray:
         while True:
             try:
@@ -443,7 +499,7 @@ class _S3Upload(io.RawIOBase):
                     if self._buffers < self._max_buffers:
                         self._buffers += 1
                         return bytearray(size)
-                buf = self._free.get()  # every buffer is uploading: wait for one to come back
+                buf = self._free.get()  # every buffer is busy uploading: wait for one to come back
             self._raise_if_failed()
             if len(buf) == size:
                 return buf
@@ -461,33 +517,43 @@ class _S3Upload(io.RawIOBase):
         view = memoryview(data).cast("B")
         done, n = 0, len(view)
         while done < n:
-            if self._buf is None:
-                self._buf = self._take_buffer(self._part_size(self._next))
-                self._fill = 0
-            take = min(n - done, len(self._buf) - self._fill)
-            self._buf[self._fill : self._fill + take] = view[done : done + take]
-            self._fill += take
+            if self._pos < self._size:  # rewriting bytes not yet sent
+                held = self._held(self._pos)
+                if held is None:
+                    raise io.UnsupportedOperation(f"byte {self._pos} of {self._where} is already uploaded")
+                buf, offset, room = held
+            else:  # appending
+                if self._buf is None:
+                    self._buf_start, self._fill = self._size, 0
+                    self._buf = self._take_buffer(self._part_size(self._number(self._size)))
+                buf, offset, room = self._buf, self._fill, len(self._buf) - self._fill
+            take = min(n - done, room)
+            buf[offset : offset + take] = view[done : done + take]
             done += take
-            if self._fill == len(self._buf):
-                self._send_part(self._buf)
+            self._pos += take
+            if self._pos > self._size:
+                self._fill += self._pos - self._size
+                self._size = self._pos
+            if self._buf is not None and self._fill == len(self._buf):
+                if self._buf_start == 0:
+                    self._head = self._buf
+                else:
+                    self._send_part(self._buf, self._number(self._buf_start), self._fill)
                 self._buf, self._fill = None, 0
-        self._written += n
         return n
 
-    def _send_part(self, buf: bytearray) -> None:
+    def _send_part(self, buf: bytearray, number: int, fill: int) -> None:
         import asyncio
 
-        number = self._next
         if number > S3_MAX_PARTS:
             raise CheckpointError(f"{self._where} needs more than {S3_MAX_PARTS} parts; raise part_size")
         if self._upload_id is None:
             self._upload_id = self._call("create_multipart_upload")["UploadId"]
-        body = buf if self._fill == len(buf) else bytes(memoryview(buf)[: self._fill])
+        body = buf if fill == len(buf) else bytes(memoryview(buf)[:fill])
         coro = self._fs._call_s3(
             "upload_part", Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
         )
         future = asyncio.run_coroutine_threadsafe(coro, self._fs.loop)
-        self._next += 1
         with self._lock:
             self._pending.add(future)
 
@@ -516,13 +582,14 @@ class _S3Upload(io.RawIOBase):
         """Finish the upload: the object appears whole under its key, or an error is raised and nothing does."""
         try:
             self._raise_if_failed()
-            if self._upload_id is None:
+            if self._head is None:  # it all fits in one part
                 body = bytes(memoryview(self._buf)[: self._fill]) if self._buf is not None else b""
                 self._call("put_object", Body=body)
             else:
                 if self._buf is not None and self._fill:
-                    self._send_part(self._buf)
-                self._buf = None
+                    self._send_part(self._buf, self._number(self._buf_start), self._fill)
+                self._send_part(self._head, 1, len(self._head))
+                self._buf = self._head = None
                 self._wait()
                 self._raise_if_failed()
                 parts = [{"PartNumber": k, "ETag": v} for k, v in sorted(self._parts.items())]
@@ -533,12 +600,12 @@ class _S3Upload(io.RawIOBase):
                 raise CheckpointError(f"could not upload {self._where}: {e}") from e
             raise
         finally:
-            self._buf = None
+            self._buf = self._head = None
             super().close()
 
     def abort(self) -> None:
         """Throw the upload away: nothing appears under the key and no incomplete upload is left."""
-        self._buf = None
+        self._buf = self._head = None
         self._wait()  # parts still in flight would race the abort; they take a moment at most
         if self._upload_id is not None:
             upload, self._upload_id = self._upload_id, None
