@@ -11,26 +11,30 @@ fsspec spells them (``{"key": ..., "secret": ..., "endpoint_url": ...}`` for s3f
 How a write becomes final (the name shows the previous object or the complete new one, never a part):
 
 - **S3** (s3fs): the bytes stream up as a multipart upload while the writer produces them — parts
-  of ``part_size`` bytes, up to ``concurrency`` in flight, so at most ``(concurrency + 1) *
-  part_size`` bytes are held in memory. ``CompleteMultipartUpload`` on a clean exit makes the
-  object appear whole; an exception aborts the upload. A file smaller than one part is a single
-  PUT. A writer killed outright leaves an incomplete multipart upload: never listed or readable,
+  of ``part_size`` bytes, up to ``concurrency`` in flight; the first part is held back until the
+  end, so at most ``(concurrency + 2) * part_size`` bytes are held in memory.
+  ``CompleteMultipartUpload`` on a clean exit makes the object appear whole; an exception aborts
+  the upload. A file no larger than one part is a single PUT. A writer killed outright leaves an incomplete multipart upload: never listed or readable,
   but stored (and billed) until aborted — ``cleanup()`` aborts those older than an age, as does an
   S3 lifecycle rule ``AbortIncompleteMultipartUpload``. ``copy`` is server-side (``CopyObject``;
   parallel ``UploadPartCopy`` above 5 GiB), so ``last.ckpt`` is a real object.
-- **Every other store**: the bytes go to a temporary name ``.ember-tmp-<pid>-<token>-<name>.part``
-  next to the target, which is then moved onto the target. On ``memory://`` and ``file://`` the
+- **Every other store**: the bytes go to a temporary name (``temporaries.temp_name``: the same
+  ``.ember-tmp-...part`` spelling as local temporaries) next to the target, which is then moved onto the target. On ``memory://`` and ``file://`` the
   move is a rename (atomic). On ``gs://`` and ``az://`` fsspec moves by a server-side copy and a
   delete: the target appears whole (object creation is atomic there) but the bytes are copied once
   more inside the store. A killed writer leaves the temporary, which ``list`` hides and ``cleanup()``
   removes.
 
-Writers are not seekable (ember's format writer then checksums first and streams once). Readers of
+Writers on S3 are seekable within the held-back first part and the part being filled (cheap: no
+bytes are re-sent), which is what ember's format writer needs to fill in the header's checksums at
+the end while the tensors stream up. Writers of gs:// and az:// (fsspec's buffered files) are not
+seekable; the format writer then checksums first and streams once. Readers of
 remote (async) stores stream over ranged GETs: a first range of 1 MiB (a header read costs one small
 GET), then, while reads stay sequential, ranges that double up to ``read_chunk`` bytes with up to
 ``read_ahead`` in flight at once (so at most ``read_ahead * read_chunk`` bytes held). On S3 every
 range is pinned to the ETag seen at open: an object replaced mid-read is an error, not a mix of two
-files. Local and memory stores hand out their own file objects.
+files. Local and memory stores hand out their own file objects. Folders (``copy`` of a folder name)
+are copied file by file: not atomic as a whole on any store here.
 """
 
 from __future__ import annotations
