@@ -338,3 +338,21 @@ def test_convert_without_to_goes_to_the_other_format(lit, emb, tmp_path):
 def test_convert_refuses_an_unknown_target(emb, tmp_path):
     with pytest.raises(CheckpointError, match="must be 'ember' or 'lightning'; received 'onnx'"):
         convert(emb / LAST, tmp_path / "x", to="onnx")
+
+
+class LitSeedStyle(pl.LightningModule):
+    """The seed's pattern, `__init__(self, hparams)` reading `hparams.hidden`."""
+
+    def __init__(self, hparams):
+        super().__init__()
+        self.save_hyperparameters(hparams)
+        self.l1 = nn.Linear(4, hparams.hidden)
+
+
+def test_namespace_hparams_reach_lightning_as_attribute_access(tmp_path):
+    weights = LitSeedStyle(LightningAttributeDict(hidden=5)).state_dict()
+    ckpt = {"ember_version": ember.__version__, "epoch": 0, "global_step": 0, "state_dict": weights,
+            "hyper_parameters": {"hidden": 5}, "hparams_type": "Namespace", "hparams_name": "hparams"}
+    torch.save(to_lightning(ckpt), tmp_path / "seed.ckpt")
+    model = LitSeedStyle.load_from_checkpoint(tmp_path / "seed.ckpt")
+    assert model.l1.out_features == 5

@@ -33,7 +33,8 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any, BinaryIO, Mapping
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Iterator, Mapping
 
 import torch
 
@@ -106,12 +107,29 @@ def load_weights_only(f: BinaryIO, map_location: Any = None) -> Any:
         extra = [g for g in _allowed_globals() if g not in have]
         _built.clear()
         try:
-            with torch.serialization.safe_globals(extra):
+            with _allowing(extra):
                 obj = torch.load(f, map_location=map_location, weights_only=True)
             built = {id(d) for d in _built}
             return _swap(obj, built, {}) if built else obj
         finally:
             _built.clear()
+
+
+@contextmanager
+def _allowing(extra: list) -> Iterator[None]:
+    """``extra`` added to torch's weights-only allowlist, and taken out again (only those)."""
+    scoped = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    if scoped is not None:
+        with scoped(extra):
+            yield
+        return
+    before = torch.serialization.get_safe_globals()
+    torch.serialization.add_safe_globals(extra)
+    try:
+        yield
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
 
 
 def _swap(v: Any, built: set[int], seen: dict[int, Any]) -> Any:
@@ -423,6 +441,8 @@ def to_lightning(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
         hp = ckpt["hyper_parameters"]
         out["hyper_parameters"] = dict(vars(hp)) if isinstance(hp, argparse.Namespace) else dict(hp)
         out["hparams_name"] = ckpt.get("hparams_name") or "kwargs"
+        if ckpt.get("hparams_type") == "Namespace":  # a string: Lightning passes the values as an AttributeDict
+            out["hparams_type"] = "Namespace"
         if _holds(out["hyper_parameters"], argparse.Namespace):
             warnings.warn(
                 f"{path}: hyperparameters hold argparse.Namespace values. Lightning 2.6 loads checkpoints with "
