@@ -308,3 +308,20 @@ def test_only_the_global_zero_process_writes(tmp_path, monkeypatch):
     trainer = fit(tmp_path, 1)
     trainer.save_checkpoint(tmp_path / "manual.ckpt")
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "manual.ckpt").exists()
+
+
+def test_checkpoint_names_in_a_resumed_state_that_are_not_plain_files_are_never_deleted(tmp_path):
+    folder = tmp_path / "c"
+    fit(tmp_path, 1, [ModelCheckpoint(dirpath=folder)])
+    ckpt = ember.load_checkpoint(folder / "epoch=0-step=4.ckpt")
+    (folder / "data").mkdir()
+    (tmp_path / "outside.ckpt").write_bytes(b"keep me")
+    ckpt["callbacks"]["ModelCheckpoint"]["checkpoints"] = [
+        {"name": "data", "epoch": 0, "global_step": 1, "score": None},
+        {"name": "../outside.ckpt", "epoch": 0, "global_step": 2, "score": None},
+        {"name": "epoch=0-step=4.ckpt", "epoch": 0, "global_step": 4, "score": None}]
+    ember.save_checkpoint(ckpt, folder / "epoch=0-step=4.ckpt")
+    with pytest.warns(UserWarning, match=r"\['data', '../outside.ckpt'\].*left alone"):
+        fit(tmp_path, 2, [ModelCheckpoint(dirpath=folder)], ckpt_path="last")
+    assert (folder / "data").is_dir() and (tmp_path / "outside.ckpt").read_bytes() == b"keep me"
+    assert names(folder) == ["epoch=1-step=8.ckpt"]

@@ -232,6 +232,7 @@ class CheckpointManager:
             "best_model_path": self.location(best.name) if best else "",
             "best_model_score": best.score if best else None,
             "kth_best_model_path": self.location(ranked[-1].name) if ranked else "",
+            "kth_value": ranked[-1].score if ranked else None,
             "best_k_models": {self.location(r.name): r.score for r in book.records} if self.monitor else {},
         }
 
@@ -241,19 +242,42 @@ class CheckpointManager:
         return policies.ranked(book.records, self.mode)[0] if self.monitor is not None else book.records[-1]
 
     def load_state_dict(self, state: dict[str, Any], same_place: bool) -> None:
-        """Adopt the checkpoints the run wrote before the resume, if they are in this manager's store."""
+        """Adopt the checkpoints the run wrote before the resume, if they are in this manager's store.
+
+        The state comes from a file, so it is checked: only plain ``*.ckpt`` names directly in the store
+        are adopted (a later drop deletes them), anything else is left alone with a warning."""
         if not same_place:
             return
         if "checkpoints" in state:
-            records = tuple(Record(c["name"], int(c["epoch"]), int(c["global_step"]),
-                                   None if c.get("score") is None else float(c["score"])) for c in state["checkpoints"])
+            entries = [(c.get("name"), c.get("epoch", -1), c.get("global_step", -1), c.get("score"))
+                       for c in state["checkpoints"] if isinstance(c, dict)]
         else:  # ember 0.1: best_k_models maps paths to scores, in the order they were saved
-            records = tuple(Record(os.path.basename(p), -1, -1, float(s) if self.monitor else None)
-                            for p, s in (state.get("best_k_models") or {}).items())
+            entries = [(os.path.basename(p) if isinstance(p, str) else p, -1, -1, s if self.monitor else None)
+                       for p, s in (state.get("best_k_models") or {}).items()]
+        records, refused = [], []
+        for name, epoch, step, score in entries:
+            try:
+                records.append(Record(_plain_name(name), int(epoch), int(step), None if score is None else float(score)))
+            except (TypeError, ValueError):
+                refused.append(name)
+        if refused:
+            warnings.warn(f"the resumed checkpoint lists {refused!r:.200} as checkpoints of this run, which are not "
+                          f"plain '*{EXTENSION}' names with numbers; they are left alone.", UserWarning, stacklevel=2)
         last = state.get("last")
         if last is None and state.get("last_model_path"):
-            last = os.path.basename(state["last_model_path"])
-        self.book = Bookkeeping(records, last, records[-1] if records else None)
+            last = os.path.basename(str(state["last_model_path"]))
+        try:
+            last = _plain_name(last) if last is not None else None
+        except ValueError:
+            last = None
+        self.book = Bookkeeping(tuple(records), last, records[-1] if records else None)
+
+
+def _plain_name(name: Any) -> str:
+    """A checkpoint file name directly in a store (no folders, no '..'); ValueError otherwise."""
+    if not isinstance(name, str) or not name.endswith(EXTENSION) or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"not a checkpoint file name: {name!r:.80}")
+    return name
 
 
 def _score(metrics: dict[str, float], monitor: str | None) -> float | None:
