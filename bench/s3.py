@@ -170,7 +170,6 @@ def run(args: argparse.Namespace, endpoint: str) -> int:
         with_ember = f"{bucket}/ember"
         if fs.exists(with_ember):
             fs.rm(with_ember, recursive=True)
-        del tensor, data, view
     return 0
 
 
