@@ -1,0 +1,35 @@
+"""Many processes on torch.distributed: the job's environment, the launcher, DDP, failures.
+
+The Trainer wires these in (docs/DISTRIBUTED.md): ``launch(devices)`` early in a plain ``python``
+process, then ``DDPStrategy(...).setup()`` on every rank, and the strategy's methods in fit.
+"""
+
+from ember.distributed.env import (
+    DistributedError,
+    JobEnv,
+    global_rank,
+    is_global_zero,
+    local_rank,
+    rank_zero_only,
+    world_size,
+)
+from ember.distributed.failure import EXIT_PEER_FAILED, PeerFailedError
+from ember.distributed.group import init, teardown
+from ember.distributed.launcher import launch
+from ember.distributed.strategy import DDPStrategy
+
+__all__ = [
+    "DDPStrategy",
+    "DistributedError",
+    "EXIT_PEER_FAILED",
+    "JobEnv",
+    "PeerFailedError",
+    "global_rank",
+    "init",
+    "is_global_zero",
+    "launch",
+    "local_rank",
+    "rank_zero_only",
+    "teardown",
+    "world_size",
+]
