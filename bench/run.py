@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="also write every raw measurement to this JSON file")
     p.add_argument("--from-json", default=None,
                    help="run nothing: re-render the report (and plot) from a file written by --json")
+    p.add_argument("--note", default=None,
+                   help="a paragraph for the report, under the command: the conditions of the run (other work "
+                        "on the machine, earlier runs); with --from-json it replaces the stored one")
     p.add_argument("--no-drop-caches", action="store_true", help="never drop the page cache (loads are warm)")
     p.add_argument("--no-lightning", action="store_true", help="skip the Lightning columns")
     p.add_argument("--smoke", action="store_true",
@@ -83,7 +86,7 @@ def _from_json(args: argparse.Namespace, out_path: Path, plot_path: Path) -> int
         mr = MemoryResults(**raw["memory"])
     text = render(machine=raw["machine"], command=raw["command"], smoke=raw.get("smoke", False), sr=sr, lr=lr,
                   lo=lo, mr=mr, memory_skipped=raw.get("memory_skipped"), plot_note=plot_note,
-                  elapsed_s=raw.get("elapsed_s"))
+                  elapsed_s=raw.get("elapsed_s"), note=args.note if args.note is not None else raw.get("note"))
     out_path.write_text(text)
     log(f"wrote {out_path} from {args.from_json}")
     return 0
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             memory_skipped = "not selected with --only"
         elapsed = now() - t_start
         text = render(machine=machine, command=command, smoke=args.smoke, sr=sr, lr=lr, lo=lo, mr=mr,
-                      memory_skipped=memory_skipped, plot_note=plot_note, elapsed_s=elapsed)
+                      memory_skipped=memory_skipped, plot_note=plot_note, elapsed_s=elapsed, note=args.note)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = {k: dataclasses.asdict(v) for k, v in (("save", sr), ("load", lr), ("loop", lo), ("memory", mr))
                if v is not None}
         raw.update(machine=machine, command=command, smoke=args.smoke, memory_skipped=memory_skipped,
-                   elapsed_s=elapsed)
+                   elapsed_s=elapsed, note=args.note)
         Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
     return 0
 
