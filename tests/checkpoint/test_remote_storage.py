@@ -310,6 +310,12 @@ def test_open_store_routes_s3_urls_to_fsspec_storage(s3_bucket):
     assert isinstance(store, FsspecStorage) and store.describe("a.ckpt") == f"{s3_bucket}/run/a.ckpt"
 
 
+def test_open_store_imports_the_fsspec_backend_on_the_first_url():
+    code = "from ember.checkpoint.store import open_store; print(type(open_store('memory://run')).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "FsspecStorage"
+
+
 def test_storage_options_give_the_endpoint_and_credentials(s3_bucket, monkeypatch):
     import s3fs
 
