@@ -1,0 +1,66 @@
+"""Run a job script of tests/distributed/jobs as real processes: under torchrun, through ember's
+launcher (a plain ``python job.py --launch N``), or as N processes given torchrun's variables by hand
+(no agent in between). Every run has a timeout."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+JOBS = Path(__file__).parent / "jobs"
+TIMEOUT = 60  # seconds; the jobs take 5-10 s on 2 cores
+JOB_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+            "NODE_RANK", "TORCHELASTIC_RESTART_COUNT", "EMBER_LAUNCHER_PID")
+
+
+@dataclass
+class Result:
+    returncode: int
+    output: str
+    seconds: float
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in JOB_VARS}
+    env["OMP_NUM_THREADS"] = "1"  # as torchrun sets it; two processes share two cores
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run(how: str, job: str, *args: str, nproc: int = 2, timeout: float = TIMEOUT, cwd: str | None = None) -> Result:
+    """``how``: "torchrun" or "launcher"."""
+    script = str(JOBS / job)
+    if how == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               script, *args]
+    elif how == "launcher":
+        cmd = [sys.executable, script, *args, "--launch", str(nproc)]
+    else:
+        raise ValueError(how)
+    start = time.monotonic()
+    p = subprocess.run(cmd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=timeout, cwd=cwd)
+    return Result(p.returncode, p.stdout, time.monotonic() - start)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_by_hand(job: str, *args: str, nproc: int = 2) -> list[subprocess.Popen]:
+    """``nproc`` processes with torchrun's variables set by hand; the caller waits (with a timeout)."""
+    port = free_port()
+    procs = []
+    for rank in range(nproc):
+        env = dict(clean_env(), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
+                   LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(JOBS / job), *args], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
