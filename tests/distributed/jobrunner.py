@@ -32,9 +32,10 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run(how: str, job: str, *args: str, nproc: int = 2, timeout: float = TIMEOUT, cwd: str | None = None) -> Result:
-    """``how``: "torchrun" or "launcher"."""
-    script = str(JOBS / job)
+def run(how: str, job: str, *args: str, nproc: int = 2, timeout: float = TIMEOUT, relative: bool = False) -> Result:
+    """``how``: "torchrun" or "launcher". ``relative``: run from the jobs folder, naming the script
+    by a relative path (the job may change directory before it launches)."""
+    script = job if relative else str(JOBS / job)
     if how == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
                script, *args]
@@ -44,7 +45,7 @@ def run(how: str, job: str, *args: str, nproc: int = 2, timeout: float = TIMEOUT
         raise ValueError(how)
     start = time.monotonic()
     p = subprocess.run(cmd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=timeout, cwd=cwd)
+                       timeout=timeout, cwd=JOBS if relative else None)
     return Result(p.returncode, p.stdout, time.monotonic() - start)
 
 

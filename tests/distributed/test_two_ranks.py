@@ -17,7 +17,8 @@ MODES = ["torchrun", "launcher"]
 @pytest.fixture(scope="module", params=MODES)
 def ranks(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"probe-{request.param}")
-    r = jobrunner.run(request.param, "probe.py", str(out))
+    # a relative script path and a change of directory before launching: the launcher re-runs it anyway
+    r = jobrunner.run(request.param, "probe.py", str(out), "--chdir", str(out), relative=True)
     assert r.returncode == 0, r.output
     return [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
 

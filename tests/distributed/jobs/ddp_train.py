@@ -4,7 +4,7 @@ different dropout masks: a resume that gave a rank another rank's random state w
 
 --stop-at S   save rank 0's checkpoint (every rank's loop state gathered into it) after step S and stop
 --resume      continue from that checkpoint (each rank takes its own loop state back)
---fail-rank R --fail-step S   rank R raises ValueError("boom at step S") after step S's forward
+--fail-rank R --fail-step S   rank R raises ValueError("boom at step S") as step S begins
 --stuck-rank R                rank R sleeps outside any collective from --fail-step on
 Writes the final weights to OUT (rank 0) when training completes.
 
@@ -94,9 +94,9 @@ def train(strategy: DDPStrategy, args) -> None:
             if rank == args.stuck_rank and step + 1 >= args.fail_step:
                 while True:  # stuck outside any collective
                     time.sleep(1)
-            out = ddp(xb)
             if rank == args.fail_rank and step + 1 == args.fail_step:
                 raise ValueError(f"boom at step {step + 1}")
+            out = ddp(xb)
             loss = nn.functional.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -2,7 +2,7 @@
 
 Each rank writes what it saw to OUT/rank<R>.json; the tests read those.
 
-usage: python probe.py OUT [--launch N]     (plain python: ember's launcher starts the others)
+usage: python probe.py OUT [--chdir DIR] [--launch N]     (plain python: ember's launcher starts the others)
        torchrun --nproc-per-node 2 probe.py OUT
 """
 
@@ -40,7 +40,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--launch", type=int, default=0)
+    ap.add_argument("--chdir", help="change the working directory before launching (the script path may be relative)")
     args = ap.parse_args()
+    args.out = os.path.abspath(args.out)
+    if args.chdir:
+        os.chdir(args.chdir)
     if args.launch:
         launch(args.launch)
     strategy = DDPStrategy(accelerator="cpu", timeout=60)
