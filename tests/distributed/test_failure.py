@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
-import pytest
 
 import jobrunner
 from ember.distributed import EXIT_PEER_FAILED

@@ -139,6 +139,9 @@ class FailureWatch:
         except BaseException as e:
             if isinstance(e, SystemExit) and e.code in (None, 0):
                 raise
+            if isinstance(e, KeyboardInterrupt):  # Ctrl-C reaches every rank: each stops for itself
+                self.report(e)
+                raise
             found = self.peer_failure(wait=SETTLE)
             if found is not None:
                 raise PeerFailedError(found[0], found[1], self.rank) from e
