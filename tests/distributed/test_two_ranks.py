@@ -58,6 +58,11 @@ def test_loader_with_a_distributed_sampler_is_left_alone(ranks):
     assert all(r["left_alone"] for r in ranks)
 
 
+def test_training_step_through_ddp_averages_gradients(ranks):
+    assert [r["step_grad"] for r in ranks] == [[1.5, 1.5, 1.5]] * 2  # the mean of rank 0's 1s and rank 1's 2s
+    assert all(r["forward_restored"] for r in ranks)
+
+
 def test_reduce_agrees_on_every_rank(ranks):
     assert [r["reduce"] for r in ranks] == [{"mean": 1.5, "sum": 3.0, "max": 2.0, "min": 1.0}] * 2
 

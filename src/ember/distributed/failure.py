@@ -33,6 +33,12 @@ from ember.distributed.env import DistributedError
 EXIT_PEER_FAILED = 75
 SETTLE = 1.0  # seconds a failing rank looks for a peer's earlier failure before posting its own
 _COUNT = "count"
+_reported_here = False  # this process posted its own failure (read by the launcher at exit)
+
+
+def reported_here() -> bool:
+    """Whether this process posted a failure of its own (its peers will stop because of it)."""
+    return _reported_here
 
 
 class PeerFailedError(DistributedError):
@@ -118,7 +124,8 @@ class FailureWatch:
 
     def report(self, error: BaseException) -> None:
         """Post this rank's failure (best effort: the store may be gone too)."""
-        self.reported = True
+        global _reported_here
+        self.reported = _reported_here = True
         self.post_for(self.rank, describe(error))
 
     def post_for(self, rank: int, message: str) -> None:

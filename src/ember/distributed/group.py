@@ -9,6 +9,7 @@ watchdog, waits for every rank, and destroys the group.
 
 from __future__ import annotations
 
+import atexit
 from datetime import timedelta
 
 import torch
@@ -22,6 +23,7 @@ DEFAULT_GRACE = 30.0      # seconds a rank may take to stop on its own after a p
 
 _watch: FailureWatch | None = None
 _device: torch.device | None = None
+_atexit = False
 
 
 def backend_for(accelerator: str) -> tuple[str, bool]:
@@ -47,7 +49,7 @@ def init(accelerator: str = "auto", *, timeout: float = DEFAULT_TIMEOUT, grace: 
     ``timeout`` (seconds) bounds every collective; ``grace`` is how long a rank may take to stop on
     its own after another rank failed before the watchdog ends it.
     """
-    global _watch, _device
+    global _watch, _device, _atexit
     backend, cuda = backend_for(accelerator)
     job = JobEnv.detect()
     if job is None:
@@ -69,6 +71,9 @@ def init(accelerator: str = "auto", *, timeout: float = DEFAULT_TIMEOUT, grace: 
         return _device
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout), rank=job.rank, world_size=job.world_size,
                             device_id=device if cuda else None)
+    if not _atexit:  # a process that never calls teardown() still leaves the group cleanly
+        atexit.register(teardown, wait=False)
+        _atexit = True
     _device = device
     _watch = _start_watch(job, grace)
     return device

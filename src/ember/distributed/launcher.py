@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ember.distributed import group
 from ember.distributed.env import DistributedError, JobEnv
-from ember.distributed.failure import EXIT_PEER_FAILED
+from ember.distributed.failure import EXIT_PEER_FAILED, reported_here
 
 PARENT_ENV = "EMBER_LAUNCHER_PID"  # set in the children: the pid of the rank 0 that started them
 POLL = 0.1
@@ -105,8 +105,7 @@ class _Launched:
                 pass
 
     def _at_exit(self) -> None:
-        watch = group.watch()
-        if self.self_failed or (watch is not None and watch.reported):
+        if self.self_failed or reported_here():
             self.kill_children()  # rank 0 failed: its peers would only wait for it
         else:
             deadline = time.monotonic() + self.join_timeout

@@ -85,6 +85,19 @@ class DDPStrategy:
             if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
 
+    def training_step(self, wrapped: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
+        """``module.training_step(*args, **kwargs)`` run through DistributedDataParallel's forward, so
+        that the backward of its loss all-reduces the gradients (calling ``training_step`` on the bare
+        module would skip DDP's hooks and leave every rank with its own gradients)."""
+        if not isinstance(wrapped, DistributedDataParallel):
+            return wrapped.training_step(*args, **kwargs)
+        module = wrapped.module
+        module.forward = module.training_step  # an instance attribute: DDP's forward calls it
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            del module.forward
+
     def distributed_loader(self, loader: Any, shuffle: bool | None = None) -> Any:
         """``loader`` with a ``DistributedSampler`` in place of its sampler: each rank reads its own
         shard, and the shards of one epoch are disjoint and cover the dataset (the last ones padded

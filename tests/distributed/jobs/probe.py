@@ -72,6 +72,22 @@ def main() -> None:
     own = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, shuffle=False))
     facts["left_alone"] = strategy.distributed_loader(own) is own
 
+    # -- training_step through DDP's forward: gradients are all-reduced
+    class Stepper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w * batch).sum() * (batch_idx + 1)
+
+    stepper = Stepper()
+    wrapped = strategy.setup_module(stepper)
+    loss = strategy.training_step(wrapped, torch.full((3,), float(rank + 1)), 0)  # a different batch per rank
+    loss.backward()
+    facts["step_grad"] = stepper.w.grad.tolist()
+    facts["forward_restored"] = "forward" not in vars(stepper)
+
     # -- reduce
     mine = torch.tensor(float(rank + 1))
     facts["reduce"] = {op: strategy.reduce(mine, op).item() for op in ("mean", "sum", "max", "min")}
