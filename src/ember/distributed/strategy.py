@@ -178,10 +178,11 @@ class DDPStrategy:
         return group.device() if dist.get_backend() == "nccl" else torch.device("cpu")
 
     # ---------------------------------------------------------------- checkpoints
-    def gather_loop_state(self, state: dict[str, Any]) -> dict[str, Any] | None:
-        """Collective: every rank's RNG states and data position gathered into rank 0's loop state
-        (``loops.fit.ranks``); None on other ranks. See ``ember.distributed.loop_state``."""
-        return loop_state.gather(state)
+    def gather_loop_state(self, state: dict[str, Any],
+                          keys: tuple[str, ...] = loop_state.PER_RANK_KEYS) -> dict[str, Any] | None:
+        """Collective: every rank's ``keys`` entries (RNG states and data position) gathered into rank
+        0's loop state (``loops.fit.ranks``); None on other ranks. See ``ember.distributed.loop_state``."""
+        return loop_state.gather(state, keys)
 
     def scatter_loop_state(self, saved: dict[str, Any], path: Any = "the checkpoint") -> dict[str, Any]:
         """This rank's own loop state from a checkpoint's (no communication: every rank reads the file)."""
