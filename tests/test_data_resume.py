@@ -12,6 +12,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSamp
 
 import ember
 from ember.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
+from ember.data import ResumableLoader
 from tiny import trainer_kwargs
 
 N = 24
@@ -66,6 +67,13 @@ class StatefulSampler(torch.utils.data.Sampler):
         self.offset = state["offset"]
 
 
+def replacement_shared_generator(ds):
+    """A sampler that draws lazily (32 indices at a time) from the generator the loader draws from too."""
+    g = torch.Generator().manual_seed(5)
+    sampler = RandomSampler(ds, replacement=True, num_samples=48, generator=g)
+    return DataLoader(ds, batch_size=4, sampler=sampler, generator=g)
+
+
 def loaders():
     """name -> factory building a fresh DataLoader (as a restarted process would)."""
     return {
@@ -82,13 +90,19 @@ def loaders():
                                              sampler=DistributedSampler(ds, num_replicas=2, rank=1, seed=7)),
         "stateful-sampler": lambda ds: DataLoader(ds, batch_size=4, sampler=StatefulSampler()),
         "workers": lambda ds: DataLoader(ds, batch_size=4, shuffle=True, num_workers=2),
+        "workers-generator": lambda ds: DataLoader(ds, batch_size=4, shuffle=True, num_workers=2,
+                                                   generator=torch.Generator().manual_seed(3)),
+        "replacement-shared-generator": replacement_shared_generator,
+        "persistent-workers-generator": lambda ds: DataLoader(ds, batch_size=4, shuffle=True, num_workers=2,
+                                                              persistent_workers=True,
+                                                              generator=torch.Generator().manual_seed(3)),
     }
 
 
-def fit(root, make_loader, ckpt_path=None, epochs=3):
+def fit(root, make_loader, ckpt_path=None, epochs=3, every_step=True):
     ember.seed_everything(0 if ckpt_path is None else 99)  # a resumed run must not depend on the seed
     model, dataset = Recorder(), Indexed()
-    cb = ModelCheckpoint(dirpath=root, every_n_train_steps=1, save_top_k=-1)
+    cb = ModelCheckpoint(dirpath=root, every_n_train_steps=1 if every_step else None, save_top_k=-1)
     trainer = ember.Trainer(max_epochs=epochs, checkpoint_callback=cb, **trainer_kwargs(root))
     trainer.fit(model, make_loader(dataset), ckpt_path=ckpt_path)
     return model, dataset, trainer
@@ -104,6 +118,53 @@ def test_mid_epoch_resume_sees_the_same_batches(tmp_path, kind):
     resumed, _, _ = fit(tmp_path / "b", make, ckpt_path=str(path))
     assert resumed.seen == straight.seen[resume_step:]
     assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
+
+
+def test_resume_after_a_lazy_samplers_later_draws_sees_the_same_batches(tmp_path):
+    """RandomSampler(replacement=True) draws indices 32 at a time, when they are needed; resuming after
+    more than 32 of them must not move the loader's own draw from the same generator between them."""
+    make = replacement_shared_generator
+    straight, _, _ = fit(tmp_path / "a", make, epochs=2)
+    resumed, _, _ = fit(tmp_path / "b", make, ckpt_path=str(tmp_path / "a" / "epoch=0-step=10.ckpt"), epochs=2)
+    assert resumed.seen == straight.seen[10:]
+
+
+def with_generator(num_workers):
+    return lambda ds: DataLoader(ds, batch_size=4, shuffle=True, num_workers=num_workers,
+                                 generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.xfail(strict=True, reason="needs FitLoop.run to call train_data.restore_epoch_end(resume['data']) "
+                                       "when it resumes at an epoch's end (loop.py)")
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_epoch_end_resume_with_a_loader_generator_sees_the_same_batches(tmp_path, num_workers):
+    straight, _, _ = fit(tmp_path / "a", with_generator(num_workers), epochs=4, every_step=False)
+    path = tmp_path / "a" / "epoch=1-step=12.ckpt"  # written at the end of the second epoch
+    resumed, _, _ = fit(tmp_path / "b", with_generator(num_workers), ckpt_path=str(path), epochs=4, every_step=False)
+    assert resumed.seen == straight.seen[12:]
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_restore_epoch_end_continues_the_loader_generator(num_workers):
+    def epochs(loader, first, last):
+        return [[b.flatten().tolist() for b in loader.epoch_iterator(e)[0]] for e in range(first, last)]
+
+    straight = ResumableLoader(with_generator(num_workers)(Indexed()))
+    before = epochs(straight, 0, 2)
+    saved = straight.state_dict()  # as a checkpoint written at the end of epoch 1 holds it
+    after = epochs(straight, 2, 4)
+    resumed = ResumableLoader(with_generator(num_workers)(Indexed()))
+    resumed.restore_epoch_end(saved)
+    assert before[0] != after[0]  # the generator moves on: epochs differ
+    assert epochs(resumed, 2, 4) == after
+
+
+def test_persistent_workers_yield_every_epoch(tmp_path):
+    make = lambda ds: DataLoader(ds, batch_size=4, shuffle=True, num_workers=2, persistent_workers=True)  # noqa: E731
+    model, _, _ = fit(tmp_path, make, epochs=2, every_step=False)
+    assert len(model.seen) == 2 * N // 4
+    assert sorted(sum(model.seen[N // 4:], [])) == list(range(N))
 
 
 class Augmented(Indexed):

@@ -2,9 +2,15 @@
 resumed exactly, skipping consumed batches without reading them.
 
 Each epoch begins by recording what decides its order (the global torch random state, every
-generator the loader and its samplers use, a sampler's own ``state_dict()``). Resuming restores
-that record, draws the same numbers in the same order, and advances the sampler by the consumed
-batches: indices only, no dataset access, no collate, no transfer.
+generator the loader and its samplers use, a sampler's own ``state_dict()``). Resuming part-way
+restores that record, draws the same numbers in the same order, and advances the sampler by the
+consumed batches: indices only, no dataset access, no collate, no transfer. Resuming at an epoch's
+end restores the same things as they were when the checkpoint was written (``restore_epoch_end``).
+
+Every number an epoch draws from the loader's generator is drawn here, in a fixed order, before the
+DataLoader's iterator exists: the iterator's own draws (its workers' base seed) come from a private
+generator seeded by one of them. So an epoch draws the same numbers whether its iterator is new
+(a resumed process) or reused (``persistent_workers``), and however many indices were skipped.
 """
 
 from __future__ import annotations
@@ -89,10 +95,12 @@ class _SeededBatch(list):
 
 
 class _Prepared:
-    """Stands in for the loader's index sampler for one iterator creation: yields prepared indices."""
+    """Stands in for the loader's index sampler: yields the current epoch's prepared indices. One
+    object per loader, because a reused iterator (``persistent_workers``) keeps the index sampler it
+    was created with and iterates it again each epoch."""
 
-    def __init__(self, it: Iterator) -> None:
-        self._it = it
+    def __init__(self) -> None:
+        self._it: Iterator = iter(())
 
     def __iter__(self) -> Iterator:
         return self._it
@@ -109,10 +117,17 @@ class ResumableLoader:
         self.is_dataloader = isinstance(loader, DataLoader)
         self.iterable = self.is_dataloader and isinstance(loader.dataset, IterableDataset)
         self._epoch_start: dict[str, Any] = {}
+        self._prepared = _Prepared()
 
     # ---------------------------------------------------------------- what decides an epoch's order
     def _capture(self) -> dict[str, Any]:
         state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        state.update(self._capture_loader())
+        return state
+
+    def _capture_loader(self) -> dict[str, Any]:
+        """The loader's generators and stateful samplers as they are now."""
+        state: dict[str, Any] = {}
         if self.is_dataloader:
             state["generators"] = {k: g.get_state() for k, g in _generators(self.loader).items()}
             samplers = {}
@@ -125,27 +140,47 @@ class ResumableLoader:
 
     def _restore(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
-        if self.is_dataloader:
-            gens = _generators(self.loader)
-            for k, s in state.get("generators", {}).items():
-                if k in gens:
-                    gens[k].set_state(s)
-            samplers = _samplers(self.loader)
-            for k, s in state.get("samplers", {}).items():
-                i = int(k)
-                if i < len(samplers):
-                    samplers[i].load_state_dict(s)
-            dataset = self.loader.dataset
-            if "dataset" in state and callable(getattr(dataset, "load_state_dict", None)):
-                dataset.load_state_dict(state["dataset"])
+        self._restore_loader(state)
+
+    def _restore_loader(self, state: dict[str, Any]) -> None:
+        if not self.is_dataloader:
+            return
+        gens = _generators(self.loader)
+        for k, s in state.get("generators", {}).items():
+            if k in gens:
+                gens[k].set_state(s)
+        samplers = _samplers(self.loader)
+        for k, s in state.get("samplers", {}).items():
+            i = int(k)
+            if i < len(samplers):
+                samplers[i].load_state_dict(s)
+        dataset = self.loader.dataset
+        if "dataset" in state and callable(getattr(dataset, "load_state_dict", None)):
+            dataset.load_state_dict(state["dataset"])
 
     def state_dict(self) -> dict[str, Any]:
-        """What is needed to start the current epoch again exactly (recorded at its beginning)."""
+        """What is needed to start the current epoch again exactly (recorded at its beginning), and
+        under ``"now"`` the loader's state when the checkpoint is written: at an epoch's end, the
+        next epoch starts from that (the global random states come from the checkpoint's ``rng``)."""
         state = dict(self._epoch_start)
         dataset = getattr(self.loader, "dataset", None)
         if self.is_dataloader and callable(getattr(dataset, "state_dict", None)):
             state["dataset"] = dataset.state_dict()
+        if self.is_dataloader:
+            state["now"] = self._capture_loader()
         return state
+
+    def restore_epoch_end(self, state: dict[str, Any] | None) -> None:
+        """Resume from a checkpoint written at an epoch's end: put the loader's generators, stateful
+        samplers and dataset where they were when it was written (``state`` is what ``state_dict()``
+        returned then), so the next ``epoch_iterator`` draws what the uninterrupted run drew.
+        Checkpoints from before this was recorded leave the loader as it is."""
+        if not state or "now" not in state:
+            return
+        now = dict(state["now"])
+        if "dataset" in state:
+            now["dataset"] = state["dataset"]
+        self._restore_loader(now)
 
     # ---------------------------------------------------------------- iteration
     def epoch_iterator(self, epoch: int, skip: int = 0, resume: dict[str, Any] | None = None) -> tuple[Iterator, int]:
@@ -170,8 +205,8 @@ class ResumableLoader:
         index_sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
         batch_seed = None
         if loader.num_workers > 0 and loader.batch_sampler is not None:
-            gen = loader.generator
-            batch_seed = int(torch.empty((), dtype=torch.int64).random_(generator=gen))
+            batch_seed = _draw_seed(loader.generator)
+        iterator_seed = _draw_seed(loader.generator)  # drawn before the sampler's lazy draws can interleave
         indices = iter(index_sampler)
         first = next(indices, _END)  # draw the sampler's randomness now, in a fixed order
         indices = itertools.chain(() if first is _END else (first,), indices)
@@ -183,29 +218,33 @@ class ResumableLoader:
             indices = (_SeededBatch(b, batch_seed, k) for k, b in enumerate(indices, start=skip))
         attr = "batch_sampler" if loader.batch_sampler is not None else "sampler"
         original = getattr(loader, attr)
-        object.__setattr__(loader, attr, _Prepared(indices))
+        self._prepared._it = indices
+        object.__setattr__(loader, attr, self._prepared)
         try:
-            return self._iter_with_workers_shielded(), skip
+            return self._iter_with_workers_shielded(iterator_seed), skip
         finally:
             object.__setattr__(loader, attr, original)
 
-    def _iter_with_workers_shielded(self) -> Iterator:
-        """iter(loader) with workers that ignore SIGTERM/SIGUSR1 sent to the whole process group."""
+    def _iter_with_workers_shielded(self, iterator_seed: int) -> Iterator:
+        """iter(loader) with workers that ignore SIGTERM/SIGUSR1 sent to the whole process group, and
+        whose own draws (the workers' base seed) come from a generator seeded by ``iterator_seed``."""
         loader = self.loader
-        if loader.num_workers == 0 or isinstance(loader.worker_init_fn, _WorkerInit):
-            return iter(loader)
-        user_fn = loader.worker_init_fn
-        loader.worker_init_fn = _WorkerInit(user_fn)
+        user_fn, user_gen = loader.worker_init_fn, loader.generator
+        if loader.num_workers > 0 and not isinstance(user_fn, _WorkerInit):
+            loader.worker_init_fn = _WorkerInit(user_fn)
+        object.__setattr__(loader, "generator", torch.Generator().manual_seed(iterator_seed))
         try:
             return iter(loader)
         finally:
             loader.worker_init_fn = user_fn
+            object.__setattr__(loader, "generator", user_gen)
 
     def _iterable_iterator(self, skip: int, resume: dict[str, Any] | None) -> tuple[Iterator, int]:
+        iterator_seed = _draw_seed(self.loader.generator)
         dataset = self.loader.dataset
         stateful = callable(getattr(dataset, "load_state_dict", None)) and self.loader.num_workers == 0
         if skip and resume and stateful and "dataset" in resume:
-            return self._iter_with_workers_shielded(), skip  # _restore put the dataset where it was
+            return self._iter_with_workers_shielded(iterator_seed), skip  # _restore put the dataset where it was
         if skip:
             warnings.warn(
                 f"resuming part-way through an epoch of an IterableDataset ({type(dataset).__name__}) is not "
@@ -214,7 +253,12 @@ class ResumableLoader:
                 "Dataset, for exact mid-epoch resume.",
                 stacklevel=3,
             )
-        return self._iter_with_workers_shielded(), 0
+        return self._iter_with_workers_shielded(iterator_seed), 0
+
+
+def _draw_seed(generator: torch.Generator | None) -> int:
+    """One 64-bit draw from ``generator`` (the global torch generator when None), as the DataLoader draws."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator))
 
 
 _END = object()
