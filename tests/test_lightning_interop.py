@@ -232,6 +232,12 @@ def test_converted_lightning_file_resumes_in_ember_where_lightning_does(lit, tmp
     assert _ember_resume(dst, tmp_path / "ember") == expected
 
 
+@pytest.mark.parametrize("name", [EPOCH_END, MID_EPOCH, LAST])
+def test_ember_fit_resumes_directly_from_a_lightning_file_where_lightning_does(lit, tmp_path, name):
+    expected = _lightning_resume(lit / name, tmp_path / "lightning")
+    assert _ember_resume(lit / name, tmp_path / "ember") == expected
+
+
 def test_to_ember_of_an_epoch_end_file_is_the_end_of_that_epoch(lit):
     ckpt = to_ember(ember.load_checkpoint(lit / EPOCH_END))
     assert (ckpt["epoch"], ckpt["global_step"], ckpt["loops"]["fit"]) == (0, 5, {"batch": 5, "epoch_done": True})

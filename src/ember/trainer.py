@@ -13,6 +13,7 @@ from ember import compat
 from ember.callbacks.base import Callback
 from ember.hooks import Hooks, build_callbacks, keyed
 from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.checkpoint import lightning
 from ember.checkpoint import state as run_state
 from ember.checkpoint.io import load_from
 from ember.checkpoint.lookup import resolve_ckpt_path
@@ -264,6 +265,8 @@ class Trainer:
 
     def _restore(self, location: str) -> None:
         ckpt = load_from(*resolve(location, self.storage_options), map_location="cpu")
+        if lightning.is_lightning(ckpt):  # a file written by PyTorch Lightning: its layout, translated
+            ckpt = lightning.to_ember(ckpt, path=location)
         run_state.check_resumable(ckpt, location, self._run)
         module = run_state.unwrap_model(self.module)
         module.on_load_checkpoint(ckpt)
