@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import ember
 from ember.checkpoint import codec, fileformat
 from ember.cli import main
 
@@ -149,3 +150,74 @@ def test_verify_fails_files_it_cannot_verify(tmp_path, capsys, kind):
 @pytest.mark.parametrize("argv", [[], ["ckpt"], ["ckpt", "verify"], ["ckpt", "inspect"], ["bogus"], ["ckpt", "inspect", "a", "--nope"]])
 def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2
+
+
+def test_inspect_abbreviates_an_int_too_long_for_str(tmp_path, capsys):
+    path = tmp_path / "big.ckpt"
+    ember.save_checkpoint({"epoch": 10**5000, "global_step": 3}, path)  # ember writes it, so it must show it
+    assert main(["ckpt", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch        0x" in out and "(an integer of about 5001 digits)" in out
+    assert "global step  3" in out
+
+
+def test_inspect_json_gives_an_int_too_long_for_decimal_as_exact_hex(tmp_path, capsys):
+    path = tmp_path / "big.ckpt"
+    ember.save_checkpoint({"epoch": -(10**5000)}, path)
+    assert main(["ckpt", "inspect", str(path), "--json"]) == 0
+    assert int(json.loads(capsys.readouterr().out)["epoch"], 16) == -(10**5000)
+
+
+def test_inspect_escapes_control_characters_in_tensor_names(tmp_path, capsys):
+    path = tmp_path / "a.ckpt"
+    ember.save_checkpoint({"state_dict": {"\x1b[2Jw\u202e": torch.ones(1)}}, path)
+    assert main(["ckpt", "inspect", str(path), "--tensors"]) == 0
+    out = capsys.readouterr().out
+    assert "state_dict.\\x1b[2Jw\\u202e  (1,)" in out
+    assert "\x1b" not in out and "\u202e" not in out
+
+
+def test_inspect_escapes_control_characters_in_hparams_and_keys(tmp_path, capsys):
+    path = tmp_path / "a.ckpt"
+    ember.save_checkpoint({"hyper_parameters": {"\x1b]0;k\x07": "\x1b[31mv"}, "\x9bkey": 1}, path)
+    assert main(["ckpt", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b]0;k\\x07" in out and "\\x9bkey" in out
+    assert not any(c in out for c in "\x1b\x07\x9b")
+
+
+def test_inspect_json_keeps_names_exact(tmp_path, capsys):
+    path = tmp_path / "a.ckpt"
+    ember.save_checkpoint({"state_dict": {"\x1b[2Jw": torch.ones(1)}}, path)
+    assert main(["ckpt", "inspect", str(path), "--json", "--tensors"]) == 0
+    assert [t["name"] for t in json.loads(capsys.readouterr().out)["tensors"]] == ["state_dict.\x1b[2Jw"]
+
+
+def test_verify_escapes_control_characters_in_file_names(tmp_path, capsys):
+    path = tmp_path / "\x1b[2J.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    assert main(["ckpt", "verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"FAIL {tmp_path}/\\x1b[2J.ckpt: ") and "\x1b" not in out
+
+
+@pytest.mark.parametrize("argv", [["ckpt", "inspect"], ["ckpt", "verify"]])
+def test_an_unexpected_error_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, argv):
+    path = write_ckpt(tmp_path / "a.ckpt")
+    monkeypatch.setattr(fileformat, "verify_file", lambda p: {}["missing"])  # stands for a bug a file triggers
+    assert main([*argv, path]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if "unexpected KeyError" in line]
+    assert len(lines) == 1 and f"{path}: unexpected KeyError while reading it" in lines[0]
+
+
+def test_traceback_option_lets_an_unexpected_error_through(tmp_path, monkeypatch):
+    path = write_ckpt(tmp_path / "a.ckpt")
+    monkeypatch.setattr(fileformat, "verify_file", lambda p: {}["missing"])
+    with pytest.raises(KeyError):
+        main(["--traceback", "ckpt", "verify", path])
+
+
+def test_help_names_every_ckpt_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "ember ckpt inspect PATH" in out and "ember ckpt verify PATH" in out and "ember ckpt ls DIR" in out
