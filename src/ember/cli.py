@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ember.errors import CheckpointError, UnsafeCheckpointError
