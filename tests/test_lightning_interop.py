@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import Callback as EmberCallback
 from ember.callbacks import ModelCheckpoint as EmberModelCheckpoint
-from ember.checkpoint.lightning import AttributeDict, convert, is_lightning, to_ember, to_lightning
+from ember.checkpoint.convert import convert
+from ember.checkpoint.lightning import AttributeDict, is_lightning, to_ember, to_lightning
 from ember.errors import CheckpointError, UnsafeCheckpointError
 
 pl = pytest.importorskip("pytorch_lightning")

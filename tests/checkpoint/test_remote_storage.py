@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("fsspec")
 
-from ember.checkpoint import remote  # noqa: E402
+from ember.checkpoint import remote, remote_io  # noqa: E402
 from ember.checkpoint.remote import FsspecStorage  # noqa: E402
 from ember.checkpoint.store import open_store  # noqa: E402
 from ember.errors import CheckpointError, MisconfigurationError  # noqa: E402
@@ -115,7 +115,7 @@ def test_s3_writer_refuses_to_seek_into_bytes_already_uploaded(s3):
 
 
 def test_s3_part_numbers_follow_the_growing_part_size():
-    upload = remote._S3Upload(None, "b", "k", 5 * MiB, 1, "s3://b/k")
+    upload = remote_io.S3Upload(None, "b", "k", 5 * MiB, 1, "s3://b/k")
     assert [upload._number(i * 5 * MiB) for i in (0, 1, 999)] == [1, 2, 1000]
     assert upload._number(1000 * 5 * MiB) == 1001 and upload._number(1000 * 5 * MiB + 10 * MiB) == 1002
 
@@ -286,7 +286,7 @@ class RecordedFetch:
 
 def test_reading_a_header_fetches_one_small_range():
     fetch = RecordedFetch(pattern(100 * MiB))
-    reader = remote._RangeReader(fetch, 100 * MiB, chunk=64 * MiB, depth=4)
+    reader = remote_io.RangeReader(fetch, 100 * MiB, chunk=64 * MiB, depth=4)
     reader.read(8)
     reader.read(4096)
     assert fetch.ranges == [(0, 1 * MiB)]
@@ -295,7 +295,7 @@ def test_reading_a_header_fetches_one_small_range():
 def test_a_sequential_read_fetches_every_byte_once_in_growing_ranges():
     data = pattern(100 * MiB + 5)
     fetch = RecordedFetch(data)
-    reader = remote._RangeReader(fetch, len(data), chunk=16 * MiB, depth=4)
+    reader = remote_io.RangeReader(fetch, len(data), chunk=16 * MiB, depth=4)
     assert reader.read() == data
     starts, ends = zip(*fetch.ranges)
     assert starts == (0,) + ends[:-1] and ends[-1] == len(data)

@@ -3,7 +3,7 @@
 A file that would need more than ``torch.load(..., weights_only=True)`` (custom classes,
 a pickle whose ``__reduce__`` calls a function) is refused: loading it could run code. The one
 widening: PyTorch Lightning's ``AttributeDict`` and ``argparse.Namespace``, which Lightning files hold,
-are read as plain data (``lightning.load_weights_only``).
+are read as plain data (``lightning_pickles.load_weights_only``).
 A damaged file is reported as corruption, not as unsafe: a legacy (non-zip) file's pickles are
 first walked opcode by opcode (nothing is executed) to find a truncation, and a refused global
 that names nothing importable (``torch._utils._rebuild_te``: a name cut short) is damage too.
@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import torch
 
 from ember.checkpoint.header import HEADER_PREFIX, MAX_HEADER
-from ember.checkpoint.lightning import load_weights_only
+from ember.checkpoint.lightning_pickles import load_weights_only
 from ember.checkpoint.store import open_checkpoint, resolve
 from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpointError
 

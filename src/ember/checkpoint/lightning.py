@@ -1,14 +1,8 @@
-"""PyTorch Lightning ``.ckpt`` files, both ways, without importing Lightning or running code.
+"""PyTorch Lightning ``.ckpt`` layouts, both ways, without importing Lightning.
 
-Reading: a Lightning checkpoint is a ``torch.save`` pickle. ``load_weights_only`` is
-``torch.load(weights_only=True)`` with a few more globals allowed, each a plain stand-in that builds
-data and nothing else: ``argparse.Namespace`` (hyperparameters that hold one) and Lightning's
-``AttributeDict`` under every module path Lightning has pickled it from (it becomes this module's
-``AttributeDict``). Everything else the weights-only unpickler refuses is still refused.
-
-Translating: ``to_ember`` turns a Lightning checkpoint dict into the dict ember resumes from (the
-layout in ``state.py``'s docstring), ``to_lightning`` the other way, and ``convert`` does either for
-files. What each Lightning field means was learnt by saving and resuming real Lightning 2.6 runs:
+Reading Lightning's pickles safely is ``lightning_pickles.py``; converting files is ``convert.py``.
+Here: ``to_ember`` turns a Lightning checkpoint dict into the dict ember resumes from (the layout in
+``state.py``'s docstring), ``to_lightning`` the other way. What each Lightning field means was learnt by saving and resuming real Lightning 2.6 runs:
 
 * ``epoch`` is ``trainer.current_epoch`` when the file was saved: the epoch being trained, also in
   a save from ``on_train_epoch_end``; after ``fit`` returns it is the number of epochs trained.
@@ -30,136 +24,22 @@ import argparse
 import ast
 import os
 import re
-import threading
 import warnings
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 
+from ember.checkpoint.lightning_pickles import AttributeDict
 from ember.errors import CheckpointError
 from ember.version import __version__
 
-__all__ = ["AttributeDict", "convert", "is_lightning", "load_weights_only", "to_ember", "to_lightning",
-           "LIGHTNING_LAYOUT_VERSION"]
+__all__ = ["AttributeDict", "is_lightning", "to_ember", "to_lightning", "LIGHTNING_LAYOUT_VERSION"]
 
 # The Lightning version whose checkpoint layout to_lightning writes (Lightning migrates files that
 # say they are older, and reads this layout as it is).
 LIGHTNING_LAYOUT_VERSION = "2.6.6"
 VERSION_KEY = "pytorch-lightning_version"
-
-
-# ----------------------------------------------------------------------------- reading pickles
-
-
-class AttributeDict(dict):
-    """What a Lightning ``AttributeDict`` in a checkpoint becomes: a dict whose keys are also
-    attributes (``hp.lr`` and ``hp["lr"]``)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError as e:
-            raise AttributeError(f"AttributeDict has no entry {name!r}; it has {sorted(self)}") from e
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-
-# Where Lightning's AttributeDict has lived (module, name): pickles name the class of the object.
-_ATTRIBUTE_DICT_PATHS = (
-    ("lightning_fabric.utilities.data", "AttributeDict"),      # pytorch-lightning 2.x (self.hparams)
-    ("lightning.fabric.utilities.data", "AttributeDict"),      # the `lightning` package 2.x
-    ("pytorch_lightning.utilities.parsing", "AttributeDict"),  # 1.x, and 2.x's subclass
-    ("lightning.pytorch.utilities.parsing", "AttributeDict"),
-)
-
-_lock = threading.Lock()       # one load at a time holds the extra globals
-_built: list[dict] = []        # the dicts the stand-ins made during the current load
-
-
-def _stand_in(module: str, name: str) -> type:
-    """A class that torch's allowlist finds under ``module.name``. The unpickler calls only its
-    ``__new__`` (NEWOBJ), which returns a plain dict: the unpickler fills only exact dicts
-    (SETITEMS), and the dicts are swapped for ``AttributeDict`` once the load is done."""
-
-    def __new__(cls, *args: Any) -> dict:  # noqa: ARG001 - Lightning pickles it with no arguments
-        d: dict = {}
-        _built.append(d)
-        return d
-
-    return type(name, (), {"__new__": __new__, "__module__": module, "__qualname__": name})
-
-
-_STAND_INS = [_stand_in(m, n) for m, n in _ATTRIBUTE_DICT_PATHS]
-
-
-def _allowed_globals() -> list:
-    return [argparse.Namespace, *_STAND_INS]
-
-
-def load_weights_only(f: BinaryIO, map_location: Any = None) -> Any:
-    """``torch.load(f, weights_only=True)`` that also reads the Lightning classes named in this
-    module's docstring, as plain data. Raises what ``torch.load`` raises for anything else."""
-    with _lock:
-        have = set(torch.serialization.get_safe_globals())
-        extra = [g for g in _allowed_globals() if g not in have]
-        _built.clear()
-        try:
-            with _allowing(extra):
-                obj = torch.load(f, map_location=map_location, weights_only=True)
-            built = {id(d) for d in _built}
-            return _swap(obj, built, {}) if built else obj
-        finally:
-            _built.clear()
-
-
-@contextmanager
-def _allowing(extra: list) -> Iterator[None]:
-    """``extra`` added to torch's weights-only allowlist, and taken out again (only those)."""
-    scoped = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    if scoped is not None:
-        with scoped(extra):
-            yield
-        return
-    before = torch.serialization.get_safe_globals()
-    torch.serialization.add_safe_globals(extra)
-    try:
-        yield
-    finally:
-        torch.serialization.clear_safe_globals()
-        torch.serialization.add_safe_globals(before)
-
-
-def _swap(v: Any, built: set[int], seen: dict[int, Any]) -> Any:
-    """``v`` with every dict whose id is in ``built`` replaced by an ``AttributeDict`` (in place in
-    mutable containers; shared and cyclic references kept)."""
-    t = type(v)
-    if t not in (dict, OrderedDict, list, tuple, argparse.Namespace):
-        return v
-    if id(v) in seen:
-        return seen[id(v)]
-    if t is dict and id(v) in built:
-        new = AttributeDict()
-        seen[id(v)] = new
-        for k, x in v.items():
-            new[k] = _swap(x, built, seen)
-        return new
-    if t is tuple:
-        out = tuple(_swap(x, built, seen) for x in v)
-        seen[id(v)] = out
-        return out
-    seen[id(v)] = v
-    if t is list:
-        v[:] = [_swap(x, built, seen) for x in v]
-    elif t is argparse.Namespace:
-        for k, x in list(vars(v).items()):
-            setattr(v, k, _swap(x, built, seen))
-    else:
-        for k, x in list(v.items()):
-            v[k] = _swap(x, built, seen)
-    return v
 
 
 # ----------------------------------------------------------------------------- Lightning -> ember
@@ -506,48 +386,3 @@ def _model_checkpoint_to_lightning(state: Mapping, monitor: str | None, mode: st
 
 def _join(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str | None = None, *,
-            storage_options: dict | None = None) -> str:
-    """Convert a checkpoint between PyTorch Lightning's format and ember's.
-
-    SRC is read without running code from it (ember files are verified; torch.save files go through
-    torch's weights-only unpickler, with Lightning's AttributeDict and argparse.Namespace read as data).
-
-    --to ember      write DST as an ember checkpoint (safetensors + checksums), then verify it. A
-                    Lightning file's position is translated so that `Trainer.fit(ckpt_path=DST)` goes on
-                    where Lightning would; other torch.save dicts are written as they are.
-    --to lightning  write DST with torch.save in the layout PyTorch Lightning 2.x reads:
-                    `LightningModule.load_from_checkpoint(DST)` builds the model and
-                    `Trainer.fit(ckpt_path=DST)` resumes at the same epoch and global step.
-                    RNG states and the data loader's exact position have no place there and are dropped.
-
-    Without --to, a Lightning or torch.save file becomes an ember file and an ember file a Lightning
-    one. SRC and DST may be paths or URLs (s3://, gs://, memory://...); DST is written atomically.
-    Returns where DST was written.
-    """
-    # Imported here: the readers import this module (for load_weights_only), so it cannot import them first.
-    from ember.checkpoint import codec
-    from ember.checkpoint.io import load_checkpoint, verify_in
-    from ember.checkpoint.store import resolve
-    from ember.checkpoint.writer import write_file
-
-    ckpt = load_checkpoint(src, map_location="cpu", storage_options=storage_options)
-    if to is None:
-        to = "lightning" if "ember_version" in ckpt and not is_lightning(ckpt) else "ember"
-    if to not in ("ember", "lightning"):
-        raise CheckpointError(f"convert(to=...) must be 'ember' or 'lightning'; received {to!r}.")
-    store, name = resolve(dst, storage_options)
-    if to == "ember":
-        tree, tensors = codec.flatten(to_ember(ckpt, path=src) if is_lightning(ckpt) else ckpt)
-        write_file((store, name), tree, tensors, progress=True)
-        verify_in(store, name)
-    else:
-        state = to_lightning(ckpt, path=src)
-        with store.open_write(name) as f:
-            torch.save(state, f)
-    return store.describe(name)

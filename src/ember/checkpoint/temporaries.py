@@ -55,15 +55,19 @@ def writer_tag() -> str:
 
 
 def is_temporary(name: str) -> bool:
-    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+    """Whether ``name`` (a file name, or a '/'-separated name whose last part is one) is a temporary."""
+    base = name.rpartition("/")[2]
+    return base.startswith(TMP_PREFIX) and base.endswith(TMP_SUFFIX)
 
 
 def temp_name(target: str) -> str:
-    """A unique temporary file name for ``target`` (a file name), at most NAME_MAX bytes."""
+    """A unique temporary name next to ``target`` (a file name, or a '/'-separated name); its last
+    part is at most NAME_MAX bytes."""
+    folder, slash, base = target.rpartition("/")
     head = f"{TMP_PREFIX}{writer_tag()}-{os.getpid()}-{secrets.token_hex(4)}-"
     room = NAME_MAX - len(head) - len(TMP_SUFFIX)
-    part = os.fsencode(target)[:room].decode(errors="ignore")  # cut on a character boundary
-    return f"{head}{part}{TMP_SUFFIX}"
+    part = os.fsencode(base)[:room].decode(errors="ignore")  # cut on a character boundary
+    return f"{folder}{slash}{head}{part}{TMP_SUFFIX}"
 
 
 def _writer_of(name: str) -> tuple[str | None, int | None]:
