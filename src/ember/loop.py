@@ -171,6 +171,7 @@ class FitLoop:
         if resume is not None and p.epoch_done:  # resumed at an epoch end: no part-epoch to rebuild
             if resume.get("rng") is not None:
                 set_rng_state(resume["rng"])
+            self.parts.train_data.restore_epoch_end(resume.get("data"))
             self._resume = None
         while not self.should_stop:
             if p.epoch_done:
