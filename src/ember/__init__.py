@@ -3,6 +3,7 @@
 from ember.version import __version__
 
 from ember.checkpoint.io import load_checkpoint, save_checkpoint
+from ember.distributed import rank_zero_only
 from ember.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -27,6 +28,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "__version__",
     "load_checkpoint",
+    "rank_zero_only",
     "save_checkpoint",
     "seed_everything",
 ]

@@ -9,7 +9,7 @@ from typing import Iterable
 
 import torch
 
-from ember import compat
+from ember import compat, distributed
 from ember.callbacks.base import Callback
 from ember.hooks import Hooks, build_callbacks, keyed
 from ember.callbacks.model_checkpoint import ModelCheckpoint
@@ -151,7 +151,19 @@ class Trainer:
     @property
     def is_global_zero(self) -> bool:
         """Whether this process writes the run's files (rank 0 of a torch.distributed job, or alone)."""
-        return int(os.environ.get("RANK", "0")) == 0
+        return distributed.is_global_zero()
+
+    @property
+    def global_rank(self) -> int:
+        return distributed.global_rank()
+
+    @property
+    def local_rank(self) -> int:
+        return distributed.local_rank()
+
+    @property
+    def world_size(self) -> int:
+        return distributed.world_size()
 
     @property
     def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
