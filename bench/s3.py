@@ -1,25 +1,35 @@
-"""S3 benchmark (run by hand): save and load through FsspecStorage next to raw s3fs, against a local S3 server.
+"""S3 benchmark (run by hand): save and load against a local S3 server, next to raw s3fs and Lightning.
 
-    .venv/bin/python bench/s3.py [--sizes 256,1024] [--repeats 3] [--endpoint URL]
+    .venv/bin/python bench/s3.py [--sizes 256,1024] [--repeats 3] [--tensors 8] [--endpoint URL] [--out FILE.md]
 
 Starts ``python -m moto.server`` on a free loopback port unless ``--endpoint`` names a server. Per
-size and repeat, in an order that rotates between repeats, the same bytes go through:
+size, every method runs once untimed (it creates the objects the loads read, and the loaded states
+are compared with the saved one), then per repeat, in an order that rotates between repeats, the
+same bytes go through:
 
 - ``s3fs pipe`` / ``s3fs cat``: ``fs.pipe_file(path, data)`` and ``fs.cat_file(path)``, s3fs's own
   concurrent multipart upload and ranged download of bytes already in memory (the limit);
 - ``storage write`` / ``storage read``: ``FsspecStorage.open_write`` fed 64 MiB pieces (as ember's
   format writer feeds it), ``FsspecStorage.open_read`` + ``readinto`` one buffer of the object's size;
-- ``ember save`` / ``ember load``: ``ember.save_checkpoint({"w": tensor}, "s3://...")`` and
-  ``ember.load_checkpoint`` (format, checksums and storage together), when URLs reach them.
+- ``ember save`` / ``ember load``: ``ember.save_checkpoint(ckpt, "s3://...")`` and
+  ``ember.load_checkpoint`` (format, checksums and storage together);
+- ``Lightning save`` / ``Lightning load``: PyTorch Lightning's own checkpoint IO,
+  ``TorchCheckpointIO().save_checkpoint(ckpt, "s3://...")`` (``torch.save`` into memory, then
+  ``fs.pipe`` through fsspec) and ``load_checkpoint`` (``torch.load`` from ``fs.open``).
 
-Prints seconds (min / median) and per-repeat ratios to the limit. On loopback the moto server (one
-Python process) does most of the work, so absolute speeds say more about moto than about S3.
+``ckpt`` is ``{"state_dict": {...}, "epoch": 0, "global_step": 0}`` with ``--tensors`` float32
+tensors whose bytes, in order, are the raw blob's. Prints a markdown table (also written to
+``--out``): median seconds and the median (min, max) of per-repeat ratios to the s3fs limit of
+the same repeat. On loopback the moto server (one Python process) does most of the work, so
+absolute speeds say more about moto than about S3.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -58,11 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="256,1024", help="MiB, comma-separated (default %(default)s)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tensors", type=int, default=8, help="tensors in the checkpoint's state_dict (default %(default)s)")
     p.add_argument("--endpoint", default=None, help="an S3 endpoint to use instead of starting moto")
     p.add_argument("--part-size", type=int, default=32, help="FsspecStorage part_size in MiB")
     p.add_argument("--concurrency", type=int, default=8, help="FsspecStorage concurrency")
     p.add_argument("--read-chunk", type=int, default=None, help="FsspecStorage read_chunk in MiB (default: its own)")
     p.add_argument("--read-ahead", type=int, default=None, help="FsspecStorage read_ahead (default: its own)")
+    p.add_argument("--no-lightning", action="store_true", help="leave out the Lightning rows")
+    p.add_argument("--out", default=None, help="also write the markdown table to this file")
     args = p.parse_args(argv)
 
     proc = None
@@ -81,6 +94,38 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait()
 
 
+def versions() -> str:
+    import s3fs
+    import torch
+
+    import ember
+
+    found = [f"Python {platform.python_version()}", f"torch {torch.__version__}", f"s3fs {s3fs.__version__}"]
+    try:
+        from importlib.metadata import version
+
+        found.append(f"moto {version('moto')}")
+    except Exception:  # noqa: BLE001 - a version is a note, not a requirement
+        pass
+    try:
+        import pytorch_lightning
+
+        found.append(f"pytorch-lightning {pytorch_lightning.__version__}")
+    except ImportError:
+        pass
+    try:
+        git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        git = ""
+    found.append(f"ember {getattr(ember, '__version__', '?')}" + (f" (git {git})" if git else ""))
+    return ", ".join(found)
+
+
+def fmt_x(x: float) -> str:
+    return f"{x:.2f}"
+
+
 def run(args: argparse.Namespace, endpoint: str) -> int:
     import s3fs
     import torch
@@ -88,6 +133,13 @@ def run(args: argparse.Namespace, endpoint: str) -> int:
     import ember
     from ember.checkpoint.remote import FsspecStorage
 
+    lightning_io = None
+    if not args.no_lightning:
+        from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+        lightning_io = TorchCheckpointIO()
+
+    started = time.perf_counter()
     fs = s3fs.S3FileSystem()
     bucket = f"ember-bench-{os.getpid()}"
     fs.mkdir(bucket)
@@ -98,15 +150,29 @@ def run(args: argparse.Namespace, endpoint: str) -> int:
         reading["read_ahead"] = args.read_ahead
     store = FsspecStorage(f"s3://{bucket}/storage", part_size=args.part_size * MiB, concurrency=args.concurrency,
                           **reading)
-    print(f"endpoint {endpoint}; s3fs {s3fs.__version__}; part_size {args.part_size} MiB x {args.concurrency}; "
-          f"read_chunk {store.read_chunk // MiB} MiB x {store.read_ahead}; {os.cpu_count()} CPUs (shared with the server)")
+    load_before = os.getloadavg()
+    setup = (f"endpoint {endpoint} (moto server unless --endpoint); {versions()}; "
+             f"FsspecStorage part_size {args.part_size} MiB x {args.concurrency}, "
+             f"read_chunk {store.read_chunk // MiB} MiB x {store.read_ahead}; {os.cpu_count()} CPUs "
+             f"(shared with the server)")
+    print(setup, flush=True)
 
+    rows: list[str] = []
     for size_mib in [int(s) for s in args.sizes.split(",")]:
         n = size_mib * MiB
-        tensor = torch.randint(0, 256, (n,), dtype=torch.uint8)
-        data = tensor.numpy().tobytes()
+        if n % (4 * args.tensors):
+            raise SystemExit(f"--sizes: {size_mib} MiB does not split into {args.tensors} float32 tensors")
+        source = torch.randint(0, 256, (n,), dtype=torch.uint8)
+        data = source.numpy().tobytes()
         view = memoryview(data)
+        # the checkpoint: separate float32 tensors (no shared storage) whose bytes, in order, are `data`
+        state_dict = {f"layers.{i}.weight": piece.clone().view(torch.float32)
+                      for i, piece in enumerate(source.split(n // args.tensors))}
+        del source
+        ckpt = {"state_dict": state_dict, "epoch": 0, "global_step": 0}
         raw_path = f"{bucket}/raw/blob"
+        ember_url = f"s3://{bucket}/ember/blob.ckpt"
+        lightning_url = f"s3://{bucket}/lightning/blob.ckpt"
 
         def pipe():
             fs.pipe_file(raw_path, data)
@@ -125,51 +191,91 @@ def run(args: argparse.Namespace, endpoint: str) -> int:
                 buf = bytearray(size)
                 assert f.readinto(buf) == n
 
-        url = f"s3://{bucket}/ember/blob.ckpt"
-        ember_note = ""
+        def ember_save():
+            ember.save_checkpoint(ckpt, ember_url)
 
-        def save():
-            ember.save_checkpoint({"w": tensor}, url)
+        def ember_load():
+            return ember.load_checkpoint(ember_url)
 
-        def load():
-            out = ember.load_checkpoint(url)
-            assert out["w"].numel() == n
+        def lightning_save():
+            lightning_io.save_checkpoint(ckpt, lightning_url)
 
-        methods = {"s3fs pipe": pipe, "storage write": write}
-        loads = {"s3fs cat": cat, "storage read": read}
-        try:
-            save()
-            load()
-            methods["ember save"] = save
-            loads["ember load"] = load
-        except Exception as e:  # noqa: BLE001 - reported, the storage layer is still measured
-            ember_note = f"ember.save_checkpoint/load_checkpoint to {url} not measured: {type(e).__name__}: {e}"
+        def lightning_load():
+            return lightning_io.load_checkpoint(lightning_url)
 
-        times: dict[str, list[float]] = {k: [] for k in [*methods, *loads]}
+        saves = {"s3fs pipe": pipe, "storage write": write, "ember save": ember_save}
+        loads = {"s3fs cat": cat, "storage read": read, "ember load": ember_load}
+        if lightning_io is not None:
+            saves["Lightning save"] = lightning_save
+            loads["Lightning load"] = lightning_load
+        objects = {"s3fs pipe": raw_path, "storage write": f"{bucket}/storage/blob",
+                   "ember save": ember_url, "Lightning save": lightning_url}
+
+        # untimed round: creates what the loads read, checks where the bytes went and what comes back
+        for fn in saves.values():
+            fn()
+        local_dirs = [d for d in ("s3:", "s3") if os.path.exists(d)]
+        if local_dirs:
+            raise SystemExit(f"a save wrote a local folder {local_dirs} instead of to S3")
+        listed = {}
+        for name in saves:
+            info = fs.info(objects[name])
+            listed[name] = info["size"]
+            print(f"  {size_mib} MiB: {name} -> s3://{info['name']} ({info['size']:,} bytes, listed by s3fs)", flush=True)
+        for name in ("ember load", "Lightning load"):
+            if name in loads:
+                out = loads[name]()
+                for key, t in state_dict.items():
+                    if not torch.equal(out["state_dict"][key].view(torch.uint8), t.view(torch.uint8)):
+                        raise SystemExit(f"{name}: {key} differs from what was saved")
+                assert out["epoch"] == 0 and out["global_step"] == 0
+                del out
+        cat()
+        read()
+
+        times: dict[str, list[float]] = {k: [] for k in [*saves, *loads]}
         for r in range(args.repeats):
-            order = list(methods)
-            order = order[r % len(order):] + order[: r % len(order)]
-            for name in order:
-                times[name].append(timed(methods[name]))
-            order = list(loads)
-            order = order[r % len(order):] + order[: r % len(order)]
-            for name in order:
-                times[name].append(timed(loads[name]))
+            for group in (saves, loads):
+                order = list(group)
+                order = order[r % len(order):] + order[: r % len(order)]
+                for name in order:
+                    times[name].append(timed(group[name]))
+                    print(f"  {size_mib} MiB repeat {r + 1}: {name} {times[name][-1]:.2f} s", flush=True)
 
-        print(f"\n{size_mib} MiB, {args.repeats} repeats (seconds min / median; ratio to the s3fs limit per repeat, median)")
-        for name, limit in [*((m, "s3fs pipe") for m in methods), *((m, "s3fs cat") for m in loads)]:
+        for name, limit in [*((m, "s3fs pipe") for m in saves), *((m, "s3fs cat") for m in loads)]:
             ts = times[name]
             ratios = [a / b for a, b in zip(ts, times[limit])]
-            print(f"  {name:14s} {min(ts):7.2f} / {statistics.median(ts):7.2f} s  "
-                  f"{n / MiB / statistics.median(ts):7.0f} MiB/s  x{statistics.median(ratios):.2f} "
-                  f"[{', '.join(f'{x:.2f}' for x in ratios)}]")
-        if ember_note:
-            print("  " + ember_note)
+            med = statistics.median(ts)
+            ratio_cell = ("1 (the limit)" if name == limit else
+                          f"{fmt_x(min(ratios))} / **{fmt_x(statistics.median(ratios))}×** / {fmt_x(max(ratios))}")
+            stored = listed[name if name in saves else list(saves)[list(loads).index(name)]]
+            rows.append(f"| {size_mib} MiB | {name} | {med:.2f} s | {n / MiB / med:.0f} | {ratio_cell} | "
+                        f"{', '.join(f'{x:.2f}' for x in ratios)} | {stored:,} |")
+
         fs.rm(f"{bucket}/raw", recursive=True)
         store.delete("blob")
-        with_ember = f"{bucket}/ember"
-        if fs.exists(with_ember):
-            fs.rm(with_ember, recursive=True)
+        for folder in (f"{bucket}/ember", f"{bucket}/lightning"):
+            if fs.exists(folder):
+                fs.rm(folder, recursive=True)
+        del ckpt, state_dict, data, view
+
+    load_after = os.getloadavg()
+    took = time.perf_counter() - started
+    table = [
+        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {took:.0f} s; {setup}; "
+        f"{args.repeats} repeats, method order rotated per repeat; checkpoint of {args.tensors} float32 tensors; "
+        f"load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end.",
+        "",
+        "| Size | Method | median time | MiB/s (of the median) | × s3fs limit, same repeat (min / median / max) "
+        "| ratio per repeat | object bytes |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    text = "\n".join(table) + "\n"
+    print("\n" + text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
     return 0
 
 
