@@ -3,6 +3,9 @@ and skips consumed batches without reading them."""
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import numpy as np
 import pytest
 import torch
@@ -165,6 +168,23 @@ def test_persistent_workers_yield_every_epoch(tmp_path):
     model, _, _ = fit(tmp_path, make, epochs=2, every_step=False)
     assert len(model.seen) == 2 * N // 4
     assert sorted(sum(model.seen[N // 4:], [])) == list(range(N))
+
+
+def test_a_process_with_persistent_workers_exits(tmp_path):
+    """At exit multiprocessing stops leftover workers with SIGTERM, which ember's workers ignore."""
+    import subprocess
+    import sys
+
+    script = (
+        "import ember, test_data_resume as t\n"
+        "from torch.utils.data import DataLoader\n"
+        "loader = DataLoader(t.Indexed(), batch_size=4, num_workers=2, persistent_workers=True)\n"
+        f"ember.Trainer(max_epochs=1, checkpoint_callback=False, **t.trainer_kwargs({str(tmp_path)!r}))"
+        ".fit(t.Recorder(), loader)\n"
+    )
+    tests = str(pathlib.Path(__file__).parent)
+    subprocess.run([sys.executable, "-c", script], cwd=tests, timeout=120, check=True,
+                   env={**os.environ, "PYTHONPATH": tests})
 
 
 class Augmented(Indexed):

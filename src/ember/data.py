@@ -15,8 +15,10 @@ generator seeded by one of them. So an epoch draws the same numbers whether its 
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import warnings
+import weakref
 from typing import Any, Iterator
 
 import torch
@@ -69,6 +71,19 @@ class _WorkerInit:
             self.user_fn(worker_id)
 
 
+_PERSISTENT: weakref.WeakSet = weakref.WeakSet()  # loaders whose workers outlive an epoch
+
+
+@atexit.register  # registered after multiprocessing's exit hook, so it runs before it
+def _end_persistent_workers() -> None:
+    """At exit, end persistent workers the way their DataLoader does. Otherwise multiprocessing's exit
+    hook stops them with SIGTERM, which ember's workers ignore (``_WorkerInit``), and waits forever."""
+    for loader in list(_PERSISTENT):
+        shutdown = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
+
+
 class _SeededBatch(list):
     """A batch of indices that, when a DataLoader worker starts reading it, seeds the worker's Python,
     NumPy and torch generators from (the epoch's seed, the batch's position). Random augmentation in
@@ -118,6 +133,8 @@ class ResumableLoader:
         self.iterable = self.is_dataloader and isinstance(loader.dataset, IterableDataset)
         self._epoch_start: dict[str, Any] = {}
         self._prepared = _Prepared()
+        if self.is_dataloader and loader.num_workers > 0 and loader.persistent_workers:
+            _PERSISTENT.add(loader)
 
     # ---------------------------------------------------------------- what decides an epoch's order
     def _capture(self) -> dict[str, Any]:
