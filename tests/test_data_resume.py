@@ -137,8 +137,6 @@ def with_generator(num_workers):
                                  generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.xfail(strict=True, reason="needs FitLoop.run to call train_data.restore_epoch_end(resume['data']) "
-                                       "when it resumes at an epoch's end (loop.py)")
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_epoch_end_resume_with_a_loader_generator_sees_the_same_batches(tmp_path, num_workers):
     straight, _, _ = fit(tmp_path / "a", with_generator(num_workers), epochs=4, every_step=False)
