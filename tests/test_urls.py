@@ -102,3 +102,12 @@ def test_on_exception_checkpoint_saves_to_a_url(memory_root):
     with pytest.raises(RuntimeError, match="boom"):
         fit(memory_root, 1, model=Boom(), callbacks=[OnExceptionCheckpoint(memory_root + "/crash")])
     assert ember.load_checkpoint(memory_root + "/crash/on_exception.ckpt")["global_step"] == 2
+
+
+def test_ember_ckpt_ls_lists_checkpoints_on_s3(s3_bucket, capsys):
+    from ember.cli import main
+
+    fit(s3_bucket + "/run", 2, checkpoint_callback=ModelCheckpoint(dirpath=s3_bucket + "/run/c", save_top_k=-1))
+    assert main(["ckpt", "ls", s3_bucket + "/run/c", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch=0-step=4.ckpt" in out and "epoch=1-step=8.ckpt" in out and out.count("OK") == 2
