@@ -156,7 +156,7 @@ class CheckpointManager:
         if self.skip_worse and not mask[-1]:
             self.log(f"{self.monitor!r} ({_fmt(score)}) was not good enough to keep; not saved")
             if self.save_last:
-                self._write(capture, self.naming.last, Bookkeeping(self.book.records, self.naming.last, self.book.current),
+                self._write(capture, self.naming.last, Bookkeeping(self.book.records, self.naming.last, record),
                             self.weights_only)
             return
         kept = tuple(r for r, keep in zip(records, mask) if keep)
