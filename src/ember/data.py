@@ -223,9 +223,11 @@ class ResumableLoader:
         batch_seed = None
         if loader.num_workers > 0 and loader.batch_sampler is not None:
             batch_seed = _draw_seed(loader.generator)
-        iterator_seed = _draw_seed(loader.generator)  # drawn before the sampler's lazy draws can interleave
         indices = iter(index_sampler)
         first = next(indices, _END)  # draw the sampler's randomness now, in a fixed order
+        # Where the DataLoader drew its base seed before (files written then resume the same), but before
+        # a sampler's later, lazy draws (RandomSampler(replacement=True) draws 32 indices at a time).
+        iterator_seed = _draw_seed(loader.generator)
         indices = itertools.chain(() if first is _END else (first,), indices)
         if skip:
             consumed = sum(1 for _ in itertools.islice(indices, skip))
