@@ -72,14 +72,18 @@ class _WorkerInit:
 
 
 _PERSISTENT: weakref.WeakSet = weakref.WeakSet()  # loaders whose workers outlive an epoch
+_WITH_WORKERS: weakref.WeakSet = weakref.WeakSet()  # iterators whose workers are ember's (_WorkerInit)
 
 
 @atexit.register  # registered after multiprocessing's exit hook, so it runs before it
-def _end_persistent_workers() -> None:
-    """At exit, end persistent workers the way their DataLoader does. Otherwise multiprocessing's exit
-    hook stops them with SIGTERM, which ember's workers ignore (``_WorkerInit``), and waits forever."""
-    for loader in list(_PERSISTENT):
-        shutdown = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
+def _end_workers() -> None:
+    """At exit, end ember's DataLoader workers the way their DataLoader does: those of persistent
+    loaders, and those of iterators still referenced (a traceback kept by a caller, say). Otherwise
+    multiprocessing's exit hook stops them with SIGTERM, which ember's workers ignore
+    (``_WorkerInit``), and waits forever."""
+    iterators = [*_WITH_WORKERS, *(getattr(loader, "_iterator", None) for loader in list(_PERSISTENT))]
+    for it in iterators:
+        shutdown = getattr(it, "_shutdown_workers", None)
         if callable(shutdown):
             shutdown()
 
@@ -253,7 +257,10 @@ class ResumableLoader:
             loader.worker_init_fn = _WorkerInit(user_fn)
         object.__setattr__(loader, "generator", torch.Generator().manual_seed(iterator_seed))
         try:
-            return iter(loader)
+            it = iter(loader)
+            if loader.num_workers > 0:
+                _WITH_WORKERS.add(it)
+            return it
         finally:
             loader.worker_init_fn = user_fn
             object.__setattr__(loader, "generator", user_gen)
