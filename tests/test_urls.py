@@ -111,3 +111,14 @@ def test_ember_ckpt_ls_lists_checkpoints_on_s3(s3_bucket, capsys):
     assert main(["ckpt", "ls", s3_bucket + "/run/c", "--verify"]) == 0
     out = capsys.readouterr().out
     assert "epoch=0-step=4.ckpt" in out and "epoch=1-step=8.ckpt" in out and out.count("OK") == 2
+
+
+def test_a_fit_cleans_up_incomplete_uploads_left_by_a_killed_writer(s3_bucket):
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    bucket = s3_bucket[len("s3://"):]
+    fs.call_s3("create_multipart_upload", Bucket=bucket, Key="run/checkpoints/epoch=9-step=99.ckpt")
+    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+    fit(s3_bucket + "/run", 1)
+    assert not fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")  # moto dates uploads in 2010

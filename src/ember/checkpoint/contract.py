@@ -88,6 +88,11 @@ class Storage(abc.ABC):
         """A local file holding ``name`` (for mmap), or None when the store is not a local disk."""
         return None
 
+    def cleanup(self) -> list[str]:
+        """Remove what interrupted writers left behind, if the backend keeps anything (temporary
+        objects, incomplete uploads) that it does not clean by itself; returns what was removed."""
+        return []
+
     def child(self, name: str) -> "Storage":
         """The store rooted at the folder ``name`` inside this one."""
         return _Prefixed(self, name.strip("/"))

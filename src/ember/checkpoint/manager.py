@@ -91,6 +91,12 @@ class CheckpointManager:
             self.book = Bookkeeping()  # a new place: nothing there is this manager's
         self.store, self._writer, self._may_write = store, writer, may_write
         self._warned_missing = set()
+        if may_write():
+            try:  # leftovers of writers killed mid-save (old temporaries, incomplete multipart uploads)
+                store.cleanup()
+            except Exception as e:  # noqa: BLE001 - cleaning up is a courtesy; training goes on
+                warnings.warn(f"could not clean up leftovers of interrupted saves in {store.describe()}: {e}",
+                              stacklevel=3)
 
     def start(self, global_step: int) -> None:
         """Training starts (or resumes) at ``global_step``: that state is not saved again."""
