@@ -34,3 +34,17 @@ def test_a_process_exits_while_a_kept_traceback_holds_an_iterator_with_workers(t
                           text=True, timeout=60, env={"PYTHONPATH": str(tests), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "done"
+
+
+def test_a_leftover_worker_told_to_stop_ends_after_the_grace_period(tmp_path):
+    """The safety net under the exit hook: even a worker nothing shut down ends once its grace period
+    after SIGTERM (multiprocessing's exit hook sends it) has passed, so its parent can exit."""
+    script = ("import atexit, ember.data\n"
+              "ember.data.WORKER_GRACE_S = 1.0\n"
+              "atexit.unregister(ember.data._end_workers)  # as if the exit hook had missed this iterator\n"
+              + SCRIPT)
+    tests = Path(__file__).parent
+    proc = subprocess.run([sys.executable, "-c", script.format(root=str(tmp_path))], cwd=tests, capture_output=True,
+                          text=True, timeout=60, env={"PYTHONPATH": str(tests), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "done"

@@ -16,6 +16,7 @@ generator seeded by one of them. So an epoch draws the same numbers whether its 
 from __future__ import annotations
 
 import atexit
+import os
 import itertools
 import warnings
 import weakref
@@ -53,9 +54,24 @@ def _samplers(loader: DataLoader) -> list[Any]:
     return out
 
 
+WORKER_GRACE_S = 60.0  # a worker told to stop keeps serving this long: the main process finishes its step
+
+
+def _stop_later(signum, frame) -> None:
+    """In a worker, a stop signal (sent to the whole process group on preemption, or by
+    multiprocessing's exit hook) does not end it at once: the main process may still need a batch or
+    two to finish its optimizer step, then it saves and ends the workers itself. A worker still alive
+    WORKER_GRACE_S later ends, so a leftover worker can never keep its parent from exiting."""
+    import threading
+
+    timer = threading.Timer(WORKER_GRACE_S, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
+
+
 class _WorkerInit:
-    """Runs in each DataLoader worker: ignore stop signals (the main process saves and ends the workers),
-    then the user's worker_init_fn."""
+    """Runs in each DataLoader worker: defer stop signals (the main process saves and ends the
+    workers), then the user's worker_init_fn."""
 
     def __init__(self, user_fn) -> None:
         self.user_fn = user_fn
@@ -66,7 +82,7 @@ class _WorkerInit:
         from ember.preemption import SIGNALS
 
         for s in SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
+            signal.signal(s, _stop_later)
         if self.user_fn is not None:
             self.user_fn(worker_id)
 
