@@ -69,11 +69,6 @@ def split_filepath(filepath: Any, dirpath: Any, filename: str | None) -> tuple[A
     return text, None
 
 
-def prefixed(name: str, prefix: str) -> str:
-    """The seed's ``prefix``: ``prefix-name``."""
-    return f"{prefix}-{name}" if prefix else name
-
-
 def validation_outputs(out: Any) -> dict[str, Any]:
     """The old style: a ``validation_step`` returning a dict of scalars feeds epoch means."""
     if not isinstance(out, dict):

@@ -27,7 +27,7 @@ from ember.checkpoint.lightning_pickles import load_weights_only
 from ember.checkpoint.store import open_checkpoint, resolve
 from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpointError
 
-__all__ = ["checked_sniff", "load_foreign", "load_foreign_stream", "sniff", "sniff_stream"]
+__all__ = ["load_foreign", "load_foreign_stream", "sniff", "sniff_stream"]
 
 # What torch's weights-only unpickler says when a pickle needs more than tensors and containers
 # (torch 2.4-2.13 phrasings): a GLOBAL it does not allow, or an opcode/call it does not support.
@@ -65,17 +65,6 @@ def sniff(path: Any) -> str:
             return "unknown"
         raise
 
-
-def checked_sniff(path: Any) -> str:
-    """``sniff``, with a missing, unreadable or folder path reported as a CheckpointError."""
-    try:
-        return sniff(path)
-    except IsADirectoryError:
-        raise CheckpointError(f"no checkpoint at {path}: it is a directory; pass the checkpoint file inside it") from None
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}: the file does not exist. Check the path.") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot open checkpoint {path}: {e.strerror or e}") from None
 
 
 def _unsafe_message(label: str, name: str | None) -> str:

@@ -79,10 +79,6 @@ def sort_key(score: float | None, mode: str) -> float:
     return score if mode == "min" else -score
 
 
-def better(candidate: float, than: float | None, mode: str) -> bool:
-    return sort_key(candidate, mode) < sort_key(than, mode)
-
-
 @dataclass(frozen=True)
 class BestK:
     """Keep the k best by score (all when k < 0); ties keep the earlier checkpoint."""
@@ -128,12 +124,6 @@ def ranked(records: Sequence[Record], mode: str) -> list[Record]:
     if all(r.score is None for r in records):
         return list(reversed(records))
     return sorted(records, key=lambda r: sort_key(r.score, mode))
-
-
-def top_k(scores: Mapping[str, float], k: int, mode: str) -> list[str]:
-    """The names to keep: the k best by score (all when k < 0); ties keep the earlier entry."""
-    order = sorted(scores, key=lambda p: sort_key(scores[p], mode))
-    return order if k < 0 else order[:k]
 
 
 # ----------------------------------------------------------------------------- names
