@@ -66,7 +66,6 @@ def sniff(path: Any) -> str:
         raise
 
 
-
 def _unsafe_message(label: str, name: str | None) -> str:
     what = f"it references {name}" if name else "it needs more than tensors and plain containers"
     return (
