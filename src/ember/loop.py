@@ -5,6 +5,7 @@ barrier before user code) and owns what it changes: its progress, the metrics, `
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import asdict, dataclass, field
@@ -51,19 +52,28 @@ class FitParts:
     train_data: ResumableLoader
     val_loader: Any = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    training_step: Callable[..., Any] | None = None  # the module's, through a DDP wrapper when there is one
 
     @classmethod
-    def build(cls, model, train, val, precision: str, device: torch.device) -> "FitParts":
-        """The parts from fit()'s arguments, or the module's own *_dataloader() methods."""
+    def build(cls, model, train, val, precision: str, device: torch.device, strategy: Any = None,
+              wrapped: Any = None) -> "FitParts":
+        """The parts from fit()'s arguments, or the module's own *_dataloader() methods. With a
+        ``strategy`` (a job of many processes) the training data is sharded across ranks and
+        ``training_step`` runs through ``wrapped`` (so that gradients are all-reduced)."""
         train = train if train is not None else _call_if_defined(model, "train_dataloader")
         if train is None:
             raise MisconfigurationError(
                 "no training data: pass fit(model, train_dataloaders=...) or define train_dataloader().")
+        step = None
+        if strategy is not None:
+            train = strategy.distributed_loader(train)
+            step = functools.partial(strategy.training_step, wrapped)
         val = val if val is not None else _call_if_defined(model, "val_dataloader")
         optimizers, schedulers = parse_optimizers(model.configure_optimizers())
         return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
                    train_data=ResumableLoader(train),
-                   val_loader=val if (val is not None and hasattr(model, "validation_step")) else None, device=device)
+                   val_loader=val if (val is not None and hasattr(model, "validation_step")) else None, device=device,
+                   training_step=step)
 
 
 def _call_if_defined(module, name: str):
@@ -289,7 +299,7 @@ class FitLoop:
         parts = self.parts
         with frozen_except(optimizer, parts.optimizers):
             with parts.precision.autocast():
-                output = parts.module.training_step(*step_args)
+                output = (parts.training_step or parts.module.training_step)(*step_args)
             loss = loss_of(output)
             if loss is not None:
                 self.last_loss = loss.detach()

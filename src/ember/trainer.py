@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import replace
@@ -28,6 +29,7 @@ from ember.precision import Precision
 from ember.preemption import StopRequests
 from ember.progress import ProgressBar
 from ember.settings import FitSettings, device_for
+from ember.distributed.select import strategy_for
 
 
 class Trainer:
@@ -60,6 +62,9 @@ class Trainer:
         logger: CSVLogger | bool = True,
         log_every_n_steps: int = 50,
         accelerator: str = "auto",
+        devices: int | str | list[int] | None = "auto",
+        num_nodes: int = 1,
+        strategy: str | distributed.DDPStrategy = "auto",
         default_save_path: str | os.PathLike | None = None,
         storage_options: dict | None = None,
     ) -> None:
@@ -70,12 +75,15 @@ class Trainer:
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             check_val_every_n_epoch=check_val_every_n_epoch, val_check_interval=val_check_interval,
             log_every_n_steps=log_every_n_steps, precision=precision)
-        self.device = device_for(accelerator)
+        self.strategy = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
+        self.device = self.strategy.setup() if self.strategy is not None else device_for(accelerator)
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
         self.logger = CSVLogger(self.default_root_dir, storage_options=storage_options) if logger is True else (
             logger or None)
+        if not self.is_global_zero:  # the progress bar and the loggers run on rank 0 only
+            self.logger, enable_progress_bar = None, False
         self._bar = ProgressBar(enable_progress_bar)
         self.checkpoint_writer = CheckpointWriter()
         self.module = None
@@ -83,6 +91,7 @@ class Trainer:
         self.ckpt_path: str | None = None
         self._run: run_state.RunState | None = None
         self._stop_requests = StopRequests()
+        self._failing = False  # fit is failing: saves gather nothing from other ranks
 
     # ---------------------------------------------------------------- settings that may change between fits
     @property
@@ -190,31 +199,42 @@ class Trainer:
         self.module = model
         model.trainer = self
         model.to(self.device)
+        strategy = self.strategy
+        wrapped = strategy.setup_module(model, self.device) if strategy is not None else model
         hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
+        parts = FitParts.build(model, train_dataloaders, val_dataloaders, self.settings.precision, self.device,
+                               strategy, wrapped)
         loop = self.fit_loop = FitLoop(
-            self.settings, FitParts.build(model, train_dataloaders, val_dataloaders, self.settings.precision, self.device), call=hooks,
-            barrier=self.checkpoint_writer.snapshot_barrier, stop_requested=self._stop_requested,
-            logger=self.logger, bar=self._bar)
+            self.settings, parts, call=hooks, barrier=self.checkpoint_writer.snapshot_barrier,
+            stop_requested=self._stop_requested, logger=self.logger, bar=self._bar)
+        loop.reduce = strategy.reduce if strategy is not None else None  # self.log(..., sync_dist=True)
         self._run = run_state.RunState(
-            model=model, loop=loop, optimizers=loop.parts.optimizers,
+            model=wrapped, loop=loop, optimizers=loop.parts.optimizers,
             lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
             callbacks=keyed(self.callbacks))
         model.__dict__["_logged"] = loop.log
         default_dir = os.path.join(self.default_root_dir, "checkpoints")
+        from_rank0 = strategy.broadcast_object if strategy is not None else None
         for manager in self.checkpoint_managers:
-            manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero)
-        self.ckpt_path = resolve_ckpt_path(ckpt_path, self.checkpoint_managers, default_dir, self.storage_options)
-        if self.ckpt_path is not None:
-            self._restore(self.ckpt_path)
+            manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero, from_rank0)
+        self._failing = False
         try:
-            with self._stop_requests:
-                for hook in ("on_fit_start", "on_train_start"):
-                    hooks(hook)
-                loop.run()
-                for hook in ("on_train_end", "on_fit_end"):
-                    hooks(hook)
-            self.checkpoint_writer.wait()  # fit returns only once the last save is committed
+            with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
+                self.ckpt_path = self._on_rank0(lambda: resolve_ckpt_path(
+                    ckpt_path, self.checkpoint_managers, default_dir, self.storage_options))
+                if self.ckpt_path is not None:
+                    self._restore(self.ckpt_path)
+                with self._stop_requests:
+                    for hook in ("on_fit_start", "on_train_start"):
+                        hooks(hook)
+                    loop.run()
+                    for hook in ("on_train_end", "on_fit_end"):
+                        hooks(hook)
+                self.checkpoint_writer.wait()  # fit returns only once the last save is committed
+                if strategy is not None:
+                    strategy.barrier()  # ... on every rank: the files are there for all of them
         except BaseException as e:
+            self._failing = True  # no collectives from here: a peer may be gone
             self._wait_quietly(e)
             for cb in self.callbacks:
                 cb.on_exception(self, model, e)
@@ -233,16 +253,39 @@ class Trainer:
                 reason = str(e) or repr(e)
                 print(f"ember: a background checkpoint save also failed: {reason}", file=sys.stderr, flush=True)
 
+    def _on_rank0(self, fn):
+        """``fn()`` run on rank 0 and its result (or its error) on every rank (a collective)."""
+        if self.strategy is None:
+            return fn()
+        try:
+            outcome = (True, fn()) if self.is_global_zero else None
+        except Exception as e:  # noqa: BLE001 - every rank raises it
+            outcome = (False, e)
+        ok, value = self.strategy.broadcast_object(outcome)
+        if not ok:
+            raise value
+        return value
+
     def _stop_requested(self) -> bool:
-        """At a step boundary: if a stop signal arrived, save where we are and ask the loop to stop."""
-        if not self._stop_requests.requested:
+        """At a step boundary: if a stop signal arrived, save where we are and ask the loop to stop.
+
+        In a job of many processes the signal may reach one rank (or a callback may stop one rank):
+        every rank learns it here, at the same step, and all stop together."""
+        requested = self._stop_requests.requested
+        if self.strategy is not None:
+            flags = self.strategy.reduce(torch.tensor([int(requested), int(self.fit_loop.should_stop)]), "max")
+            requested = bool(flags[0])
+            if flags[1]:
+                self.fit_loop.should_stop = True
+        if not requested:
             return False
         if not self.fit_loop.should_stop:
             self.fit_loop.should_stop = True
             for manager in self.checkpoint_managers:
                 manager.save_for_resume(self.dump_checkpoint)
-            print(f"ember: stop signal {self._stop_requests.signum} received; saved step {self.global_step} "
-                  "and stopped. Continue with fit(ckpt_path='last').", flush=True)
+            if self.is_global_zero:
+                print(f"ember: stop signal {self._stop_requests.signum or ''} received; saved step {self.global_step} "
+                      "and stopped. Continue with fit(ckpt_path='last').", flush=True)
         return True
 
     # ---------------------------------------------------------------- checkpoints
@@ -252,7 +295,8 @@ class Trainer:
             raise MisconfigurationError("save_checkpoint() needs a model: call trainer.fit(model) first.")
         run = self._run or run_state.RunState(model=self.module, loop=Progress())  # a model set without fit
         run = replace(run, callbacks=keyed(self.callbacks))  # callbacks may be added between fits
-        ckpt = run_state.collect(run, weights_only)
+        gather = self.strategy.gather_loop_state if self.strategy is not None and not self._failing else None
+        ckpt = run_state.collect(run, weights_only, gather)
         module = run_state.unwrap_model(self.module)
         if not weights_only:
             for cb in self.callbacks:

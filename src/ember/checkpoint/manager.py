@@ -75,21 +75,29 @@ class CheckpointManager:
         self._pending: Bookkeeping | None = None  # what the file being written records (itself included)
         self._writer = None
         self._may_write: Callable[[], bool] = lambda: True
+        self._from_rank0: Callable[[Any], Any] = lambda decision: decision
         self._last_save_time = time.monotonic()
         self._last_step: int | None = None
         self._warned_missing: set[str] = set()
         self._point: tuple[int, int] = (0, 0)  # (epoch, step) of the save in progress, for messages
 
     # ---------------------------------------------------------------- setup
-    def bind(self, default_dirpath: str, writer, may_write: Callable[[], bool] = lambda: True) -> None:
+    def bind(self, default_dirpath: str, writer, may_write: Callable[[], bool] = lambda: True,
+             from_rank0: Callable[[Any], Any] | None = None) -> None:
         """Open the store (``dirpath``, else ``default_dirpath``) and attach the Trainer's writer and
-        rank check, for one fit."""
+        rank check, for one fit.
+
+        In a job of many processes every rank calls the manager at the same points: decisions (whether
+        to save, the name, what to drop) are taken on the rank that writes and passed to the others by
+        ``from_rank0`` (a collective broadcast); the state is captured on every rank (the capture may be
+        a collective too) and written by the writing rank only."""
         from ember.checkpoint.store import open_store
 
         store = open_store(self.dirpath or default_dirpath, self.storage_options)
         if self.store is None or self.store.describe() != store.describe():
             self.book = Bookkeeping()  # a new place: nothing there is this manager's
         self.store, self._writer, self._may_write = store, writer, may_write
+        self._from_rank0 = from_rank0 or (lambda decision: decision)
         self._warned_missing = set()
         if may_write():
             try:  # leftovers of writers killed mid-save (old temporaries, incomplete multipart uploads)
@@ -117,7 +125,8 @@ class CheckpointManager:
     def on_train_end(self, capture: Capture, *, epoch: int, global_step: int, metrics: dict[str, float]) -> None:
         """Training stopped between scheduled saves (max_steps, a stop request): keep that work too.
         A monitor that was never logged during the whole fit is an error: nothing could be saved."""
-        if self.monitor is not None and self.monitor not in metrics:
+        missing = self._decide(lambda: self.monitor is not None and self.monitor not in metrics)
+        if missing:
             if self._warned_missing:
                 raise MisconfigurationError(
                     f"ModelCheckpoint(monitor={self.monitor!r}) found no metric {self.monitor!r}, so nothing was "
@@ -130,12 +139,21 @@ class CheckpointManager:
     def _maybe_save(self, capture: Capture, epoch: int, global_step: int, metrics: dict, *, epoch_end: bool) -> None:
         point = SavePoint(epoch=epoch, global_step=global_step, epoch_end=epoch_end, now=time.monotonic(),
                           last_save_time=self._last_save_time)
-        if not any(w.due(point) for w in self.when):
-            return
-        if self.monitor is not None and self.monitor not in metrics:
+
+        def decision() -> str:
+            if not any(w.due(point) for w in self.when):
+                return "not due"
+            return "missing" if self.monitor is not None and self.monitor not in metrics else "save"
+
+        verdict = self._decide(decision)
+        if verdict == "missing":
             self._warn_missing(metrics)
-            return
-        self.save(capture, epoch=epoch, global_step=global_step, metrics=metrics)
+        elif verdict == "save":
+            self.save(capture, epoch=epoch, global_step=global_step, metrics=metrics)
+
+    def _decide(self, decision: Callable[[], Any]) -> Any:
+        """``decision()`` taken where the files are written, and the same answer on every rank."""
+        return self._from_rank0(decision() if self._may_write() else None)
 
     def _warn_missing(self, metrics: dict) -> None:
         """Said once: the monitored metric may appear later (after the first validation, say)."""
@@ -148,25 +166,27 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------- saving
     def save(self, capture: Capture, *, epoch: int, global_step: int, metrics: dict[str, float]) -> None:
-        """Save now (if this manager is bound and this process may write): rank, write, keep."""
-        if self.store is None or not self._may_write():
+        """Save now (if this manager is bound): rank, write (where this process may write), keep."""
+        if self.store is None:
             return
         self._writer.wait()  # the bookkeeping below builds on the previous save's commit
         self._last_save_time, self._last_step = time.monotonic(), global_step
         self._point = (epoch, global_step)
         score = _score(metrics, self.monitor)
-        name = self._free_name(self.naming.name(epoch, global_step, metrics))
+        plan = self._decide(lambda: self._plan(epoch, global_step, metrics, score))
+        if plan is None:  # a rank that does not write, with no writing rank to follow
+            return
+        name, keep = plan
         record = Record(name, epoch, global_step, score)
         records = [r for r in self.book.records if r.name != name] + [record]
-        mask = policies.kept(records, self.keep)
-        if self.skip_worse and not mask[-1]:
+        if self.skip_worse and not keep[-1]:
             self.log(f"{self.monitor!r} ({_fmt(score)}) was not good enough to keep; not saved")
             if self.save_last:
                 self._write(capture, self.naming.last, Bookkeeping(self.book.records, self.naming.last, record),
                             self.weights_only)
             return
-        kept = tuple(r for r, keep in zip(records, mask) if keep)
-        dropped = [r.name for r, keep in zip(records, mask) if not keep]
+        kept = tuple(r for r, k in zip(records, keep) if k)
+        dropped = [r.name for r, k in zip(records, keep) if not k]
         book = Bookkeeping(kept, self.naming.last if self.save_last else self.book.last, record)
         self._write(capture, name, book, self.weights_only, dropped=dropped, link_last=self.save_last)
         if self.monitor is None:
@@ -180,9 +200,15 @@ class CheckpointManager:
             epoch, step = self._point
             print(f"Epoch {epoch}, global step {step}: {message}", flush=True)
 
+    def _plan(self, epoch: int, global_step: int, metrics: dict, score: float | None) -> tuple[str, list[bool]]:
+        """The new file's name, and which of the records (the new one last) the keep policies keep."""
+        name = self._free_name(self.naming.name(epoch, global_step, metrics))
+        records = [r for r in self.book.records if r.name != name] + [Record(name, epoch, global_step, score)]
+        return name, policies.kept(records, self.keep)
+
     def save_for_resume(self, capture: Capture) -> None:
         """A stop was requested: write ``last.ckpt`` (full state, blocking) so ``fit(ckpt_path="last")`` continues."""
-        if self.store is None or not self._may_write():
+        if self.store is None:
             return
         self._writer.wait()
         book = replace(self.book, last=self.naming.last)
@@ -192,10 +218,13 @@ class CheckpointManager:
                dropped: Sequence[str] = (), link_last: bool = False, blocking: bool | None = None) -> None:
         self._pending = book
         try:
-            state = capture(weights_only)  # the file records ``book``: itself included
+            state = capture(weights_only)  # the file records ``book``: itself included (on every rank)
         finally:
             self._pending = None
         store = self.store
+        if not self._may_write():  # another rank writes; this one keeps the same books
+            self.book = book
+            return
 
         def committed() -> None:  # runs once the file is committed (on the writer thread when async)
             if link_last and name != self.naming.last:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import warnings
 from argparse import Namespace
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from ember import compat
 from ember.checkpoint import codec
+from ember.distributed import loop_state as per_rank
 from ember.errors import CheckpointError, CheckpointMismatchError
 from ember.version import __version__
 
@@ -80,10 +81,14 @@ class RunState:
 # ----------------------------------------------------------------------------- collect
 
 
-def collect(run: RunState, weights_only: bool = False) -> dict[str, Any]:
-    """The checkpoint dict of ``run``'s current state."""
+def collect(run: RunState, weights_only: bool = False, gather: Callable[[dict], dict | None] | None = None,
+            ) -> dict[str, Any]:
+    """The checkpoint dict of ``run``'s current state. ``gather`` (a collective, called on every rank of
+    a job) adds every rank's loop position to the writing rank's (``ember.distributed.loop_state``)."""
     module = unwrap_model(run.model)
     loop = dict(run.loop.state_dict())
+    if gather is not None and not weights_only:
+        loop = gather(loop) or loop
     ckpt: dict[str, Any] = {"ember_version": __version__}
     for k in LOOP_TOP_KEYS:
         ckpt[k] = loop.pop(k)
@@ -226,7 +231,7 @@ def restore(run: RunState, ckpt: Mapping, path: Any) -> None:
     if run.precision is not None:
         run.precision.load_state_dict(ckpt.get("amp_scaling_state") or {})
     restore_callbacks(run.callbacks, ckpt.get("callbacks") or {}, path)
-    run.loop.load_state_dict(loop_state(ckpt, path))
+    run.loop.load_state_dict(per_rank.scatter(loop_state(ckpt, path), path))  # this rank's RNG and data
 
 
 def restore_callbacks(callbacks: Mapping[str, Stateful], saved: Mapping[str, Any], path: Any) -> None:

@@ -1,0 +1,61 @@
+"""Which strategy a Trainer runs with, from its ``accelerator``, ``devices``, ``num_nodes`` and ``strategy``.
+
+One process (None) unless the job has more than one process: ``devices > 1`` in a plain ``python``
+process (ember starts the others, each re-running the script), or a job started by torchrun.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ember.distributed.env import JobEnv
+from ember.distributed.launcher import launch
+from ember.distributed.strategy import DDPStrategy
+from ember.errors import MisconfigurationError
+
+STRATEGIES = ("auto", "ddp", "fsdp")
+
+
+def _devices(devices: Any, accelerator: str) -> int:
+    if devices is None or devices == "auto" or devices == -1:
+        if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
+            return max(1, torch.cuda.device_count())
+        return 1
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)) and all(isinstance(d, int) for d in devices):
+        devices = len(devices)  # Lightning's device indices: one process per listed device
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+        raise MisconfigurationError(
+            f"devices must be an int >= 1, 'auto', -1 or a list of device indices; received devices={devices!r}.")
+    return devices
+
+
+def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
+    """The strategy to run with (None: one process). In a plain process with ``devices > 1`` this starts
+    the job's other processes (they re-run the script from the top), so call it once, early."""
+    if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
+        raise MisconfigurationError(f"num_nodes must be an int >= 1; received num_nodes={num_nodes!r}.")
+    if not (isinstance(strategy, DDPStrategy) or strategy in STRATEGIES):
+        raise MisconfigurationError(
+            f"strategy must be one of {list(STRATEGIES)} or a DDPStrategy(...); received strategy={strategy!r}.")
+    if strategy == "fsdp":
+        raise MisconfigurationError(
+            "strategy='fsdp' is not wired into the Trainer yet (docs/DISTRIBUTED.md); use strategy='ddp'.")
+    n = _devices(devices, accelerator)
+    job = JobEnv.detect()
+    if job is None and num_nodes > 1:
+        raise MisconfigurationError(
+            f"num_nodes={num_nodes} needs a job started by torchrun on every node (ember starts processes on one "
+            "machine only): torchrun --nnodes N --nproc-per-node D ... train.py")
+    if job is None and n == 1:
+        return None
+    if job is not None and job.world_size == 1:
+        return None
+    chosen = strategy if isinstance(strategy, DDPStrategy) else DDPStrategy(accelerator=accelerator)
+    if job is not None and devices in (None, "auto", -1):
+        n = job.local_world_size  # under torchrun, "auto" is what torchrun started
+    launch(n)
+    return chosen

@@ -1,0 +1,85 @@
+"""A Lightning-style script on ember's Trainer with DDP: ``Trainer(accelerator="cpu", devices=2,
+strategy="ddp")`` started by torchrun, or as a plain ``python`` process that starts the other rank itself.
+
+A tiny model with dropout; each rank is seeded differently after the model is built, so ranks draw
+different dropout masks (a resume that gave a rank another rank's random state would change the
+weights). Data: 48 samples, shuffled, batch 4: 6 batches per rank per epoch, 3 epochs.
+
+usage: python trainer_ddp.py ROOT [--max-steps S] [--resume] [--stop-rank R --stop-step S]
+                             [--fail-rank R --fail-step S] [--launch N]
+Writes ROOT/final.ckpt (trainer.save_checkpoint, called on every rank) and ROOT/rank<R>.ckpt (each
+rank's own weights and global step) when fit returns; checkpoints go to ROOT/ckpts (save_last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.callbacks import Callback, ModelCheckpoint
+
+
+class Net(ember.Module):
+    def __init__(self, fail_rank: int = -1, fail_step: int = 0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        self.fail_rank, self.fail_step = fail_rank, fail_step
+
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_rank == self.fail_rank and self.global_step + 1 == self.fail_step:
+            raise ValueError(f"boom at step {self.fail_step}")
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-2)
+
+
+class StopOneRank(Callback):
+    """One rank alone asks to stop: every rank must stop at that same step."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank, self.step = rank, step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("root")
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--stop-rank", type=int, default=-1)
+    ap.add_argument("--stop-step", type=int, default=0)
+    ap.add_argument("--fail-rank", type=int, default=-1)
+    ap.add_argument("--fail-step", type=int, default=0)
+    ap.add_argument("--launch", type=int, default=0)
+    args = ap.parse_args()
+    ember.seed_everything(0)
+    model = Net(args.fail_rank, args.fail_step)
+    callbacks = [ModelCheckpoint(dirpath=os.path.join(args.root, "ckpts"), save_last=True)]
+    if args.stop_rank >= 0:
+        callbacks.append(StopOneRank(args.stop_rank, args.stop_step))
+    trainer = ember.Trainer(accelerator="cpu", devices=args.launch or "auto", strategy="ddp", max_epochs=3,
+                            max_steps=args.max_steps, callbacks=callbacks, enable_progress_bar=False, logger=False,
+                            default_root_dir=args.root)
+    ember.seed_everything(100 + trainer.global_rank)
+    x = torch.randn(48, 6, generator=torch.Generator().manual_seed(1))
+    data = TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
+    loader = DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(5))
+    trainer.fit(model, loader, ckpt_path="last" if args.resume else None)
+    trainer.save_checkpoint(os.path.join(args.root, "final.ckpt"))
+    ember.save_checkpoint({"state_dict": model.state_dict(), "global_step": trainer.global_step,
+                           "world_size": trainer.world_size},
+                          os.path.join(args.root, f"rank{trainer.global_rank}.ckpt"))
+
+
+if __name__ == "__main__":
+    main()
