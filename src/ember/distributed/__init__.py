@@ -1,7 +1,7 @@
 """Many processes on torch.distributed: the job's environment, the launcher, DDP, failures.
 
 The Trainer wires these in (docs/DISTRIBUTED.md): ``launch(devices)`` early in a plain ``python``
-process, then ``DDPStrategy(...).setup()`` on every rank, and the strategy's methods in fit.
+process, then ``DDPStrategy(...).setup()`` (or ``FSDPStrategy``) on every rank, and the strategy's methods in fit.
 """
 
 from ember.distributed.env import (
@@ -14,15 +14,18 @@ from ember.distributed.env import (
     world_size,
 )
 from ember.distributed.failure import EXIT_PEER_FAILED, PeerFailedError
+from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.group import init, teardown
 from ember.distributed.launcher import launch
-from ember.distributed.strategy import DDPStrategy
+from ember.distributed.strategy import DDPStrategy, ParallelStrategy
 
 __all__ = [
     "DDPStrategy",
     "DistributedError",
     "EXIT_PEER_FAILED",
+    "FSDPStrategy",
     "JobEnv",
+    "ParallelStrategy",
     "PeerFailedError",
     "global_rank",
     "init",
