@@ -54,15 +54,21 @@ def test_fsdp_on_two_ranks_trains_as_one_process_on_the_same_global_batches(trai
 
 
 def test_each_submodule_with_parameters_and_the_root_are_sharded(trained):
-    facts = json.loads((trained / "facts.json").read_text())
+    facts = json.loads((trained / "facts-0.json").read_text())
     assert facts["units"] == ["", "body.0", "body.3"]  # the Linears, then the root (which holds `scale`)
     assert facts["dtensors"] and facts["local_rows"] == 8  # 16 rows of body.0.weight over 2 ranks
 
 
 def test_a_module_with_configure_model_shards_itself_with_the_mesh(trained):
-    facts = json.loads((trained / "facts.json").read_text())
+    facts = json.loads((trained / "facts-0.json").read_text())
     assert facts["mesh_set"]
     assert facts["self_units"] == ["", "encoder"]  # its own choice; ember added only the root
+
+
+def test_every_rank_gets_the_gathered_loop_state_to_write(trained):
+    facts = [json.loads((trained / f"facts-{r}.json").read_text()) for r in range(2)]
+    assert [f["gathered"] for f in facts] == [[0, 1], [0, 1]]  # a folder checkpoint is written by every rank
+    assert [f["rank0_data"] for f in facts] == [{"rank": 0}, {"rank": 0}]
 
 
 @pytest.mark.parametrize("how, nproc", [("torchrun", 1), ("launcher", 3)])

@@ -4,6 +4,7 @@ functions at the bottom, nothing else)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,4 +70,6 @@ def load_folder(state: dict[str, Any], location: Path | str) -> dict[str, Any]:
 
 def read_folder_full(location: Path | str) -> dict[str, Any]:
     """One plain process: ember.checkpoint.sharded.read_full(location) at merge."""
-    return _load_state_dict_from_keys(storage_reader=FileSystemReader(str(location)))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is unavailable or uninitialized")
+        return _load_state_dict_from_keys(storage_reader=FileSystemReader(str(location)))

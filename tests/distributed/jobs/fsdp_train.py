@@ -7,11 +7,11 @@ train OUT   2 ranks, each seeded differently (rank 0's weights must win): STEPS 
 load OUT    any number of ranks: the folder into a fresh model; rank 0 writes OUT/loaded-<world>.pt.
 plain OUT   OUT/plain.ckpt (one process's single-file checkpoint) into a sharded model, then one more
             step on the first global batch; rank 0 writes OUT/from-plain.pt.
-fit OUT     3 epochs with dropout (different streams per rank) and shuffled shards; --stop-at S saves the
-            folder OUT/mid (loop state included) after step S and stops; --resume continues from it.
-            Rank 0 writes OUT/final.pt at the end.
+fit OUT     3 epochs with dropout (different streams per rank) and shuffled shards; --save-at S saves the
+            folder OUT/mid (loop state included) after step S and goes on; rank 0 writes OUT/final.pt at
+            the end. --resume: continue from OUT/mid instead; rank 0 writes OUT/resumed.pt.
 
-usage: python fsdp_train.py MODE OUT [--stop-at S] [--resume] [--launch N]     or under torchrun
+usage: python fsdp_train.py MODE OUT [--save-at S] [--resume] [--launch N]     or under torchrun
 """
 
 from __future__ import annotations
@@ -72,14 +72,16 @@ def train(strategy: FSDPStrategy, out: Path) -> None:
     save_folder(strategy.state_for_save(model, [opt]), out / "folder")
     ref = full_state(model, opt)
     selfish = strategy.setup_module(SelfSharding())
+    gathered = strategy.gather_loop_state({"epoch": 0, "rng": get_rng_state(), "data": {"rank": rank}})
+    facts = {"gathered": [r["data"]["rank"] for r in gathered["ranks"]], "rank0_data": gathered.get("data")}
     if rank == 0:
         torch.save(ref, out / "ref.pt")
-        facts = {"units": sorted(n for n, m in model.named_modules() if isinstance(m, FSDPModule)),
-                 "dtensors": all(isinstance(p, DTensor) for p in model.parameters()),
-                 "local_rows": model.body[0].weight.to_local().shape[0],
-                 "mesh_set": selfish.mesh_seen is strategy.device_mesh and selfish.device_mesh is strategy.device_mesh,
-                 "self_units": sorted(n for n, m in selfish.named_modules() if isinstance(m, FSDPModule))}
-        (out / "facts.json").write_text(json.dumps(facts))
+        facts.update(units=sorted(n for n, m in model.named_modules() if isinstance(m, FSDPModule)),
+                     dtensors=all(isinstance(p, DTensor) for p in model.parameters()),
+                     local_rows=model.body[0].weight.to_local().shape[0],
+                     mesh_set=selfish.mesh_seen is strategy.device_mesh and selfish.device_mesh is strategy.device_mesh,
+                     self_units=sorted(n for n, m in selfish.named_modules() if isinstance(m, FSDPModule)))
+    (out / f"facts-{rank}.json").write_text(json.dumps(facts))
 
 
 def load(strategy: FSDPStrategy, out: Path) -> None:
@@ -108,7 +110,7 @@ def from_plain(strategy: FSDPStrategy, out: Path) -> None:
         torch.save({"after_load": after_load, "after_step": after_step}, out / "from-plain.pt")
 
 
-def fit(strategy: FSDPStrategy, out: Path, stop_at: int, resume: bool) -> None:
+def fit(strategy: FSDPStrategy, out: Path, save_at: int, resume: bool) -> None:
     """As tests/distributed/jobs/ddp_train.py, with the weights and optimizer in a folder checkpoint."""
     rank = strategy.global_rank
     model = strategy.setup_module(build(seed=0, dropout=0.3))
@@ -135,23 +137,22 @@ def fit(strategy: FSDPStrategy, out: Path, stop_at: int, resume: bool) -> None:
             loss.backward()
             opt.step()
             step, batch = step + 1, batch + 1
-            if step == stop_at:
+            if step == save_at:
                 state = {"epoch": epoch, "batch": batch, "global_step": step, "epoch_done": False,
                          "data": data.state_dict(), "rng": get_rng_state(), "accumulated_grads": {}}
                 save_folder({"model": strategy.state_for_save(model, [opt]),
                              "loop": strategy.gather_loop_state(state)}, out / "mid")
-                return
         epoch, batch = epoch + 1, 0
     weights = get_model_state_dict(model, options=FULL)
     if rank == 0:
-        torch.save(weights, out / "final.pt")
+        torch.save(weights, out / ("resumed.pt" if resume else "final.pt"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["train", "load", "plain", "fit"])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--stop-at", type=int, default=0)
+    ap.add_argument("--save-at", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--launch", type=int, default=0)
     args = ap.parse_args()
@@ -161,7 +162,7 @@ def main() -> None:
     strategy.setup()
     with strategy.failure_guard():
         if args.mode == "fit":
-            fit(strategy, args.out, args.stop_at, args.resume)
+            fit(strategy, args.out, args.save_at, args.resume)
         else:
             {"train": train, "load": load, "plain": from_plain}[args.mode](strategy, args.out)
     strategy.teardown()
