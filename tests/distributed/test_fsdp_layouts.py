@@ -161,3 +161,15 @@ def test_saved_state_loads_back_into_a_fresh_model(solo):
     assert all(torch.equal(a.full_tensor(), b.full_tensor()) for a, b in zip(fresh.parameters(), model.parameters()))
     assert [s["exp_avg"].full_tensor().sum() for s in fresh_opt.state.values()] == \
         [s["exp_avg"].full_tensor().sum() for s in opt.state.values()]
+
+
+def test_gather_loop_state_without_a_group_returns_the_state(monkeypatch):
+    for k in jobrunner.JOB_VARS:
+        monkeypatch.delenv(k, raising=False)
+    state = {"epoch": 1, "rng": {"torch": torch.tensor([1])}, "data": {}}
+    assert FSDPStrategy(accelerator="cpu").gather_loop_state(state) == state
+
+
+def test_gather_loop_state_on_one_rank_puts_its_own_in_ranks(solo):
+    state = {"epoch": 1, "rng": {"seed": 3}, "data": {"pos": 2}, "accumulated_grads": {}}
+    assert solo.gather_loop_state(state) == {**state, "ranks": [{"rng": {"seed": 3}, "data": {"pos": 2}}]}

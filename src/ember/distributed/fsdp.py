@@ -107,11 +107,16 @@ class FSDPStrategy(ParallelStrategy):
     # ---------------------------------------------------------------- checkpoints
     def gather_loop_state(self, state: dict[str, Any],
                           keys: tuple[str, ...] = loop_state.PER_RANK_KEYS) -> dict[str, Any]:
-        """Collective: every rank's ``keys`` entries (RNG states and data position) gathered into the
-        loop state (``loops.fit.ranks``), returned on *every* rank: each rank writes its part of a
-        folder checkpoint, and their non-tensor entries must agree. Resume with ``scatter_loop_state``."""
+        """Collective: ``state`` plus ``loops.fit.ranks`` (every rank's ``keys`` entries: RNG states and
+        data position), returned on *every* rank, with rank 0's ``keys`` entries at the top as in a
+        single-process checkpoint: every rank writes its part of a folder checkpoint, and their
+        non-tensor entries must agree. Other entries stay this rank's own (``accumulated_grads`` holds
+        this rank's gradient shards as DTensors). Resume with ``scatter_loop_state``."""
         gathered = loop_state.gather(state, keys)
-        return self.broadcast_object(gathered)
+        ranks = self.broadcast_object(gathered.get(loop_state.RANKS) if gathered is not None else None)
+        if ranks is None:  # no joined group: one process
+            return dict(state)
+        return {**state, **ranks[0], loop_state.RANKS: ranks}
 
     def state_for_save(self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, Any]:
         """Collective: ``{"state_dict": ..., "optimizer_states": [...]}`` of this rank's shards: the

@@ -72,8 +72,11 @@ def train(strategy: FSDPStrategy, out: Path) -> None:
     save_folder(strategy.state_for_save(model, [opt]), out / "folder")
     ref = full_state(model, opt)
     selfish = strategy.setup_module(SelfSharding())
-    gathered = strategy.gather_loop_state({"epoch": 0, "rng": get_rng_state(), "data": {"rank": rank}})
-    facts = {"gathered": [r["data"]["rank"] for r in gathered["ranks"]], "rank0_data": gathered.get("data")}
+    shard_of_mine = model.body[0].weight.detach()  # a DTensor: this rank's shard
+    gathered = strategy.gather_loop_state({"epoch": 0, "rng": get_rng_state(), "data": {"rank": rank},
+                                           "accumulated_grads": {"body.0.weight": shard_of_mine}})
+    facts = {"gathered": [r["data"]["rank"] for r in gathered["ranks"]], "rank0_data": gathered.get("data"),
+             "own_grads": gathered["accumulated_grads"]["body.0.weight"] is shard_of_mine}
     if rank == 0:
         torch.save(ref, out / "ref.pt")
         facts.update(units=sorted(n for n, m in model.named_modules() if isinstance(m, FSDPModule)),
