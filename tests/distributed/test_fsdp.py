@@ -72,6 +72,11 @@ def test_every_rank_gets_the_gathered_loop_state_to_write(trained):
     assert all(f["own_grads"] for f in facts)  # each rank keeps its own gradient shards
 
 
+def test_layers_configure_model_builds_start_from_rank_zero_and_get_the_default_units(trained):
+    facts = [json.loads((trained / f"facts-{r}.json").read_text()) for r in range(2)]
+    assert all(f["built_from_rank0"] and f["built_units"] == ["", "layer"] for f in facts)
+
+
 @pytest.mark.parametrize("how, nproc", [("torchrun", 1), ("launcher", 3)])
 def test_folder_saved_on_two_ranks_loads_on_another_number_of_ranks(trained, how, nproc):
     r = jobrunner.run(how, "fsdp_train.py", "load", str(trained), nproc=nproc)

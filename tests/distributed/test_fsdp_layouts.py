@@ -173,3 +173,17 @@ def test_gather_loop_state_without_a_group_returns_the_state(monkeypatch):
 def test_gather_loop_state_on_one_rank_puts_its_own_in_ranks(solo):
     state = {"epoch": 1, "rng": {"seed": 3}, "data": {"pos": 2}, "accumulated_grads": {}}
     assert solo.gather_loop_state(state) == {**state, "ranks": [{"rng": {"seed": 3}, "data": {"pos": 2}}]}
+
+
+class BuildsOnly(nn.Module):
+    """Lightning's pattern without sharding: configure_model builds the layers and shards nothing."""
+
+    def configure_model(self) -> None:
+        self.layers = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+        self.mesh = self.device_mesh
+
+
+def test_configure_model_that_shards_nothing_gets_the_default_units(solo):
+    model = solo.setup_module(BuildsOnly())
+    assert model.mesh is solo.device_mesh
+    assert isinstance(model, FSDPModule) and all(isinstance(m, FSDPModule) for m in model.layers)

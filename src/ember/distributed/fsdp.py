@@ -72,24 +72,27 @@ class FSDPStrategy(ParallelStrategy):
         optimizers after this call, from its parameters).
 
         A module with a ``configure_model()`` method shards itself: ember sets ``module.device_mesh``
-        and calls it. Otherwise ember calls ``fully_shard`` on each submodule that directly holds
-        parameters (innermost first; one whose parameters are shared with another module is left to
-        its parent). Either way the root is sharded last, if ``configure_model`` did not, and the
-        module's ``training_step`` / ``validation_step`` / ``test_step`` / ``predict_step`` run
-        with FSDP's forward hooks. A module already sharded is returned as it is."""
+        and calls it (parameters it creates are copied from rank 0 too, unless it sharded them). If
+        no submodule is sharded then (no ``configure_model``, or one that only builds layers), ember
+        calls ``fully_shard`` on each submodule that directly holds parameters (innermost first; one
+        whose parameters are shared with another module is left to its parent). The root is sharded
+        last, unless ``configure_model`` did it, and the module's ``training_step`` /
+        ``validation_step`` / ``test_step`` / ``predict_step`` run with FSDP's forward hooks (each is
+        then a collective: every rank must call it). A module already sharded is returned as it is."""
         if isinstance(module, FSDPModule):
             return module
         self._require_group("setup_module()")
         if self.device_mesh is None:
             self.setup()
-        mesh = self.device_mesh
+        mesh, comm = self.device_mesh, self._comm_device()
         module.to(device or self.device or group.device())
-        _broadcast_from_rank0(module, self._comm_device())
+        synced = _broadcast_from_rank0(module, comm, done=set())
         configure = getattr(module, "configure_model", None)
         if callable(configure):
             module.device_mesh = mesh
             configure()
-        else:
+            _broadcast_from_rank0(module, comm, done=synced)
+        if not any(isinstance(m, FSDPModule) for m in module.modules()):
             for unit in shard_units(module):
                 fully_shard(unit, mesh=mesh, **self.fsdp_kwargs)
         if not isinstance(module, FSDPModule):
@@ -172,15 +175,19 @@ def shard_units(module: nn.Module) -> list[nn.Module]:
     return units
 
 
-def _broadcast_from_rank0(module: nn.Module, comm: torch.device) -> None:
-    """Every rank starts from rank 0's parameters and buffers (as DistributedDataParallel does)."""
+def _broadcast_from_rank0(module: nn.Module, comm: torch.device, done: set[int]) -> set[int]:
+    """Every rank starts from rank 0's parameters and buffers (as DistributedDataParallel does); those
+    in ``done`` (ids), already sharded or on the meta device are left alone. Returns ``done`` plus
+    the ids copied."""
     for t in [*module.parameters(), *module.buffers()]:
-        if t.device.type == "meta" or isinstance(t, DTensor):
+        if id(t) in done or t.device.type == "meta" or isinstance(t, DTensor):
             continue
         with torch.no_grad():
             work = t.detach().to(comm)
             dist.broadcast(work, src=0)
             t.detach().copy_(work)
+        done.add(id(t))
+    return done
 
 
 def _has_dtensor(tree: Any) -> bool:

@@ -57,6 +57,14 @@ class SelfSharding(nn.Module):
         fully_shard(self.encoder, mesh=self.device_mesh)
 
 
+class BuildsOnly(nn.Module):
+    """A module whose configure_model only builds its layers, each rank differently (rank 0's must win)."""
+
+    def configure_model(self) -> None:
+        self.layer = nn.Linear(4, 4)
+        nn.init.constant_(self.layer.weight, float(torch.distributed.get_rank()))
+
+
 def train(strategy: FSDPStrategy, out: Path) -> None:
     rank, world = strategy.global_rank, strategy.world_size
     model = strategy.setup_module(build(seed=rank))  # rank 1 starts elsewhere: rank 0's weights are copied
@@ -72,11 +80,15 @@ def train(strategy: FSDPStrategy, out: Path) -> None:
     save_folder(strategy.state_for_save(model, [opt]), out / "folder")
     ref = full_state(model, opt)
     selfish = strategy.setup_module(SelfSharding())
+    built = strategy.setup_module(BuildsOnly())
+    built_weight = get_model_state_dict(built, options=FULL)["layer.weight"]
     shard_of_mine = model.body[0].weight.detach()  # a DTensor: this rank's shard
     gathered = strategy.gather_loop_state({"epoch": 0, "rng": get_rng_state(), "data": {"rank": rank},
                                            "accumulated_grads": {"body.0.weight": shard_of_mine}})
     facts = {"gathered": [r["data"]["rank"] for r in gathered["ranks"]], "rank0_data": gathered.get("data"),
-             "own_grads": gathered["accumulated_grads"]["body.0.weight"] is shard_of_mine}
+             "own_grads": gathered["accumulated_grads"]["body.0.weight"] is shard_of_mine,
+             "built_units": sorted(n for n, m in built.named_modules() if isinstance(m, FSDPModule)),
+             "built_from_rank0": bool((built_weight == 0).all())}
     if rank == 0:
         torch.save(ref, out / "ref.pt")
         facts.update(units=sorted(n for n, m in model.named_modules() if isinstance(m, FSDPModule)),
