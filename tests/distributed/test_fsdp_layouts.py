@@ -187,3 +187,19 @@ def test_configure_model_that_shards_nothing_gets_the_default_units(solo):
     model = solo.setup_module(BuildsOnly())
     assert model.mesh is solo.device_mesh
     assert isinstance(model, FSDPModule) and all(isinstance(m, FSDPModule) for m in model.layers)
+
+
+def test_load_state_names_missing_and_unexpected_weights(solo):
+    model = solo.setup_module(Tied())
+    weights = dict(solo.state_for_save(model, [])["state_dict"])
+    weights["extra.weight"] = weights.pop("gain")
+    with pytest.raises(CheckpointMismatchError, match=r"missing \['gain'\], unexpected \['extra.weight'\]"):
+        solo.load_state(model, [], {"state_dict": weights, "optimizer_states": []})
+
+
+def test_load_state_refuses_a_numbered_optimizer_state_and_says_how_to_convert(solo):
+    model = solo.setup_module(Tied())
+    opt = stepped(model)
+    saved = {"state_dict": solo.state_for_save(model, [])["state_dict"], "optimizer_states": [opt.state_dict()]}
+    with pytest.raises(CheckpointMismatchError, match=r"keyed by parameter numbers.*optimizer_state_from_plain"):
+        solo.load_state(model, [opt], saved)

@@ -144,6 +144,17 @@ class FSDPStrategy(ParallelStrategy):
             raise CheckpointMismatchError(
                 f"the checkpoint has {len(opts)} optimizer state(s) and the run has {len(optimizers)} optimizer(s); "
                 "configure_optimizers must build the optimizers the checkpoint was saved with.")
+        own = module.state_dict().keys()  # names only: no communication
+        missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        if missing or unexpected:
+            raise CheckpointMismatchError(
+                f"the checkpoint's weights do not match the model: missing {missing[:10]}, unexpected "
+                f"{unexpected[:10]}. Resume with the model class and settings that wrote the checkpoint.")
+        for i, state in enumerate(opts):
+            if isinstance(state, Mapping) and any(isinstance(k, int) for k in state.get("state", {})):
+                raise CheckpointMismatchError(
+                    f"optimizer state {i} is keyed by parameter numbers (Optimizer.state_dict()'s layout); "
+                    "FSDP needs names: pass optimizer_state_from_plain(state, module, optimizer).")
         options = StateDictOptions(full_state_dict=not _has_dtensor(weights))
         set_model_state_dict(module, weights, options=options)
         for opt, state in zip(optimizers, opts):
