@@ -1,5 +1,7 @@
 """``DDPStrategy``: what the Trainer asks of a DistributedDataParallel job, in one object.
 
+``ParallelStrategy`` holds what every data-parallel strategy shares (``DDPStrategy`` here,
+``FSDPStrategy`` in ``ember.distributed.fsdp``); each adds how it wraps the model and runs its step.
 The Trainer holds one and calls it at fixed places (docs/DISTRIBUTED.md): ``setup()`` joins the job,
 ``setup_module`` wraps the model, ``distributed_loader`` shards the training data,
 ``reduce`` / ``any_rank`` agree on values, ``gather_loop_state`` / ``scatter_loop_state`` put every
@@ -27,16 +29,17 @@ from ember.errors import MisconfigurationError
 _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
 
-class DDPStrategy:
-    """Data-parallel training over the processes of one job (gloo on CPU, NCCL on CUDA)."""
+class ParallelStrategy:
+    """What every strategy over the processes of one job shares (gloo on CPU, NCCL on CUDA): joining
+    and leaving, ranks, sharding the training data, agreeing on values, loop state, failures.
+    Subclasses add ``setup_module`` and ``training_step``."""
 
     def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
-                 grace: float = group.DEFAULT_GRACE, find_unused_parameters: bool = False, **ddp_kwargs: Any) -> None:
+                 grace: float = group.DEFAULT_GRACE) -> None:
         """``timeout``: seconds any collective may wait; ``grace``: seconds a rank may take to stop on its
-        own after another failed; other keyword arguments go to ``DistributedDataParallel``."""
+        own after another failed."""
         group.backend_for(accelerator)  # a wrong name fails here, before any process is joined
         self.accelerator, self.timeout, self.grace = accelerator, timeout, grace
-        self.ddp_kwargs = dict(ddp_kwargs, find_unused_parameters=find_unused_parameters)
         self.device: torch.device | None = None
 
     # ---------------------------------------------------------------- the job
@@ -68,36 +71,10 @@ class DDPStrategy:
 
     def _require_group(self, what: str) -> None:
         if not dist.is_initialized():
-            raise DistributedError(f"{what} needs the job's process group; call DDPStrategy.setup() first "
+            raise DistributedError(f"{what} needs the job's process group; call {type(self).__name__}.setup() first "
                                    "(after ember.distributed.launch(devices) when not under torchrun).")
 
-    # ---------------------------------------------------------------- model and data
-    def setup_module(self, module: torch.nn.Module, device: torch.device | None = None) -> DistributedDataParallel:
-        """``module`` moved to ``device`` (default: this rank's) and wrapped in DistributedDataParallel,
-        which copies rank 0's parameters and buffers to every rank. Unwrap with
-        ``checkpoint.state.unwrap_model``. An already wrapped module is returned as it is."""
-        if isinstance(module, DistributedDataParallel):
-            return module
-        self._require_group("setup_module()")
-        device = device or self.device or group.device()
-        module.to(device)
-        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
-
-    def training_step(self, wrapped: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
-        """``module.training_step(*args, **kwargs)`` run through DistributedDataParallel's forward, so
-        that the backward of its loss all-reduces the gradients (calling ``training_step`` on the bare
-        module would skip DDP's hooks and leave every rank with its own gradients)."""
-        if not isinstance(wrapped, DistributedDataParallel):
-            return wrapped.training_step(*args, **kwargs)
-        module = wrapped.module
-        module.forward = module.training_step  # an instance attribute: DDP's forward calls it
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            del module.forward
-
+    # ---------------------------------------------------------------- data
     def distributed_loader(self, loader: Any, shuffle: bool | None = None) -> Any:
         """``loader`` with a ``DistributedSampler`` in place of its sampler: each rank reads its own
         shard, and the shards of one epoch are disjoint and cover the dataset (the last ones padded
@@ -205,6 +182,44 @@ class DDPStrategy:
         watch = group.watch()
         if watch is not None:
             watch.check()
+
+
+class DDPStrategy(ParallelStrategy):
+    """Data-parallel training over the processes of one job: every rank holds the whole model, and
+    DistributedDataParallel all-reduces the gradients."""
+
+    def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
+                 grace: float = group.DEFAULT_GRACE, find_unused_parameters: bool = False, **ddp_kwargs: Any) -> None:
+        """``timeout``: seconds any collective may wait; ``grace``: seconds a rank may take to stop on its
+        own after another failed; other keyword arguments go to ``DistributedDataParallel``."""
+        super().__init__(accelerator=accelerator, timeout=timeout, grace=grace)
+        self.ddp_kwargs = dict(ddp_kwargs, find_unused_parameters=find_unused_parameters)
+
+    def setup_module(self, module: torch.nn.Module, device: torch.device | None = None) -> DistributedDataParallel:
+        """``module`` moved to ``device`` (default: this rank's) and wrapped in DistributedDataParallel,
+        which copies rank 0's parameters and buffers to every rank. Unwrap with
+        ``checkpoint.state.unwrap_model``. An already wrapped module is returned as it is."""
+        if isinstance(module, DistributedDataParallel):
+            return module
+        self._require_group("setup_module()")
+        device = device or self.device or group.device()
+        module.to(device)
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
+
+    def training_step(self, wrapped: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
+        """``module.training_step(*args, **kwargs)`` run through DistributedDataParallel's forward, so
+        that the backward of its loss all-reduces the gradients (calling ``training_step`` on the bare
+        module would skip DDP's hooks and leave every rank with its own gradients)."""
+        if not isinstance(wrapped, DistributedDataParallel):
+            return wrapped.training_step(*args, **kwargs)
+        module = wrapped.module
+        module.forward = module.training_step  # an instance attribute: DDP's forward calls it
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            del module.forward
 
 
 def _has_distributed_sampler(loader: DataLoader) -> bool:
