@@ -114,7 +114,7 @@ def _ls_folder(path: str) -> dict:
     row["global_step"] = _jsonable(state.get("global_step"))
     row["monitor"], score = _monitored(state.get("callbacks"), path)
     row["score"] = _jsonable(score)
-    row["size"], row["mtime"] = hdr["file_size"], hdr["mtime"]
+    row["mtime"] = hdr["mtime"]
     return row
 
 
@@ -123,12 +123,12 @@ def _ls_entry(store: Storage, name: str, what: str, verify: bool) -> dict:
     row: dict[str, Any] = {"name": name, "path": path, "kind": what, "format": None, "epoch": None,
                            "global_step": None, "monitor": None, "score": None, "size": None, "mtime": None}
     try:
-        if what == "folder" and store.local_path(name) is not None:
-            row.update(_ls_folder(path))
-        elif what == "folder":
-            parts = [store.stat(n) for n in store.list(name + "/")]
-            row["size"] = sum(i.size for i in parts)
-            row["note"] = "sharded checkpoint folder in a remote store: read sharded checkpoints from local folders"
+        if what == "folder":
+            row["size"] = sum(store.stat(n).size for n in store.list(name + "/"))
+            if store.local_path(name) is not None:
+                row.update(_ls_folder(path))
+            else:
+                row["note"] = "sharded checkpoint folder in a remote store: read sharded checkpoints from local folders"
         else:
             info = store.stat(name)
             row["size"], row["mtime"] = info.size, info.mtime
