@@ -85,12 +85,11 @@ class ShardWriter(StorageWriter):
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         meta = _meta.from_dcp(metadata, results, max(self.world_size, len(results)), self.tree)
         raw = _meta.encode(meta)
-        fsync_dir(self.folder)  # the rank files' names first
         with open(self.folder / METADATA, "xb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        fsync_dir(self.folder)
+        fsync_dir(self.folder)  # every rank file's name and the metadata's, before the folder is published
         self.metadata = meta
 
     @classmethod
