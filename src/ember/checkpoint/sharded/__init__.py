@@ -1,7 +1,7 @@
 """Sharded checkpoint folders: every rank writes its shards in parallel through
 torch.distributed.checkpoint's planner, in ember's file format, with no pickle on disk.
 
-Layout (docs/FORMAT.md, section 8)::
+Layout (docs/FORMAT.md, section 9)::
 
     name.ckpt/
       rank-00000.safetensors   one ember file per rank that had chunks to write (CRC-32C, every byte)

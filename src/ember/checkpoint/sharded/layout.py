@@ -2,7 +2,7 @@
 
 A sharded checkpoint is a folder ``name.ckpt/`` holding ``rank-00000.safetensors`` ... (one ember
 file per rank that had shards to write) and ``metadata.json``, written last by rank 0: the folder is
-a checkpoint exactly when ``metadata.json`` is present and intact (docs/FORMAT.md, section 8).
+a checkpoint exactly when ``metadata.json`` is present and intact (docs/FORMAT.md, section 9).
 """
 
 from __future__ import annotations
