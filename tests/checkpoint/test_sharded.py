@@ -98,6 +98,15 @@ def test_unstorable_value_fails_before_anything_is_written(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_single_file_checkpoint_at_the_name_is_not_replaced_by_a_folder(tmp_path):
+    ember.save_checkpoint({"w": torch.ones(1)}, tmp_path / "last.ckpt")
+    with pytest.raises(CheckpointError, match="last.ckpt: it is a file; choose a folder name"):
+        save_sharded({"w": torch.ones(1)}, tmp_path / "last.ckpt")
+    assert ember.load_checkpoint(tmp_path / "last.ckpt")["w"].tolist() == [1.0]
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 def test_a_non_tensor_value_given_to_dcp_is_refused(tmp_path):
     import torch.distributed.checkpoint as dcp
 

@@ -39,6 +39,17 @@ def test_read_full_in_a_plain_process_equals_the_full_state_dict(saved):
     assert (full["epoch"], full["global_step"]) == (1, 1) and torch.equal(full["replicated"], torch.arange(5))
 
 
+def test_read_full_gives_the_whole_optimizer_state(saved):
+    """The reference is get_optimizer_state_dict(model, optim, full_state_dict=True) from the job."""
+    [optim] = read_full(saved / "run.ckpt")["optimizer_states"]
+    ref = ember.load_checkpoint(saved / "full.ckpt")["optimizer"]
+    assert sorted(optim["state"]) == sorted(ref["state"]) and len(optim["state"]) == 4
+    for fqn, slots in ref["state"].items():
+        for slot, t in slots.items():
+            assert torch.equal(optim["state"][fqn][slot], t), (fqn, slot)
+    assert optim["param_groups"] == ref["param_groups"]
+
+
 def test_saved_on_2_loads_into_1_plain_process(saved):
     torch.manual_seed(1)
     m = torch.nn.Sequential(torch.nn.Linear(8, 9), torch.nn.ReLU(), torch.nn.Linear(9, 3))

@@ -16,7 +16,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
@@ -52,10 +52,14 @@ def main() -> None:
         opt = torch.optim.AdamW(m.parameters(), lr=0.1)
         m(torch.randn(4, 8)).sum().backward()
         opt.step()
-        save_sharded(state_of(m, 1), os.path.join(out, "run.ckpt"))
-        full = get_model_state_dict(m, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = state_of(m, 1)
+        state["optimizer_states"] = [get_optimizer_state_dict(m, opt)]  # DTensors, and plain 0-dim `step`s
+        save_sharded(state, os.path.join(out, "run.ckpt"))
+        whole = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(m, options=whole)
+        full_optim = get_optimizer_state_dict(m, opt, options=whole)
         if dist.get_rank() == 0:
-            ember.save_checkpoint({"state_dict": dict(full)}, os.path.join(out, "full.ckpt"))
+            ember.save_checkpoint({"state_dict": dict(full), "optimizer": full_optim}, os.path.join(out, "full.ckpt"))
     elif args.mode == "load":
         state = state_of(m, 0)
         got = load_sharded(state, os.path.join(out, "run.ckpt"))

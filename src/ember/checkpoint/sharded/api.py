@@ -82,18 +82,24 @@ def save_sharded(state: dict, location: str | os.PathLike, *, storage_options: d
     folder = Path(name)
     try:
         if _rank() != 0:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)  # a no-op where the ranks share rank 0's filesystem
         with _dcp_errors():
             dcp.save(tensors, storage_writer=ShardWriter(folder, tree),
                      planner=DefaultSavePlanner(flatten_state_dict=False), no_dist=not _distributed())
-        if _rank() == 0:
-            commit.publish(folder, target)
     except BaseException:
         if _rank() == 0:
             commit.remove(folder)
         raise
-    if _distributed():
-        dist.barrier()  # every rank returns once the checkpoint is at its name
+    published = None
+    if _rank() == 0:
+        try:
+            commit.publish(folder, target)
+        except CheckpointError as e:
+            commit.remove(folder)
+            published = f"!{e}"
+    outcome = _from_rank0(published or "ok")  # every rank returns once the checkpoint is at its name
+    if outcome.startswith("!"):
+        raise CheckpointError(outcome[1:])
 
 
 def _targets(meta: _meta.ShardedMeta, tensors: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:

@@ -76,19 +76,25 @@ def remove(path: Path) -> None:
 
 def publish(tmp: Path, target: Path) -> None:
     """Put the committed folder ``tmp`` at ``target``, replacing what was there (see the module docstring)."""
+    old = None
     try:
         if not os.path.lexists(target):
             os.rename(tmp, target)
         elif _exchange(tmp, target):
-            fsync_dir(target.parent)
-            remove(tmp)  # the old checkpoint, now at the temporary name
+            old = tmp  # the old checkpoint, now at the temporary name
         else:
-            aside = target.parent / temp_name(target.name)
-            os.rename(target, aside)
-            os.rename(tmp, target)
-            fsync_dir(target.parent)
-            remove(aside)
+            old = target.parent / temp_name(target.name)
+            os.rename(target, old)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                os.rename(old, target)  # put the previous one back
+                old = None
+                raise
         fsync_dir(target.parent)
     except OSError as e:
         raise CheckpointError(f"could not put the sharded checkpoint in place at {target}: {e}; the previous one, "
                               "if any, is untouched") from e
+    if old is not None:
+        with contextlib.suppress(OSError):  # the new checkpoint is in place; a leftover temporary is removed later
+            remove(old)
