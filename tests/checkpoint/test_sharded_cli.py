@@ -80,3 +80,20 @@ def test_ckpt_path_accepts_a_committed_folder_only(folder):
     assert resolve_ckpt_path(str(folder / "good.ckpt"), [], str(folder)) == str(folder / "good.ckpt")
     with pytest.raises(CheckpointError, match="it is a folder, not a checkpoint"):
         resolve_ckpt_path(str(folder / "cut.ckpt"), [], str(folder))
+
+
+def test_a_fit_resumes_from_a_sharded_folder_found_as_last(tmp_path):
+    """A plain (single-process) fit given ckpt_path="last" resumes from a committed sharded folder
+    saved from a finished run's checkpoint dict."""
+    from tiny import TinyModel, make_loader, trainer_kwargs
+
+    first = ember.Trainer(max_epochs=1, **trainer_kwargs(tmp_path))
+    first.fit(TinyModel(), make_loader())
+    [written] = sorted(tmp_path.rglob("*.ckpt"))
+    full = ember.load_checkpoint(written)
+    save_sharded(full, tmp_path / "sharded" / "epoch1.ckpt")
+    trainer = ember.Trainer(max_epochs=2, **trainer_kwargs(tmp_path / "second"))
+    found = resolve_ckpt_path("last", [], str(tmp_path / "sharded"))
+    assert found == str(tmp_path / "sharded" / "epoch1.ckpt")
+    trainer.fit(TinyModel(), make_loader(), ckpt_path=found)
+    assert trainer.current_epoch == 2 and trainer.global_step == 2 * first.global_step

@@ -44,7 +44,13 @@ def load_from(store: Storage, name: str, map_location: Any = None, verify: bool 
     """The checkpoint dict stored as ``name`` in ``store`` (any kind ``load_checkpoint`` reads).
 
     Raises a CheckpointError subclass naming ``store.describe(name)`` for a missing, corrupt or unsafe file.
+    A local folder is read as a sharded checkpoint (``sharded.read_full``), as ``load_checkpoint`` does.
     """
+    local = store.local_path(name)
+    if local is not None and local.is_dir():
+        from ember.checkpoint.sharded.full import read_full
+
+        return read_full(local, map_location=map_location)
     return load_in(store, name, map_location=map_location, verify=verify, mmap=mmap)
 
 
