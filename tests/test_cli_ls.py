@@ -80,13 +80,23 @@ def test_ls_skips_temporary_files_and_other_entries(tmp_path, capsys):
 
 
 def test_ls_lists_a_checkpoint_folder_that_has_metadata(tmp_path, capsys):
-    folder = tmp_path / "sharded.ckpt"
-    folder.mkdir()
-    (folder / "metadata").write_text("{}")
-    (folder / "shard-0").write_bytes(b"x" * 10)
+    from ember.checkpoint.sharded import save_sharded
+
+    save_sharded({"epoch": 0, "global_step": 3, "state_dict": {"w": torch.ones(2)}}, tmp_path / "sharded.ckpt")
+    size = sum(p.stat().st_size for p in (tmp_path / "sharded.ckpt").iterdir())
     _, doc = ls_json(capsys, tmp_path)
     [entry] = doc["checkpoints"]
-    assert (entry["name"], entry["kind"], entry["size"]) == ("sharded.ckpt", "folder", 12)
+    assert (entry["name"], entry["kind"], entry["size"], entry["global_step"]) == ("sharded.ckpt", "folder", size, 3)
+
+
+def test_ls_marks_a_checkpoint_folder_without_metadata_incomplete(tmp_path, capsys):
+    folder = tmp_path / "sharded.ckpt"
+    folder.mkdir()
+    (folder / "rank-00000.safetensors").write_bytes(b"x" * 10)
+    _, doc = ls_json(capsys, tmp_path)
+    [entry] = doc["checkpoints"]
+    assert (entry["name"], entry["kind"], entry["size"]) == ("sharded.ckpt", "folder", 10)
+    assert "incomplete, not a checkpoint" in entry["error"]
 
 
 def test_ls_shows_a_corrupt_file_instead_of_failing(tmp_path, capsys):

@@ -29,7 +29,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
 
     ``mmap=True, verify=False`` maps the tensors of a local file without reading them (for large
     files). ``storage_options`` go to the backend of a URL (credentials, endpoint).
+
+    A local folder is read as a sharded checkpoint (``sharded.read_full``: every tensor whole, every
+    byte verified; ``verify``/``mmap`` do not apply): the same dict a single-file checkpoint gives.
     """
+    if "://" not in os.fspath(path) and os.path.isdir(path):
+        from ember.checkpoint.sharded.full import read_full
+
+        return read_full(path, map_location=map_location)
     return load_any(path, map_location=map_location, verify=verify, mmap=mmap, storage_options=storage_options)
 
 
@@ -37,7 +44,13 @@ def load_from(store: Storage, name: str, map_location: Any = None, verify: bool 
     """The checkpoint dict stored as ``name`` in ``store`` (any kind ``load_checkpoint`` reads).
 
     Raises a CheckpointError subclass naming ``store.describe(name)`` for a missing, corrupt or unsafe file.
+    A local folder is read as a sharded checkpoint (``sharded.read_full``), as ``load_checkpoint`` does.
     """
+    local = store.local_path(name)
+    if local is not None and local.is_dir():
+        from ember.checkpoint.sharded.full import read_full
+
+        return read_full(local, map_location=map_location)
     return load_in(store, name, map_location=map_location, verify=verify, mmap=mmap)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 from ember.checkpoint import codec
 from ember.checkpoint.io import header_in, verify_in
 from ember.checkpoint.manager import EXTENSION, CheckpointManager
+from ember.checkpoint.sharded import full as sharded
+from ember.checkpoint.sharded import layout as sharded_layout
+from ember.checkpoint.sharded import metadata as sharded_metadata
 from ember.checkpoint.store import Storage, open_store, resolve
 from ember.errors import CheckpointError, MisconfigurationError
 
@@ -40,8 +43,11 @@ def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_
     if not store.exists(name):
         local = store.local_path(name)
         if local is not None and local.is_dir():
-            raise CheckpointError(f"cannot resume from {location}: it is a folder, not a checkpoint file. Pass "
-                                  "a checkpoint inside it, or ckpt_path='last' to pick the newest one.")
+            if sharded.is_sharded_checkpoint(local):
+                return location
+            raise CheckpointError(f"cannot resume from {location}: it is a folder, not a checkpoint (no complete "
+                                  "sharded checkpoint in it either). Pass a checkpoint inside it, or "
+                                  "ckpt_path='last' to pick the newest one.")
         raise CheckpointError(
             f"cannot resume from {location}: no such file. Pass an existing checkpoint, 'last' or 'best'.")
     return location
@@ -50,17 +56,52 @@ def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_
 
 
 def checkpoint_names(store: Storage) -> list[str]:
-    """The names of the checkpoints directly in ``store`` (single ``*.ckpt`` files)."""
-    return [n for n in store.list("") if n.endswith(EXTENSION) and "/" not in n]
+    """The names of the checkpoints directly in ``store``: single ``*.ckpt`` files, and ``*.ckpt``
+    folders holding a sharded checkpoint's metadata (on local disk; complete or not, see ``_is_folder``)."""
+    names = []
+    for n in store.list(""):
+        head, slash, rest = n.partition("/")
+        if not slash and n.endswith(EXTENSION):
+            names.append(n)
+        elif rest == sharded_layout.METADATA and head.endswith(EXTENSION) and store.local_path(head) is not None:
+            names.append(head)
+    return names
 
 
-def _resume_rank(store: Storage, name: str) -> tuple[int, float] | None:
-    """(global step, modification time) of a full, resumable ember checkpoint, from its header alone;
-    None for weights-only and foreign files; CheckpointError for one that cannot be a run's state."""
+def _is_folder(store: Storage, name: str) -> bool:
+    local = store.local_path(name)
+    return local is not None and local.is_dir()
+
+
+def _state_tree(store: Storage, name: str) -> tuple[Any, float] | None:
+    """The state tree and modification time of a file's header or a sharded folder's metadata; None for
+    a file that is not ember's."""
+    if _is_folder(store, name):
+        folder = store.local_path(name)
+        meta = sharded_metadata.read(folder)
+        return meta.tree, os.stat(folder / sharded_layout.METADATA).st_mtime
     header = header_in(store, name)
     if header["kind"] != "ember":
         return None
-    top = codec.unflatten(header["tree"], None)
+    return header["tree"], store.stat(name).mtime
+
+
+def _verify(store: Storage, name: str) -> None:
+    if _is_folder(store, name):
+        sharded.verify_sharded(store.local_path(name))
+    else:
+        verify_in(store, name)
+
+
+def _resume_rank(store: Storage, name: str) -> tuple[int, float] | None:
+    """(global step, modification time) of a full, resumable ember checkpoint, from its header (or a
+    sharded folder's metadata) alone; None for weights-only and foreign files; CheckpointError for one
+    that cannot be a run's state."""
+    found = _state_tree(store, name)
+    if found is None:
+        return None
+    tree, mtime = found
+    top = codec.unflatten(tree, None)
     if "loops" not in top:
         return None  # weights only: cannot resume
     step = top.get("global_step")
@@ -69,13 +110,15 @@ def _resume_rank(store: Storage, name: str) -> tuple[int, float] | None:
     loops = top["loops"]
     if not isinstance(loops, dict) or not isinstance(loops.get("fit"), dict):
         raise CheckpointError("it has no loop position (loops['fit'])")
-    return step, store.stat(name).mtime
+    return step, mtime
 
 
 def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
     """The newest full checkpoint in ``stores`` that verifies (by global step, then modification time).
 
-    A corrupt, incomplete or malformed newer file is skipped with a warning naming it."""
+    A corrupt, incomplete or malformed newer file is skipped with a warning naming it; so is a sharded
+    folder whose metadata is damaged. A folder without metadata (a save that never completed) is not a
+    checkpoint and is not considered at all."""
     ranked = []
     for store in stores:
         for name in checkpoint_names(store):
@@ -88,7 +131,7 @@ def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
                 ranked.append((rank, store, name))
     for _, store, name in sorted(ranked, key=lambda r: r[0], reverse=True):
         try:
-            verify_in(store, name)
+            _verify(store, name)
         except CheckpointError as e:
             warnings.warn(f"skipping {store.describe(name)}: {e}", stacklevel=4)
             continue

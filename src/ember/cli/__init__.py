@@ -1,4 +1,4 @@
-"""The ``ember`` command line: ``ember ckpt inspect | verify | ls | convert``.
+"""The ``ember`` command line: ``ember ckpt inspect | verify | ls | convert | consolidate``.
 
 Everything shown comes from files that may be hostile. Human output escapes every character a
 terminal would act on and abbreviates huge integers; ``--json`` keeps exact strings. An unexpected
@@ -17,8 +17,8 @@ from ember.cli.text import OPTIONS, _escape, _json_doc, _say
 
 __all__ = ["main"]
 
-_USAGE = ("use `ember ckpt inspect PATH`, `ember ckpt verify PATH...`, `ember ckpt ls DIR` or "
-          "`ember ckpt convert SRC DST`")
+_USAGE = ("use `ember ckpt inspect PATH`, `ember ckpt verify PATH...`, `ember ckpt ls DIR`, "
+          "`ember ckpt convert SRC DST` or `ember ckpt consolidate SRC DST`")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="commands:\n  ember ckpt inspect PATH     summarise a checkpoint\n"
                "  ember ckpt verify PATH...  check every byte of checkpoints\n"
                "  ember ckpt ls DIR          list the checkpoints in a folder (or a URL)\n"
-               "  ember ckpt convert SRC DST  convert between PyTorch Lightning's format and ember's",
+               "  ember ckpt convert SRC DST  convert between PyTorch Lightning's format and ember's\n"
+               "  ember ckpt consolidate SRC DST  write a sharded checkpoint folder as one .ckpt file",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--traceback", action="store_true", help="show the traceback of an unexpected error (for bug reports)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("dst", metavar="DST")
     conv.add_argument("--to", choices=("ember", "lightning"), default=None,
                       help="the format to write (default: the other one)")
+    cons = ckpt.add_parser("consolidate", help="write a sharded checkpoint folder as one verified .ckpt file")
+    cons.add_argument("src", metavar="SRC", help="a sharded checkpoint folder (name.ckpt/)")
+    cons.add_argument("dst", metavar="DST", help="the single-file checkpoint to write (a path or URL)")
     return p
 
 
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return ls_command(args.folder, args.verify, args.json)
     if args.action == "convert":
         return _convert_command(args.src, args.dst, args.to)
+    if args.action == "consolidate":
+        from ember.cli.folders import consolidate_command
+
+        return consolidate_command(args.src, args.dst)
     if args.action == "inspect":
         info, code = _inspect_safely(args.path, args.tensors)
         if args.json:

@@ -13,6 +13,7 @@ KINDS = {
     "safetensors": "plain safetensors file (not written by ember)",
     "torch-zip": "torch.save file (zip)",
     "torch-pickle": "torch.save file (legacy pickle)",
+    "ember-sharded": "ember sharded checkpoint folder",
 }
 
 
@@ -66,10 +67,27 @@ def _summarise_header(hdr: dict, with_tensors: bool) -> dict:
     return out
 
 
+def _inspect_folder(path: str, with_tensors: bool) -> tuple[dict, int]:
+    from ember.cli.folders import KIND, folder_header, verify_folder
+
+    try:
+        hdr = folder_header(path)
+    except CheckpointError as e:
+        return {"path": path, "kind": KIND, "error": str(e)}, 1
+    info = _summarise_header(hdr, with_tensors)
+    info["ranks"], info["rank_files"] = hdr["ranks"], hdr["rank_files"]
+    ok, detail = verify_folder(path)
+    info["checksums"] = {"status": "ok" if ok else "failed", "reason": detail}
+    return info, 0 if ok else 1
+
+
 def _inspect(path: str, with_tensors: bool) -> tuple[dict, int]:
     from ember.checkpoint import fileformat
     from ember.checkpoint.foreign import load_foreign, sniff
+    from ember.cli.folders import is_folder
 
+    if is_folder(path):
+        return _inspect_folder(path, with_tensors)
     try:
         kind = sniff(path)
     except OSError as e:
@@ -142,6 +160,8 @@ def _print_inspect(info: dict) -> None:
     if "callbacks" in info and info["callbacks"] is not None:
         callbacks = info["callbacks"]
         row("callbacks", ", ".join(map(str, callbacks)) if isinstance(callbacks, list) else _plain(callbacks))
+    if "ranks" in info:
+        row("ranks", f"saved by {info['ranks']} ranks, {info['rank_files']} rank files")
     if "keys" in info:
         row("keys", ", ".join(info["keys"]))
     if "checksums" in info:
@@ -173,7 +193,10 @@ def _verify_safely(path: str) -> tuple[bool, str]:
 def _verify(path: str) -> tuple[bool, str]:
     from ember.checkpoint import fileformat
     from ember.checkpoint.foreign import sniff
+    from ember.cli.folders import is_folder, verify_folder
 
+    if is_folder(path):
+        return verify_folder(path)
     try:
         kind = sniff(path)
     except FileNotFoundError:

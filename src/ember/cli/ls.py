@@ -11,6 +11,7 @@ from typing import Any
 
 from ember.checkpoint.store import Storage, open_store
 from ember.checkpoint.temporaries import TMP_PREFIX
+from ember.cli.folders import KIND, folder_header
 from ember.cli.inspect import _verify_safely
 from ember.cli.text import OPTIONS, _escape, _json_doc, _jsonable, _plain, _say, _size, _unexpected
 from ember.errors import CheckpointError
@@ -18,8 +19,8 @@ from ember.errors import CheckpointError
 
 def _entries(store: Storage) -> list[tuple[str, str]]:
     """(name, "file" | "folder") for each checkpoint directly in ``store``: ``*.ckpt`` files, and
-    checkpoint folders (sharded; recognised by the ``metadata`` object inside, written last).
-    Temporaries of saves in progress are never listed by a store."""
+    ``*.ckpt`` folders (sharded checkpoints; one without its metadata, written last, is listed to be
+    reported as incomplete). Temporaries of saves in progress are never listed by a store."""
     out, folders = [], set()
     for name in store.list(""):
         head, slash, rest = name.partition("/")
@@ -28,7 +29,7 @@ def _entries(store: Storage) -> list[tuple[str, str]]:
         if not slash:
             if name.endswith(".ckpt"):
                 out.append((name, "file"))
-        elif rest == "metadata" and head not in folders:
+        elif head.endswith(".ckpt") and "/" not in rest and head not in folders:
             folders.add(head)
             out.append((head, "folder"))
     return out
@@ -98,16 +99,36 @@ def _ls_file(path: str) -> dict:
     return row
 
 
+def _ls_folder(path: str) -> dict:
+    """epoch, step, monitored metric, size and mtime of a sharded folder, from its metadata only."""
+    from ember.checkpoint import codec
+
+    row: dict[str, Any] = {"format": KIND}
+    try:
+        hdr = folder_header(path)
+    except CheckpointError as e:
+        row["error"] = str(e)
+        return row
+    state = codec.unflatten(hdr["tree"], None)
+    row["epoch"] = _jsonable(state.get("epoch"))
+    row["global_step"] = _jsonable(state.get("global_step"))
+    row["monitor"], score = _monitored(state.get("callbacks"), path)
+    row["score"] = _jsonable(score)
+    row["mtime"] = hdr["mtime"]
+    return row
+
+
 def _ls_entry(store: Storage, name: str, what: str, verify: bool) -> dict:
     path = store.describe(name)
     row: dict[str, Any] = {"name": name, "path": path, "kind": what, "format": None, "epoch": None,
                            "global_step": None, "monitor": None, "score": None, "size": None, "mtime": None}
     try:
         if what == "folder":
-            parts = [store.stat(n) for n in store.list(name + "/")]
-            row["size"] = sum(i.size for i in parts)
-            row["mtime"] = store.stat(name + "/metadata").mtime
-            row["note"] = "sharded checkpoint folder: not read by this version of ember"
+            row["size"] = sum(store.stat(n).size for n in store.list(name + "/"))
+            if store.local_path(name) is not None:
+                row.update(_ls_folder(path))
+            else:
+                row["note"] = "sharded checkpoint folder in a remote store: read sharded checkpoints from local folders"
         else:
             info = store.stat(name)
             row["size"], row["mtime"] = info.size, info.mtime
@@ -123,8 +144,8 @@ def _ls_entry(store: Storage, name: str, what: str, verify: bool) -> dict:
     if verify:
         if "error" in row:
             row["verified"] = {"ok": False, "detail": row["error"]}
-        elif what == "folder":
-            row["verified"] = {"ok": None, "detail": "not checked: this version cannot verify sharded checkpoints"}
+        elif what == "folder" and store.local_path(name) is None:
+            row["verified"] = {"ok": None, "detail": "not checked: sharded checkpoints are verified in local folders"}
         else:
             ok, detail = _verify_safely(path)
             row["verified"] = {"ok": ok, "detail": detail}

@@ -1,0 +1,50 @@
+"""Names inside a sharded checkpoint folder, and where a folder may live.
+
+A sharded checkpoint is a folder ``name.ckpt/`` holding ``rank-00000.safetensors`` ... (one ember
+file per rank that had shards to write) and ``metadata.json``, written last by rank 0: the folder is
+a checkpoint exactly when ``metadata.json`` is present and intact (docs/FORMAT.md, section 9).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ember.errors import CheckpointError, UnsafeCheckpointError
+
+METADATA = "metadata.json"
+TORCH_METADATA = ".metadata"  # torch.distributed.checkpoint's own metadata: a pickle, never loaded
+RANK_FILE_RE = re.compile(r"rank-[0-9]{5,10}\.safetensors")
+
+
+def rank_file(rank: int) -> str:
+    return f"rank-{rank:05d}.safetensors"
+
+
+def local_folder(location: str | os.PathLike, storage_options: dict | None = None) -> Path:
+    """The local folder of a sharded checkpoint location; URLs are refused with what to do instead."""
+    text = os.fspath(location)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    head, sep, _ = text.partition("://")
+    if sep and head.isidentifier():
+        raise CheckpointError(
+            f"sharded checkpoints are read and written in local folders only, received {text!r}: save to a "
+            "local or mounted folder, or `ember ckpt consolidate` it into one file and upload that")
+    if storage_options:
+        raise CheckpointError(f"storage_options are for URLs; {text!r} is a local folder: pass storage_options=None")
+    return Path(text)
+
+
+def refuse_torch_folder(folder: Path) -> None:
+    """A folder written by ``torch.distributed.checkpoint.save`` (its ``.metadata`` is a pickle) is
+    refused before anything in it is read."""
+    if (folder / TORCH_METADATA).exists() and not (folder / METADATA).exists():
+        raise UnsafeCheckpointError(
+            f"{folder} is a torch.distributed.checkpoint folder: its {TORCH_METADATA} is a pickle, which ember "
+            "never loads (it could run code). To convert it, in a process you trust, with the same world size: "
+            "build the state (e.g. the FSDP model's state dict), torch.distributed.checkpoint.load(state, "
+            f"checkpoint_id={str(folder)!r}), then ember.checkpoint.sharded.save_sharded(state, NEW_FOLDER); or "
+            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(FOLDER, 'full.pt') then "
+            "`ember ckpt convert full.pt full.ckpt`")

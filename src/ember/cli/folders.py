@@ -1,0 +1,60 @@
+"""Sharded checkpoint folders in the command line: ``inspect``, ``verify`` and ``ls`` rows for a
+``name.ckpt/`` folder, and ``ember ckpt consolidate``. A folder without intact metadata is reported
+as incomplete: it is never a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import sys
+from ember.errors import CheckpointError
+
+KIND = "ember-sharded"
+
+
+def is_folder(path: str) -> bool:
+    return "://" not in path and os.path.isdir(path)
+
+
+def _incomplete(path: str, e: CheckpointError) -> str:
+    from ember.checkpoint.sharded.layout import METADATA
+
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, METADATA)):
+        return f"incomplete, not a checkpoint: it has no {METADATA} (a save that never completed)"
+    return str(e)
+
+
+def folder_header(path: str) -> dict:
+    """What a folder's metadata says, shaped like ``fileformat.read_header``'s answer (plus ``ranks``,
+    ``rank_files``, ``mtime``); CheckpointError (saying so when it is incomplete) otherwise."""
+    from ember.checkpoint.sharded.full import folder_summary
+
+    try:
+        s = folder_summary(path)
+    except CheckpointError as e:
+        raise CheckpointError(_incomplete(path, e)) from None
+    return {"path": path, "kind": KIND, "format_version": 1, "ember_version": s["ember_version"],
+            "file_size": sum(s["files"].values()), "tree": s["tree"], "tensors": s["tensors"],
+            "ranks": s["world_size"], "rank_files": len(s["files"]), "mtime": s["metadata_mtime"]}
+
+
+def verify_folder(path: str) -> tuple[bool, str]:
+    from ember.checkpoint.sharded.full import verify_sharded
+
+    try:
+        verify_sharded(path)
+    except CheckpointError as e:
+        return False, _incomplete(path, e)
+    return True, "every byte verified (sharded folder)"
+
+
+def consolidate_command(src: str, dst: str) -> int:
+    from ember.checkpoint.sharded.full import consolidate
+    from ember.cli.text import _escape, _say
+
+    try:
+        where = consolidate(src, dst)
+    except CheckpointError as e:
+        print(_escape(f"ember: error: {e}"), file=sys.stderr)
+        return 1
+    _say(f"wrote {where} (verified)")
+    return 0
