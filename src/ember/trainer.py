@@ -21,7 +21,7 @@ from ember.checkpoint.lookup import resolve_ckpt_path
 from ember.checkpoint.manager import CheckpointManager
 from ember.checkpoint.store import resolve
 from ember.checkpoint.writer import CheckpointWriter
-from ember.errors import MisconfigurationError
+from ember.errors import CheckpointError, MisconfigurationError
 from ember.loggers import CSVLogger
 from ember.loop import FitLoop, FitParts, Progress
 from ember.metrics import as_float
@@ -29,7 +29,10 @@ from ember.precision import Precision
 from ember.preemption import StopRequests
 from ember.progress import ProgressBar
 from ember.settings import FitSettings, device_for
+from ember.distributed import sharding
 from ember.distributed.select import strategy_for
+from ember.distributed.sharded_saves import ShardedWriter
+from ember.checkpoint.sharded import is_sharded_checkpoint
 
 
 class Trainer:
@@ -85,7 +88,7 @@ class Trainer:
         if not self.is_global_zero:  # the progress bar and the loggers run on rank 0 only
             self.logger, enable_progress_bar = None, False
         self._bar = ProgressBar(enable_progress_bar)
-        self.checkpoint_writer = CheckpointWriter()
+        self.checkpoint_writer = (ShardedWriter(storage_options) if self._sharded else CheckpointWriter())
         self.module = None
         self.fit_loop: FitLoop | None = None
         self.ckpt_path: str | None = None
@@ -173,6 +176,12 @@ class Trainer:
     @property
     def world_size(self) -> int:
         return distributed.world_size()
+
+    @property
+    def _sharded(self) -> bool:
+        """Whether the weights and optimizer states are sharded across ranks (FSDP): checkpoints are folders
+        written by every rank."""
+        return hasattr(self.strategy, "state_for_save")
 
     @property
     def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
@@ -295,8 +304,12 @@ class Trainer:
             raise MisconfigurationError("save_checkpoint() needs a model: call trainer.fit(model) first.")
         run = self._run or run_state.RunState(model=self.module, loop=Progress())  # a model set without fit
         run = replace(run, callbacks=keyed(self.callbacks))  # callbacks may be added between fits
-        gather = self.strategy.gather_loop_state if self.strategy is not None and not self._failing else None
-        ckpt = run_state.collect(run, weights_only, gather)
+        if self._failing and self._sharded:
+            raise CheckpointError("a sharded (FSDP) checkpoint is written by every rank together, so none can be "
+                                  "saved while a rank is failing; resume from the last checkpoint saved before.")
+        distributed_run = self.strategy is not None and not self._failing
+        ckpt = run_state.collect(run, weights_only, self.strategy.gather_loop_state if distributed_run else None,
+                                 self.strategy.state_for_save if self._sharded else None)
         module = run_state.unwrap_model(self.module)
         if not weights_only:
             for cb in self.callbacks:
@@ -312,7 +325,7 @@ class Trainer:
         waits for it and raises its error if it failed. Only the global-zero process writes.
         """
         state = self.dump_checkpoint(weights_only)
-        if self.is_global_zero:
+        if self.is_global_zero or self._sharded:  # a sharded checkpoint: every rank writes its shards
             self.checkpoint_writer.save(state, resolve(filepath, self.storage_options), blocking=blocking)
 
     def wait_for_checkpoints(self) -> None:
@@ -320,12 +333,19 @@ class Trainer:
         self.checkpoint_writer.wait()
 
     def _restore(self, location: str) -> None:
-        ckpt = load_from(*resolve(location, self.storage_options), map_location="cpu")
-        if lightning.is_lightning(ckpt):  # a file written by PyTorch Lightning: its layout, translated
-            ckpt = lightning.to_ember(ckpt, path=location)
-        run_state.check_resumable(ckpt, location, self._run)
         module = run_state.unwrap_model(self.module)
+        if self._sharded and is_sharded_checkpoint(location):  # every rank reads its own shards, resharded
+            from ember.checkpoint.sharded import load_sharded
+
+            ckpt = load_sharded(self.strategy.state_for_save(module, self._run.optimizers), location,
+                                storage_options=self.storage_options)
+        else:
+            ckpt = load_from(*resolve(location, self.storage_options), map_location="cpu")
+            if lightning.is_lightning(ckpt):  # a file written by PyTorch Lightning: its layout, translated
+                ckpt = lightning.to_ember(ckpt, path=location)
+        ckpt = sharding.optimizer_states_for(ckpt, module, self._run.optimizers, self._sharded)
+        run_state.check_resumable(ckpt, location, self._run)
         module.on_load_checkpoint(ckpt)
-        run_state.restore(self._run, ckpt, location)
+        run_state.restore(self._run, ckpt, location, self.strategy.load_state if self._sharded else None)
         for cb in self.callbacks:
             cb.on_load_checkpoint(self, module, ckpt)

@@ -222,17 +222,19 @@ class CheckpointManager:
         finally:
             self._pending = None
         store = self.store
-        if not self._may_write():  # another rank writes; this one keeps the same books
-            self.book = book
+        manages_files = self._may_write()
+        if not manages_files and not getattr(self._writer, "collective", False):
+            self.book = book  # another rank writes; this one keeps the same books
             return
 
         def committed() -> None:  # runs once the file is committed (on the writer thread when async)
-            if link_last and name != self.naming.last:
-                store.copy(name, self.naming.last)
+            if manages_files:
+                if link_last and name != self.naming.last:
+                    store.copy(name, self.naming.last)
+                for old in dropped:
+                    if old != name:
+                        store.delete(old)
             self.book = book
-            for old in dropped:
-                if old != name:
-                    store.delete(old)
 
         blocking = not self.async_save if blocking is None else blocking
         # deferred=True: the Trainer calls the writer's snapshot_barrier() before any user code runs

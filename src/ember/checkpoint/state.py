@@ -82,9 +82,11 @@ class RunState:
 
 
 def collect(run: RunState, weights_only: bool = False, gather: Callable[[dict], dict | None] | None = None,
-            ) -> dict[str, Any]:
+            tensors: Callable[[nn.Module, list], dict] | None = None) -> dict[str, Any]:
     """The checkpoint dict of ``run``'s current state. ``gather`` (a collective, called on every rank of
-    a job) adds every rank's loop position to the writing rank's (``ember.distributed.loop_state``)."""
+    a job) adds every rank's loop position to the writing rank's (``ember.distributed.loop_state``).
+    ``tensors(module, optimizers)`` gives ``state_dict`` and ``optimizer_states`` when they are sharded
+    (``FSDPStrategy.state_for_save``)."""
     module = unwrap_model(run.model)
     loop = dict(run.loop.state_dict())
     if gather is not None and not weights_only:
@@ -92,11 +94,13 @@ def collect(run: RunState, weights_only: bool = False, gather: Callable[[dict], 
     ckpt: dict[str, Any] = {"ember_version": __version__}
     for k in LOOP_TOP_KEYS:
         ckpt[k] = loop.pop(k)
-    ckpt["state_dict"] = module.state_dict()
+    sharded = tensors(module, [] if weights_only else run.optimizers) if tensors is not None else None
+    ckpt["state_dict"] = sharded["state_dict"] if sharded is not None else module.state_dict()
     ckpt.update(hparams_entries(module))
     if weights_only:
         return ckpt
-    ckpt["optimizer_states"] = [o.state_dict() for o in run.optimizers]
+    ckpt["optimizer_states"] = (sharded["optimizer_states"] if sharded is not None
+                                else [o.state_dict() for o in run.optimizers])
     ckpt["lr_schedulers"] = [s.state_dict() for s in run.lr_schedulers]
     ckpt["callbacks"] = {key: cb.state_dict() for key, cb in run.callbacks.items()}
     scaler = run.precision.state_dict() if run.precision is not None else {}
@@ -221,11 +225,16 @@ def _optimizer_named_by(keys: set[str]) -> str:
     return f"an optimizer with settings {sorted(keys)}"
 
 
-def restore(run: RunState, ckpt: Mapping, path: Any) -> None:
-    """Load ``ckpt`` into every part of ``run`` (call ``check_resumable`` first)."""
-    load_weights(unwrap_model(run.model), ckpt["state_dict"], strict=True, source=path)
-    for opt, state in zip(run.optimizers, ckpt["optimizer_states"]):
-        opt.load_state_dict(state)
+def restore(run: RunState, ckpt: Mapping, path: Any, load_tensors: Callable[..., None] | None = None) -> None:
+    """Load ``ckpt`` into every part of ``run`` (call ``check_resumable`` first). ``load_tensors(module,
+    optimizers, ckpt)`` loads the weights and optimizer states when they are sharded
+    (``FSDPStrategy.load_state``)."""
+    if load_tensors is not None:
+        load_tensors(unwrap_model(run.model), run.optimizers, ckpt)
+    else:
+        load_weights(unwrap_model(run.model), ckpt["state_dict"], strict=True, source=path)
+        for opt, state in zip(run.optimizers, ckpt["optimizer_states"]):
+            opt.load_state_dict(state)
     for sched, state in zip(run.lr_schedulers, ckpt.get("lr_schedulers", [])):
         sched.load_state_dict(state)
     if run.precision is not None:

@@ -12,7 +12,7 @@ import torch
 
 from ember.distributed.env import JobEnv
 from ember.distributed.launcher import launch
-from ember.distributed.strategy import DDPStrategy
+from ember.distributed.strategy import DDPStrategy, ParallelStrategy
 from ember.errors import MisconfigurationError
 
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -38,12 +38,10 @@ def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
     the job's other processes (they re-run the script from the top), so call it once, early."""
     if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
         raise MisconfigurationError(f"num_nodes must be an int >= 1; received num_nodes={num_nodes!r}.")
-    if not (isinstance(strategy, DDPStrategy) or strategy in STRATEGIES):
+    if not (isinstance(strategy, ParallelStrategy) or strategy in STRATEGIES):
         raise MisconfigurationError(
-            f"strategy must be one of {list(STRATEGIES)} or a DDPStrategy(...); received strategy={strategy!r}.")
-    if strategy == "fsdp":
-        raise MisconfigurationError(
-            "strategy='fsdp' is not wired into the Trainer yet (docs/DISTRIBUTED.md); use strategy='ddp'.")
+            f"strategy must be one of {list(STRATEGIES)}, DDPStrategy(...) or FSDPStrategy(...); received "
+            f"strategy={strategy!r}.")
     n = _devices(devices, accelerator)
     job = JobEnv.detect()
     if job is None and num_nodes > 1:
@@ -54,7 +52,14 @@ def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
         return None
     if job is not None and job.world_size == 1:
         return None
-    chosen = strategy if isinstance(strategy, DDPStrategy) else DDPStrategy(accelerator=accelerator)
+    if isinstance(strategy, ParallelStrategy):
+        chosen = strategy
+    elif strategy == "fsdp":
+        from ember.distributed.fsdp import FSDPStrategy
+
+        chosen = FSDPStrategy(accelerator=accelerator)
+    else:
+        chosen = DDPStrategy(accelerator=accelerator)
     if job is not None and devices in (None, "auto", -1):
         n = job.local_world_size  # under torchrun, "auto" is what torchrun started
     launch(n)

@@ -1,14 +1,16 @@
-"""A Lightning-style script on ember's Trainer with DDP: ``Trainer(accelerator="cpu", devices=2,
+"""A Lightning-style script on ember's Trainer with DDP or FSDP: ``Trainer(accelerator="cpu", devices=2,
 strategy="ddp")`` started by torchrun, or as a plain ``python`` process that starts the other rank itself.
 
 A tiny model with dropout; each rank is seeded differently after the model is built, so ranks draw
 different dropout masks (a resume that gave a rank another rank's random state would change the
 weights). Data: 48 samples, shuffled, batch 4: 6 batches per rank per epoch, 3 epochs.
 
-usage: python trainer_ddp.py ROOT [--max-steps S] [--resume] [--stop-rank R --stop-step S]
-                             [--fail-rank R --fail-step S] [--launch N]
+usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--max-epochs E] [--max-steps S] [--resume [PATH]]
+                             [--stop-rank R --stop-step S] [--fail-rank R --fail-step S] [--launch N]
+                             [--weights-at-start OUT]
 Writes ROOT/final.ckpt (trainer.save_checkpoint, called on every rank) and ROOT/rank<R>.ckpt (each
-rank's own weights and global step) when fit returns; checkpoints go to ROOT/ckpts (save_last).
+rank's own weights, whole, and global step) when fit returns; checkpoints go to ROOT/ckpts (save_last).
+``--weights-at-start OUT``: rank 0 writes the whole weights as training starts (after a resume's restore).
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ class Net(ember.Module):
         return torch.optim.AdamW(self.parameters(), lr=1e-2)
 
 
+def whole(model) -> dict:
+    """The model's weights as whole tensors (a collective under FSDP, where they are sharded)."""
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class WeightsAtStart(Callback):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, module) -> None:
+        weights = whole(module)
+        if trainer.is_global_zero:
+            ember.save_checkpoint({"state_dict": weights}, self.path)
+
+
 class StopOneRank(Callback):
     """One rank alone asks to stop: every rank must stop at that same step."""
 
@@ -54,8 +75,11 @@ class StopOneRank(Callback):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root")
+    ap.add_argument("--strategy", default="ddp")
+    ap.add_argument("--max-epochs", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", nargs="?", const="last", default=None)
+    ap.add_argument("--weights-at-start", default=None)
     ap.add_argument("--stop-rank", type=int, default=-1)
     ap.add_argument("--stop-step", type=int, default=0)
     ap.add_argument("--fail-rank", type=int, default=-1)
@@ -67,16 +91,19 @@ def main() -> None:
     callbacks = [ModelCheckpoint(dirpath=os.path.join(args.root, "ckpts"), save_last=True)]
     if args.stop_rank >= 0:
         callbacks.append(StopOneRank(args.stop_rank, args.stop_step))
-    trainer = ember.Trainer(accelerator="cpu", devices=args.launch or "auto", strategy="ddp", max_epochs=3,
+    if args.weights_at_start:
+        callbacks.append(WeightsAtStart(args.weights_at_start))
+    trainer = ember.Trainer(accelerator="cpu", devices=args.launch or "auto", strategy=args.strategy,
+                            max_epochs=args.max_epochs,
                             max_steps=args.max_steps, callbacks=callbacks, enable_progress_bar=False, logger=False,
                             default_root_dir=args.root)
     ember.seed_everything(100 + trainer.global_rank)
     x = torch.randn(48, 6, generator=torch.Generator().manual_seed(1))
     data = TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
     loader = DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(5))
-    trainer.fit(model, loader, ckpt_path="last" if args.resume else None)
+    trainer.fit(model, loader, ckpt_path=args.resume)
     trainer.save_checkpoint(os.path.join(args.root, "final.ckpt"))
-    ember.save_checkpoint({"state_dict": model.state_dict(), "global_step": trainer.global_step,
+    ember.save_checkpoint({"state_dict": whole(model), "global_step": trainer.global_step,
                            "world_size": trainer.world_size},
                           os.path.join(args.root, f"rank{trainer.global_rank}.ckpt"))
 

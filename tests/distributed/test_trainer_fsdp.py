@@ -1,0 +1,68 @@
+"""ember's Trainer with strategy="fsdp" on gloo ranks (tests/distributed/jobs/trainer_ddp.py): checkpoints
+are folders written by every rank; a mid-epoch resume ends ``torch.equal`` to a run that never stopped;
+a folder saved on 2 ranks resumes on 1 process, on 3 FSDP ranks and on 2 DDP ranks with the weights it
+saved."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ember
+import jobrunner
+from ember.checkpoint.sharded import is_sharded_checkpoint, verify_sharded
+
+
+def _weights(path):
+    return ember.load_checkpoint(path)["state_dict"]
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsdp_uninterrupted")
+    r = jobrunner.run("launcher", "trainer_ddp.py", str(root), "--strategy", "fsdp")
+    assert r.returncode == 0, r.output
+    return root
+
+
+def test_fsdp_checkpoints_are_verified_folders_and_ranks_agree(uninterrupted):
+    ckpts = uninterrupted / "ckpts"
+    for name in ("epoch=2-step=18.ckpt", "last.ckpt"):
+        assert is_sharded_checkpoint(ckpts / name)
+        verify_sharded(ckpts / name)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=2-step=18.ckpt", "last.ckpt"]  # top-1 kept
+    final = ember.load_checkpoint(uninterrupted / "final.ckpt")  # a folder, read whole in this process
+    assert final["global_step"] == 18 and len(final["loops"]["fit"]["ranks"]) == 2
+    assert _equal(final["state_dict"], _weights(uninterrupted / "rank0.ckpt"))
+    assert _equal(_weights(uninterrupted / "rank0.ckpt"), _weights(uninterrupted / "rank1.ckpt"))
+
+
+def test_fsdp_resumed_mid_epoch_equals_uninterrupted(uninterrupted, tmp_path):
+    stopped = jobrunner.run("torchrun", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--max-steps", "9")
+    assert stopped.returncode == 0, stopped.output
+    assert ember.load_checkpoint(tmp_path / "ckpts" / "last.ckpt")["loops"]["fit"]["batch"] == 3
+    resumed = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--resume")
+    assert resumed.returncode == 0, resumed.output
+    assert _equal(_weights(tmp_path / "rank1.ckpt"), _weights(uninterrupted / "rank1.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def saved_on_two(tmp_path_factory):
+    """An FSDP run on 2 ranks stopped at the end of epoch 1 (step 12)."""
+    root = tmp_path_factory.mktemp("fsdp_two")
+    r = jobrunner.run("torchrun", "trainer_ddp.py", str(root), "--strategy", "fsdp", "--max-epochs", "2")
+    assert r.returncode == 0, r.output
+    return root / "ckpts" / "last.ckpt"
+
+
+@pytest.mark.parametrize("nproc, strategy, steps", [(1, "fsdp", 12 + 12), (3, "fsdp", 12 + 4), (2, "ddp", 12 + 6)])
+def test_a_folder_saved_on_two_ranks_resumes_on_another_world(saved_on_two, tmp_path, nproc, strategy, steps):
+    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", strategy, "--resume",
+                      str(saved_on_two), "--weights-at-start", str(tmp_path / "start.ckpt"), nproc=nproc)
+    assert r.returncode == 0, r.output
+    assert _equal(_weights(tmp_path / "start.ckpt"), _weights(saved_on_two))
+    assert ember.load_checkpoint(tmp_path / "rank0.ckpt")["global_step"] == steps
