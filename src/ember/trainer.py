@@ -13,6 +13,7 @@ from ember import compat, distributed
 from ember.callbacks.base import Callback
 from ember.hooks import Hooks, build_callbacks, keyed
 from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.callbacks.progress_bar import replaces_default_bar
 from ember.checkpoint import lightning
 from ember.checkpoint import state as run_state
 from ember.checkpoint.io import load_from
@@ -21,7 +22,7 @@ from ember.checkpoint.manager import CheckpointManager
 from ember.checkpoint.store import resolve
 from ember.checkpoint.writer import CheckpointWriter
 from ember.errors import MisconfigurationError
-from ember.loggers import CSVLogger
+from ember import loggers as _loggers
 from ember.loop import FitLoop, FitParts, Progress
 from ember.metrics import as_float
 from ember.precision import Precision
@@ -57,7 +58,7 @@ class Trainer:
         check_val_every_n_epoch: int = 1,
         val_check_interval: int | float = 1.0,
         enable_progress_bar: bool = True,
-        logger: CSVLogger | bool = True,
+        logger: _loggers.Logger | list | bool = True,
         log_every_n_steps: int = 50,
         accelerator: str = "auto",
         default_save_path: str | os.PathLike | None = None,
@@ -74,9 +75,9 @@ class Trainer:
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
-        self.logger = CSVLogger(self.default_root_dir, storage_options=storage_options) if logger is True else (
-            logger or None)
-        self._bar = ProgressBar(enable_progress_bar)
+        self.loggers = _loggers.resolve_loggers(logger, self.default_root_dir, storage_options)
+        self._default_ckpt_dir = lambda: _loggers.checkpoint_dir(logger, self.loggers, self.default_root_dir)
+        self._bar = ProgressBar(enable_progress_bar and not replaces_default_bar(self.callbacks))
         self.checkpoint_writer = CheckpointWriter()
         self.module = None
         self.fit_loop: FitLoop | None = None
@@ -102,6 +103,15 @@ class Trainer:
         self.settings = replace(self.settings, max_steps=value)
 
     # ---------------------------------------------------------------- facts
+    @property
+    def logger(self):
+        """The first logger (None without loggers); setting it replaces every logger."""
+        return self.loggers[0] if self.loggers else None
+
+    @logger.setter
+    def logger(self, value) -> None:
+        self.loggers = [] if value is None else [value]
+
     @property
     def current_epoch(self) -> int:
         """The epoch being trained; after an epoch's end hooks, the next one (so max_epochs after fit)."""
@@ -194,13 +204,14 @@ class Trainer:
         loop = self.fit_loop = FitLoop(
             self.settings, FitParts.build(model, train_dataloaders, val_dataloaders, self.settings.precision, self.device), call=hooks,
             barrier=self.checkpoint_writer.snapshot_barrier, stop_requested=self._stop_requested,
-            logger=self.logger, bar=self._bar)
+            logger=_loggers.LoggerGroup(self.loggers) if self.loggers else None, bar=self._bar)
         self._run = run_state.RunState(
             model=model, loop=loop, optimizers=loop.parts.optimizers,
             lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
             callbacks=keyed(self.callbacks))
         model.__dict__["_logged"] = loop.log
-        default_dir = os.path.join(self.default_root_dir, "checkpoints")
+        _loggers.LoggerGroup(self.loggers).log_hyperparams(model.hparams)
+        default_dir = self._default_ckpt_dir()
         for manager in self.checkpoint_managers:
             manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero)
         self.ckpt_path = resolve_ckpt_path(ckpt_path, self.checkpoint_managers, default_dir, self.storage_options)
@@ -221,8 +232,7 @@ class Trainer:
             raise
         finally:
             model.__dict__["_logged"] = None
-            if self.logger is not None:
-                self.logger.flush()
+            _loggers.LoggerGroup(self.loggers).finalize("success" if sys.exc_info()[0] is None else "failed")
 
     def _wait_quietly(self, primary: BaseException) -> None:
         """Let an in-flight save finish while another error propagates; report its failure, if any."""
