@@ -6,6 +6,7 @@ import csv
 import sys
 
 import pytest
+import torch
 import yaml
 
 import ember
@@ -151,3 +152,21 @@ def test_trainer_logger_setter_replaces_the_loggers(tmp_path):
     lg = CSVLogger(tmp_path)
     trainer.logger = lg
     assert trainer.loggers == [lg]
+
+
+def test_tensorboard_log_graph_records_the_model_graph_at_fit_start(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class WithExample(TinyModel):
+        def __init__(self):
+            super().__init__()
+            self.example_input_array = torch.zeros(2, 4)
+
+    lg = TensorBoardLogger(tmp_path, log_graph=True)
+    ember.Trainer(default_root_dir=str(tmp_path), max_epochs=1, enable_progress_bar=False, logger=lg,
+                  enable_checkpointing=False).fit(WithExample(), make_loader())
+    events = EventAccumulator(lg.log_dir)
+    events.Reload()
+    assert events.Graph() is not None
+    with pytest.raises(ValueError, match="log_graph=True needs an input"):
+        TensorBoardLogger(tmp_path, log_graph=True).log_graph(TinyModel())

@@ -242,6 +242,22 @@ class Module(nn.Module):
         device = weights_device(ckpt["state_dict"])
         return model.to(device) if device is not None else model
 
+    # ------------------------------------------------------------------ export
+    def to_torchscript(self, file_path=None, method: str = "script", example_inputs=None, **kwargs: Any):
+        """This model as TorchScript (``"script"`` or ``"trace"``), saved to ``file_path`` if given."""
+        from ember.export import to_torchscript
+
+        return to_torchscript(self, file_path, method, example_inputs, **kwargs)
+
+    def to_onnx(self, file_path, input_sample=None, **kwargs: Any) -> None:
+        """Export this model to ONNX (needs the ``onnx`` package)."""
+        from ember.export import to_onnx
+
+        to_onnx(self, file_path, input_sample, **kwargs)
+
+
+# TorchScript compiles every property of a scripted module's class; these read the Trainer.
+Module.__jit_unused_properties__ = [n for n, v in vars(Module).items() if isinstance(v, property)]
 
 LightningModule = Module
 

@@ -210,7 +210,7 @@ class Trainer:
             lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
             callbacks=keyed(self.callbacks))
         model.__dict__["_logged"] = loop.log
-        _loggers.LoggerGroup(self.loggers).log_hyperparams(model.hparams)
+        _loggers.LoggerGroup(self.loggers).start_fit(model)
         default_dir = self._default_ckpt_dir()
         for manager in self.checkpoint_managers:
             manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero)

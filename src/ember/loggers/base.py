@@ -105,9 +105,13 @@ class LoggerGroup:
         for lg in self.loggers:
             lg.log_metrics({**metrics, "epoch": epoch}, step=step)
 
-    def log_hyperparams(self, params: Any) -> None:
+    def start_fit(self, model: Any) -> None:
+        """At fit start: every logger records the hyperparameters and (if it wants it) the graph."""
         for lg in self.loggers:
-            lg.log_hyperparams(params)
+            lg.log_hyperparams(model.hparams)
+            log_graph = getattr(lg, "log_graph", None)
+            if callable(log_graph):
+                log_graph(model)
 
     def flush(self) -> None:
         for lg in self.loggers:
