@@ -58,7 +58,7 @@ class Trainer:
         check_val_every_n_epoch: int = 1,
         val_check_interval: int | float = 1.0,
         enable_progress_bar: bool = True,
-        logger: _loggers.Logger | list | bool = True,
+        logger: _loggers.Logger | Iterable[_loggers.Logger] | bool = True,
         log_every_n_steps: int = 50,
         accelerator: str = "auto",
         default_save_path: str | os.PathLike | None = None,
