@@ -94,6 +94,21 @@ def flat_params(params: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
     return out
 
 
+def agree_on_versions(loggers: list) -> None:
+    """In a torch.distributed job, give every process rank 0's choice of each logger's next free
+    version (ember's loggers keep it in ``_version``): listing the folder on each rank could race
+    with rank 0 creating ``version_N``, and the checkpoint folder is inside it. Called on all ranks."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    for lg in loggers:
+        if "_version" in vars(lg) and lg._version is None:  # noqa: SLF001
+            chosen = [lg.version if dist.get_rank() == 0 else None]
+            dist.broadcast_object_list(chosen, src=0)
+            lg._version = chosen[0]  # noqa: SLF001
+
+
 class LoggerGroup:
     """What the fit loop writes to: ``log_metrics(metrics, step, epoch)`` and ``flush()`` reach every
     logger, with the epoch added to the metrics as Lightning's loggers receive it."""
@@ -106,7 +121,9 @@ class LoggerGroup:
             lg.log_metrics({**metrics, "epoch": epoch}, step=step)
 
     def start_fit(self, model: Any) -> None:
-        """At fit start: every logger records the hyperparameters and (if it wants it) the graph."""
+        """At fit start (on every process): the processes agree on each logger's version, then every
+        logger records the hyperparameters and (if it wants it) the graph."""
+        agree_on_versions(self.loggers)
         for lg in self.loggers:
             lg.log_hyperparams(model.hparams)
             log_graph = getattr(lg, "log_graph", None)
