@@ -121,7 +121,7 @@ def test_tqdm_progress_bar_callback_replaces_the_built_in_bar(tmp_path, capsys):
     assert capsys.readouterr().err == ""  # refresh_rate=0: no bar, and the Trainer's own is off
     fit(tmp_path / "b", TinyModel(), Marked(refresh_rate=2, leave=True), epochs=1, enable_progress_bar=True)
     err = capsys.readouterr().err
-    assert "Epoch 0" in err and "marker=7" in err and "loss=" in err
+    assert "Epoch 0" in err and "marker=7" in err and "loss=" in err and "4/4" in err
 
 
 def test_model_summary_callback_prints_the_table_at_fit_start(tmp_path, capsys):

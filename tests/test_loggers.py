@@ -148,10 +148,10 @@ def test_a_logger_that_is_not_one_is_refused(tmp_path):
 
 def test_trainer_logger_setter_replaces_the_loggers(tmp_path):
     trainer = ember.Trainer(default_root_dir=str(tmp_path), logger=False)
-    assert trainer.logger is None and trainer.loggers == []
+    assert trainer.logger is None and trainer.loggers == [] and trainer.log_dir == str(tmp_path)
     lg = CSVLogger(tmp_path)
     trainer.logger = lg
-    assert trainer.loggers == [lg]
+    assert trainer.loggers == [lg] and trainer.log_dir == f"{tmp_path}/lightning_logs/version_0"
 
 
 def test_tensorboard_log_graph_records_the_model_graph_at_fit_start(tmp_path):

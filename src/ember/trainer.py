@@ -113,6 +113,11 @@ class Trainer:
         self.loggers = [] if value is None else [value]
 
     @property
+    def log_dir(self) -> str:
+        """Where this run's files go: the first logger's ``log_dir``, else ``default_root_dir``."""
+        return _loggers.run_dir(self.logger, self.default_root_dir)
+
+    @property
     def current_epoch(self) -> int:
         """The epoch being trained; after an epoch's end hooks, the next one (so max_epochs after fit)."""
         if self.fit_loop is None:

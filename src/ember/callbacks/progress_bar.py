@@ -29,6 +29,19 @@ class ProgressBarCallback(Callback):
         return out
 
 
+def _batches_per_epoch(trainer) -> int | None:
+    """``trainer.num_training_batches`` where the Trainer has it, else the loader's length (None: unknown)."""
+    total = getattr(trainer, "num_training_batches", None)
+    if total is None:
+        parts = getattr(getattr(trainer, "fit_loop", None), "parts", None)
+        loader = getattr(getattr(parts, "train_data", None), "loader", None)
+        try:
+            total = len(loader) if loader is not None else None
+        except TypeError:  # an iterable without a length
+            total = None
+    return total if isinstance(total, int) and total >= 0 else None
+
+
 def replaces_default_bar(callbacks: list[Callback]) -> bool:
     return any(isinstance(cb, ProgressBarCallback) for cb in callbacks)
 
@@ -74,8 +87,7 @@ class TQDMProgressBar(ProgressBarCallback):
     def on_train_epoch_start(self, trainer, module) -> None:
         if not getattr(trainer, "is_global_zero", True) or self.is_disabled:
             return
-        total = getattr(trainer, "num_training_batches", None)
-        self.train_progress_bar = self.init_train_tqdm(total if isinstance(total, int) else None)
+        self.train_progress_bar = self.init_train_tqdm(_batches_per_epoch(trainer))
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:

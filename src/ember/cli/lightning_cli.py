@@ -43,10 +43,8 @@ def LightningArgumentParser(*args: Any, **kwargs: Any):  # noqa: N802 - Lightnin
 
 
 def log_dir_of(trainer) -> str:
-    """Where a run's files go: the first logger's ``log_dir``, else the Trainer's ``default_root_dir``."""
-    lg = getattr(trainer, "logger", None)
-    folder = getattr(lg, "log_dir", None) if lg is not None else None
-    return os.fspath(folder if folder is not None else trainer.default_root_dir)
+    """Where a run's files go: ``trainer.log_dir`` (the first logger's, else ``default_root_dir``)."""
+    return os.fspath(trainer.log_dir)
 
 
 class SaveConfigCallback(Callback):

@@ -11,7 +11,7 @@ from ember.loggers.base import Logger, LoggerGroup
 from ember.loggers.csv_logs import CSVLogger
 from ember.loggers.tensorboard import TensorBoardLogger
 
-__all__ = ["CSVLogger", "Logger", "LoggerGroup", "TensorBoardLogger", "checkpoint_dir", "resolve_loggers"]
+__all__ = ["CSVLogger", "Logger", "LoggerGroup", "TensorBoardLogger", "checkpoint_dir", "resolve_loggers", "run_dir"]
 
 DEFAULT_NAME = "logs"  # the Trainer's own CSVLogger: <default_root_dir>/logs/version_N (the README's path)
 
@@ -40,3 +40,9 @@ def checkpoint_dir(logger: Any, loggers: list, default_root_dir: str | os.PathLi
         return os.path.join(root, "checkpoints")
     log_dir = getattr(loggers[0], "log_dir", None)
     return os.path.join(root, "checkpoints") if log_dir is None else f"{os.fspath(log_dir).rstrip('/')}/checkpoints"
+
+
+def run_dir(logger: Any, default_root_dir: str | os.PathLike) -> str:
+    """``trainer.log_dir``: the first logger's ``log_dir``, else ``default_root_dir``."""
+    folder = getattr(logger, "log_dir", None) if logger is not None else None
+    return os.fspath(folder if folder is not None else default_root_dir)
