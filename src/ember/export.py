@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import os
 from typing import Any, Iterator
 
@@ -64,13 +65,20 @@ def to_torchscript(model: nn.Module, file_path: str | os.PathLike | None = None,
     return scripted
 
 
+def _onnx_packages(kwargs: dict) -> list[str]:
+    """``onnx``, and ``onnxscript`` when torch exports through dynamo (its default from torch 2.9)."""
+    param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
+    dynamo = kwargs.get("dynamo", param.default if param is not None else False)
+    return ["onnx", "onnxscript"] if dynamo else ["onnx"]
+
+
 def to_onnx(model: nn.Module, file_path: str | os.PathLike, input_sample: Any = None, **kwargs: Any) -> None:
     """``torch.onnx.export`` of the model to ``file_path`` (default input ``model.example_input_array``).
     Needs the ``onnx`` package (and ``onnxscript`` for torch's dynamo exporter)."""
-    missing = [p for p in ("onnx",) if importlib.util.find_spec(p) is None]
+    missing = [p for p in _onnx_packages(kwargs) if importlib.util.find_spec(p) is None]
     if missing:
-        raise ModuleNotFoundError(f"to_onnx needs the {', '.join(missing)} package, which is not installed; "
-                                  "`pip install onnx onnxscript`.")
+        raise ModuleNotFoundError(f"to_onnx needs the {' and '.join(missing)} package(s), which are not installed; "
+                                  f"`pip install {' '.join(missing)}`.")
     example = _example(model, input_sample, "to_onnx")
     args = example if isinstance(example, tuple) else (example,)
     with _eval_mode(model), torch.no_grad():
