@@ -131,3 +131,15 @@ def test_model_summary_callback_prints_the_table_at_fit_start(tmp_path, capsys):
     assert "23        Total params" in out
     with pytest.raises(ValueError, match="max_depth must be an int >= -1"):
         ModelSummary(max_depth=-2)
+
+
+def test_with_validation_every_other_epoch_early_stopping_checks_after_each_validation(tmp_path):
+    class Val(TinyModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", 1.0)
+
+    es = EarlyStopping("v", patience=2)
+    trainer = ember.Trainer(default_root_dir=str(tmp_path), max_epochs=20, callbacks=[es], enable_progress_bar=False,
+                            logger=False, check_val_every_n_epoch=2)
+    trainer.fit(Val(), make_loader(), make_loader(n=8))
+    assert es.stopped_epoch == 5  # validations after epochs 1, 3, 5: best, wait 1, wait 2

@@ -63,8 +63,9 @@ class EarlyStopping(Callback):
     def _on_epoch_end(self, trainer) -> bool:
         if self._check_on_train_epoch_end is not None:
             return self._check_on_train_epoch_end
-        settings = getattr(trainer, "settings", None)
-        return getattr(settings, "val_check_interval", 1.0) == 1.0
+        settings = getattr(trainer, "settings", None)  # validation once per epoch, every epoch: check after it
+        return (getattr(settings, "val_check_interval", 1.0) == 1.0
+                and getattr(settings, "check_val_every_n_epoch", 1) == 1)
 
     def on_train_epoch_end(self, trainer, module) -> None:
         if self._on_epoch_end(trainer):
