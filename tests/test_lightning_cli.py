@@ -121,3 +121,14 @@ def test_without_jsonargparse_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "jsonargparse", None)
     with pytest.raises(ModuleNotFoundError, match=r"ember-train\[cli\]"):
         LightningCLI(TinyModel, args=["fit"])
+
+
+def test_parser_kwargs_reach_every_parser_or_one_subcommand(tmp_path):
+    cfg = tmp_path / "defaults.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"lr": 0.7}, "trainer": {"max_epochs": 1}}))
+    cli = LightningCLI(TinyModel, Data, run=False, parser_kwargs={"default_config_files": [str(cfg)]},
+                       args=base(tmp_path))
+    assert cli.model.hparams.lr == 0.7
+    cli = LightningCLI(TinyModel, Data, parser_kwargs={"fit": {"default_config_files": [str(cfg)]}},
+                       args=["fit", *base(tmp_path, "--trainer.logger=false")])
+    assert cli.model.hparams.lr == 0.7 and cli.trainer.current_epoch == 1

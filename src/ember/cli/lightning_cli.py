@@ -83,6 +83,9 @@ class LightningCLI:
     are added to those of the command line). ``seed_everything_default``: True picks a seed and
     records it in the configuration; an int seeds with it; False does not seed. ``args``: a list,
     a dict or None (``sys.argv``). ``run=False`` parses without subcommands and only builds the objects.
+    ``parser_kwargs`` go to every parser, or per subcommand as ``{"fit": {...}}``.
+    ``auto_configure_optimizers`` is accepted for compatibility; ``--optimizer``/``--lr_scheduler``
+    are not added (the model's ``configure_optimizers`` decides).
     """
 
     def __init__(self, model_class: type | Callable | None = None, datamodule_class: type | Callable | None = None,
@@ -148,12 +151,14 @@ class LightningCLI:
 
     def _build_parser(self, run: bool):
         kwargs = dict(self.parser_kwargs)
+        per_subcommand = any(k in SUBCOMMANDS for k in kwargs)  # {"fit": {...}, ...} or one dict for every parser
         if not run:
-            return self._core_parser(**kwargs)
-        parser = LightningArgumentParser(**{"exit_on_error": True, **kwargs.get("parser", {})})
+            return self._core_parser(**({} if per_subcommand else kwargs))
+        parser = LightningArgumentParser(**{"exit_on_error": True, **({} if per_subcommand else kwargs)})
         subcommands = parser.add_subcommands(required=True, dest="subcommand")
         for name in self.subcommands():
-            sub = self._subcommand_parsers[name] = self._core_parser(**kwargs.get(name, {}))
+            own = kwargs.get(name, {}) if per_subcommand else kwargs
+            sub = self._subcommand_parsers[name] = self._core_parser(**own)
             fn = getattr(self.trainer_class, name)
             skip = {p for p in inspect.signature(fn).parameters if p in _SKIPPED_FN_ARGS}
             sub.add_method_arguments(self.trainer_class, name, skip=skip, fail_untyped=False)
