@@ -21,6 +21,13 @@ import ember as pl
     ("ember.utilities", "seed_everything"), ("ember.utilities", "AttributeDict"), ("ember.utilities", "grad_norm"),
     ("ember.utilities.model_summary", "ModelSummary"), ("ember.utilities.model_summary", "summarize"),
     ("ember.core", "LightningModule"), ("ember.core.module", "LightningModule"),
+    # module paths as Lightning names them
+    ("ember.loggers.logger", "Logger"), ("ember.loggers.logger", "rank_zero_experiment"),
+    ("ember.loggers", "LightningLoggerBase"), ("ember.loggers.csv_logs", "CSVLogger"),
+    ("ember.loggers.tensorboard", "TensorBoardLogger"), ("ember.utilities.rank_zero", "rank_zero_only"),
+    ("ember.utilities.grads", "grad_norm"), ("ember.callbacks.early_stopping", "EarlyStopping"),
+    ("ember.callbacks.lr_monitor", "LearningRateMonitor"), ("ember.callbacks.model_summary", "ModelSummary"),
+    ("ember.callbacks.model_checkpoint", "ModelCheckpoint"), ("ember.cli", "LightningCLI"),
 ])
 def test_lightning_import_paths_resolve(path, name):
     assert getattr(importlib.import_module(path), name) is not None
