@@ -36,7 +36,9 @@ class Trainer:
 
     Checkpointing is on by default: a ``ModelCheckpoint`` saves after every epoch to
     ``<default_root_dir>/checkpoints/`` keeping the latest. ``default_root_dir`` defaults to the
-    working directory (the seed's name ``default_save_path`` works too). Fit settings are checked in
+    working directory (the seed's name ``default_save_path`` works too). ``logger``: True (a CSVLogger
+    writing ``<default_root_dir>/logs/version_N/``), False, a Logger or a list of them; with loggers
+    given, checkpoints go to ``<first logger's log_dir>/checkpoints/`` as in Lightning. Fit settings are checked in
     ``ember.settings.FitSettings``; old argument names are translated in ``ember.compat``.
     """
 
