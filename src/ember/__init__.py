@@ -27,7 +27,6 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "CheckpointVersionError",
-    "LightningDataModule",
     "LightningModule",
     "MisconfigurationError",
     "Module",

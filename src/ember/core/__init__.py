@@ -6,7 +6,7 @@ from typing import Any
 
 from ember.module import LightningModule
 
-__all__ = ["LightningDataModule", "LightningModule"]
+__all__ = ["LightningModule"]  # TODO(lead): add "LightningDataModule" once ember.datamodule is merged
 
 
 def __getattr__(name: str) -> Any:
