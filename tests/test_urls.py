@@ -35,7 +35,7 @@ def test_a_memory_url_root_writes_there_and_not_to_a_local_folder(memory_root, t
     monkeypatch.chdir(tmp_path)
     fit(memory_root, 1, logger=True)
     assert listing(memory_root + "/checkpoints") == ["epoch=0-step=4.ckpt"]
-    assert listing(memory_root + "/logs") == ["version_0/metrics.csv"]
+    assert listing(memory_root + "/logs") == ["version_0/hparams.yaml", "version_0/metrics.csv"]
     assert list(tmp_path.iterdir()) == []  # no folder named "memory:" in the working directory
 
 

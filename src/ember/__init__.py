@@ -1,6 +1,11 @@
 """ember: a PyTorch training library whose checkpoints never lose work."""
 
+from typing import Any
+
 from ember.version import __version__
+
+from ember import callbacks, core, loggers, utilities
+from ember.callbacks import Callback
 
 from ember.checkpoint.io import load_checkpoint, save_checkpoint
 from ember.distributed import rank_zero_only
@@ -17,6 +22,7 @@ from ember.seed import seed_everything
 from ember.trainer import Trainer
 
 __all__ = [
+    "Callback",
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointMismatchError",
@@ -27,8 +33,26 @@ __all__ = [
     "Trainer",
     "UnsafeCheckpointError",
     "__version__",
+    "callbacks",
+    "core",
+    "loggers",
     "load_checkpoint",
     "rank_zero_only",
     "save_checkpoint",
     "seed_everything",
+    "utilities",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # LightningDataModule lives in ember.datamodule; looked up on first use. ember.cli is the
+    # command line's package: ``ember.cli.LightningCLI`` imports it (and jsonargparse) only when asked.
+    if name == "LightningDataModule":
+        from ember.core.datamodule import LightningDataModule
+
+        return LightningDataModule
+    if name == "cli":
+        import importlib
+
+        return importlib.import_module("ember.cli")
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")

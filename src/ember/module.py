@@ -131,6 +131,17 @@ class Module(nn.Module):
         self.__dict__["_trainer"] = trainer
 
     @property
+    def logger(self):
+        """The Trainer's first logger (None outside fit or without loggers)."""
+        t = self.trainer
+        return t.logger if t is not None else None
+
+    @property
+    def loggers(self) -> list:
+        t = self.trainer
+        return list(t.loggers) if t is not None else []
+
+    @property
     def current_epoch(self) -> int:
         t = self.trainer
         return t.current_epoch if t is not None else 0
@@ -203,6 +214,10 @@ class Module(nn.Module):
     ):
         """Build the model from the checkpoint (a path or a URL) and load its weights.
 
+        ``map_location`` takes what ``torch.load`` takes: a device, a dict ``{"cpu": "cuda:0"}`` or a
+        function ``(storage, location) -> storage`` (ember files are saved from the CPU: location
+        ``"cpu"``); the model ends on the device of its loaded weights. ``strict=False`` loads the
+        keys that match and warns about the others.
         ``kwargs`` override saved hyperparameters or supply init arguments that were not saved;
         ``storage_options`` go to the backend of a URL. The global random state is left as it was
         (building a model draws random numbers).
@@ -210,8 +225,11 @@ class Module(nn.Module):
         if hparams_file is not None:
             raise MisconfigurationError("hparams_file is not supported; pass the values as keyword arguments.")
         from ember.checkpoint.io import load_checkpoint
+        from ember.checkpoint.maps import apply_map_location, read_location, weights_device
 
-        ckpt = load_checkpoint(checkpoint_path, map_location=map_location, storage_options=storage_options)
+        ckpt = load_checkpoint(checkpoint_path, map_location=read_location(map_location),
+                               storage_options=storage_options)
+        ckpt = apply_map_location(ckpt, map_location)
         if "state_dict" not in ckpt:
             raise CheckpointMismatchError(
                 f"{checkpoint_path} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}."
@@ -221,10 +239,25 @@ class Module(nn.Module):
             model = cls(**init_kwargs)
         model.on_load_checkpoint(ckpt)
         load_weights(model, ckpt["state_dict"], strict=strict, source=checkpoint_path)
-        if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
-            model.to(map_location)
-        return model
+        device = weights_device(ckpt["state_dict"])
+        return model.to(device) if device is not None else model
 
+    # ------------------------------------------------------------------ export
+    def to_torchscript(self, file_path=None, method: str = "script", example_inputs=None, **kwargs: Any):
+        """This model as TorchScript (``"script"`` or ``"trace"``), saved to ``file_path`` if given."""
+        from ember.export import to_torchscript
+
+        return to_torchscript(self, file_path, method, example_inputs, **kwargs)
+
+    def to_onnx(self, file_path, input_sample=None, **kwargs: Any) -> None:
+        """Export this model to ONNX (needs the ``onnx`` package)."""
+        from ember.export import to_onnx
+
+        to_onnx(self, file_path, input_sample, **kwargs)
+
+
+# TorchScript compiles every property of a scripted module's class; these read the Trainer.
+Module.__jit_unused_properties__ = [n for n, v in vars(Module).items() if isinstance(v, property)]
 
 LightningModule = Module
 

@@ -14,6 +14,7 @@ from ember import compat, distributed
 from ember.callbacks.base import Callback
 from ember.hooks import Hooks, build_callbacks, keyed
 from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.callbacks.progress_bar import replaces_default_bar
 from ember.checkpoint import lightning
 from ember.checkpoint import state as run_state
 from ember.checkpoint.io import load_from
@@ -22,7 +23,7 @@ from ember.checkpoint.manager import CheckpointManager
 from ember.checkpoint.store import resolve
 from ember.checkpoint.writer import CheckpointWriter
 from ember.errors import CheckpointError, MisconfigurationError
-from ember.loggers import CSVLogger
+from ember import loggers as _loggers
 from ember.loop import FitLoop, FitParts, Progress
 from ember.metrics import as_float
 from ember.precision import Precision
@@ -40,7 +41,9 @@ class Trainer:
 
     Checkpointing is on by default: a ``ModelCheckpoint`` saves after every epoch to
     ``<default_root_dir>/checkpoints/`` keeping the latest. ``default_root_dir`` defaults to the
-    working directory (the seed's name ``default_save_path`` works too). Fit settings are checked in
+    working directory (the seed's name ``default_save_path`` works too). ``logger``: True (a CSVLogger
+    writing ``<default_root_dir>/logs/version_N/``), False, a Logger or a list of them; with loggers
+    given, checkpoints go to ``<first logger's log_dir>/checkpoints/`` as in Lightning. Fit settings are checked in
     ``ember.settings.FitSettings``; old argument names are translated in ``ember.compat``.
     """
 
@@ -62,7 +65,7 @@ class Trainer:
         check_val_every_n_epoch: int = 1,
         val_check_interval: int | float = 1.0,
         enable_progress_bar: bool = True,
-        logger: CSVLogger | bool = True,
+        logger: _loggers.Logger | Iterable[_loggers.Logger] | bool = True,
         log_every_n_steps: int = 50,
         accelerator: str = "auto",
         devices: int | str | list[int] | None = "auto",
@@ -83,11 +86,11 @@ class Trainer:
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
-        self.logger = CSVLogger(self.default_root_dir, storage_options=storage_options) if logger is True else (
-            logger or None)
-        if not self.is_global_zero:  # the progress bar and the loggers run on rank 0 only
-            self.logger, enable_progress_bar = None, False
-        self._bar = ProgressBar(enable_progress_bar)
+        self.loggers = _loggers.resolve_loggers(logger, self.default_root_dir, storage_options)
+        self._default_ckpt_dir = lambda: _loggers.checkpoint_dir(logger, self.loggers, self.default_root_dir)
+        if not self.is_global_zero:  # the progress bar runs on rank 0 only (and loggers log there only)
+            enable_progress_bar = False
+        self._bar = ProgressBar(enable_progress_bar and not replaces_default_bar(self.callbacks))
         self.checkpoint_writer = (ShardedWriter(storage_options) if self._sharded else CheckpointWriter())
         self.module = None
         self.fit_loop: FitLoop | None = None
@@ -114,6 +117,20 @@ class Trainer:
         self.settings = replace(self.settings, max_steps=value)
 
     # ---------------------------------------------------------------- facts
+    @property
+    def logger(self):
+        """The first logger (None without loggers); setting it replaces every logger."""
+        return self.loggers[0] if self.loggers else None
+
+    @logger.setter
+    def logger(self, value) -> None:
+        self.loggers = [] if value is None else [value]
+
+    @property
+    def log_dir(self) -> str:
+        """Where this run's files go: the first logger's ``log_dir``, else ``default_root_dir``."""
+        return _loggers.run_dir(self.logger, self.default_root_dir)
+
     @property
     def current_epoch(self) -> int:
         """The epoch being trained; after an epoch's end hooks, the next one (so max_epochs after fit)."""
@@ -215,14 +232,16 @@ class Trainer:
                                strategy, wrapped)
         loop = self.fit_loop = FitLoop(
             self.settings, parts, call=hooks, barrier=self.checkpoint_writer.snapshot_barrier,
-            stop_requested=self._stop_requested, logger=self.logger, bar=self._bar)
+            stop_requested=self._stop_requested, bar=self._bar,
+            logger=_loggers.LoggerGroup(self.loggers) if self.loggers and self.is_global_zero else None)
         loop.reduce = strategy.reduce if strategy is not None else None  # self.log(..., sync_dist=True)
         self._run = run_state.RunState(
             model=wrapped, loop=loop, optimizers=loop.parts.optimizers,
             lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
             callbacks=keyed(self.callbacks))
         model.__dict__["_logged"] = loop.log
-        default_dir = os.path.join(self.default_root_dir, "checkpoints")
+        _loggers.LoggerGroup(self.loggers).start_fit(model)  # every rank: they agree on the version folders
+        default_dir = self._default_ckpt_dir()
         from_rank0 = strategy.broadcast_object if strategy is not None else None
         for manager in self.checkpoint_managers:
             manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero, from_rank0)
@@ -250,8 +269,8 @@ class Trainer:
             raise
         finally:
             model.__dict__["_logged"] = None
-            if self.logger is not None:
-                self.logger.flush()
+            if self.is_global_zero:
+                _loggers.LoggerGroup(self.loggers).finalize("success" if sys.exc_info()[0] is None else "failed")
 
     def _wait_quietly(self, primary: BaseException) -> None:
         """Let an in-flight save finish while another error propagates; report its failure, if any."""

@@ -280,7 +280,7 @@ UNSTORABLE = {
     "lambda": ({"a": [1, lambda: 0]}, "a.1", "function"),
     "object": ({"x": {"y": _Thing()}}, "x.y", "_Thing"),
     "module": ({"model": torch.nn.Linear(1, 1)}, "model", "Linear"),
-    "set": ({"s": {1, 2}}, "s", "set"),
+    "set_member": ({"s": {range(1)}}, "s.0", "set member"),
     "bytearray": ({"b": bytearray(b"x")}, "b", "bytearray"),
     "defaultdict": ({"d": defaultdict(int)}, "d", "defaultdict"),
     "sparse": ({"t": torch.eye(2).to_sparse()}, "t", "to_dense"),
@@ -288,7 +288,7 @@ UNSTORABLE = {
     "quantized": ({"t": _quantized()}, "t", "quantized"),
     "object_array": ({"a": np.array([None, 1], dtype=object)}, "a", "numpy"),
     "datetime_scalar": ({"d": np.datetime64("2020-01-01")}, "d", "datetime64"),
-    "bad_key": ({"d": {frozenset(): 1}}, "d.frozenset()", "key"),
+    "bad_key": ({"d": {range(1): 1}}, "d.range(0, 1)", "key"),
 }
 
 

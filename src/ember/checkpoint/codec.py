@@ -15,7 +15,9 @@ appended, so names are unique and deterministic.
 
 How values come back: types are kept exactly (dict, OrderedDict with its
 ``_metadata``, list, tuple, Namespace, int of any size, float incl. nan/inf/-0.0,
-complex, str, bytes, torch.dtype/Size/device). Tensors come back as plain CPU
+complex, str, bytes, set, frozenset, pathlib paths, enum members, torch.dtype/Size/device).
+An enum member comes back as the member when its class is already imported where it is loaded
+(never imported by loading), else as its value, with a warning. Tensors come back as plain CPU
 tensors (``requires_grad`` dropped, ``nn.Parameter`` becomes ``Tensor``,
 non-contiguous ones contiguous); a tensor object (or a same-shaped view of the same
 memory, e.g. tied weights) that appears several times comes back as one object.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import enum
 import math
 import warnings
 from collections import OrderedDict
@@ -40,7 +43,7 @@ try:  # numpy is optional: without it, numpy values cannot occur when saving and
 except ImportError:  # pragma: no cover - numpy is installed in the test environment
     np = None  # type: ignore[assignment]
 
-from ember.checkpoint.decode import MAX_DEPTH, NUMPY_DTYPE, TAG, TensorRef, decode, validate
+from ember.checkpoint.decode import MAX_DEPTH, NUMPY_DTYPE, PATH_KINDS, TAG, TensorRef, decode, validate
 from ember.checkpoint.dtypes import STORABLE_DTYPES, carrier_for
 from ember.errors import CheckpointError
 
@@ -113,7 +116,7 @@ class _Encoder:
             return v if -_SAFE_INT < v < _SAFE_INT else {TAG: "int", "v": hex(v)}
         if t is float:
             return _float(v)
-        if depth >= MAX_DEPTH and t in (list, tuple, dict, OrderedDict, argparse.Namespace):
+        if depth >= MAX_DEPTH and t in (list, tuple, dict, OrderedDict, argparse.Namespace, set, frozenset):
             raise CheckpointError(
                 f"{_path_str(path)}: containers nested more than {MAX_DEPTH} deep cannot be "
                 "stored in a checkpoint; flatten the structure"
@@ -149,9 +152,22 @@ class _Encoder:
             return {TAG: "size", "v": list(v)}
         if t is torch.device:
             return {TAG: "device", "v": str(v)}
+        if t is set or t is frozenset:
+            return {TAG: t.__name__, "items": [self._member(x, path + (str(i),), depth) for i, x in enumerate(_ordered(v))]}
+        if t in _PATH_TAGS:
+            return {TAG: "path", "kind": _PATH_TAGS[t], "v": str(v)}
+        if isinstance(v, enum.Enum):
+            cls = type(v)
+            return {TAG: "enum", "cls": f"{cls.__module__}:{cls.__qualname__}", "name": v.name,
+                    "v": self.value(v.value, path, depth + 1)}
         if t is bytearray:
             raise self._unstorable(v, path, "convert it to bytes first")
         raise self._unstorable(v, path)
+
+    def _member(self, x: Any, path: tuple, depth: int) -> Any:
+        """A set member: it comes back as a key would, so it must be one."""
+        self._check_key(x, path, "set member")
+        return self.value(x, path, depth + 1)
 
     def _items(self, items: Any, path: tuple, depth: int) -> list:
         out = []
@@ -161,15 +177,18 @@ class _Encoder:
             out.append([self.value(k, kpath, depth + 1), self.value(x, kpath, depth + 1)])
         return out
 
-    def _check_key(self, k: Any, path: tuple) -> None:
+    def _check_key(self, k: Any, path: tuple, what: str = "dict key") -> None:
         t = type(k)
-        if t is tuple:
+        if t is tuple or t is frozenset:
             for x in k:
-                self._check_key(x, path)
-        elif k is not None and t not in (str, int, bool, float, complex, bytes, torch.dtype, torch.device):
+                self._check_key(x, path, what)
+        elif isinstance(k, enum.Enum):
+            self._check_key(k.value, path, what)
+        elif k is not None and t not in (str, int, bool, float, complex, bytes, torch.dtype, torch.device) \
+                and t not in _PATH_TAGS:
             raise CheckpointError(
-                f"{_path_str(path)}: dict key {_describe(k)} cannot be stored in a checkpoint; "
-                "use str, int, float, bool, None, bytes or tuples of those as keys"
+                f"{_path_str(path)}: {what} {_describe(k)} cannot be stored in a checkpoint; use str, int, "
+                "float, bool, None, bytes, paths, enum members or tuples/frozensets of those"
             )
 
     def _new_name(self, path: tuple) -> str:
@@ -234,6 +253,17 @@ class _Encoder:
         node = {TAG: "ndarray", "dtype": a.dtype.str, "tensor": self.tensor(t, path)}
         self._seen[key] = node
         return node
+
+
+_PATH_TAGS = {cls: kind for kind, cls in PATH_KINDS.items()}
+
+
+def _ordered(members: set | frozenset) -> list:
+    """A set's members in a deterministic order where they compare (sorted), else as iterated."""
+    try:
+        return sorted(members)
+    except TypeError:
+        return list(members)
 
 
 def weights_tree(names: list[str]) -> dict:

@@ -24,9 +24,10 @@ except ImportError:  # pragma: no cover - numpy is installed in the test environ
     np = None  # type: ignore[assignment]
 
 from ember.checkpoint.dtypes import TORCH_DTYPES, carrier_for
+from ember.checkpoint.typed import PATH_KINDS, TypedNodes
 from ember.errors import CheckpointCorruptError, CheckpointError
 
-__all__ = ["TAG", "MAX_DEPTH", "TensorRef", "decode", "validate"]
+__all__ = ["TAG", "MAX_DEPTH", "PATH_KINDS", "TensorRef", "decode", "validate"]
 
 TAG = "$"
 MAX_DEPTH = 100  # containers nested deeper than this are refused (writing) / corrupt (reading)
@@ -86,9 +87,13 @@ _FIELDS = {
     "device": {"v"},
     "tensor": {"name"},  # + optional "dtype" and "shape" (stored through a carrier dtype)
     "ndarray": {"dtype", "tensor"},
+    "set": {"items"},
+    "frozenset": {"items"},
+    "path": {"kind", "v"},
+    "enum": {"cls", "name", "v"},
 }
 _OPTIONAL = {"odict": {"meta"}, "tensor": {"dtype", "shape"}}
-_KEY_TAGS = {"int", "float", "complex", "bytes", "tuple", "dtype", "device"}
+_KEY_TAGS = {"int", "float", "complex", "bytes", "tuple", "dtype", "device", "frozenset", "path", "enum"}
 _NUMPY_OF: dict[torch.dtype, Any] = {}  # torch dtype -> numpy dtype (None: numpy has none)
 
 
@@ -101,7 +106,7 @@ def _numpy_dtype(dtype: torch.dtype) -> Any:
     return _NUMPY_OF[dtype]
 
 
-class _Decoder:
+class _Decoder(TypedNodes):
     def __init__(self, tensors: Mapping[str, torch.Tensor] | None, specs: Mapping[str, Spec] | None) -> None:
         self.tensors = tensors
         self.specs = specs

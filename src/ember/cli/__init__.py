@@ -15,7 +15,16 @@ from ember.cli.inspect import _inspect_safely, _print_inspect, _verify_safely
 from ember.cli.ls import ls_command
 from ember.cli.text import OPTIONS, _escape, _json_doc, _say
 
-__all__ = ["main"]
+__all__ = ["LightningCLI", "main"]
+
+
+def __getattr__(name: str):
+    # LightningCLI (and jsonargparse) load only when asked for: the `ember` command needs neither.
+    if name in ("LightningCLI", "SaveConfigCallback", "LightningArgumentParser"):
+        from ember.cli import lightning_cli
+
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module 'ember.cli' has no attribute {name!r}")
 
 _USAGE = ("use `ember ckpt inspect PATH`, `ember ckpt verify PATH...`, `ember ckpt ls DIR`, "
           "`ember ckpt convert SRC DST` or `ember ckpt consolidate SRC DST`")

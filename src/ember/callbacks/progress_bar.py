@@ -1,0 +1,114 @@
+"""TQDMProgressBar: the training progress bar as a callback (Lightning's class). Given in
+``callbacks``, it replaces the Trainer's built-in bar; subclass it to change what is shown
+(``get_metrics``) or how often it redraws (``refresh_rate``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ember.callbacks.base import Callback
+
+
+class ProgressBarCallback(Callback):
+    """The base of progress bar callbacks: a Trainer given one shows no bar of its own."""
+
+    def get_metrics(self, trainer, module) -> dict[str, Any]:
+        """What the bar shows after the epoch and step: the loss and the metrics logged with prog_bar=True."""
+        out: dict[str, Any] = {}
+        loop = getattr(trainer, "fit_loop", None)
+        loss = getattr(loop, "last_loss", None)
+        if loss is not None:
+            out["loss"] = f"{float(loss):.4g}"
+        shown = getattr(trainer, "progress_bar_metrics", None)
+        if shown is None:
+            names = getattr(getattr(loop, "train_metrics", None), "prog_bar", set())
+            shown = {k: v for k, v in trainer.callback_metrics.items() if k in names}
+        for k, v in shown.items():
+            out[k] = f"{float(v):.4g}"
+        return out
+
+
+def _batches_per_epoch(trainer) -> int | None:
+    """``trainer.num_training_batches`` where the Trainer has it, else the loader's length (None: unknown)."""
+    total = getattr(trainer, "num_training_batches", None)
+    if total is None:
+        parts = getattr(getattr(trainer, "fit_loop", None), "parts", None)
+        loader = getattr(getattr(parts, "train_data", None), "loader", None)
+        try:
+            total = len(loader) if loader is not None else None
+        except TypeError:  # an iterable without a length
+            total = None
+    return total if isinstance(total, int) and total >= 0 else None
+
+
+def replaces_default_bar(callbacks: list[Callback]) -> bool:
+    return any(isinstance(cb, ProgressBarCallback) for cb in callbacks)
+
+
+class TQDMProgressBar(ProgressBarCallback):
+    """A tqdm bar per training epoch, redrawn every ``refresh_rate`` batches (0 turns it off), on the
+    global-zero process only. ``leave=True`` keeps each epoch's finished bar on screen."""
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        if refresh_rate < 0:
+            raise ValueError(f"refresh_rate must be >= 0 (0 turns the bar off); received {refresh_rate}")
+        self._refresh_rate = refresh_rate
+        self._position = process_position
+        self._leave = leave
+        self._enabled = True
+        self.train_progress_bar = None
+
+    @property
+    def refresh_rate(self) -> int:
+        return self._refresh_rate
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled and self._refresh_rate > 0
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self.is_enabled
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def init_train_tqdm(self, total: int | None, initial: int = 0):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc="Training", position=2 * self._position,
+                    disable=self.is_disabled, leave=self._leave, dynamic_ncols=True, file=sys.stderr,
+                    smoothing=0)
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if not getattr(trainer, "is_global_zero", True) or self.is_disabled:
+            return
+        self.train_progress_bar = self.init_train_tqdm(_batches_per_epoch(trainer))
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if bar is None:
+            return
+        n = batch_idx + 1
+        if n % self._refresh_rate == 0:
+            bar.n = n
+            bar.set_postfix(self.get_metrics(trainer, module), refresh=False)
+            bar.refresh()
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        bar = self.train_progress_bar
+        if bar is None:
+            return
+        bar.set_postfix(self.get_metrics(trainer, module), refresh=False)
+        bar.close()
+        self.train_progress_bar = None
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        if self.train_progress_bar is not None:
+            self.train_progress_bar.close()
+            self.train_progress_bar = None
