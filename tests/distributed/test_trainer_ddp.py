@@ -10,6 +10,7 @@ import torch
 
 import ember
 import jobrunner
+from ember.checkpoint.temporaries import is_temporary
 
 
 def _weights(path):
@@ -70,3 +71,14 @@ def test_one_rank_failing_ends_every_rank_with_its_error(how, tmp_path):
     assert r.returncode != 0
     assert "boom at step 3" in r.output
     assert not (tmp_path / "final.ckpt").exists()
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_one_rank_failing_during_a_save_ends_every_rank_with_its_error(strategy, tmp_path):
+    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", strategy, "--fail-save-rank", "1")
+    assert r.returncode != 0
+    assert "boom while saving step 6" in r.output
+    ckpts = tmp_path / "ckpts"
+    for p in (ckpts.iterdir() if ckpts.exists() else []):  # whatever was committed is whole
+        if not is_temporary(p.name):
+            assert ember.load_checkpoint(p)["global_step"] == 6

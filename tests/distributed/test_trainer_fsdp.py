@@ -5,12 +5,19 @@ saved."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
 import ember
 import jobrunner
 from ember.checkpoint.sharded import is_sharded_checkpoint, verify_sharded
+from ember.checkpoint.temporaries import is_temporary
 
 
 def _weights(path):
@@ -66,3 +73,51 @@ def test_a_folder_saved_on_two_ranks_resumes_on_another_world(saved_on_two, tmp_
     assert r.returncode == 0, r.output
     assert _equal(_weights(tmp_path / "start.ckpt"), _weights(saved_on_two))
     assert ember.load_checkpoint(tmp_path / "rank0.ckpt")["global_step"] == steps
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _kill_job_while_saving(root, delay: float) -> None:
+    """Start the FSDP job (ember's launcher: rank 0 starts rank 1) saving after every step, resuming from
+    "last"; once it has committed a new ``last.ckpt``, wait ``delay`` seconds (it saves on) and SIGKILL
+    every process of it."""
+    cmd = [sys.executable, str(jobrunner.JOBS / "trainer_ddp.py"), str(root), "--strategy", "fsdp", "--every-step",
+           "--resume", "--launch", "2"]
+    last = root / "ckpts" / "last.ckpt"
+    before = _stamp(last)
+    p = subprocess.Popen(cmd, env=jobrunner.clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while p.poll() is None and _stamp(last) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+
+
+def test_fsdp_job_killed_during_saves_leaves_only_good_folders_and_resumes_exactly(uninterrupted, tmp_path):
+    """SIGKILL of the whole job at several moments while it saves a folder after every step: every
+    checkpoint left verifies, and resuming from "last" ends equal to the run that never stopped."""
+    steps = []
+    for delay in (0.0, 0.15, 0.3):
+        _kill_job_while_saving(tmp_path, delay)
+        ckpts = tmp_path / "ckpts"
+        for p in (ckpts.iterdir() if ckpts.exists() else []):
+            if not is_temporary(p.name):
+                verify_sharded(p)
+        if (ckpts / "last.ckpt").exists():
+            steps.append(ember.load_checkpoint(ckpts / "last.ckpt")["global_step"])
+    assert steps and steps[-1] < 18, f"the kills must land while the job trains (last saved steps: {steps})"
+    done = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--every-step",
+                         "--resume")
+    assert done.returncode == 0, done.output
+    assert _equal(_weights(tmp_path / "rank1.ckpt"), _weights(uninterrupted / "rank1.ckpt"))

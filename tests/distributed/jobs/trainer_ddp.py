@@ -7,10 +7,12 @@ weights). Data: 48 samples, shuffled, batch 4: 6 batches per rank per epoch, 3 e
 
 usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--max-epochs E] [--max-steps S] [--resume [PATH]]
                              [--stop-rank R --stop-step S] [--fail-rank R --fail-step S] [--launch N]
-                             [--weights-at-start OUT]
+                             [--weights-at-start OUT] [--fail-save-rank R] [--every-step]
 Writes ROOT/final.ckpt (trainer.save_checkpoint, called on every rank) and ROOT/rank<R>.ckpt (each
 rank's own weights, whole, and global step) when fit returns; checkpoints go to ROOT/ckpts (save_last).
 ``--weights-at-start OUT``: rank 0 writes the whole weights as training starts (after a resume's restore).
+``--fail-save-rank R``: rank R raises while the first checkpoint is being saved. ``--every-step``: save
+after every step (the newest, plus last).
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ class WeightsAtStart(Callback):
             ember.save_checkpoint({"state_dict": weights}, self.path)
 
 
+class FailWhileSaving(Callback):
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_save_checkpoint(self, trainer, module, checkpoint) -> None:
+        if trainer.global_rank == self.rank:
+            raise ValueError(f"boom while saving step {trainer.global_step}")
+
+
 class StopOneRank(Callback):
     """One rank alone asks to stop: every rank must stop at that same step."""
 
@@ -85,10 +96,15 @@ def main() -> None:
     ap.add_argument("--fail-rank", type=int, default=-1)
     ap.add_argument("--fail-step", type=int, default=0)
     ap.add_argument("--launch", type=int, default=0)
+    ap.add_argument("--fail-save-rank", type=int, default=-1)
+    ap.add_argument("--every-step", action="store_true")
     args = ap.parse_args()
     ember.seed_everything(0)
     model = Net(args.fail_rank, args.fail_step)
-    callbacks = [ModelCheckpoint(dirpath=os.path.join(args.root, "ckpts"), save_last=True)]
+    every = {"every_n_train_steps": 1} if args.every_step else {}
+    callbacks = [ModelCheckpoint(dirpath=os.path.join(args.root, "ckpts"), save_last=True, **every)]
+    if args.fail_save_rank >= 0:
+        callbacks.append(FailWhileSaving(args.fail_save_rank))
     if args.stop_rank >= 0:
         callbacks.append(StopOneRank(args.stop_rank, args.stop_step))
     if args.weights_at_start:
