@@ -82,3 +82,16 @@ def test_one_rank_failing_during_a_save_ends_every_rank_with_its_error(strategy,
     for p in (ckpts.iterdir() if ckpts.exists() else []):  # whatever was committed is whole
         if not is_temporary(p.name):
             assert ember.load_checkpoint(p)["global_step"] == 6
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (NCCL)")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_on_two_gpus_ranks_agree_and_resume_exactly(strategy, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    r = jobrunner.run("launcher", "trainer_ddp.py", str(full), "--strategy", strategy, "--accelerator", "gpu")
+    assert r.returncode == 0, r.output
+    assert _equal(_weights(full / "rank0.ckpt"), _weights(full / "rank1.ckpt"))
+    for extra in (["--max-steps", "9"], ["--resume"]):
+        r = jobrunner.run("launcher", "trainer_ddp.py", str(part), "--strategy", strategy, "--accelerator", "gpu", *extra)
+        assert r.returncode == 0, r.output
+    assert _equal(_weights(part / "rank1.ckpt"), _weights(full / "rank1.ckpt"))

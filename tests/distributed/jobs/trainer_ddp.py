@@ -5,7 +5,7 @@ A tiny model with dropout; each rank is seeded differently after the model is bu
 different dropout masks (a resume that gave a rank another rank's random state would change the
 weights). Data: 48 samples, shuffled, batch 4: 6 batches per rank per epoch, 3 epochs.
 
-usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--max-epochs E] [--max-steps S] [--resume [PATH]]
+usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--accelerator cpu|gpu] [--max-epochs E] [--max-steps S] [--resume [PATH]]
                              [--stop-rank R --stop-step S] [--fail-rank R --fail-step S] [--launch N]
                              [--weights-at-start OUT] [--fail-save-rank R] [--every-step]
 Writes ROOT/final.ckpt (trainer.save_checkpoint, called on every rank) and ROOT/rank<R>.ckpt (each
@@ -87,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root")
     ap.add_argument("--strategy", default="ddp")
+    ap.add_argument("--accelerator", default="cpu")
     ap.add_argument("--max-epochs", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--resume", nargs="?", const="last", default=None)
@@ -109,7 +110,7 @@ def main() -> None:
         callbacks.append(StopOneRank(args.stop_rank, args.stop_step))
     if args.weights_at_start:
         callbacks.append(WeightsAtStart(args.weights_at_start))
-    trainer = ember.Trainer(accelerator="cpu", devices=args.launch or "auto", strategy=args.strategy,
+    trainer = ember.Trainer(accelerator=args.accelerator, devices=args.launch or "auto", strategy=args.strategy,
                             max_epochs=args.max_epochs,
                             max_steps=args.max_steps, callbacks=callbacks, enable_progress_bar=False, logger=False,
                             default_root_dir=args.root)
