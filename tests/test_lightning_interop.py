@@ -363,3 +363,28 @@ def test_namespace_hparams_reach_lightning_as_attribute_access(tmp_path):
     torch.save(to_lightning(ckpt), tmp_path / "seed.ckpt")
     model = LitSeedStyle.load_from_checkpoint(tmp_path / "seed.ckpt")
     assert model.l1.out_features == 5
+
+
+def test_lightnings_early_stopping_state_resumes_in_embers_early_stopping(lit, tmp_path):
+    saved = torch.load(lit / LAST, weights_only=False)["callbacks"]["EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"]
+    stopper = ember.callbacks.EarlyStopping(monitor="val_loss", patience=5)
+    train, val = _loaders()
+    _ember_trainer(tmp_path, max_epochs=2, callbacks=[stopper]).fit(EmberNet(**HPARAMS), train, val, ckpt_path=lit / LAST)
+    assert (stopper.wait_count, stopper.stopped_epoch) == (saved["wait_count"], saved["stopped_epoch"])
+    assert stopper.best_score == float(saved["best_score"])
+
+
+def test_embers_early_stopping_state_resumes_in_lightnings_early_stopping(tmp_path):
+    train, val = _loaders()
+    stopper = ember.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)  # no epoch improves
+    trainer = _ember_trainer(tmp_path, max_epochs=2, callbacks=[stopper])
+    trainer.fit(EmberNet(**HPARAMS), train, val)
+    trainer.save_checkpoint(tmp_path / "ember.ckpt")
+    dst = convert(tmp_path / "ember.ckpt", tmp_path / "lightning.ckpt", to="lightning")
+    theirs = pl.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _lightning_trainer(tmp_path, max_epochs=2, callbacks=[theirs]).fit(LitNet(**HPARAMS), train, val, ckpt_path=dst)
+    assert stopper.wait_count >= 1
+    assert (theirs.wait_count, theirs.stopped_epoch) == (stopper.wait_count, stopper.stopped_epoch)
+    assert float(theirs.best_score) == stopper.best_score

@@ -156,6 +156,11 @@ def _lightning_key_fields(key: str, cls: str) -> dict | None:
 def _callbacks_to_ember(states: Mapping) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, state in states.items():
+        stopping = _lightning_key_fields(key, "EarlyStopping") if isinstance(key, str) else None
+        if stopping is not None and isinstance(state, Mapping) and "monitor" in stopping:
+            ember_key = f"EarlyStopping[{stopping['monitor']}:{stopping.get('mode', 'min')}]"
+            out[ember_key if ember_key not in out else key] = _early_stopping(state, float)
+            continue
         fields = _lightning_key_fields(key, "ModelCheckpoint") if isinstance(key, str) else None
         if fields is None or not isinstance(state, Mapping):
             out[key] = _plain(state)
@@ -167,6 +172,14 @@ def _callbacks_to_ember(states: Mapping) -> dict[str, Any]:
             out[key] = _plain(state)
             continue
         out[ember_key] = _model_checkpoint_to_ember(state, monitor, mode)
+    return out
+
+
+def _early_stopping(state: Mapping, score: Any) -> dict[str, Any]:
+    """EarlyStopping's state (the same four entries in both libraries; Lightning keeps the score as a tensor)."""
+    out = {k: _plain(v) for k, v in state.items()}
+    if state.get("best_score") is not None:
+        out["best_score"] = score(_score(state["best_score"]))
     return out
 
 
@@ -349,6 +362,11 @@ def _holds(v: Any, cls: type) -> bool:
 def _callbacks_to_lightning(states: Mapping) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, state in states.items():
+        stopping = re.fullmatch(r"EarlyStopping\[(.+):(min|max)\]", key) if isinstance(key, str) else None
+        if stopping is not None and isinstance(state, Mapping):
+            out["EarlyStopping{" + f"'monitor': {stopping.group(1)!r}, 'mode': {stopping.group(2)!r}" + "}"] = \
+                _early_stopping(state, _tensor)
+            continue
         m = re.fullmatch(r"ModelCheckpoint(?:\[(.+):(min|max)\])?", key) if isinstance(key, str) else None
         if m is None or not isinstance(state, Mapping):
             out[key] = state
