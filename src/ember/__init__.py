@@ -2,7 +2,9 @@
 
 from ember.version import __version__
 
+from ember.callbacks.base import Callback
 from ember.checkpoint.io import load_checkpoint, save_checkpoint
+from ember.datamodule import DataModule, LightningDataModule
 from ember.distributed import rank_zero_only
 from ember.errors import (
     CheckpointCorruptError,
@@ -17,6 +19,9 @@ from ember.seed import seed_everything
 from ember.trainer import Trainer
 
 __all__ = [
+    "Callback",
+    "DataModule",
+    "LightningDataModule",
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointMismatchError",

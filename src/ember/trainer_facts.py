@@ -1,0 +1,150 @@
+"""What a Trainer tells about its run (Lightning's read-only properties), kept out of trainer.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ember import distributed
+from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.checkpoint.manager import CheckpointManager
+from ember.metrics import as_float
+from ember.precision import Precision
+
+
+def _tensor(v) -> torch.Tensor:
+    return v if isinstance(v, torch.Tensor) else torch.tensor(v)
+
+
+class TrainerFacts:
+    """Mixed into Trainer: epoch, step, metrics, optimizers, ranks and checkpoint callbacks."""
+
+    # ---------------------------------------------------------------- settings that may change between fits
+    @property
+    def max_epochs(self) -> int | None:
+        return self.settings.max_epochs
+
+    @max_epochs.setter
+    def max_epochs(self, value: int | None) -> None:
+        self.settings = replace(self.settings, max_epochs=value)
+
+    @property
+    def max_steps(self) -> int | None:
+        return self.settings.max_steps
+
+    @max_steps.setter
+    def max_steps(self, value: int | None) -> None:
+        self.settings = replace(self.settings, max_steps=value)
+
+    @property
+    def min_epochs(self) -> int | None:
+        return self.settings.min_epochs
+
+    @property
+    def min_steps(self) -> int | None:
+        return self.settings.min_steps
+
+    @property
+    def num_sanity_val_steps(self) -> int:
+        return self.settings.num_sanity_val_steps
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def current_epoch(self) -> int:
+        """The epoch being trained; after an epoch's end hooks, the next one (so max_epochs after fit)."""
+        if self.fit_loop is None:
+            return 0
+        p = self.fit_loop.progress
+        return p.epoch + 1 if p.epoch_done and not self.fit_loop.in_epoch_end else p.epoch
+
+    @property
+    def global_step(self) -> int:
+        return self.fit_loop.progress.global_step if self.fit_loop is not None else 0
+
+    @property
+    def should_stop(self) -> bool:
+        return self.fit_loop is not None and self.fit_loop.should_stop
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        if self.fit_loop is not None:
+            self.fit_loop.should_stop = bool(value)
+
+    @property
+    def optimizer_stepped(self) -> bool:
+        """Whether the batch that just ended took an optimizer step (False inside an accumulation window)."""
+        return self.fit_loop is not None and self.fit_loop.optimizer_stepped
+
+    @property
+    def lightning_module(self):
+        return self.module
+
+    @property
+    def model(self):
+        return self.module
+
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        """The latest value of every logged metric (epoch values for epoch-level ones), as Lightning's."""
+        return {k: _tensor(v) for k, v in self._hub.callback_metrics().items()}
+
+    def callback_metrics_float(self) -> dict[str, float]:
+        return {k: as_float(v) for k, v in self._hub.callback_metrics().items()}
+
+    @property
+    def logged_metrics(self) -> dict[str, torch.Tensor]:
+        """The values sent to the logger (empty without one)."""
+        return {k: _tensor(v) for k, v in self._hub.logged.items()}
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """The values logged with ``prog_bar=True``."""
+        return {k: as_float(v) for k, v in self._hub.pbar.items()}
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self.fit_loop.parts.optimizers if self.fit_loop is not None else []
+
+    @property
+    def lr_scheduler_configs(self) -> list:
+        return list(self.fit_loop.parts.schedulers) if self.fit_loop is not None else []
+
+    @property
+    def lr_schedulers(self) -> list:
+        return [c.scheduler for c in self.fit_loop.parts.schedulers] if self.fit_loop is not None else []
+
+    @property
+    def precision_plugin(self) -> Precision | None:
+        return self.fit_loop.parts.precision if self.fit_loop is not None else None
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this process writes the run's files (rank 0 of a torch.distributed job, or alone)."""
+        return distributed.is_global_zero()
+
+    @property
+    def global_rank(self) -> int:
+        return distributed.global_rank()
+
+    @property
+    def local_rank(self) -> int:
+        return distributed.local_rank()
+
+    @property
+    def world_size(self) -> int:
+        return distributed.world_size()
+
+    @property
+    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
+        return [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+
+    @property
+    def checkpoint_callback(self) -> ModelCheckpoint | None:
+        cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def checkpoint_managers(self) -> list[CheckpointManager]:
+        """Every callback's checkpoint manager (``callback.manager``), whatever the callback's class."""
+        return [m for m in (getattr(cb, "manager", None) for cb in self.callbacks) if isinstance(m, CheckpointManager)]
