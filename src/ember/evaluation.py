@@ -16,7 +16,7 @@ import torch
 from ember import compat
 from ember.data import length, limit_batches, move_to_device
 from ember.hooks import Hooks
-from ember.metrics import MetricsHub, Results, as_float
+from ember.metrics import MetricsHub, Results, as_float, defaults_for
 from ember.seed import preserved_rng
 
 
@@ -55,6 +55,7 @@ class LogSink:
         if results is None:
             from ember.errors import MisconfigurationError
 
+            defaults_for(self.hooks.current_fx, None, None, name)  # a hook Lightning refuses: say so
             raise MisconfigurationError(f"self.log({name!r}) was called where nothing is being logged "
                                         f"(in {self.hooks.current_fx}); log from a step or an epoch hook.")
         if add_dataloader_idx and self.dataloader_idx is not None:
