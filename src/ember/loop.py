@@ -228,8 +228,9 @@ class FitLoop(ManualSteps):
             bar.update(p.global_step, self.last_loss, self.hub.pbar, self.hub.pbar.keys())
             batch_idx += 1
             boundary = self.optimizer_stepped or self.manual
-            if boundary and (self.stop_requested() or self._stop_now() or
-                             self.settings.limits_reached(p.epoch, p.global_step)):
+            # at the epoch's last batch, should_stop and max_steps let the epoch end (validation, hooks)
+            if boundary and (self.stop_requested() or (not is_last and (
+                    self._stop_now() or self.settings.limits_reached(p.epoch, p.global_step)))):
                 bar.close()
                 return
         self.sink.batch = None
