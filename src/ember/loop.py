@@ -108,6 +108,7 @@ class FitLoop(ManualSteps):
         self.progress = Progress()
         self.should_stop = False
         self.optimizer_stepped = False
+        self.is_last_batch = False
         self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
         self.last_loss: torch.Tensor | None = None
         self.results = Results(training=True, reduce=reduce)
@@ -218,7 +219,7 @@ class FitLoop(ManualSteps):
             batch = self.sink.batch = move_to_device(batch, parts.device)
             if self.call("on_train_batch_start", batch, batch_idx) == -1:
                 break  # Lightning: the module's on_train_batch_start returning -1 ends the epoch early
-            is_last = batch_idx + 1 >= n_batches
+            is_last = self.is_last_batch = batch_idx + 1 >= n_batches
             outputs = self.train_step(batch, batch_idx, is_last)
             p.batch = batch_idx + 1
             self.after_batch()

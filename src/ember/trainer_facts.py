@@ -77,6 +77,11 @@ class TrainerFacts:
         return self.fit_loop is not None and self.fit_loop.optimizer_stepped
 
     @property
+    def is_last_batch(self) -> bool:
+        """Whether the batch being trained is the epoch's last (known for loaders with a length)."""
+        return self.fit_loop is not None and self.fit_loop.is_last_batch
+
+    @property
     def lightning_module(self):
         return self.module
 
