@@ -41,7 +41,7 @@ def _scalar(name: str, value: Any) -> float | torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise MisconfigurationError(f"self.log({name!r}) needs a scalar; received a tensor of shape {tuple(value.shape)}.")
-        return value.detach().reshape(())
+        return value.detach()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     try:
@@ -171,7 +171,7 @@ class Results:
         if entry is None or (entry.on_step, entry.on_epoch) != (on_step, on_epoch):
             entry = self.entries[name] = _Entry(name, on_step, on_epoch, bool(prog_bar), bool(logger),
                                                 reduce_name(reduce_fx), bool(sync_dist))
-        if is_metric(value):
+        if not isinstance(value, (torch.Tensor, float, int)) and is_metric(value):
             entry.metric = value
             if on_step:
                 entry.step_value = getattr(value, "_forward_cache", None)
