@@ -181,3 +181,11 @@ def test_checkpoint_callbacks_see_what_the_module_logs_at_the_train_epoch_end(tm
     LikeEarlyStopping.__name__ = "EarlyStopping"
     fit(tmp_path, M(), callbacks=[LikeEarlyStopping()])
     assert seen["score"].item() == 7.0
+
+
+def test_on_train_start_may_log_an_epoch_value(tmp_path):
+    class M(TinyModel):
+        def on_train_start(self):
+            self.log("started", 1.0)
+
+    assert fit(tmp_path, M()).callback_metrics["started"].item() == 1.0

@@ -111,7 +111,7 @@ class FitLoop(ManualSteps):
         self.is_last_batch = False
         self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
         self.last_loss: torch.Tensor | None = None
-        self.results = Results(training=True, reduce=reduce)
+        self.results = sink.results = Results(training=True, reduce=reduce)  # on_train_start may log too
         self.manual = not getattr(parts.module, "automatic_optimization", True)
         if self.manual:
             check_manual_settings(settings)
