@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from ember import compat
-from ember.data import length, limit_batches, move_to_device
+from ember.data import length, limit_batches
 from ember.hooks import Hooks
 from ember.metrics import MetricsHub, Results, as_float, defaults_for
 from ember.seed import preserved_rng
@@ -78,7 +78,8 @@ class EvalLoop:
         """Validate/test: one dict of epoch metrics per loader. Predict: the predict_step outputs
         (a list per loader when there are several), or [] without ``return_predictions``."""
         module, call, n = self.module, self.hooks, self.names
-        sink, outer = self.sink, (self.sink.results, self.sink.batch, self.sink.dataloader_idx)
+        sink, outer = self.sink, (self.sink.results, self.sink.batch, self.sink.dataloader_idx, call.stage)
+        call.stage = self.stage
         results = sink.results = Results(training=False, reduce=self.reduce)
         modes = [(m, m.training) for m in module.modules()]
         outputs: list[list] = [[] for _ in loaders]
@@ -100,7 +101,7 @@ class EvalLoop:
                 if self.stage == "sanity":
                     call("on_sanity_check_end")
         finally:
-            sink.results, sink.batch, sink.dataloader_idx = outer
+            sink.results, sink.batch, sink.dataloader_idx, call.stage = outer
         if self.stage == "predict":
             return (outputs[0] if len(loaders) == 1 else outputs) if return_predictions else []
         return _per_loader(views.returned, len(loaders))
@@ -112,7 +113,7 @@ class EvalLoop:
         for batch_idx, batch in enumerate(loader):
             if batch_idx >= n_batches:
                 break
-            batch = sink.batch = move_to_device(batch, self.device)
+            batch = sink.batch = call.transfer(batch, self.device, i)
             call(f"on_{n.prefix}_batch_start", batch, batch_idx, *extra)
             with self.precision.autocast():
                 out = call.module_hook(n.step, batch, batch_idx, *extra)

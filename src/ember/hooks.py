@@ -8,7 +8,10 @@ from typing import Any, Callable
 from ember import compat
 from ember.callbacks.base import Callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.data import move_to_device
 from ember.errors import MisconfigurationError
+
+_TRANSFER = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
 class Hooks:
@@ -21,6 +24,7 @@ class Hooks:
         self.module, self.callbacks, self.barrier, self.trainer = module, callbacks, barrier, trainer
         self._targets: dict[str, list] = {}
         self.current_fx: str | None = None
+        self.stage: str | None = None  # "train", "validate", "sanity", "test" or "predict": what is running
 
     def __call__(self, hook: str, *args: Any, monitoring: bool | None = None) -> Any:
         """``monitoring``: None runs every callback; False the ones that do not monitor a metric (and
@@ -53,6 +57,20 @@ class Hooks:
             return getattr(self.module, hook)(*args)
         finally:
             self.current_fx = outer
+
+    def transfer(self, batch: Any, device, dataloader_idx: int = 0) -> Any:
+        """The batch on ``device``, through the module's on_before_batch_transfer,
+        transfer_batch_to_device and on_after_batch_transfer when it overrides any of them."""
+        custom = self._targets.get("/transfer")
+        if custom is None:
+            from ember.module import Module
+
+            custom = self._targets["/transfer"] = [any(overrides(self.module, Module, h) for h in _TRANSFER)]
+        if not custom[0]:
+            return move_to_device(batch, device)
+        batch = self.module_hook("on_before_batch_transfer", batch, dataloader_idx)
+        batch = self.module_hook("transfer_batch_to_device", batch, device, dataloader_idx)
+        return self.module_hook("on_after_batch_transfer", batch, dataloader_idx)
 
     def forget(self) -> None:
         """Callbacks or the module changed: look the targets up again."""

@@ -14,12 +14,12 @@ from typing import Any, Callable
 import torch
 
 from ember.checkpoint.state import gradients, restore_gradients
-from ember.data import ResumableLoader, length, limit_batches, move_to_device
+from ember.data import ResumableLoader, length, limit_batches
 from ember.errors import MisconfigurationError
 from ember.evaluation import EvalLoop, LogSink
 from ember.hooks import Hooks, overrides
 from ember.manual import ManualSteps, StepCounted, Toggled, check_manual_settings
-from ember.metrics import MetricsHub, Results
+from ember.metrics import MetricsHub, Results, as_float
 from ember.optim import SchedulerConfig, frozen_except, parse_optimizers, step_scheduler
 from ember.precision import Precision
 from ember.seed import get_rng_state, set_rng_state
@@ -126,7 +126,8 @@ class FitLoop(ManualSteps):
         from ember.module import Module
 
         self._custom = {h: overrides(module, Module, h) for h in
-                        ("optimizer_step", "optimizer_zero_grad", "backward", "configure_gradient_clipping")}
+                        ("optimizer_step", "optimizer_zero_grad", "backward", "configure_gradient_clipping",
+                          "lr_scheduler_step")}
 
     # ---------------------------------------------------------------- Stateful
     def state_dict(self) -> dict[str, Any]:
@@ -205,6 +206,7 @@ class FitLoop(ManualSteps):
         self._maybe_reload()
         parts.module.train()
         self.sink.results = self.results
+        self.call.stage = "train"
         self.call("on_train_epoch_start")
         n_batches = limit_batches(self.settings.limit_train_batches, length(parts.train_data.loader))
         it = self._start_epoch()
@@ -216,7 +218,7 @@ class FitLoop(ManualSteps):
                 batch = next(it)
             except StopIteration:
                 break
-            batch = self.sink.batch = move_to_device(batch, parts.device)
+            batch = self.sink.batch = self.call.transfer(batch, parts.device)
             if self.call("on_train_batch_start", batch, batch_idx) == -1:
                 break  # Lightning: the module's on_train_batch_start returning -1 ends the epoch early
             is_last = self.is_last_batch = batch_idx + 1 >= n_batches
@@ -252,7 +254,7 @@ class FitLoop(ManualSteps):
         metrics = {**self.hub.callback, **self.results.epoch(finish=False).callback}
         for cfg in self.parts.schedulers:
             if cfg.interval == "epoch" and (p.epoch + 1) % cfg.frequency == 0 and not self.manual:
-                step_scheduler(cfg, metrics)
+                self.step_scheduler(cfg, metrics)
         p.epoch_done = True
         self.in_epoch_end = True
         self.hub.live = self.results  # callbacks see what on_train_epoch_end logs while the hooks run
@@ -265,6 +267,18 @@ class FitLoop(ManualSteps):
         self.hub.publish(self.results.epoch(), to_logger=True, step=p.global_step, epoch=p.epoch)
         if self.hub.logger is not None:
             self.hub.logger.flush()
+
+    def step_scheduler(self, cfg: SchedulerConfig, metrics: dict) -> None:
+        """Step one scheduler; through the module's lr_scheduler_step when it overrides it."""
+        if not self._custom["lr_scheduler_step"]:
+            step_scheduler(cfg, metrics)
+        elif cfg.monitor is not None and cfg.monitor not in metrics:
+            if cfg.strict:
+                raise MisconfigurationError(f"the LR scheduler monitors {cfg.monitor!r}, which was not logged; logged "
+                                            f"metrics are {sorted(metrics)}. Log it, or set 'strict': False.")
+        else:
+            self.call.module_hook("lr_scheduler_step", cfg.scheduler,
+                                  None if cfg.monitor is None else as_float(metrics[cfg.monitor]))
 
     def _val_interval(self, n_batches) -> int:
         if not self.parts.val_loaders:
@@ -280,7 +294,7 @@ class FitLoop(ManualSteps):
         """One validation pass (``ember.evaluation``): training's random streams and modes are kept."""
         if self.parts.val_loaders and self.settings.limit_val_batches:
             self.eval_loop("validate").run(self.parts.val_loaders, self.settings.limit_val_batches)
-            self.sink.results = self.results
+            self.sink.results, self.call.stage = self.results, "train"
 
     # ---------------------------------------------------------------- one batch
     def train_step(self, batch: Any, batch_idx: int, is_last: bool) -> Any:
@@ -368,7 +382,7 @@ class FitLoop(ManualSteps):
         if self.optimizer_stepped and not self.manual:
             for cfg in self.parts.schedulers:
                 if cfg.interval == "step" and step % cfg.frequency == 0:
-                    step_scheduler(cfg, self.hub.callback)
+                    self.step_scheduler(cfg, self.hub.callback)
         views = self.results.take_step()
         boundary = self.optimizer_stepped or self.manual
         self.hub.publish(views, to_logger=boundary and step % self.settings.log_every_n_steps == 0,

@@ -29,6 +29,18 @@ class ModelHooks:
         """Callbacks the module brings; they replace the Trainer's callbacks of the same class."""
         return []
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Tensors in dicts, lists, tuples and named tuples go to ``device``; override for other types."""
+        from ember.data import move_to_device
+
+        return move_to_device(batch, device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
     # ---------------------------------------------------------------- fit
     def on_fit_start(self) -> None: ...
     def on_fit_end(self) -> None: ...

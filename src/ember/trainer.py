@@ -117,12 +117,12 @@ class Trainer(TrainerFacts):
         self.checkpoint_writer = CheckpointWriter()
         self._hub = MetricsHub(self.logger)
         self.reduce = None
-        self.module = None
-        self.datamodule = None
+        self.module = self.datamodule = self.ckpt_path = None
         self.fit_loop: FitLoop | None = None
-        self.ckpt_path: str | None = None
         self.sanity_checking = False
         self._run: run_state.RunState | None = None
+        self._hooks: Hooks | None = None
+        self._train_loader = None
         self._stop_requests = StopRequests()
 
     @property
@@ -153,7 +153,7 @@ class Trainer(TrainerFacts):
     def _fit(self, model, hooks: Hooks, train, val, ckpt_path) -> None:
         dm = self.datamodule
         trainer_eval.setup(self, hooks, "fit")
-        train = loaders_for("fit", train, dm, model)
+        train = self._train_loader = loaders_for("fit", train, dm, model)
         val = loaders_for("validate", val, dm, model) if hasattr(model, "validation_step") else val
         reload = lambda: (loaders_for("fit", None, dm, model), loaders_for("validate", None, dm, model))  # noqa: E731
         parts = FitParts.build(model, train, val, self.settings.precision, self.device, reload=reload)
@@ -197,7 +197,8 @@ class Trainer(TrainerFacts):
             datamodule.trainer = self
         model.to(self.device)
         self._hub.reset()
-        hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
+        self.callbacks = trainer_args.with_module_callbacks(self.callbacks, model)
+        hooks = self._hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
         self._sink = LogSink(hooks)
         model.__dict__["_logged"] = self._sink
         return hooks

@@ -114,3 +114,20 @@ def _count(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return str(n)
+
+
+def with_module_callbacks(callbacks: list, module) -> list:
+    """Lightning's ``configure_callbacks``: the module's callbacks replace the Trainer's of the same
+    class and join the list; checkpoint callbacks go last (they see what the others did)."""
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+    from ember.hooks import keyed
+
+    extra = module.configure_callbacks()
+    if not extra:
+        return callbacks
+    extra = list(extra) if isinstance(extra, (list, tuple)) else [extra]
+    kinds = {type(cb) for cb in extra}
+    out = [cb for cb in callbacks if type(cb) not in kinds] + extra
+    out = [cb for cb in out if not isinstance(cb, ModelCheckpoint)] + [cb for cb in out if isinstance(cb, ModelCheckpoint)]
+    keyed(out)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from ember import distributed
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint.manager import CheckpointManager
+from ember.data import length, limit_batches
 from ember.metrics import as_float
 from ember.precision import Precision
 
@@ -80,6 +82,46 @@ class TrainerFacts:
     def is_last_batch(self) -> bool:
         """Whether the batch being trained is the epoch's last (known for loaders with a length)."""
         return self.fit_loop is not None and self.fit_loop.is_last_batch
+
+    def _stage(self) -> str | None:
+        hooks = getattr(self, "_hooks", None)
+        return hooks.stage if hooks is not None else None
+
+    @property
+    def training(self) -> bool:
+        return self._stage() == "train"
+
+    @property
+    def validating(self) -> bool:
+        return self._stage() in ("validate", "sanity")
+
+    @property
+    def testing(self) -> bool:
+        return self._stage() == "test"
+
+    @property
+    def predicting(self) -> bool:
+        return self._stage() == "predict"
+
+    @property
+    def num_training_batches(self) -> int | float:
+        """Training batches per epoch after limit_train_batches (inf for a loader without a length)."""
+        loader = getattr(self, "_train_loader", None)
+        if loader is None:
+            return math.inf
+        n = limit_batches(self.settings.limit_train_batches, length(loader))
+        return n
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """The optimizer steps fit will take, as Lightning estimates them (for OneCycleLR and the like);
+        usable in configure_optimizers."""
+        s = self.settings
+        per_epoch = self.num_training_batches
+        total = math.inf
+        if not math.isinf(per_epoch) and s.max_epochs is not None and s.max_epochs >= 0:
+            total = math.ceil(per_epoch / s.accumulate_grad_batches) * max(s.max_epochs, 1)
+        return min(total, s.max_steps) if s.max_steps is not None else total
 
     @property
     def lightning_module(self):
