@@ -1,0 +1,111 @@
+"""The same program under PyTorch Lightning and under ember (only the base classes differ) gives the
+same hook order and the same callback/logged/progress-bar metrics. Skipped without pytorch_lightning."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.loggers import CSVLogger
+
+pl = pytest.importorskip("pytorch_lightning")
+
+RECORDED = ["setup", "teardown", "on_fit_start", "on_fit_end", "on_train_start", "on_train_end",
+            "on_train_epoch_start", "on_train_epoch_end", "on_train_batch_start", "on_train_batch_end",
+            "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
+            "on_validation_start", "on_validation_end", "on_validation_epoch_start", "on_validation_epoch_end",
+            "on_validation_batch_start", "on_validation_batch_end", "on_sanity_check_start", "on_sanity_check_end",
+            "on_test_start", "on_test_end", "on_test_epoch_start", "on_test_epoch_end", "on_test_batch_start",
+            "on_test_batch_end"]
+
+
+def program(module_base, callback_base, calls):
+    def cb_hook(name):
+        return lambda self, *a, **k: calls.append("cb." + name)
+
+    Rec = type("Rec", (callback_base,), {h: cb_hook(h) for h in RECORDED})
+
+    class Probe(module_base):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            calls.append("training_step")
+            x, y = batch
+            loss = nn.functional.cross_entropy(self.layer(x), y)
+            self.log("a", loss, prog_bar=True)
+            self.log("b", loss, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("c", loss * 2, on_epoch=True, on_step=False, reduce_fx="max")
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            calls.append("validation_step")
+            x, y = batch
+            self.log("v", nn.functional.cross_entropy(self.layer(x), y))
+            self.log("vs", float(batch_idx), on_step=True)
+
+        def test_step(self, batch, batch_idx):
+            calls.append("test_step")
+            self.log("t", float(batch_idx), reduce_fx="sum")
+
+        def on_train_epoch_end(self):
+            calls.append("on_train_epoch_end")
+            self.log("te", 3.0)
+
+        def on_validation_epoch_end(self):
+            calls.append("on_validation_epoch_end")
+            self.log("ve", 5.0, prog_bar=True)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Probe, Rec
+
+
+def run(kind, tmp_path):
+    calls = []
+    if kind == "lightning":
+        Probe, Rec = program(pl.LightningModule, pl.Callback, calls)
+        logger = pl.loggers.CSVLogger(tmp_path / "l")
+        make = lambda **kw: pl.Trainer(enable_model_summary=False, accelerator="cpu", devices=1, **kw)  # noqa: E731
+    else:
+        Probe, Rec = program(ember.LightningModule, ember.Callback, calls)
+        logger = CSVLogger(tmp_path / "e")
+        make = ember.Trainer  # noqa: E731
+    torch.manual_seed(0)
+    model = Probe()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(24, 4, generator=g)
+    loader = DataLoader(TensorDataset(x, (x.sum(1) > 0).long()), batch_size=8)
+    trainer = make(max_epochs=2, callbacks=[Rec()], logger=logger, enable_progress_bar=False,
+                   enable_checkpointing=False, num_sanity_val_steps=1, log_every_n_steps=1,
+                   default_root_dir=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, loader, loader)
+        fitted = (list(calls), _floats(trainer.callback_metrics), _floats(trainer.logged_metrics),
+                  _floats(trainer.progress_bar_metrics))
+        calls.clear()
+        tested = trainer.test(model, loader, verbose=False)
+    return fitted, (list(calls), tested)
+
+
+def _floats(d):
+    return {k: float(v) for k, v in d.items()}
+
+
+def test_lightning_and_ember_agree(tmp_path):
+    (l_calls, l_cb, l_log, l_bar), (l_test_calls, l_test) = run("lightning", tmp_path)
+    (e_calls, e_cb, e_log, e_bar), (e_test_calls, e_test) = run("ember", tmp_path)
+    assert e_calls == l_calls
+    assert e_test_calls == l_test_calls
+    for ours, theirs in ((e_cb, l_cb), (e_log, l_log), (e_bar, l_bar)):
+        assert set(ours) == set(theirs)
+        assert ours == pytest.approx(theirs, rel=1e-5)
+    assert len(e_test) == len(l_test) == 1 and e_test[0] == pytest.approx(l_test[0])
