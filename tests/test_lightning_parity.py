@@ -68,7 +68,7 @@ def program(module_base, callback_base, calls):
     return Probe, Rec
 
 
-def run(kind, tmp_path):
+def run(kind, tmp_path, manual=False, **trainer_kw):
     calls = []
     if kind == "lightning":
         Probe, Rec = program(pl.LightningModule, pl.Callback, calls)
@@ -78,33 +78,67 @@ def run(kind, tmp_path):
         Probe, Rec = program(ember.LightningModule, ember.Callback, calls)
         logger = CSVLogger(tmp_path / "e")
         make = ember.Trainer  # noqa: E731
+    if manual:
+        Probe = manual_variant(Probe, calls)
     torch.manual_seed(0)
     model = Probe()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(24, 4, generator=g)
     loader = DataLoader(TensorDataset(x, (x.sum(1) > 0).long()), batch_size=8)
-    trainer = make(max_epochs=2, callbacks=[Rec()], logger=logger, enable_progress_bar=False,
-                   enable_checkpointing=False, num_sanity_val_steps=1, log_every_n_steps=1,
-                   default_root_dir=str(tmp_path))
+    kw = dict(max_epochs=2, callbacks=[Rec()], logger=logger, enable_progress_bar=False, enable_checkpointing=False,
+              num_sanity_val_steps=1, log_every_n_steps=1, default_root_dir=str(tmp_path))
+    trainer = make(**{**kw, **trainer_kw})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, loader, loader)
         fitted = (list(calls), _floats(trainer.callback_metrics), _floats(trainer.logged_metrics),
-                  _floats(trainer.progress_bar_metrics))
+                  _floats(trainer.progress_bar_metrics), trainer.global_step,
+                  [p.detach().clone() for p in model.parameters()])
         calls.clear()
         tested = trainer.test(model, loader, verbose=False)
     return fitted, (list(calls), tested)
+
+
+def manual_variant(Probe, calls):
+    class Manual(Probe):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.other = nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            opt_a, opt_b = self.optimizers()
+            loss = super().training_step(batch, batch_idx)
+            self.manual_backward(loss)
+            if batch_idx % 2 == 1:  # accumulate two batches by hand
+                opt_a.step()
+                opt_a.zero_grad()
+            other = self.other(batch[0]).pow(2).mean()
+            self.manual_backward(other)
+            opt_b.step()
+            opt_b.zero_grad()
+
+        def configure_optimizers(self):
+            return [torch.optim.SGD(self.layer.parameters(), lr=0.1), torch.optim.SGD(self.other.parameters(), lr=0.1)]
+
+    return Manual
 
 
 def _floats(d):
     return {k: float(v) for k, v in d.items()}
 
 
-def test_lightning_and_ember_agree(tmp_path):
-    (l_calls, l_cb, l_log, l_bar), (l_test_calls, l_test) = run("lightning", tmp_path)
-    (e_calls, e_cb, e_log, e_bar), (e_test_calls, e_test) = run("ember", tmp_path)
+@pytest.mark.parametrize("manual, trainer_kw", [(False, {}), (False, {"accumulate_grad_batches": 2}),
+                                               (True, {})], ids=["automatic", "accumulation", "manual"])
+def test_lightning_and_ember_agree(tmp_path, manual, trainer_kw):
+    (l_calls, l_cb, l_log, l_bar, l_step, l_params), (l_test_calls, l_test) = run("lightning", tmp_path, manual,
+                                                                                  **trainer_kw)
+    (e_calls, e_cb, e_log, e_bar, e_step, e_params), (e_test_calls, e_test) = run("ember", tmp_path, manual,
+                                                                                  **trainer_kw)
     assert e_calls == l_calls
     assert e_test_calls == l_test_calls
+    assert e_step == l_step
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(e_params, l_params))
     for ours, theirs in ((e_cb, l_cb), (e_log, l_log), (e_bar, l_bar)):
         assert set(ours) == set(theirs)
         assert ours == pytest.approx(theirs, rel=1e-5)

@@ -126,3 +126,24 @@ def test_manual_backward_under_automatic_optimization_is_refused(tmp_path):
 
     with pytest.raises(ember.MisconfigurationError, match="automatic_optimization = False"):
         ember.Trainer(max_steps=1, **trainer_kwargs(tmp_path)).fit(Wrong(), make_loader())
+
+
+def test_resume_where_a_validation_released_hand_accumulated_gradients_is_exact(tmp_path):
+    class SaveAt(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 0 and batch_idx == 1:  # a validation follows and zeroes the gradients
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def go(root, ckpt_path=None, callbacks=()):
+        t = ember.Trainer(max_epochs=1, val_check_interval=2, num_sanity_val_steps=0, callbacks=list(callbacks),
+                          **trainer_kwargs(root))
+        model = Manual(accumulate=3)
+        t.fit(model, make_loader(n=48), make_loader(n=8, shuffle=False), ckpt_path=ckpt_path)
+        return model
+
+    ember.seed_everything(0)
+    straight = go(tmp_path / "a", callbacks=[SaveAt()])
+    ember.seed_everything(1)
+    resumed = go(tmp_path / "b", ckpt_path=str(tmp_path / "mid.ckpt"))
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)

@@ -178,8 +178,9 @@ class FitLoop(ManualSteps):
                         precision=self.parts.precision, inference_mode=self.settings.inference_mode,
                         reduce=self.reduce, step=lambda: (self.progress.global_step, self.progress.epoch))
 
-    def _start_epoch(self):
-        """The epoch's batch iterator, resumed part-way when the loop was restored mid-epoch."""
+    def _start_epoch(self, validated_after):
+        """The epoch's batch iterator, resumed part-way when the loop was restored mid-epoch.
+        ``validated_after(batches)``: a validation followed that batch (and released the gradients)."""
         p, parts = self.progress, self.parts
         resume, self._resume = self._resume, None
         it, skipped = parts.train_data.epoch_iterator(p.epoch, p.batch if resume else 0,
@@ -189,7 +190,7 @@ class FitLoop(ManualSteps):
                 set_rng_state(resume["rng"])
             if skipped != p.batch:
                 p.batch = skipped
-            elif resume.get("accumulated_grads"):
+            elif resume.get("accumulated_grads") and not (self.manual and validated_after(p.batch)):
                 restore_gradients(parts.module, resume["accumulated_grads"])
                 self._pending_grads = True
         return it
@@ -209,8 +210,8 @@ class FitLoop(ManualSteps):
         self.call.stage = "train"
         self.call("on_train_epoch_start")
         n_batches = limit_batches(self.settings.limit_train_batches, length(parts.train_data.loader))
-        it = self._start_epoch()
         val_every = self._val_interval(n_batches)
+        it = self._start_epoch(lambda b: bool(val_every) and b % val_every == 0 and b < n_batches)
         bar = self.bar.start_epoch(p.epoch, None if math.isinf(n_batches) else n_batches, p.batch)
         batch_idx = p.batch
         while batch_idx < n_batches:
@@ -293,6 +294,8 @@ class FitLoop(ManualSteps):
     def validate(self) -> None:
         """One validation pass (``ember.evaluation``): training's random streams and modes are kept."""
         if self.parts.val_loaders and self.settings.limit_val_batches:
+            if self.manual or not self._pending_grads:  # Lightning frees the gradients, unless mid-window
+                self.call.module_hook("on_validation_model_zero_grad")
             self.eval_loop("validate").run(self.parts.val_loaders, self.settings.limit_val_batches)
             self.sink.results, self.call.stage = self.results, "train"
 

@@ -79,6 +79,10 @@ class ModelHooks:
         """Lightning's default: the model applied to the batch."""
         return self(batch)
 
+    def on_validation_model_zero_grad(self) -> None:
+        """Before fit's validations (outside an accumulation window): release the gradients."""
+        self.zero_grad()
+
     def on_validation_model_eval(self) -> None:
         self.eval()
 
