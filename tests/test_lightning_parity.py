@@ -128,8 +128,10 @@ def _floats(d):
     return {k: float(v) for k, v in d.items()}
 
 
-@pytest.mark.parametrize("manual, trainer_kw", [(False, {}), (False, {"accumulate_grad_batches": 2}),
-                                               (True, {})], ids=["automatic", "accumulation", "manual"])
+@pytest.mark.parametrize("manual, trainer_kw", [
+    (False, {}), (False, {"accumulate_grad_batches": 2}), (True, {}), (False, {"val_check_interval": 2}),
+    (False, {"max_steps": 3}), (False, {"max_steps": 4, "limit_val_batches": 1, "num_sanity_val_steps": 0}),
+], ids=["automatic", "accumulation", "manual", "val_check_interval", "max_steps_at_epoch_end", "max_steps_mid_epoch"])
 def test_lightning_and_ember_agree(tmp_path, manual, trainer_kw):
     (l_calls, l_cb, l_log, l_bar, l_step, l_params), (l_test_calls, l_test) = run("lightning", tmp_path, manual,
                                                                                   **trainer_kw)

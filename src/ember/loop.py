@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -17,11 +17,11 @@ from ember.checkpoint.state import gradients, restore_gradients
 from ember.data import ResumableLoader, length, limit_batches
 from ember.errors import MisconfigurationError
 from ember.evaluation import EvalLoop, LogSink
+from ember.fit_parts import FitParts, val_loaders_of  # noqa: F401 - FitParts: re-exported (trainer)
 from ember.hooks import Hooks, overrides
 from ember.manual import ManualSteps, StepCounted, Toggled, check_manual_settings
 from ember.metrics import MetricsHub, Results, as_float
-from ember.optim import SchedulerConfig, frozen_except, parse_optimizers, step_scheduler
-from ember.precision import Precision
+from ember.optim import SchedulerConfig, frozen_except, step_scheduler
 from ember.seed import get_rng_state, set_rng_state
 from ember.settings import FitSettings
 
@@ -41,41 +41,6 @@ class Progress:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k in ("epoch", "batch", "global_step", "epoch_done"):
             setattr(self, k, state[k])
-
-
-@dataclass
-class FitParts:
-    """What one fit trains: built by the Trainer from the module, its loaders and configure_optimizers()."""
-
-    module: torch.nn.Module
-    optimizers: list[torch.optim.Optimizer]
-    schedulers: list[SchedulerConfig]
-    precision: Precision
-    train_data: ResumableLoader
-    val_loaders: list = field(default_factory=list)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    reload: Callable[[], tuple[Any, Any]] | None = None  # fresh (train, val) loaders, for reloading
-
-    @classmethod
-    def build(cls, model, train, val, precision: str, device: torch.device, reload=None) -> "FitParts":
-        if train is None:
-            raise MisconfigurationError(
-                "no training data: pass fit(model, train_dataloaders=...), a datamodule, or define train_dataloader().")
-        optimizers, schedulers = parse_optimizers(model.configure_optimizers())
-        return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
-                   train_data=ResumableLoader(train), val_loaders=val_loaders_of(model, val), device=device,
-                   reload=reload)
-
-
-def as_loaders(loaders: Any) -> list:
-    """One loader, or a list/tuple of them, as a list (None: none)."""
-    if loaders is None:
-        return []
-    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
-
-
-def val_loaders_of(model, val: Any) -> list:
-    return as_loaders(val) if hasattr(model, "validation_step") else []
 
 
 def loss_of(output: Any) -> torch.Tensor | None:
@@ -210,7 +175,9 @@ class FitLoop(ManualSteps):
         self.call.stage = "train"
         self.call("on_train_epoch_start")
         n_batches = limit_batches(self.settings.limit_train_batches, length(parts.train_data.loader))
-        val_every = self._val_interval(n_batches)
+        val_every = self._val_interval(n_batches)  # Lightning: validate after every val_every-th batch
+        if (p.epoch + 1) % self.settings.check_val_every_n_epoch:
+            val_every = 0  # not this epoch
         it = self._start_epoch(lambda b: bool(val_every) and b % val_every == 0 and b < n_batches)
         bar = self.bar.start_epoch(p.epoch, None if math.isinf(n_batches) else n_batches, p.batch)
         batch_idx = p.batch
@@ -231,25 +198,33 @@ class FitLoop(ManualSteps):
                 self.validate()
             bar.update(p.global_step, self.last_loss, self.hub.pbar, self.hub.pbar.keys())
             batch_idx += 1
-            boundary = self.optimizer_stepped or self.manual
-            # at the epoch's last batch, should_stop and max_steps let the epoch end (validation, hooks)
-            if boundary and (self.stop_requested() or (not is_last and (
-                    self._stop_now() or self.settings.limits_reached(p.epoch, p.global_step)))):
-                bar.close()
-                return
+            if self.optimizer_stepped or self.manual:  # a step boundary: a stop may end the epoch here
+                if self.stop_requested():
+                    bar.close()
+                    return  # a stop signal: saved where it is, ends at once
+                if not is_last and (self._stop_now() or self.settings.limits_reached(p.epoch, p.global_step)):
+                    bar.close()
+                    self.epoch_end_hooks()  # Lightning: ended part-way, but the epoch's hooks still run
+                    return
         self.sink.batch = None
         if self._pending_grads and not self.manual:  # a loader without a length ended inside a window
             self.optimizer_step(batch_idx)
             self.after_batch()
         bar.close()
-        self.end_epoch()
+        self.end_epoch(validate=self._val_due(val_every, p.batch))
 
     def _stop_now(self) -> bool:
         return self.should_stop and self.settings.minimum_reached(self.progress.epoch, self.progress.global_step)
 
-    def end_epoch(self) -> None:
-        p, s = self.progress, self.settings
-        if self.parts.val_loaders and (p.epoch + 1) % s.check_val_every_n_epoch == 0:
+    def _val_due(self, val_every: int, batches: int) -> bool:
+        """Validation at the epoch's end: every epoch due, unless val_check_interval checks elsewhere."""
+        due = self.parts.val_loaders and (self.progress.epoch + 1) % self.settings.check_val_every_n_epoch == 0
+        return bool(due) and (not val_every or batches % val_every == 0)
+
+    def end_epoch(self, validate: bool = True) -> None:
+        """Validation, epoch-interval schedulers, then the epoch's hooks: a finished epoch."""
+        p = self.progress
+        if validate:
             self.validate()
         self.sink.results = self.results
         metrics = {**self.hub.callback, **self.results.epoch(finish=False).callback}
@@ -257,6 +232,12 @@ class FitLoop(ManualSteps):
             if cfg.interval == "epoch" and (p.epoch + 1) % cfg.frequency == 0 and not self.manual:
                 self.step_scheduler(cfg, metrics)
         p.epoch_done = True
+        self.epoch_end_hooks()
+
+    def epoch_end_hooks(self) -> None:
+        """on_train_epoch_end (monitoring callbacks after the module), then the epoch's values published."""
+        p = self.progress
+        self.sink.results = self.results
         self.in_epoch_end = True
         self.hub.live = self.results  # callbacks see what on_train_epoch_end logs while the hooks run
         try:

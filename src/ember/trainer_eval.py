@@ -17,7 +17,7 @@ from ember.datamodule import LOADER_METHODS, loaders_for, split_datamodule
 from ember.errors import MisconfigurationError
 from ember.evaluation import STAGES, EvalLoop, print_results
 from ember.hooks import Hooks
-from ember.loop import as_loaders
+from ember.fit_parts import as_loaders
 from ember.precision import Precision
 
 DATAMODULE_HPARAMS = "datamodule_hyper_parameters"

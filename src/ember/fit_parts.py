@@ -1,0 +1,48 @@
+"""What one fit trains: the module, its optimizers and schedulers, precision, and the loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ember.data import ResumableLoader
+from ember.errors import MisconfigurationError
+from ember.optim import SchedulerConfig, parse_optimizers
+from ember.precision import Precision
+
+
+@dataclass
+class FitParts:
+    """What one fit trains: built by the Trainer from the module, its loaders and configure_optimizers()."""
+
+    module: torch.nn.Module
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[SchedulerConfig]
+    precision: Precision
+    train_data: ResumableLoader
+    val_loaders: list = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    reload: Callable[[], tuple[Any, Any]] | None = None  # fresh (train, val) loaders, for reloading
+
+    @classmethod
+    def build(cls, model, train, val, precision: str, device: torch.device, reload=None) -> "FitParts":
+        if train is None:
+            raise MisconfigurationError(
+                "no training data: pass fit(model, train_dataloaders=...), a datamodule, or define train_dataloader().")
+        optimizers, schedulers = parse_optimizers(model.configure_optimizers())
+        return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
+                   train_data=ResumableLoader(train), val_loaders=val_loaders_of(model, val), device=device,
+                   reload=reload)
+
+
+def as_loaders(loaders: Any) -> list:
+    """One loader, or a list/tuple of them, as a list (None: none)."""
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+
+
+def val_loaders_of(model, val: Any) -> list:
+    return as_loaders(val) if hasattr(model, "validation_step") else []
