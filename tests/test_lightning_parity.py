@@ -145,3 +145,57 @@ def test_lightning_and_ember_agree(tmp_path, manual, trainer_kw):
         assert set(ours) == set(theirs)
         assert ours == pytest.approx(theirs, rel=1e-5)
     assert len(e_test) == len(l_test) == 1 and e_test[0] == pytest.approx(l_test[0])
+
+
+def eval_program(module_base):
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class Multi(module_base):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+            self.acc = torchmetrics.classification.MulticlassAccuracy(num_classes=2)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.layer(x)
+            self.acc(logits, y)
+            self.log("train_acc", self.acc, on_step=True, on_epoch=True)
+            return nn.functional.cross_entropy(logits, y)
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self.layer(x), y))
+
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            return self.layer(batch[0]).argmax(1)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Multi
+
+
+def test_several_loaders_metric_objects_and_predict_agree(tmp_path):
+    outs = []
+    for base, make in ((pl.LightningModule, lambda **kw: pl.Trainer(enable_model_summary=False, accelerator="cpu",
+                                                                     devices=1, **kw)),
+                       (ember.LightningModule, ember.Trainer)):
+        torch.manual_seed(0)
+        model = eval_program(base)()
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(24, 4, generator=g)
+        loader = DataLoader(TensorDataset(x, (x.sum(1) > 0).long()), batch_size=8)
+        trainer = make(max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                       num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, loader, [loader, loader])
+            fitted = _floats(trainer.callback_metrics)
+            validated = trainer.validate(model, [loader, loader], verbose=False)
+            predicted = trainer.predict(model, [loader, loader])
+        outs.append((fitted, validated, predicted))
+    (l_fit, l_val, l_pred), (e_fit, e_val, e_pred) = outs
+    assert set(e_fit) == set(l_fit) and e_fit == pytest.approx(l_fit, rel=1e-5)
+    assert len(e_val) == len(l_val) == 2 and all(a == pytest.approx(b) for a, b in zip(e_val, l_val))
+    assert [[p.tolist() for p in d] for d in e_pred] == [[p.tolist() for p in d] for d in l_pred]
