@@ -99,3 +99,42 @@ def test_stage_flags_and_estimated_stepping_batches(tmp_path):
     assert t.estimated_stepping_batches == 4
     t._train_loader = None
     assert math.isinf(t.estimated_stepping_batches)
+
+
+def test_a_datamodules_transfer_hook_wins_over_the_modules(tmp_path):
+    seen = []
+
+    class DM(ember.LightningDataModule):
+        def train_dataloader(self):
+            return make_loader()
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            return batch[0] * 0, batch[1]
+
+    class M(TinyModel):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            raise AssertionError("the datamodule's hook should run instead")
+
+        def training_step(self, batch, batch_idx):
+            seen.append(float(batch[0].abs().sum()))
+            return super().training_step(batch, batch_idx)
+
+    t = ember.Trainer(max_steps=2, **trainer_kwargs(tmp_path, checkpoint_callback=False))
+    t.fit(M(), datamodule=DM())
+    assert seen == [0.0, 0.0]
+
+
+def test_module_conveniences(tmp_path, capsys):
+    model = TinyModel()
+    model.freeze()
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    model.unfreeze()
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    model.print("hello")
+    assert capsys.readouterr().out == "hello\n"
+    assert model.logger is None and model.global_rank == 0
+    t = ember.Trainer(max_steps=1, **trainer_kwargs(tmp_path, checkpoint_callback=False, logger=True))
+    loader, val = make_loader(), make_loader(n=8)
+    t.fit(model, loader, val)
+    assert model.logger is t.logger and model.loggers == [t.logger]
+    assert t.train_dataloader is loader and t.val_dataloaders is val

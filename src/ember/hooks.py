@@ -25,6 +25,7 @@ class Hooks:
         self._targets: dict[str, list] = {}
         self.current_fx: str | None = None
         self.stage: str | None = None  # "train", "validate", "sanity", "test" or "predict": what is running
+        self.datamodule = None  # its batch-transfer hooks win over the module's, as in Lightning
 
     def __call__(self, hook: str, *args: Any, monitoring: bool | None = None) -> Any:
         """``monitoring``: None runs every callback; False the ones that do not monitor a metric (and
@@ -59,18 +60,31 @@ class Hooks:
             self.current_fx = outer
 
     def transfer(self, batch: Any, device, dataloader_idx: int = 0) -> Any:
-        """The batch on ``device``, through the module's on_before_batch_transfer,
-        transfer_batch_to_device and on_after_batch_transfer when it overrides any of them."""
-        custom = self._targets.get("/transfer")
-        if custom is None:
-            from ember.module import Module
-
-            custom = self._targets["/transfer"] = [any(overrides(self.module, Module, h) for h in _TRANSFER)]
-        if not custom[0]:
+        """The batch on ``device``, through on_before_batch_transfer, transfer_batch_to_device and
+        on_after_batch_transfer when the datamodule (first) or the module overrides any of them."""
+        chain = self._targets.get("/transfer")
+        if chain is None:
+            chain = self._targets["/transfer"] = self._transfer_chain()
+        if not chain:
             return move_to_device(batch, device)
-        batch = self.module_hook("on_before_batch_transfer", batch, dataloader_idx)
-        batch = self.module_hook("transfer_batch_to_device", batch, device, dataloader_idx)
-        return self.module_hook("on_after_batch_transfer", batch, dataloader_idx)
+        before, to_device, after = chain
+        self.barrier()
+        batch = before(batch, dataloader_idx)
+        batch = to_device(batch, device, dataloader_idx)
+        return after(batch, dataloader_idx)
+
+    def _transfer_chain(self) -> list:
+        from ember.module import Module
+
+        dm, chain, custom = self.datamodule, [], False
+        for hook in _TRANSFER:
+            if dm is not None and callable(getattr(dm, hook, None)):
+                chain.append(getattr(dm, hook))
+                custom = True
+            else:
+                chain.append(getattr(self.module, hook))
+                custom = custom or overrides(self.module, Module, hook)
+        return chain if custom else []
 
     def forget(self) -> None:
         """Callbacks or the module changed: look the targets up again."""

@@ -13,7 +13,48 @@ from ember.errors import MisconfigurationError
 
 
 class ModelHooks:
-    """No-op hooks (override what you need) and the overridable steps of automatic optimization."""
+    """No-op hooks (override what you need), the overridable steps of automatic optimization, and
+    the small conveniences Lightning modules use (``self.print``, ``self.logger``, ``freeze``)."""
+
+    # ---------------------------------------------------------------- conveniences
+    @property
+    def logger(self):
+        """The Trainer's logger (None outside a Trainer or without one)."""
+        return getattr(self.trainer, "logger", None) if self.trainer is not None else None
+
+    @property
+    def loggers(self) -> list:
+        return list(getattr(self.trainer, "loggers", [])) if self.trainer is not None else []
+
+    @property
+    def global_rank(self) -> int:
+        from ember import distributed
+
+        return distributed.global_rank()
+
+    @property
+    def local_rank(self) -> int:
+        from ember import distributed
+
+        return distributed.local_rank()
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on the global-zero process only."""
+        from ember import distributed
+
+        if distributed.is_global_zero():
+            print(*args, **kwargs)
+
+    def freeze(self) -> None:
+        """No parameter requires grad, and eval mode (for inference)."""
+        for p in self.parameters():
+            p.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad = True
+        self.train()
 
     # ---------------------------------------------------------------- setup and data
     def prepare_data(self) -> None:

@@ -199,6 +199,7 @@ class Trainer(TrainerFacts):
         self._hub.reset()
         self.callbacks = trainer_args.with_module_callbacks(self.callbacks, model)
         hooks = self._hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
+        hooks.datamodule = datamodule
         self._sink = LogSink(hooks)
         model.__dict__["_logged"] = self._sink
         return hooks

@@ -124,6 +124,19 @@ class TrainerFacts:
         return min(total, s.max_steps) if s.max_steps is not None else total
 
     @property
+    def train_dataloader(self):
+        """The loader fit trains on (after fit has asked the datamodule or module for it)."""
+        return getattr(self, "_train_loader", None)
+
+    @property
+    def val_dataloaders(self):
+        """fit's validation loader (a list when there are several)."""
+        if self.fit_loop is None or not self.fit_loop.parts.val_loaders:
+            return None
+        loaders = self.fit_loop.parts.val_loaders
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    @property
     def lightning_module(self):
         return self.module
 
