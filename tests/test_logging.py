@@ -189,3 +189,18 @@ def test_on_train_start_may_log_an_epoch_value(tmp_path):
             self.log("started", 1.0)
 
     assert fit(tmp_path, M()).callback_metrics["started"].item() == 1.0
+
+
+def test_the_loops_reduce_can_be_set_once_the_loop_exists(tmp_path):
+    class M(TinyModel):
+        def training_step(self, batch, batch_idx):
+            self.log("synced", 1.0, sync_dist=True, on_step=False, on_epoch=True, reduce_fx="sum")
+            return super().training_step(batch, batch_idx)
+
+    class SetReduce(Callback):
+        def on_train_start(self, trainer, module):
+            trainer.fit_loop.reduce = lambda tensor, op: tensor * 10  # what a distributed strategy would do
+
+    t = ember.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, checkpoint_callback=False, callbacks=[SetReduce()]))
+    t.fit(M(), make_loader())
+    assert t.callback_metrics["synced"].item() == 40.0  # four batches summed, then "reduced" across ranks

@@ -69,14 +69,14 @@ class FitLoop(ManualSteps):
         self.settings, self.parts = settings, parts
         self.call, self.barrier, self.stop_requested = hooks, barrier, stop_requested
         self.hub, self.sink, self.bar = hub, sink, bar
-        self.reduce = reduce
         self.progress = Progress()
         self.should_stop = False
         self.optimizer_stepped = False
         self.is_last_batch = False
         self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
         self.last_loss: torch.Tensor | None = None
-        self.results = sink.results = Results(training=True, reduce=reduce)  # on_train_start may log too
+        self.results = sink.results = Results(training=True)  # on_train_start may log too
+        self.reduce = reduce
         self.manual = not getattr(parts.module, "automatic_optimization", True)
         if self.manual:
             check_manual_settings(settings)
@@ -93,6 +93,16 @@ class FitLoop(ManualSteps):
         self._custom = {h: overrides(module, Module, h) for h in
                         ("optimizer_step", "optimizer_zero_grad", "backward", "configure_gradient_clipping",
                           "lr_scheduler_step")}
+
+    @property
+    def reduce(self) -> Callable[[torch.Tensor, str], torch.Tensor] | None:
+        """Combines ``sync_dist=True`` values across processes (``reduce(tensor, "mean"|"sum"|"max"|"min")``);
+        None: values stay local. Settable at any time (the distributed strategy sets it)."""
+        return self.results.reduce
+
+    @reduce.setter
+    def reduce(self, fn: Callable[[torch.Tensor, str], torch.Tensor] | None) -> None:
+        self.results.reduce = fn
 
     # ---------------------------------------------------------------- Stateful
     def state_dict(self) -> dict[str, Any]:
