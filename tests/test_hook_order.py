@@ -151,3 +151,21 @@ def test_overridden_optimizer_step_and_clipping_hooks_are_used(tmp_path):
     t.fit(model, make_loader())
     assert seen == [("clip", 0.5), ("step", 0)] and t.global_step == 1
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # lr 0 for batch 0
+
+
+def test_on_train_batch_end_gets_lightnings_outputs_dict(tmp_path):
+    got = []
+
+    class Rec(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            got.append(outputs)
+
+    class M(TinyModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss if batch_idx == 0 else {"loss": loss, "extra": 1}
+
+    ember.Trainer(max_epochs=1, limit_train_batches=2, accumulate_grad_batches=2, checkpoint_callback=False,
+                  callbacks=[Rec()], **trainer_kwargs(tmp_path)).fit(M(), make_loader())
+    assert set(got[0]) == {"loss"} and set(got[1]) == {"loss", "extra"}
+    assert not got[0]["loss"].requires_grad  # detached, and divided by accumulate_grad_batches as in Lightning

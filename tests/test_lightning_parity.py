@@ -28,7 +28,12 @@ def program(module_base, callback_base, calls):
     def cb_hook(name):
         return lambda self, *a, **k: calls.append("cb." + name)
 
-    Rec = type("Rec", (callback_base,), {h: cb_hook(h) for h in RECORDED})
+    def batch_end(self, trainer, module, outputs, batch, batch_idx):  # what on_train_batch_end receives
+        loss = outputs.get("loss") if isinstance(outputs, dict) else None
+        calls.append(("cb.on_train_batch_end", sorted(outputs) if isinstance(outputs, dict) else type(outputs),
+                      None if loss is None else round(float(loss), 5)))
+
+    Rec = type("Rec", (callback_base,), {**{h: cb_hook(h) for h in RECORDED}, "on_train_batch_end": batch_end})
 
     class Probe(module_base):
         def __init__(self):

@@ -46,3 +46,18 @@ def as_loaders(loaders: Any) -> list:
 
 def val_loaders_of(model, val: Any) -> list:
     return as_loaders(val) if hasattr(model, "validation_step") else []
+
+
+def batch_outputs(output: Any, accum: int) -> dict:
+    """What on_train_batch_end receives, as in Lightning: ``{"loss": detached loss (divided by
+    accumulate_grad_batches), **other entries}``; ``{}`` when training_step returned None."""
+    if output is None:
+        return {}
+    if isinstance(output, torch.Tensor):
+        return {"loss": output.detach() / accum if accum > 1 else output.detach()}
+    if isinstance(output, dict):
+        loss = output.get("loss")
+        if isinstance(loss, torch.Tensor):
+            return {**output, "loss": loss.detach() / accum if accum > 1 else loss.detach()}
+        return dict(output)
+    return output  # manual optimization may return anything

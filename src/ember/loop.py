@@ -17,7 +17,7 @@ from ember.checkpoint.state import gradients, restore_gradients
 from ember.data import ResumableLoader, length, limit_batches
 from ember.errors import MisconfigurationError
 from ember.evaluation import EvalLoop, LogSink
-from ember.fit_parts import FitParts, val_loaders_of  # noqa: F401 - FitParts: re-exported (trainer)
+from ember.fit_parts import FitParts, batch_outputs, val_loaders_of  # noqa: F401 - FitParts: re-exported
 from ember.hooks import Hooks, overrides
 from ember.manual import ManualSteps, StepCounted, Toggled, check_manual_settings
 from ember.metrics import MetricsHub, Results, as_float
@@ -302,7 +302,7 @@ class FitLoop(ManualSteps):
                     out = module.training_step(batch, batch_idx)
                 if isinstance(out, torch.Tensor) or (isinstance(out, dict) and "loss" in out):
                     self.last_loss = loss_of(out).detach()  # shown, never stepped: training_step steps
-                return out
+                return batch_outputs(out, 1)
             accum = self.settings.accumulate_grad_batches
             if self.per_optimizer:
                 outputs = [self._backward_for(opt, (batch, batch_idx, i), accum, batch_idx)
@@ -313,7 +313,9 @@ class FitLoop(ManualSteps):
             call.current_fx = outer
         if (batch_idx + 1) % accum == 0 or is_last:
             self.optimizer_step(batch_idx)
-        return outputs
+        if self.per_optimizer:
+            return [batch_outputs(o, accum) for o in outputs]
+        return batch_outputs(outputs, accum)
 
     def _backward_for(self, optimizer, step_args: tuple, accum: int, batch_idx: int) -> Any:
         """training_step(*step_args) and its backward (with only ``optimizer``'s parameters, if given)."""
