@@ -170,7 +170,7 @@ def test_callback_hooks_run_in_order(tmp_path):
         return lambda self, *args: calls.append(name)
 
     Rec = type("Rec", (Callback,), {name: recorder(name) for name in HOOKS})
-    fit(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[Rec()])
+    fit(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0, callbacks=[Rec()])
     assert calls == HOOKS
 
 

@@ -8,6 +8,7 @@ from ember import callbacks, core, loggers, utilities
 from ember.callbacks import Callback
 
 from ember.checkpoint.io import load_checkpoint, save_checkpoint
+from ember.datamodule import DataModule, LightningDataModule
 from ember.distributed import rank_zero_only
 from ember.errors import (
     CheckpointCorruptError,
@@ -23,6 +24,8 @@ from ember.trainer import Trainer
 
 __all__ = [
     "Callback",
+    "DataModule",
+    "LightningDataModule",
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointMismatchError",

@@ -304,3 +304,36 @@ def _draw_seed(generator: torch.Generator | None) -> int:
 
 
 _END = object()
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """A batch (tensors in dicts, lists, tuples, named tuples) on ``device``."""
+    if device.type == "cpu":
+        return batch  # data loaders yield CPU tensors; nothing to move
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items())
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def limit_batches(limit: int | float, total: int | None) -> int | float:
+    """Batches to use per epoch: an int, or a fraction of the loader's length (settings checked the type)."""
+    import math
+
+    if isinstance(limit, int):
+        return limit if total is None else min(limit, total)
+    if total is None:
+        return math.inf if limit == 1.0 else 0
+    return int(total * limit)
+
+
+def length(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # an IterableDataset without __len__
+        return None

@@ -1,26 +1,28 @@
 """The fit loop: epochs, batches, optimizer steps, validation. It states facts; callbacks and managers decide.
 
-The loop gets what it needs explicitly (settings, the parts it trains, a hook caller, a logger, the
-barrier before user code) and owns what it changes: its progress, the metrics, ``should_stop``."""
+The loop gets what it needs explicitly (settings, the parts it trains, a hook caller, the metrics
+hub, the barrier before user code) and owns what it changes: its progress, ``should_stop``. Hooks
+run in Lightning's order (``tests/test_hook_order.py``); validation is ``ember.evaluation``'s loop."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 
-from ember import compat
 from ember.checkpoint.state import gradients, restore_gradients
-from ember.data import ResumableLoader
+from ember.data import ResumableLoader, length, limit_batches
 from ember.errors import MisconfigurationError
-from ember.metrics import MetricStore, as_float
-from ember.optim import SchedulerConfig, frozen_except, parse_optimizers, step_scheduler
-from ember.precision import Precision
-from ember.seed import get_rng_state, preserved_rng, set_rng_state
+from ember.evaluation import EvalLoop, LogSink
+from ember.fit_parts import FitParts, batch_outputs, val_loaders_of  # noqa: F401 - FitParts: re-exported
+from ember.hooks import Hooks, overrides
+from ember.manual import ManualSteps, StepCounted, Toggled, check_manual_settings
+from ember.metrics import MetricsHub, Results, as_float
+from ember.optim import SchedulerConfig, frozen_except, step_scheduler
+from ember.seed import get_rng_state, set_rng_state
 from ember.settings import FitSettings
 
 
@@ -41,76 +43,6 @@ class Progress:
             setattr(self, k, state[k])
 
 
-@dataclass
-class FitParts:
-    """What one fit trains: built by the Trainer from the module and its configure_optimizers()."""
-
-    module: torch.nn.Module
-    optimizers: list[torch.optim.Optimizer]
-    schedulers: list[SchedulerConfig]
-    precision: Precision
-    train_data: ResumableLoader
-    val_loader: Any = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    training_step: Callable[..., Any] | None = None  # the module's, through a DDP wrapper when there is one
-
-    @classmethod
-    def build(cls, model, train, val, precision: str, device: torch.device, strategy: Any = None,
-              wrapped: Any = None) -> "FitParts":
-        """The parts from fit()'s arguments, or the module's own *_dataloader() methods. With a
-        ``strategy`` (a job of many processes) the training data is sharded across ranks and
-        ``training_step`` runs through ``wrapped`` (so that gradients are all-reduced)."""
-        train = train if train is not None else _call_if_defined(model, "train_dataloader")
-        if train is None:
-            raise MisconfigurationError(
-                "no training data: pass fit(model, train_dataloaders=...) or define train_dataloader().")
-        step = None
-        if strategy is not None:
-            train = strategy.distributed_loader(train)
-            step = functools.partial(strategy.training_step, wrapped)
-        val = val if val is not None else _call_if_defined(model, "val_dataloader")
-        optimizers, schedulers = parse_optimizers(model.configure_optimizers())
-        return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
-                   train_data=ResumableLoader(train),
-                   val_loader=val if (val is not None and hasattr(model, "validation_step")) else None, device=device,
-                   training_step=step)
-
-
-def _call_if_defined(module, name: str):
-    fn = getattr(module, name, None)
-    return fn() if callable(fn) else None
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    if device.type == "cpu":
-        return batch  # data loaders yield CPU tensors; nothing to move
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items())
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(move_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
-
-
-def _limit(limit: int | float, total: int | None) -> int | float:
-    """Batches to use per epoch: an int, or a fraction of the loader's length (settings checked the type)."""
-    if isinstance(limit, int):
-        return limit if total is None else min(limit, total)
-    if total is None:
-        return math.inf if limit == 1.0 else 0
-    return int(total * limit)
-
-
-def _length(loader: Any) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:  # an IterableDataset without __len__
-        return None
-
-
 def loss_of(output: Any) -> torch.Tensor | None:
     if output is None or isinstance(output, torch.Tensor):
         return output
@@ -122,32 +54,55 @@ def loss_of(output: Any) -> torch.Tensor | None:
     )
 
 
-class FitLoop:
+class FitLoop(ManualSteps):
     """Runs epochs until max_epochs/max_steps or a stop request. Stateful: its state is the run's position.
 
-    ``call(hook, *args)`` runs a hook on the module and callbacks; ``barrier()`` is called before any
-    user code runs (a background save may still be copying the state); ``stop_requested()`` is asked
-    at step boundaries; ``logger`` (or None) receives metrics.
+    ``hooks(hook, *args)`` runs a hook on the callbacks and the module; ``barrier()`` is called before
+    any user code runs (a background save may still be copying the state); ``stop_requested()`` is
+    asked at step boundaries; ``hub`` receives what is logged; ``reduce`` (set for distributed runs)
+    combines ``sync_dist=True`` values across processes.
     """
 
-    def __init__(self, settings: FitSettings, parts: FitParts, *, call: Callable[..., None],
-                 barrier: Callable[[], None], stop_requested: Callable[[], bool], logger: Any = None,
-                 bar: Any = None) -> None:
+    def __init__(self, settings: FitSettings, parts: FitParts, *, hooks: Hooks, barrier: Callable[[], None],
+                 stop_requested: Callable[[], bool], hub: MetricsHub, sink: LogSink, bar: Any = None,
+                 reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None) -> None:
         self.settings, self.parts = settings, parts
-        self.call, self.barrier, self.stop_requested = call, barrier, stop_requested
-        self.logger, self.bar = logger, bar
+        self.call, self.barrier, self.stop_requested = hooks, barrier, stop_requested
+        self.hub, self.sink, self.bar = hub, sink, bar
         self.progress = Progress()
-        self.metrics: dict[str, float | torch.Tensor] = {}  # tensors are read (synced) only when needed
         self.should_stop = False
         self.optimizer_stepped = False
+        self.is_last_batch = False
         self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
         self.last_loss: torch.Tensor | None = None
-        self.train_metrics = MetricStore()
-        self.val_metrics = MetricStore()
-        self.stage = "train"
-        self._batch = None
+        self.results = sink.results = Results(training=True)  # on_train_start may log too
+        self.reduce = reduce
+        self.manual = not getattr(parts.module, "automatic_optimization", True)
+        if self.manual:
+            check_manual_settings(settings)
+        self.optimizer_views = [StepCounted(o, self.manual_step if self.manual else self._auto_step)
+                                for o in parts.optimizers]
+        self.toggled = Toggled()
+        self._pending_grads = False  # backward ran since the last optimizer step (a window is open)
+        self._in_step = False  # inside the loop's own optimizer step (module.optimizer_step may step)
         self._resume: dict[str, Any] | None = None  # the checkpoint's loop state, consumed by the first epoch
-        self.per_optimizer = "optimizer_idx" in inspect.signature(parts.module.training_step).parameters
+        module = parts.module
+        self.per_optimizer = "optimizer_idx" in inspect.signature(module.training_step).parameters
+        from ember.module import Module
+
+        self._custom = {h: overrides(module, Module, h) for h in
+                        ("optimizer_step", "optimizer_zero_grad", "backward", "configure_gradient_clipping",
+                          "lr_scheduler_step")}
+
+    @property
+    def reduce(self) -> Callable[[torch.Tensor, str], torch.Tensor] | None:
+        """Combines ``sync_dist=True`` values across processes (``reduce(tensor, "mean"|"sum"|"max"|"min")``);
+        None: values stay local. Settable at any time (the distributed strategy sets it)."""
+        return self.results.reduce
+
+    @reduce.setter
+    def reduce(self, fn: Callable[[torch.Tensor, str], torch.Tensor] | None) -> None:
+        self.results.reduce = fn
 
     # ---------------------------------------------------------------- Stateful
     def state_dict(self) -> dict[str, Any]:
@@ -155,24 +110,13 @@ class FitLoop:
         state = self.progress.state_dict()
         state["data"] = self.parts.train_data.state_dict()
         state["rng"] = get_rng_state()
-        state["accumulated_grads"] = gradients(self.parts.module)
+        keep = self.manual or self._pending_grads  # by hand, gradients may be accumulated across batches
+        state["accumulated_grads"] = gradients(self.parts.module) if keep else {}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.progress.load_state_dict(state)
         self._resume = state
-
-    # ---------------------------------------------------------------- logging sink
-    def log(self, name: str, value: Any, prog_bar: bool = False, on_step: bool | None = None,
-            on_epoch: bool | None = None, logger: bool = True, batch_size: int | None = None) -> None:
-        training = self.stage == "train"
-        store = self.train_metrics if training else self.val_metrics
-        store.record(name, value, training, self._batch, prog_bar, on_step, on_epoch, logger, batch_size)
-
-    def _to_logger(self, metrics: dict) -> None:
-        if self.logger is not None and metrics:
-            self.logger.log_metrics({k: as_float(v) for k, v in metrics.items()}, step=self.progress.global_step,
-                                    epoch=self.progress.epoch)
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> None:
@@ -183,7 +127,11 @@ class FitLoop:
                 set_rng_state(resume["rng"])
             self.parts.train_data.restore_epoch_end(resume.get("data"))
             self._resume = None
-        while not self.should_stop:
+        while not self.stop_requested():
+            if self.should_stop:
+                if self.settings.minimum_reached(p.epoch + int(p.epoch_done), p.global_step):
+                    break
+                self.should_stop = False  # Lightning: a stop before min_epochs/min_steps waits for them
             if p.epoch_done:
                 if self.settings.limits_reached(p.epoch + 1, p.global_step):
                     break
@@ -191,12 +139,23 @@ class FitLoop:
             elif self.settings.limits_reached(p.epoch, p.global_step):
                 break
             self.run_epoch()
-            if not p.epoch_done:  # stopped part-way (max_steps or a stop request)
+            if not p.epoch_done:  # stopped part-way (max_steps, should_stop or a stop request)
                 break
-            self.stop_requested()
 
-    def _start_epoch(self):
-        """The epoch's batch iterator, resumed part-way when the loop was restored mid-epoch."""
+    def sanity_check(self) -> None:
+        """Lightning's sanity check: a few validation batches before training; nothing they log is kept."""
+        n = self.settings.num_sanity_val_steps
+        if n and self.parts.val_loaders and self.settings.limit_val_batches:
+            self.eval_loop("sanity").run(self.parts.val_loaders, 1.0 if n == -1 else n)
+
+    def eval_loop(self, stage: str) -> EvalLoop:
+        return EvalLoop(stage, self.parts.module, self.call, self.sink, self.hub, device=self.parts.device,
+                        precision=self.parts.precision, inference_mode=self.settings.inference_mode,
+                        reduce=self.reduce, step=lambda: (self.progress.global_step, self.progress.epoch))
+
+    def _start_epoch(self, validated_after):
+        """The epoch's batch iterator, resumed part-way when the loop was restored mid-epoch.
+        ``validated_after(batches)``: a validation followed that batch (and released the gradients)."""
         p, parts = self.progress, self.parts
         resume, self._resume = self._resume, None
         it, skipped = parts.train_data.epoch_iterator(p.epoch, p.batch if resume else 0,
@@ -206,71 +165,115 @@ class FitLoop:
                 set_rng_state(resume["rng"])
             if skipped != p.batch:
                 p.batch = skipped
-            elif resume.get("accumulated_grads"):
+            elif resume.get("accumulated_grads") and not (self.manual and validated_after(p.batch)):
                 restore_gradients(parts.module, resume["accumulated_grads"])
+                self._pending_grads = True
         return it
+
+    def _maybe_reload(self) -> None:
+        n, p = self.settings.reload_dataloaders_every_n_epochs, self.progress
+        if n and p.epoch > 0 and p.epoch % n == 0 and p.batch == 0 and self.parts.reload is not None:
+            train, val = self.parts.reload()
+            self.parts.train_data = ResumableLoader(self.parts.shard(train) if self.parts.shard else train)
+            self.parts.val_loaders = val_loaders_of(self.parts.module, val)
 
     def run_epoch(self) -> None:
         p, parts = self.progress, self.parts
+        self._maybe_reload()
         parts.module.train()
+        self.sink.results = self.results
+        self.call.stage = "train"
         self.call("on_train_epoch_start")
-        n_batches = _limit(self.settings.limit_train_batches, _length(parts.train_data.loader))
-        it = self._start_epoch()
-        val_every = self._val_interval(n_batches)
+        n_batches = limit_batches(self.settings.limit_train_batches, length(parts.train_data.loader))
+        val_every = self._val_interval(n_batches)  # Lightning: validate after every val_every-th batch
+        if (p.epoch + 1) % self.settings.check_val_every_n_epoch:
+            val_every = 0  # not this epoch
+        it = self._start_epoch(lambda b: bool(val_every) and b % val_every == 0 and b < n_batches)
         bar = self.bar.start_epoch(p.epoch, None if math.isinf(n_batches) else n_batches, p.batch)
         batch_idx = p.batch
-        stepped_at_end = True
         while batch_idx < n_batches:
             try:
                 batch = next(it)
             except StopIteration:
                 break
-            batch = move_to_device(batch, parts.device)
-            self._batch = batch
-            self.call("on_train_batch_start", batch, batch_idx)
-            is_last = batch_idx + 1 >= n_batches
+            batch = self.sink.batch = self.call.transfer(batch, parts.device)
+            if self.call("on_train_batch_start", batch, batch_idx) == -1:
+                break  # Lightning: the module's on_train_batch_start returning -1 ends the epoch early
+            is_last = self.is_last_batch = batch_idx + 1 >= n_batches
             outputs = self.train_step(batch, batch_idx, is_last)
-            stepped_at_end = self.optimizer_stepped
             p.batch = batch_idx + 1
-            if self.optimizer_stepped:
-                self.after_optimizer_step()
+            self.after_batch()
+            self.call("on_train_batch_end", outputs, batch, batch_idx)
             if val_every and p.batch % val_every == 0 and not is_last:
                 self.validate()
-            self.call("on_train_batch_end", outputs, batch, batch_idx)
-            bar.update(p.global_step, self.last_loss, self.metrics, self.train_metrics.prog_bar)
+            bar.update(p.global_step, self.last_loss, self.hub.pbar, self.hub.pbar.keys())
             batch_idx += 1
-            if self.optimizer_stepped and (self.stop_requested() or self.should_stop
-                                           or self.settings.limits_reached(p.epoch, p.global_step)):
-                bar.close()
-                return
-        self._batch = None
-        if not stepped_at_end:  # a loader without a length ended inside an accumulation window
-            self.optimizer_step()
-            self.after_optimizer_step()
+            if self.optimizer_stepped or self.manual:  # a step boundary: a stop may end the epoch here
+                if self.stop_requested():
+                    bar.close()
+                    return  # a stop signal: saved where it is, ends at once
+                if not is_last and (self._stop_now() or self.settings.limits_reached(p.epoch, p.global_step)):
+                    bar.close()
+                    self.epoch_end_hooks()  # Lightning: ended part-way, but the epoch's hooks still run
+                    return
+        self.sink.batch = None
+        if self._pending_grads and not self.manual:  # a loader without a length ended inside a window
+            self.optimizer_step(batch_idx)
+            self.after_batch()
         bar.close()
-        self.end_epoch()
+        self.end_epoch(validate=self._val_due(val_every, p.batch))
 
-    def end_epoch(self) -> None:
-        p, s = self.progress, self.settings
-        means = self.train_metrics.epoch_means()
-        self.metrics.update(means)
-        if self.parts.val_loader is not None and (p.epoch + 1) % s.check_val_every_n_epoch == 0:
+    def _stop_now(self) -> bool:
+        return self.should_stop and self.settings.minimum_reached(self.progress.epoch, self.progress.global_step)
+
+    def _val_due(self, val_every: int, batches: int) -> bool:
+        """Validation at the epoch's end: every epoch due, unless val_check_interval checks elsewhere."""
+        due = self.parts.val_loaders and (self.progress.epoch + 1) % self.settings.check_val_every_n_epoch == 0
+        return bool(due) and (not val_every or batches % val_every == 0)
+
+    def end_epoch(self, validate: bool = True) -> None:
+        """Validation, epoch-interval schedulers, then the epoch's hooks: a finished epoch."""
+        p = self.progress
+        if validate:
             self.validate()
-        self._to_logger(means)
+        self.sink.results = self.results
+        metrics = {**self.hub.callback, **self.results.epoch(finish=False).callback}
         for cfg in self.parts.schedulers:
-            if cfg.interval == "epoch" and (p.epoch + 1) % cfg.frequency == 0:
-                step_scheduler(cfg, self.metrics)
+            if cfg.interval == "epoch" and (p.epoch + 1) % cfg.frequency == 0 and not self.manual:
+                self.step_scheduler(cfg, metrics)
         p.epoch_done = True
+        self.epoch_end_hooks()
+
+    def epoch_end_hooks(self) -> None:
+        """on_train_epoch_end (monitoring callbacks after the module), then the epoch's values published."""
+        p = self.progress
+        self.sink.results = self.results
         self.in_epoch_end = True
+        self.hub.live = self.results  # callbacks see what on_train_epoch_end logs while the hooks run
         try:
-            self.call("on_train_epoch_end")
+            self.call("on_train_epoch_end", monitoring=False)
+            self.call("on_train_epoch_end", monitoring=True)
         finally:
             self.in_epoch_end = False
-        if self.logger is not None:
-            self.logger.flush()
+            self.hub.live = None
+        self.hub.publish(self.results.epoch(), to_logger=True, step=p.global_step, epoch=p.epoch)
+        if self.hub.logger is not None:
+            self.hub.logger.flush()
+
+    def step_scheduler(self, cfg: SchedulerConfig, metrics: dict) -> None:
+        """Step one scheduler; through the module's lr_scheduler_step when it overrides it."""
+        if not self._custom["lr_scheduler_step"]:
+            step_scheduler(cfg, metrics)
+        elif cfg.monitor is not None and cfg.monitor not in metrics:
+            if cfg.strict:
+                raise MisconfigurationError(f"the LR scheduler monitors {cfg.monitor!r}, which was not logged; logged "
+                                            f"metrics are {sorted(metrics)}. Log it, or set 'strict': False.")
+        else:
+            self.call.module_hook("lr_scheduler_step", cfg.scheduler,
+                                  None if cfg.monitor is None else as_float(metrics[cfg.monitor]))
 
     def _val_interval(self, n_batches) -> int:
-        if self.parts.val_loader is None:
+        if not self.parts.val_loaders:
             return 0
         v = self.settings.val_check_interval
         if isinstance(v, float):
@@ -279,22 +282,42 @@ class FitLoop:
             return max(1, int(n_batches * v))
         return v
 
+    def validate(self) -> None:
+        """One validation pass (``ember.evaluation``): training's random streams and modes are kept."""
+        if self.parts.val_loaders and self.settings.limit_val_batches:
+            if self.manual or not self._pending_grads:  # Lightning frees the gradients, unless mid-window
+                self.call.module_hook("on_validation_model_zero_grad")
+            self.eval_loop("validate").run(self.parts.val_loaders, self.settings.limit_val_batches)
+            self.sink.results, self.call.stage = self.results, "train"
+
     # ---------------------------------------------------------------- one batch
     def train_step(self, batch: Any, batch_idx: int, is_last: bool) -> Any:
-        accum = self.settings.accumulate_grad_batches
         self.optimizer_stepped = False
-        self.train_metrics.begin_step()
+        call, module = self.call, self.parts.module
         self.barrier()  # user code follows: an in-flight save must hold the state before it
-        if self.per_optimizer:
-            outputs = [self._backward_for(opt, (batch, batch_idx, i), accum)
-                       for i, opt in enumerate(self.parts.optimizers)]
-        else:
-            outputs = self._backward_for(None, (batch, batch_idx), accum)
+        outer, call.current_fx = call.current_fx, "training_step"
+        try:
+            if self.manual:
+                with self.parts.precision.autocast():
+                    out = (self.parts.training_step or module.training_step)(batch, batch_idx)
+                if isinstance(out, torch.Tensor) or (isinstance(out, dict) and "loss" in out):
+                    self.last_loss = loss_of(out).detach()  # shown, never stepped: training_step steps
+                return batch_outputs(out, 1)
+            accum = self.settings.accumulate_grad_batches
+            if self.per_optimizer:
+                outputs = [self._backward_for(opt, (batch, batch_idx, i), accum, batch_idx)
+                           for i, opt in enumerate(self.parts.optimizers)]
+            else:
+                outputs = self._backward_for(None, (batch, batch_idx), accum, batch_idx)
+        finally:
+            call.current_fx = outer
         if (batch_idx + 1) % accum == 0 or is_last:
-            self.optimizer_step()
-        return outputs
+            self.optimizer_step(batch_idx)
+        if self.per_optimizer:
+            return [batch_outputs(o, accum) for o in outputs]
+        return batch_outputs(outputs, accum)
 
-    def _backward_for(self, optimizer, step_args: tuple, accum: int) -> Any:
+    def _backward_for(self, optimizer, step_args: tuple, accum: int, batch_idx: int) -> Any:
         """training_step(*step_args) and its backward (with only ``optimizer``'s parameters, if given)."""
         parts = self.parts
         with frozen_except(optimizer, parts.optimizers):
@@ -303,70 +326,60 @@ class FitLoop:
             loss = loss_of(output)
             if loss is not None:
                 self.last_loss = loss.detach()
-                parts.precision.backward(loss / accum if accum > 1 else loss)
+                if not self._pending_grads:  # the first batch of a window: Lightning zeroes here
+                    self.zero_grad(batch_idx)
+                self.backward(loss / accum if accum > 1 else loss)
         return output
 
-    def optimizer_step(self) -> None:
-        s, plugin = self.settings, self.parts.precision
+    def zero_grad(self, batch_idx: int) -> None:
+        for i, opt in enumerate(self.parts.optimizers):
+            self.call("on_before_zero_grad", opt)
+            if self._custom["optimizer_zero_grad"]:
+                self.call.module_hook("optimizer_zero_grad", self.progress.epoch, batch_idx, opt)
+            else:
+                opt.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        self.call("on_before_backward", loss)
+        if self._custom["backward"]:
+            self.call.module_hook("backward", loss, *args, **kwargs)
+        else:
+            self.parts.precision.backward(loss)
+        self._pending_grads = True
+        self.call("on_after_backward")
+
+    def optimizer_step(self, batch_idx: int) -> None:
+        s, plugin, module = self.settings, self.parts.precision, self.parts.module
         self.barrier()
-        for opt in self.parts.optimizers:
-            if s.gradient_clip_val:
-                plugin.unscale(opt)
-                params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
-                if s.gradient_clip_algorithm == "value":
-                    torch.nn.utils.clip_grad_value_(params, s.gradient_clip_val)
-                else:
-                    torch.nn.utils.clip_grad_norm_(params, s.gradient_clip_val)
-            plugin.step(opt)
+        for opt, view in zip(self.parts.optimizers, self.optimizer_views):
+            plugin.unscale(opt)
+            self.call("on_before_optimizer_step", opt)
+            if self._custom["configure_gradient_clipping"]:
+                self.call.module_hook("configure_gradient_clipping", opt, s.gradient_clip_val,
+                                      s.gradient_clip_algorithm)
+            elif s.gradient_clip_val:
+                module.clip_gradients(opt, s.gradient_clip_val, s.gradient_clip_algorithm)
+            if self._custom["optimizer_step"]:
+                self._in_step = True
+                try:
+                    self.call.module_hook("optimizer_step", self.progress.epoch, batch_idx, view, None)
+                finally:
+                    self._in_step = False
+            else:
+                plugin.step(opt)
         plugin.update()
-        for opt in self.parts.optimizers:
-            opt.zero_grad(set_to_none=True)
+        self._pending_grads = False
         self.progress.global_step += 1
         self.optimizer_stepped = True
 
-    def after_optimizer_step(self) -> None:
+    def after_batch(self) -> None:
+        """Step-interval schedulers after an optimizer step; this batch's step values to the hub."""
         step = self.progress.global_step
-        for cfg in self.parts.schedulers:
-            if cfg.interval == "step" and step % cfg.frequency == 0:
-                step_scheduler(cfg, self.metrics)
-        step_values = self.train_metrics.step_values
-        if step_values:
-            self.metrics.update(step_values)
-            if step % self.settings.log_every_n_steps == 0:
-                self._to_logger({k: v for k, v in step_values.items() if k in self.train_metrics.for_logger})
-
-    # ---------------------------------------------------------------- validation
-    def validate(self) -> None:
-        """Run the validation loop without disturbing training's random streams or gradients."""
-        module, loader = self.parts.module, self.parts.val_loader
-        if loader is None:
-            return
-        n_batches = _limit(self.settings.limit_val_batches, _length(loader))
-        if n_batches == 0:
-            return
-        self.stage = "validate"
-        was_training = module.training
-        saved_batch = self._batch
-        self.barrier()
-        try:
-            with preserved_rng(), torch.no_grad():
-                module.eval()
-                self.call("on_validation_start")
-                for batch_idx, batch in enumerate(loader):
-                    if batch_idx >= n_batches:
-                        break
-                    batch = move_to_device(batch, self.parts.device)
-                    self._batch = batch
-                    with self.parts.precision.autocast():
-                        out = module.validation_step(batch, batch_idx)
-                    for k, v in compat.validation_outputs(out).items():
-                        self.log(k, v, on_step=False, on_epoch=True)
-                means = self.val_metrics.epoch_means()
-                self.metrics.update(means)
-                self.call("on_validation_epoch_end")
-        finally:
-            self.stage = "train"
-            self._batch = saved_batch
-            module.train(was_training)
-        self._to_logger(means)
-        self.call("on_validation_end")
+        if self.optimizer_stepped and not self.manual:
+            for cfg in self.parts.schedulers:
+                if cfg.interval == "step" and step % cfg.frequency == 0:
+                    self.step_scheduler(cfg, self.hub.callback)
+        views = self.results.take_step()
+        boundary = self.optimizer_stepped or self.manual
+        self.hub.publish(views, to_logger=boundary and step % self.settings.log_every_n_steps == 0,
+                         step=step, epoch=self.progress.epoch)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ember.checkpoint.state import load_weights
 from ember.errors import CheckpointMismatchError, MisconfigurationError
+from ember.module_hooks import ModelHooks
 from ember.seed import preserved_rng
 
 
@@ -43,12 +44,14 @@ def _init_with_capture(init):
     return wrapper
 
 
-class Module(nn.Module):
+class Module(ModelHooks, nn.Module):
     """Subclass this and define ``training_step`` and ``configure_optimizers``.
 
-    Hooks: ``training_step(batch, batch_idx)``, ``validation_step(batch, batch_idx)``,
-    ``configure_optimizers()``, ``train_dataloader()``, ``val_dataloader()``,
-    ``on_save_checkpoint(checkpoint)``, ``on_load_checkpoint(checkpoint)``.
+    Steps: ``training_step``, ``validation_step``, ``test_step``, ``predict_step`` (each
+    ``(batch, batch_idx)``, plus ``dataloader_idx`` with several loaders); data:
+    ``train/val/test/predict_dataloader()``; every Lightning hook (``ember.module_hooks``).
+    ``automatic_optimization = False`` hands the optimizer steps to ``training_step``
+    (``self.optimizers()``, ``self.manual_backward(loss)``).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -65,6 +68,7 @@ class Module(nn.Module):
         d.setdefault("_hparams_name", None)
         d.setdefault("_trainer", None)
         d.setdefault("_logged", None)
+        d.setdefault("_automatic_optimization", True)
 
     # ------------------------------------------------------------------ hyperparameters
     @property
@@ -160,29 +164,72 @@ class Module(nn.Module):
         return torch.device("cpu")
 
     # ------------------------------------------------------------------ logging
-    def log(
-        self,
-        name: str,
-        value: Any,
-        prog_bar: bool = False,
-        on_step: bool | None = None,
-        on_epoch: bool | None = None,
-        logger: bool = True,
-        batch_size: int | None = None,
-    ) -> None:
-        """Record a metric. Training values default to per step, validation values to the epoch's
-        mean (weighted by batch size); both appear in ``trainer.callback_metrics``."""
+    def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool | None = None,
+            on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
+            enable_graph: bool = False, sync_dist: bool = False, sync_dist_group: Any = None,
+            add_dataloader_idx: bool = True, batch_size: int | None = None, metric_attribute: str | None = None,
+            rank_zero_only: bool = False) -> None:
+        """Record a metric, as Lightning's ``LightningModule.log``: in ``training_step`` per step, in
+        validation/test steps and epoch hooks the epoch's value (``reduce_fx``: mean weighted by
+        batch size, sum, max, min); both levels give ``name_step`` and ``name_epoch``. ``value`` may be a
+        metric object (``update``/``compute``/``reset``), computed and reset at the epoch's end."""
         sink = self.__dict__.get("_logged")
         if sink is None:
             raise MisconfigurationError(
-                f"self.log({name!r}, ...) was called outside trainer.fit(); log from training_step or "
-                "validation_step."
-            )
-        sink(name, value, prog_bar, on_step, on_epoch, logger, batch_size)
+                f"self.log({name!r}, ...) was called outside trainer.fit() (or validate/test); log from a step "
+                "or a hook the Trainer runs, e.g. training_step or validation_step.")
+        sink(name, value, prog_bar=prog_bar, logger=True if logger is None else logger, on_step=on_step,
+             on_epoch=on_epoch, reduce_fx=reduce_fx, sync_dist=sync_dist, add_dataloader_idx=add_dataloader_idx,
+             batch_size=batch_size)
 
-    def log_dict(self, metrics: Mapping[str, Any], **kwargs: Any) -> None:
-        for k, v in metrics.items():
-            self.log(k, v, **kwargs)
+    def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: bool | None = None,
+                 on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
+                 enable_graph: bool = False, sync_dist: bool = False, sync_dist_group: Any = None,
+                 add_dataloader_idx: bool = True, batch_size: int | None = None, rank_zero_only: bool = False) -> None:
+        for k, v in dictionary.items():  # a torchmetrics MetricCollection gives its metrics by name
+            self.log(k, v, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx,
+                     sync_dist=sync_dist, add_dataloader_idx=add_dataloader_idx, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ optimization
+    @property
+    def automatic_optimization(self) -> bool:
+        """False: training_step steps the optimizers itself (``self.optimizers()``, ``manual_backward``)."""
+        return self.__dict__.get("_automatic_optimization", True)
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self.__dict__["_automatic_optimization"] = bool(value)
+
+    def _fit_loop(self, what: str):
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            raise MisconfigurationError(f"self.{what} is only available inside trainer.fit().")
+        return loop
+
+    def optimizers(self, use_pl_optimizer: bool = True):
+        """The optimizers of configure_optimizers() (one, or a list), wrapped so that ``step()``
+        goes through the Trainer (precision, global_step, checkpoint safety)."""
+        loop = self._fit_loop("optimizers()")
+        opts = loop.optimizer_views if use_pl_optimizer else loop.parts.optimizers
+        return opts[0] if len(opts) == 1 else list(opts)
+
+    def lr_schedulers(self):
+        """The LR schedulers of configure_optimizers() (None, one, or a list); step them yourself in
+        manual optimization."""
+        scheds = [c.scheduler for c in self._fit_loop("lr_schedulers()").parts.schedulers]
+        return None if not scheds else scheds[0] if len(scheds) == 1 else scheds
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward()`` through the Trainer: precision scaling and the backward hooks."""
+        self._fit_loop("manual_backward()").manual_backward(loss, *args, **kwargs)
+
+    def toggle_optimizer(self, optimizer) -> None:
+        """Only ``optimizer``'s parameters require grad until ``untoggle_optimizer``."""
+        loop = self._fit_loop("toggle_optimizer()")
+        loop.toggled.toggle(optimizer, loop.parts.optimizers)
+
+    def untoggle_optimizer(self, optimizer=None) -> None:
+        self._fit_loop("untoggle_optimizer()").toggled.untoggle()
 
     # ------------------------------------------------------------------ hooks (override)
     def training_step(self, batch: Any, batch_idx: int):

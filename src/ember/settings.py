@@ -42,6 +42,20 @@ class FitSettings:
     """Batches per training epoch: an int count, or a fraction of the loader."""
     limit_val_batches: int | float = 1.0
     """Batches per validation: an int count, or a fraction of the loader."""
+    limit_test_batches: int | float = 1.0
+    """Batches per test loader in ``trainer.test``."""
+    limit_predict_batches: int | float = 1.0
+    """Batches per loader in ``trainer.predict``."""
+    num_sanity_val_steps: int = 2
+    """Validation batches (per loader) run before training to catch bugs early; -1: all, 0: none."""
+    min_epochs: int | None = None
+    """A stop request (``should_stop``, EarlyStopping) waits until this many epochs are done."""
+    min_steps: int | None = None
+    """A stop request waits until this many optimizer steps are taken."""
+    reload_dataloaders_every_n_epochs: int = 0
+    """Ask the module or datamodule for fresh loaders every n epochs (0: never)."""
+    inference_mode: bool = True
+    """Evaluate under ``torch.inference_mode`` (False: ``torch.no_grad``)."""
     check_val_every_n_epoch: int = 1
     """Validate at the end of every n-th epoch."""
     val_check_interval: int | float = 1.0
@@ -66,7 +80,7 @@ class FitSettings:
             raise _bad("accumulate_grad_batches", "an int >= 1", self.accumulate_grad_batches)
         if self.gradient_clip_algorithm not in ("norm", "value"):
             raise _bad("gradient_clip_algorithm", "'norm' or 'value'", self.gradient_clip_algorithm)
-        for name in ("limit_train_batches", "limit_val_batches"):
+        for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"):
             v = getattr(self, name)
             if not ((_is_int(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v <= 1.0)):
                 raise _bad(name, "an int >= 0 (batches) or a float in [0, 1]", v)
@@ -76,6 +90,17 @@ class FitSettings:
         if not ((_is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v <= 1.0)):
             raise _bad("val_check_interval", "an int >= 1 (batches) or a float in (0, 1]", v)
         set_(self, "log_every_n_steps", max(1, int(self.log_every_n_steps)))
+        if not _is_int(self.num_sanity_val_steps) or self.num_sanity_val_steps < -1:
+            raise _bad("num_sanity_val_steps", "an int >= -1 (-1: every batch, 0: no sanity check)",
+                       self.num_sanity_val_steps)
+        for name in ("min_epochs", "min_steps"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < 0):
+                raise _bad(name, "an int >= 0 or None", v)
+        if not _is_int(self.reload_dataloaders_every_n_epochs) or self.reload_dataloaders_every_n_epochs < 0:
+            raise _bad("reload_dataloaders_every_n_epochs", "an int >= 0", self.reload_dataloaders_every_n_epochs)
+        if not isinstance(self.inference_mode, bool):
+            raise _bad("inference_mode", "True or False", self.inference_mode)
         if self.precision not in _PRECISIONS:
             raise _bad("precision", "one of '32', '16-mixed', 'bf16-mixed'", self.precision)
         set_(self, "precision", _PRECISIONS[self.precision])
@@ -85,6 +110,10 @@ class FitSettings:
         if self.max_steps is not None and self.max_steps >= 0 and global_step >= self.max_steps:
             return True
         return self.max_epochs is not None and self.max_epochs >= 0 and epoch >= self.max_epochs
+
+    def minimum_reached(self, epochs_done: int, global_step: int) -> bool:
+        """Whether min_epochs and min_steps allow a stop request to end training."""
+        return epochs_done >= (self.min_epochs or 0) and global_step >= (self.min_steps or 0)
 
 
 def device_for(accelerator: str) -> torch.device:

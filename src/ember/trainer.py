@@ -1,4 +1,4 @@
-"""ember.Trainer: settings, fit(), and the run's checkpoints (what is saved, where it is found)."""
+"""ember.Trainer: settings, fit/validate/test/predict, and the run's checkpoints (what is saved, where it is found)."""
 
 from __future__ import annotations
 
@@ -6,117 +6,137 @@ import contextlib
 import os
 import sys
 from dataclasses import replace
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
-from ember import compat, distributed
+from ember import compat
 from ember.callbacks.base import Callback
-from ember.hooks import Hooks, build_callbacks, keyed
 from ember.callbacks.model_checkpoint import ModelCheckpoint
-from ember.callbacks.progress_bar import replaces_default_bar
 from ember.checkpoint import lightning
 from ember.checkpoint import state as run_state
 from ember.checkpoint.io import load_from
 from ember.checkpoint.lookup import resolve_ckpt_path
-from ember.checkpoint.manager import CheckpointManager
 from ember.checkpoint.store import resolve
 from ember.checkpoint.writer import CheckpointWriter
+from ember.datamodule import loaders_for, split_datamodule
 from ember.errors import CheckpointError, MisconfigurationError
+from ember.evaluation import LogSink
+from ember.hooks import Hooks, build_callbacks, keyed
 from ember import loggers as _loggers
-from ember.loop import FitLoop, FitParts, Progress
-from ember.metrics import as_float
-from ember.precision import Precision
-from ember.preemption import StopRequests
-from ember.progress import ProgressBar
-from ember.settings import FitSettings, device_for
+from ember.callbacks.progress_bar import replaces_default_bar
+from ember.checkpoint.sharded import is_sharded_checkpoint
 from ember.distributed import sharding
 from ember.distributed.select import strategy_for
 from ember.distributed.sharded_saves import ShardedWriter
-from ember.checkpoint.sharded import is_sharded_checkpoint
+from ember.loop import FitLoop, FitParts, Progress
+from ember.metrics import MetricsHub
+from ember.preemption import StopRequests
+from ember.progress import ProgressBar
+from ember.settings import FitSettings, device_for
+from ember import trainer_args, trainer_eval
+from ember.trainer_facts import TrainerFacts
 
 
-class Trainer:
-    """Fits an ember.Module, checkpointing as it goes.
+class Trainer(TrainerFacts):
+    """Fits an ember.Module, checkpointing as it goes; validates, tests and predicts (Lightning's API).
 
     Checkpointing is on by default: a ``ModelCheckpoint`` saves after every epoch to
     ``<default_root_dir>/checkpoints/`` keeping the latest. ``default_root_dir`` defaults to the
-    working directory (the seed's name ``default_save_path`` works too). ``logger``: True (a CSVLogger
-    writing ``<default_root_dir>/logs/version_N/``), False, a Logger or a list of them; with loggers
-    given, checkpoints go to ``<first logger's log_dir>/checkpoints/`` as in Lightning. Fit settings are checked in
-    ``ember.settings.FitSettings``; old argument names are translated in ``ember.compat``.
+    working directory (the seed's name ``default_save_path`` works too). Fit settings are checked in
+    ``ember.settings.FitSettings``; old argument names are translated in ``ember.compat``; Lightning
+    arguments ember does not implement are refused by name (``ember.trainer_args``).
+    ``reduce(tensor, op)``, when set (distributed runs), combines ``self.log(..., sync_dist=True)`` values.
     """
 
     def __init__(
         self,
-        max_epochs: int | None = None,
-        max_steps: int | None = None,
-        default_root_dir: str | os.PathLike | None = None,
-        enable_checkpointing: bool = True,
-        checkpoint_callback: ModelCheckpoint | bool | None = None,
-        callbacks: Callback | Iterable[Callback] | None = None,
-        resume_from_checkpoint: str | os.PathLike | None = None,
+        accelerator: str = "auto",
+        strategy: Any = "auto",
+        devices: Any = "auto",
+        num_nodes: int = 1,
         precision: str | int = "32",
-        accumulate_grad_batches: int = 1,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
+        logger: _loggers.Logger | Iterable[_loggers.Logger] | bool | None = True,
+        callbacks: Callback | Iterable[Callback] | None = None,
+        fast_dev_run: bool | int = False,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int | None = None,
+        min_steps: int | None = None,
         limit_train_batches: int | float = 1.0,
         limit_val_batches: int | float = 1.0,
-        check_val_every_n_epoch: int = 1,
+        limit_test_batches: int | float = 1.0,
+        limit_predict_batches: int | float = 1.0,
         val_check_interval: int | float = 1.0,
-        enable_progress_bar: bool = True,
-        logger: _loggers.Logger | Iterable[_loggers.Logger] | bool = True,
+        check_val_every_n_epoch: int = 1,
+        num_sanity_val_steps: int = 2,
         log_every_n_steps: int = 50,
-        accelerator: str = "auto",
-        devices: int | str | list[int] | None = "auto",
-        num_nodes: int = 1,
-        strategy: str | distributed.DDPStrategy = "auto",
+        enable_checkpointing: bool = True,
+        enable_progress_bar: bool = True,
+        enable_model_summary: bool = True,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        deterministic: bool | str | None = None,
+        benchmark: bool | None = None,
+        inference_mode: bool = True,
+        profiler: Any = None,
+        detect_anomaly: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
+        default_root_dir: str | os.PathLike | None = None,
+        checkpoint_callback: ModelCheckpoint | bool | None = None,
+        resume_from_checkpoint: str | os.PathLike | None = None,
         default_save_path: str | os.PathLike | None = None,
         storage_options: dict | None = None,
+        **kwargs: Any,
     ) -> None:
+        trainer_args.check_unknown(kwargs)
+        trainer_args.check_profiler(profiler)
+        trainer_args.apply_backend_flags(deterministic, benchmark)
+        self.fast_dev_run = n = trainer_args.fast_dev_run_batches(fast_dev_run)
+        if n:  # Lightning: n batches of each stage, one epoch, no checkpoints or loggers
+            (max_epochs, max_steps, num_sanity_val_steps, val_check_interval, check_val_every_n_epoch, logger,
+             enable_checkpointing, checkpoint_callback) = (1, n, 0, 1.0, 1, None, False, False)
+            limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
+            callbacks = _without_checkpoints(callbacks)
         self.default_root_dir = compat.root_dir(default_root_dir, default_save_path)
         self.settings = FitSettings(
             max_epochs=max_epochs, max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches,
-            gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm,
+            gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm or "norm",
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
             check_val_every_n_epoch=check_val_every_n_epoch, val_check_interval=val_check_interval,
-            log_every_n_steps=log_every_n_steps, precision=precision)
+            log_every_n_steps=log_every_n_steps, precision=precision, num_sanity_val_steps=num_sanity_val_steps,
+            min_epochs=min_epochs, min_steps=min_steps, inference_mode=inference_mode,
+            reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
+        self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
         self.strategy = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
         self.device = self.strategy.setup() if self.strategy is not None else device_for(accelerator)
+        self.detect_anomaly = bool(detect_anomaly)
+        self.enable_model_summary = bool(enable_model_summary)
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
-        self.loggers = _loggers.resolve_loggers(logger, self.default_root_dir, storage_options)
-        self._default_ckpt_dir = lambda: _loggers.checkpoint_dir(logger, self.loggers, self.default_root_dir)
-        if not self.is_global_zero:  # the progress bar runs on rank 0 only (and loggers log there only)
-            enable_progress_bar = False
-        self._bar = ProgressBar(enable_progress_bar and not replaces_default_bar(self.callbacks))
-        self.checkpoint_writer = (ShardedWriter(storage_options) if self._sharded else CheckpointWriter())
-        self.module = None
+        self._set_outputs(logger, enable_progress_bar)
+        self.checkpoint_writer = ShardedWriter(storage_options) if self._sharded else CheckpointWriter()
+        self._hub = MetricsHub(None)
+        self.reduce = self.strategy.reduce if self.strategy is not None else None  # self.log(..., sync_dist=True)
+        self.module = self.datamodule = self.ckpt_path = None
         self.fit_loop: FitLoop | None = None
-        self.ckpt_path: str | None = None
+        self.sanity_checking = False
         self._run: run_state.RunState | None = None
+        self._hooks: Hooks | None = None
+        self._train_loader = None
         self._stop_requests = StopRequests()
         self._failing = False  # fit is failing: saves gather nothing from other ranks
 
-    # ---------------------------------------------------------------- settings that may change between fits
-    @property
-    def max_epochs(self) -> int | None:
-        return self.settings.max_epochs
+    def _set_outputs(self, logger, enable_progress_bar: bool) -> None:
+        """The loggers (they log on rank 0 only) and the progress bar (rank 0 only)."""
+        self.loggers = _loggers.resolve_loggers(logger, self.default_root_dir, self.storage_options)
+        self._default_ckpt_dir = lambda: _loggers.checkpoint_dir(logger, self.loggers, self.default_root_dir)
+        enabled = enable_progress_bar and self.is_global_zero and not replaces_default_bar(self.callbacks)
+        self._bar = ProgressBar(enabled)
 
-    @max_epochs.setter
-    def max_epochs(self, value: int | None) -> None:
-        self.settings = replace(self.settings, max_epochs=value)
-
-    @property
-    def max_steps(self) -> int | None:
-        return self.settings.max_steps
-
-    @max_steps.setter
-    def max_steps(self, value: int | None) -> None:
-        self.settings = replace(self.settings, max_steps=value)
-
-    # ---------------------------------------------------------------- facts
     @property
     def logger(self):
         """The first logger (None without loggers); setting it replaces every logger."""
@@ -132,145 +152,115 @@ class Trainer:
         return _loggers.run_dir(self.logger, self.default_root_dir)
 
     @property
-    def current_epoch(self) -> int:
-        """The epoch being trained; after an epoch's end hooks, the next one (so max_epochs after fit)."""
-        if self.fit_loop is None:
-            return 0
-        p = self.fit_loop.progress
-        return p.epoch + 1 if p.epoch_done and not self.fit_loop.in_epoch_end else p.epoch
-
-    @property
-    def global_step(self) -> int:
-        return self.fit_loop.progress.global_step if self.fit_loop is not None else 0
-
-    @property
-    def should_stop(self) -> bool:
-        return self.fit_loop is not None and self.fit_loop.should_stop
-
-    @should_stop.setter
-    def should_stop(self, value: bool) -> None:
-        if self.fit_loop is not None:
-            self.fit_loop.should_stop = bool(value)
-
-    @property
-    def optimizer_stepped(self) -> bool:
-        """Whether the batch that just ended took an optimizer step (False inside an accumulation window)."""
-        return self.fit_loop is not None and self.fit_loop.optimizer_stepped
-
-    @property
-    def callback_metrics(self) -> dict[str, torch.Tensor]:
-        """The latest value of every logged metric (epoch means for epoch-level ones)."""
-        return {k: torch.tensor(v) for k, v in self.callback_metrics_float().items()}
-
-    def callback_metrics_float(self) -> dict[str, float]:
-        return {k: as_float(v) for k, v in self.fit_loop.metrics.items()} if self.fit_loop is not None else {}
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return self.fit_loop.parts.optimizers if self.fit_loop is not None else []
-
-    @property
-    def lr_schedulers(self) -> list:
-        return [c.scheduler for c in self.fit_loop.parts.schedulers] if self.fit_loop is not None else []
-
-    @property
-    def precision_plugin(self) -> Precision | None:
-        return self.fit_loop.parts.precision if self.fit_loop is not None else None
-
-    @property
-    def is_global_zero(self) -> bool:
-        """Whether this process writes the run's files (rank 0 of a torch.distributed job, or alone)."""
-        return distributed.is_global_zero()
-
-    @property
-    def global_rank(self) -> int:
-        return distributed.global_rank()
-
-    @property
-    def local_rank(self) -> int:
-        return distributed.local_rank()
-
-    @property
-    def world_size(self) -> int:
-        return distributed.world_size()
-
-    @property
     def _sharded(self) -> bool:
-        """Whether the weights and optimizer states are sharded across ranks (FSDP): checkpoints are folders
-        written by every rank."""
+        """Whether the weights and optimizer states are sharded across ranks (FSDP): checkpoints are
+        folders written by every rank."""
         return hasattr(self.strategy, "state_for_save")
 
-    @property
-    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
-        return [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
-
-    @property
-    def checkpoint_callback(self) -> ModelCheckpoint | None:
-        cbs = self.checkpoint_callbacks
-        return cbs[0] if cbs else None
-
-    @property
-    def checkpoint_managers(self) -> list[CheckpointManager]:
-        """Every callback's checkpoint manager (``callback.manager``), whatever the callback's class."""
-        return [m for m in (getattr(cb, "manager", None) for cb in self.callbacks) if isinstance(m, CheckpointManager)]
-
     # ---------------------------------------------------------------- fit
-    def fit(self, model, train_dataloaders=None, val_dataloaders=None, ckpt_path: str | os.PathLike | None = None):
-        """Train ``model``; ``ckpt_path`` (a path or URL, ``"last"`` or ``"best"``) resumes a run."""
-        from ember.module import Module
-
-        if not isinstance(model, Module):
-            raise MisconfigurationError(f"fit() needs an ember.Module; received {type(model).__name__}.")
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None,
+            ckpt_path: str | os.PathLike | None = None):
+        """Train ``model``; ``ckpt_path`` (a path or URL, ``"last"`` or ``"best"``) resumes a run.
+        Loaders come from the arguments, else ``datamodule``, else the module's ``*_dataloader()``."""
+        train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
-        self.module = model
-        model.trainer = self
-        model.to(self.device)
-        strategy = self.strategy
-        wrapped = strategy.setup_module(model, self.device) if strategy is not None else model
-        hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
-        parts = FitParts.build(model, train_dataloaders, val_dataloaders, self.settings.precision, self.device,
-                               strategy, wrapped)
-        loop = self.fit_loop = FitLoop(
-            self.settings, parts, call=hooks, barrier=self.checkpoint_writer.snapshot_barrier,
-            stop_requested=self._stop_requested, bar=self._bar,
-            logger=_loggers.LoggerGroup(self.loggers) if self.loggers and self.is_global_zero else None)
-        loop.reduce = strategy.reduce if strategy is not None else None  # self.log(..., sync_dist=True)
-        self._run = run_state.RunState(
-            model=wrapped, loop=loop, optimizers=loop.parts.optimizers,
-            lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
-            callbacks=keyed(self.callbacks))
-        model.__dict__["_logged"] = loop.log
-        _loggers.LoggerGroup(self.loggers).start_fit(model)  # every rank: they agree on the version folders
-        default_dir = self._default_ckpt_dir()
-        from_rank0 = strategy.broadcast_object if strategy is not None else None
-        for manager in self.checkpoint_managers:
-            manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero, from_rank0)
-        self._failing = False
+        hooks = self._attach(model, datamodule)
+        strategy, self._failing = self.strategy, False
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
-                self.ckpt_path = self._on_rank0(lambda: resolve_ckpt_path(
-                    ckpt_path, self.checkpoint_managers, default_dir, self.storage_options))
-                if self.ckpt_path is not None:
-                    self._restore(self.ckpt_path)
-                with self._stop_requests:
-                    for hook in ("on_fit_start", "on_train_start"):
-                        hooks(hook)
-                    loop.run()
-                    for hook in ("on_train_end", "on_fit_end"):
-                        hooks(hook)
+                with self._stop_requests, _anomaly(self.detect_anomaly):
+                    self._fit(model, hooks, train_dataloaders, val_dataloaders, ckpt_path)
                 self.checkpoint_writer.wait()  # fit returns only once the last save is committed
                 if strategy is not None:
                     strategy.barrier()  # ... on every rank: the files are there for all of them
         except BaseException as e:
             self._failing = True  # no collectives from here: a peer may be gone
             self._wait_quietly(e)
-            for cb in self.callbacks:
-                cb.on_exception(self, model, e)
+            hooks("on_exception", e)
             raise
         finally:
             model.__dict__["_logged"] = None
             if self.is_global_zero:
-                _loggers.LoggerGroup(self.loggers).finalize("success" if sys.exc_info()[0] is None else "failed")
+                group = _loggers.LoggerGroup(self.loggers)
+                group.flush()
+                group.finalize("success" if sys.exc_info()[0] is None else "failed")
+
+    def _fit(self, model, hooks: Hooks, train, val, ckpt_path) -> None:
+        dm = self.datamodule
+        trainer_eval.setup(self, hooks, "fit")
+        train = self._train_loader = loaders_for("fit", train, dm, model)
+        val = loaders_for("validate", val, dm, model) if hasattr(model, "validation_step") else val
+        reload = lambda: (loaders_for("fit", None, dm, model), loaders_for("validate", None, dm, model))  # noqa: E731
+        strategy = self.strategy
+        wrapped = strategy.setup_module(model, self.device) if strategy is not None else model  # before the optimizers
+        parts = FitParts.build(model, train, val, self.settings.precision, self.device, reload=reload,
+                               strategy=strategy, wrapped=wrapped)
+        loop = self.fit_loop = FitLoop(
+            self.settings, parts, hooks=hooks, barrier=self.checkpoint_writer.snapshot_barrier,
+            stop_requested=self._stop_requested, hub=self._hub, sink=self._sink, bar=self._bar, reduce=self.reduce)
+        self._run = run_state.RunState(
+            model=wrapped, loop=loop, optimizers=loop.parts.optimizers,
+            lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
+            callbacks=keyed(self.callbacks))
+        _loggers.LoggerGroup(self.loggers).start_fit(model)  # every rank: they agree on the version folders
+        default_dir = self._default_ckpt_dir()
+        from_rank0 = strategy.broadcast_object if strategy is not None else None
+        for manager in self.checkpoint_managers:
+            manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero, from_rank0)
+        self.ckpt_path = self._on_rank0(lambda: resolve_ckpt_path(
+            ckpt_path, self.checkpoint_managers, default_dir, self.storage_options))
+        if self.ckpt_path is not None:
+            self._restore(self.ckpt_path)
+        hooks("on_fit_start")
+        if self.enable_model_summary and self.is_global_zero and not any(
+                "ModelSummary" in type(cb).__name__ for cb in self.callbacks):
+            trainer_args.log_summary(model)
+        self.sanity_checking = True
+        try:
+            loop.sanity_check()
+        finally:
+            self.sanity_checking = False
+        hooks("on_train_start")
+        loop.run()
+        hooks("on_train_end")
+        hooks("on_fit_end")
+        trainer_eval.teardown(self, hooks, "fit")
+
+    def _attach(self, model, datamodule) -> Hooks:
+        """Connect the model (and datamodule) to this Trainer for one fit/validate/test/predict."""
+        from ember.module import Module
+
+        if not isinstance(model, Module):
+            raise MisconfigurationError(f"expected an ember.LightningModule; received {type(model).__name__}.")
+        self.module, self.datamodule = model, datamodule
+        model.trainer = self
+        if datamodule is not None:
+            datamodule.trainer = self
+        model.to(self.device)
+        self._hub.reset()
+        self._hub.logger = _loggers.LoggerGroup(self.loggers) if self.loggers and self.is_global_zero else None
+        self.callbacks = trainer_args.with_module_callbacks(self.callbacks, model)
+        hooks = self._hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
+        hooks.datamodule = datamodule
+        self._sink = LogSink(hooks)
+        model.__dict__["_logged"] = self._sink
+        return hooks
+
+    # ---------------------------------------------------------------- evaluation
+    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None):
+        """Run one validation pass; returns ``[{metric: value}]``, one dict per loader (Lightning's shape).
+        ``ckpt_path``: None (the model as it is), ``"best"``, ``"last"`` or a path: its weights are loaded."""
+        return trainer_eval.evaluate(self, "validate", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None):
+        """Run the test loop (``test_step``); returns ``[{metric: value}]``, one dict per loader."""
+        return trainer_eval.evaluate(self, "test", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
+                ckpt_path=None):
+        """Run ``predict_step`` over the loaders; returns its outputs (a list per loader when several)."""
+        return trainer_eval.evaluate(self, "predict", model, dataloaders, ckpt_path, False, datamodule,
+                                     return_predictions=True if return_predictions is None else return_predictions)
 
     def _wait_quietly(self, primary: BaseException) -> None:
         """Let an in-flight save finish while another error propagates; report its failure, if any."""
@@ -329,6 +319,7 @@ class Trainer:
         distributed_run = self.strategy is not None and not self._failing
         ckpt = run_state.collect(run, weights_only, self.strategy.gather_loop_state if distributed_run else None,
                                  self.strategy.state_for_save if self._sharded else None)
+        trainer_eval.dump_datamodule(self.datamodule, ckpt)
         module = run_state.unwrap_model(self.module)
         if not weights_only:
             for cb in self.callbacks:
@@ -366,5 +357,20 @@ class Trainer:
         run_state.check_resumable(ckpt, location, self._run)
         module.on_load_checkpoint(ckpt)
         run_state.restore(self._run, ckpt, location, self.strategy.load_state if self._sharded else None)
+        trainer_eval.restore_datamodule(self.datamodule, ckpt)
         for cb in self.callbacks:
             cb.on_load_checkpoint(self, module, ckpt)
+
+
+def _without_checkpoints(callbacks) -> list:
+    return [cb for cb in ([callbacks] if isinstance(callbacks, Callback) else callbacks or [])
+            if not isinstance(cb, ModelCheckpoint)]
+
+
+@contextlib.contextmanager
+def _anomaly(enabled: bool):
+    if not enabled:
+        yield
+        return
+    with torch.autograd.set_detect_anomaly(True):
+        yield

@@ -1,0 +1,119 @@
+"""Optimizers as the module sees them (``self.optimizers()``), and what manual optimization needs.
+
+``StepCounted`` wraps a torch optimizer: ``step()`` waits for an in-flight checkpoint copy, runs the
+``on_before_optimizer_step`` hooks, steps through the precision plugin (GradScaler) and counts
+``global_step`` as Lightning does (every optimizer step counts, so two optimizers stepping each batch
+advance it by two). Everything else is the wrapped optimizer's."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ember.errors import MisconfigurationError
+
+
+class StepCounted:
+    """A torch optimizer whose ``step`` is the Trainer's (Lightning's ``LightningOptimizer``)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, step: Callable[[torch.optim.Optimizer, Any], Any]) -> None:
+        self.__dict__["_optimizer"] = optimizer
+        self.__dict__["_step"] = step
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._optimizer
+
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        return self._step(self._optimizer, closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_optimizer"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._optimizer, name, value)
+
+    def __repr__(self) -> str:
+        return f"StepCounted({self._optimizer!r})"
+
+
+class Toggled:
+    """``toggle_optimizer``: only ``optimizer``'s parameters require grad until ``untoggle``."""
+
+    def __init__(self) -> None:
+        self._saved: dict[int, tuple[torch.nn.Parameter, bool]] = {}
+
+    def toggle(self, optimizer, optimizers: list) -> None:
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        mine = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for opt in optimizers:
+            for g in getattr(opt, "optimizer", opt).param_groups:
+                for p in g["params"]:
+                    if id(p) not in mine:
+                        self._saved.setdefault(id(p), (p, p.requires_grad))
+                        p.requires_grad_(False)
+        for g in optimizer.param_groups:
+            for p in g["params"]:
+                if id(p) in self._saved:
+                    p.requires_grad_(self._saved.pop(id(p))[1])
+
+    def untoggle(self) -> None:
+        for p, flag in self._saved.values():
+            p.requires_grad_(flag)
+        self._saved = {}
+
+
+def check_manual_settings(settings) -> None:
+    """Trainer settings that only make sense when the Trainer steps the optimizers."""
+    if settings.accumulate_grad_batches != 1:
+        raise MisconfigurationError(
+            f"accumulate_grad_batches={settings.accumulate_grad_batches} does not apply with "
+            "automatic_optimization=False: accumulate by hand (step every n batches) and leave it at 1.")
+    if settings.gradient_clip_val:
+        raise MisconfigurationError(
+            "gradient_clip_val does not apply with automatic_optimization=False: call "
+            "self.clip_gradients(optimizer, gradient_clip_val=..., gradient_clip_algorithm=...) before "
+            "optimizer.step() instead.")
+
+
+class ManualSteps:
+    """The optimizer steps ``self.optimizers()`` take (mixed into the fit loop)."""
+
+    def _auto_step(self, optimizer: torch.optim.Optimizer, closure) -> Any:
+        """``step()`` of ``self.optimizers()`` with automatic optimization: only inside optimizer_step."""
+        if not self._in_step:
+            raise MisconfigurationError(
+                "optimizer.step() was called from training_step, but the Trainer steps the optimizers itself "
+                "(automatic optimization), so this would step twice. Either return the loss and let the Trainer "
+                "step, or set self.automatic_optimization = False in __init__ and call self.manual_backward(loss).")
+        out = closure() if closure is not None else None
+        self.parts.precision.step(optimizer)
+        return out
+
+    def manual_step(self, optimizer: torch.optim.Optimizer, closure) -> Any:
+        """``step()`` of ``self.optimizers()`` with manual optimization: one counted optimizer step."""
+        plugin = self.parts.precision
+        out = None
+        if closure is not None:
+            with torch.enable_grad():
+                out = closure()
+        self.barrier()  # the step changes parameters an in-flight save may still be copying
+        plugin.unscale(optimizer)
+        self.call("on_before_optimizer_step", optimizer)
+        plugin.step(optimizer)
+        plugin.update()
+        self.progress.global_step += 1
+        self.optimizer_stepped = True
+        return out
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        if not self.manual:
+            raise MisconfigurationError("self.manual_backward(loss) is for automatic_optimization = False; with "
+                                        "automatic optimization return the loss from training_step.")
+        self.last_loss = loss.detach()
+        self.barrier()  # backward changes gradients, which a checkpoint holds
+        self.backward(loss, *args, **kwargs)

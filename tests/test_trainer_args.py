@@ -1,0 +1,106 @@
+"""Trainer arguments: unknown names refused by name, fast_dev_run, min_epochs/min_steps, backend flags."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ember
+from ember.callbacks import Callback
+from tiny import TinyModel, make_loader, trainer_kwargs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_time": "00:01:00:00"}, r"Lightning's Trainer has \['max_time'\] but ember does not implement it yet"),
+    ({"overfit_batches": 2}, r"\['overfit_batches'\] but ember does not implement"),
+    ({"max_epoch": 3}, r"\['max_epoch'\] is not a Trainer argument"),
+    ({"gpus": 1}, r"Lightning 2.x removed gpus \(use accelerator='gpu', devices=N\)"),
+    ({"profiler": "simple"}, "ember does not implement profilers"),
+    ({"fast_dev_run": -1}, "fast_dev_run must be a bool or an int"),
+    ({"num_sanity_val_steps": -2}, "num_sanity_val_steps must be"),
+    ({"min_epochs": 1.5}, "min_epochs must be"),
+    ({"deterministic": "yes"}, "deterministic must be"),
+])
+def test_unsupported_arguments_are_refused_by_name(kwargs, message):
+    with pytest.raises(ember.MisconfigurationError, match=message):
+        ember.Trainer(**kwargs)
+
+
+def test_lightning_defaults_of_unimplemented_arguments_are_accepted():
+    t = ember.Trainer(max_time=None, overfit_batches=0.0, sync_batchnorm=False, devices=1, strategy="auto",
+                      num_nodes=1, accelerator="cpu")
+    assert (t.devices, t.strategy, t.num_nodes, t.accelerator) == (1, "auto", 1, "cpu")
+
+
+def test_fast_dev_run_runs_n_batches_of_each_stage_without_checkpoints_or_logs(tmp_path):
+    seen = []
+
+    class M(TinyModel):
+        def validation_step(self, batch, batch_idx):
+            seen.append(batch_idx)
+            super().validation_step(batch, batch_idx)
+
+        def predict_step(self, batch, batch_idx):
+            return self(batch[0])
+
+    t = ember.Trainer(fast_dev_run=2, default_root_dir=str(tmp_path), enable_progress_bar=False, max_epochs=5)
+    t.fit(M(), make_loader(), make_loader())
+    assert t.global_step == 2 and seen == [0, 1] and t.logger is None
+    assert list(tmp_path.iterdir()) == []
+    assert len(t.predict(M(), make_loader())) == 2
+
+
+def test_min_epochs_and_min_steps_hold_back_a_stop_request(tmp_path):
+    class StopAtOnce(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            trainer.should_stop = True
+
+    t = ember.Trainer(min_epochs=2, max_epochs=5, callbacks=[StopAtOnce()], **trainer_kwargs(tmp_path))
+    t.fit(TinyModel(), make_loader())
+    assert t.current_epoch == 2 and t.global_step == 8  # the stop waited until two epochs were done
+    t = ember.Trainer(min_steps=3, max_epochs=5, callbacks=[StopAtOnce()], **trainer_kwargs(tmp_path))
+    t.fit(TinyModel(), make_loader())
+    assert t.global_step == 3
+
+
+def test_inference_mode_and_detect_anomaly(tmp_path):
+    modes = []
+
+    class M(TinyModel):
+        def training_step(self, batch, batch_idx):
+            modes.append(("anomaly", torch.is_anomaly_enabled()))
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            modes.append(("inference", torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+
+    ember.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0, detect_anomaly=True,
+                  **trainer_kwargs(tmp_path)).fit(M(), make_loader(), make_loader())
+    ember.Trainer(inference_mode=False, **trainer_kwargs(tmp_path)).validate(M(), make_loader(n=8), verbose=False)
+    assert modes == [("anomaly", True), ("inference", True, False), ("inference", False, False)]
+    assert not torch.is_anomaly_enabled()
+
+
+def test_deterministic_and_benchmark_set_the_torch_flags():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        ember.Trainer(deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        ember.Trainer(deterministic=False, benchmark=True)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+def test_model_summary_is_logged_at_fit_start(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer(max_steps=1, **trainer_kwargs(tmp_path, checkpoint_callback=False)).fit(TinyModel(), make_loader())
+    assert "Sequential" in caplog.text and "Total params" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer(max_steps=1, enable_model_summary=False,
+                      **trainer_kwargs(tmp_path, checkpoint_callback=False)).fit(TinyModel(), make_loader())
+    assert "Total params" not in caplog.text
