@@ -41,7 +41,7 @@ class Loop:
         return self.gathered
 
     def load_state_dict(self, state: dict) -> None:
-        self.resume = self.strategy.scatter_loop_state(state, self.path)
+        self.resume = state  # checkpoint.state.restore has taken this rank's own entries out of loops.fit.ranks
 
 
 def main() -> None:
