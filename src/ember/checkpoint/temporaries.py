@@ -20,7 +20,8 @@ import socket
 import time
 from pathlib import Path
 
-__all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "temp_name", "writer_tag"]
+__all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "pid_alive", "temp_name",
+           "writer_tag"]
 
 TMP_PREFIX = ".ember-tmp-"
 TMP_SUFFIX = ".part"
@@ -78,7 +79,9 @@ def _writer_of(name: str) -> tuple[str | None, int | None]:
     return None, int(fields[0]) if fields[0].isdigit() else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` may be running on this machine (this process's own PID, and any PID
+    that cannot be checked, count as alive: nothing of theirs is removed)."""
     if pid == os.getpid() or pid <= 0:
         return True
     try:
@@ -95,7 +98,7 @@ def _pid_alive(pid: int) -> bool:
 def _is_stale(entry: Path) -> bool:
     tag, pid = _writer_of(entry.name)
     if tag == writer_tag() and pid is not None:
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
     try:
         return time.time() - entry.lstat().st_mtime > STALE_AFTER_S
     except OSError:
