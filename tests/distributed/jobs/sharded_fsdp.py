@@ -6,6 +6,7 @@ usage: torchrun --nproc-per-node N sharded_fsdp.py save OUT    train a step, sav
                                                                OUT/run.ckpt; rank 0 writes OUT/loaded-N.ckpt
        torchrun --nproc-per-node N sharded_fsdp.py loop OUT    save OUT/last.ckpt again and again (step i:
                                                                every weight = i); prints "saved i" on rank 0
+       python sharded_fsdp.py MODE OUT --launch N               the same through ember's launcher
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.distributed.fsdp import fully_shard
 
 import ember
 from ember.checkpoint.sharded import load_sharded, save_sharded
+from ember.distributed import launch
 
 
 def model(mesh, width: int = 8) -> torch.nn.Module:
@@ -43,7 +45,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=("save", "load", "loop"))
     ap.add_argument("out")
+    ap.add_argument("--launch", type=int, default=0)
     args = ap.parse_args()
+    if args.launch:
+        launch(args.launch)
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     m = model(mesh)
