@@ -41,7 +41,8 @@ def state_of(m: torch.nn.Module, step: int) -> dict:
             "hyper_parameters": {"lr": 0.1, "layers": (8, 9, 3), "name": "tiny"}, "replicated": torch.arange(5)}
 
 
-def main() -> None:
+def main() -> bool:
+    """Returns whether the job runs under ember's launcher."""
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=("save", "load", "loop"))
     ap.add_argument("out")
@@ -86,7 +87,16 @@ def main() -> None:
                 print(f"saved {i}", flush=True)
     dist.barrier()
     dist.destroy_process_group()
+    return bool(args.launch)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if not main():
+        # Under torchrun, every rank is done and the group destroyed: leave without the interpreter's
+        # teardown. On torch 2.13 (CPU, gloo) a 3-rank load job sometimes aborted there ("terminate
+        # called without an active exception", SIGABRT) after every rank had finished, about 1 run in 5,
+        # and torchrun reported the job failed; the tests check what the job wrote. (Under ember's
+        # launcher rank 0 must exit normally: its exit handler waits for the other ranks.)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
