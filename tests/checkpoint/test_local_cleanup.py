@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 import ember
+from ember.checkpoint.sharded import read_full, save_sharded
 from ember.checkpoint.storage import LocalStorage
 from ember.checkpoint.temporaries import TMP_PREFIX, is_temporary, pid_alive
 from tiny import TinyModel, make_loader, trainer_kwargs
@@ -31,11 +32,29 @@ SHARDED = """
     import sys, time
     import torch
     from ember.checkpoint.sharded import commit, save_sharded
-    def stuck(tmp, target):  # the folder is written and committed; killed before it gets its name
+    target = sys.argv[1] + "/last.ckpt"
+    save_sharded({"state_dict": torch.nn.Linear(2, 2).state_dict(), "global_step": 1}, target)
+    def stuck(tmp, target):  # the second save is written and committed; killed before it gets the name
         print("ready", flush=True)
         time.sleep(600)
     commit.publish = stuck
-    save_sharded({"state_dict": torch.nn.Linear(2, 2).state_dict(), "global_step": 3}, sys.argv[1] + "/last.ckpt")
+    save_sharded({"state_dict": torch.nn.Linear(2, 2).state_dict(), "global_step": 2}, target)
+"""
+FALLBACK_GAP = """
+    import os, sys, time
+    import torch
+    from ember.checkpoint.sharded import commit, save_sharded
+    target = sys.argv[1] + "/last.ckpt"
+    save_sharded({"state_dict": torch.nn.Linear(2, 2).state_dict(), "global_step": 1}, target)
+    commit._exchange = lambda a, b: False  # a system without renameat2: the fallback publish
+    rename = os.rename
+    def stuck(a, b):
+        if str(b) == target:  # the old checkpoint is already renamed aside; killed before the new one moves in
+            print("ready", flush=True)
+            time.sleep(600)
+        rename(a, b)
+    os.rename = stuck
+    save_sharded({"state_dict": torch.nn.Linear(2, 2).state_dict(), "global_step": 2}, target)
 """
 
 
@@ -87,7 +106,20 @@ def test_cleanup_keeps_the_committed_checkpoints_and_removes_only_dead_writers_t
     finally:
         kill(live)
     assert ember.load_checkpoint(tmp_path / "sub" / "a.ckpt")["global_step"] == 1
-    assert not (tmp_path / "last.ckpt").exists()  # the killed sharded save never got its name
+    assert read_full(tmp_path / "last.ckpt")["global_step"] == 1  # the killed second save never got the name
+
+
+def test_the_only_copies_left_by_a_kill_inside_the_fallback_publish_are_kept(tmp_path):
+    """Killed between the fallback's two renames: nothing at last.ckpt, the old and the new checkpoint
+    complete at temporary names. Neither is removed (moved back by hand, docs/FORMAT.md 9.3)."""
+    kill(start_writer(FALLBACK_GAP, tmp_path))
+    left = temporaries(tmp_path)
+    assert not (tmp_path / "last.ckpt").exists() and len(left) == 2
+    assert LocalStorage(tmp_path).cleanup() == [] and temporaries(tmp_path) == left
+    assert sorted(read_full(tmp_path / name)["global_step"] for name in left) == [1, 2]
+    save_sharded({"global_step": 3}, tmp_path / "last.ckpt")  # a checkpoint at the name again
+    assert LocalStorage(tmp_path).cleanup() == left and temporaries(tmp_path) == []
+    assert read_full(tmp_path / "last.ckpt")["global_step"] == 3
 
 
 def test_cleanup_of_a_folder_that_does_not_exist_yet_removes_nothing(tmp_path):

@@ -105,16 +105,33 @@ def _is_stale(entry: Path) -> bool:
         return False
 
 
+def _target_of(name: str) -> str | None:
+    """The target name a temporary was made for (None for ember 0.1 names)."""
+    fields = name[len(TMP_PREFIX):-len(TMP_SUFFIX)].split("-", 3)
+    return fields[3] if len(fields) == 4 else None
+
+
+def _only_copy(entry: Path) -> bool:
+    """A committed sharded checkpoint folder (its ``metadata.json`` written) whose target name holds
+    nothing: what a writer killed between the two renames of the fallback publish leaves (the old and
+    new checkpoints both at temporary names, ``sharded/commit.py``). Kept: it may be the only copy."""
+    target = _target_of(entry.name)
+    return entry.is_dir() and (entry / "metadata.json").is_file() and not (
+        target and os.path.lexists(entry.parent / target))
+
+
 def clean_stale_temp_files(folder: Path) -> list[Path]:
-    """Remove temporary files left in ``folder`` by writers that are provably gone (e.g. killed with -9):
-    same machine and PID namespace with a PID no longer running, or untouched for ``STALE_AFTER_S``."""
+    """Remove temporary files and folders left in ``folder`` by writers that are provably gone (e.g.
+    killed with -9): same machine and PID namespace with a PID no longer running, or untouched for
+    ``STALE_AFTER_S``. A committed sharded folder whose target name holds nothing is kept (it may be
+    the only copy of a checkpoint; see ``_only_copy``)."""
     removed = []
     try:
         entries = [p for p in Path(folder).iterdir() if is_temporary(p.name)]
     except OSError:
         return removed
     for p in entries:
-        if not _is_stale(p):
+        if not _is_stale(p) or _only_copy(p):
             continue
         try:
             if p.is_dir() and not p.is_symlink():
