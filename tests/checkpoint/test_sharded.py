@@ -170,9 +170,30 @@ def test_consolidate_writes_one_verified_file(tmp_path):
     assert_same(ember.load_checkpoint(tmp_path / "one.ckpt"), read_full(tmp_path / "run.ckpt"))
 
 
+URL_REFUSED = (r"local folders only \(a path, or file://\), received 's3://bucket/run.ckpt'\. To save: .*"
+               r"`ember ckpt consolidate FOLDER s3://\.\.\./NAME\.ckpt`.*To read .*copy it to a local folder first")
+
+
 def test_urls_are_refused_with_what_to_do():
-    with pytest.raises(CheckpointError, match="local folders only.*consolidate"):
+    with pytest.raises(CheckpointError, match=URL_REFUSED):
         save_sharded({"w": torch.ones(1)}, "s3://bucket/run.ckpt")
+
+
+@pytest.mark.parametrize("read", [read_full, verify_sharded, lambda url: load_sharded({}, url),
+                                  lambda url: consolidate(url, "one.ckpt")],
+                         ids=["read_full", "verify_sharded", "load_sharded", "consolidate"])
+def test_reads_of_a_url_are_refused_with_what_to_do_before_anything_is_read(read):
+    with pytest.raises(CheckpointError, match=URL_REFUSED):
+        read("s3://bucket/run.ckpt")
+    assert not is_sharded_checkpoint("s3://bucket/run.ckpt")
+
+
+def test_file_urls_are_local_folders_and_storage_options_are_refused_for_them(tmp_path):
+    save_sharded({"w": torch.ones(2)}, f"file://{tmp_path}/run.ckpt")
+    assert torch.equal(read_full(tmp_path / "run.ckpt")["w"], torch.ones(2))
+    with pytest.raises(CheckpointError, match="storage_options are for URLs; .* pass storage_options=None"):
+        save_sharded({"w": torch.ones(2)}, tmp_path / "other.ckpt", storage_options={"anon": True})
+    assert not (tmp_path / "other.ckpt").exists()
 
 
 class _Payload:

@@ -22,14 +22,27 @@ def saved(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def saved_under_launcher(tmp_path_factory):
+    """The same job started as a plain ``python sharded_fsdp.py save OUT --launch 2`` (ember's launcher)."""
+    out = tmp_path_factory.mktemp("fsdp-launcher")
+    r = jobrunner.run("launcher", "sharded_fsdp.py", "save", str(out))
+    assert r.returncode == 0, r.output
+    return out
+
+
 def test_each_rank_wrote_its_file_and_rank_zero_the_metadata(saved):
     assert sorted(p.name for p in (saved / "run.ckpt").iterdir()) == \
         ["metadata.json", "rank-00000.safetensors", "rank-00001.safetensors"]
     verify_sharded(saved / "run.ckpt")
 
 
-def test_read_full_in_a_plain_process_equals_the_full_state_dict(saved):
+@pytest.mark.parametrize("how", ["torchrun", "launcher"])
+def test_read_full_in_a_plain_process_equals_the_full_state_dict(request, how):
     """The reference is get_model_state_dict(model, full_state_dict=True) gathered by the job."""
+    saved = request.getfixturevalue({"torchrun": "saved", "launcher": "saved_under_launcher"}[how])
+    assert sorted(p.name for p in (saved / "run.ckpt").iterdir()) == \
+        ["metadata.json", "rank-00000.safetensors", "rank-00001.safetensors"]
     full = read_full(saved / "run.ckpt")
     ref = ember.load_checkpoint(saved / "full.ckpt")["state_dict"]
     assert list(full["state_dict"]) == list(ref)

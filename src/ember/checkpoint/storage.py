@@ -191,6 +191,18 @@ class LocalStorage(Storage):
     def describe(self, name: str = "") -> str:
         return str(self._path(name)) if name else str(self.root)
 
+    def cleanup(self) -> list[str]:
+        """Remove the temporaries that writers killed mid-save left anywhere under the root: the
+        temporary files of single-file saves and the temporary folders of sharded saves, each once its
+        writer is provably gone (``temporaries.py``: this machine and PID namespace with its PID no
+        longer running, or untouched for ``STALE_AFTER_S``). A running writer's are left alone.
+        Returns the names removed, relative to the root."""
+        removed = []
+        for dirpath, dirnames, _ in os.walk(self.root):  # nothing when the root does not exist yet
+            dirnames[:] = [d for d in dirnames if not is_temporary(d)]  # a temporary is removed whole, or kept
+            removed += [p.relative_to(self.root).as_posix() for p in clean_stale_temp_files(Path(dirpath))]
+        return sorted(removed)
+
     def local_path(self, name: str) -> Path | None:
         return self._path(name)
 

@@ -20,7 +20,8 @@ import socket
 import time
 from pathlib import Path
 
-__all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "temp_name", "writer_tag"]
+__all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "pid_alive", "temp_name",
+           "writer_tag"]
 
 TMP_PREFIX = ".ember-tmp-"
 TMP_SUFFIX = ".part"
@@ -78,7 +79,9 @@ def _writer_of(name: str) -> tuple[str | None, int | None]:
     return None, int(fields[0]) if fields[0].isdigit() else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` may be running on this machine (this process's own PID, and any PID
+    that cannot be checked, count as alive: nothing of theirs is removed)."""
     if pid == os.getpid() or pid <= 0:
         return True
     try:
@@ -95,23 +98,40 @@ def _pid_alive(pid: int) -> bool:
 def _is_stale(entry: Path) -> bool:
     tag, pid = _writer_of(entry.name)
     if tag == writer_tag() and pid is not None:
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
     try:
         return time.time() - entry.lstat().st_mtime > STALE_AFTER_S
     except OSError:
         return False
 
 
+def _target_of(name: str) -> str | None:
+    """The target name a temporary was made for (None for ember 0.1 names)."""
+    fields = name[len(TMP_PREFIX):-len(TMP_SUFFIX)].split("-", 3)
+    return fields[3] if len(fields) == 4 else None
+
+
+def _only_copy(entry: Path) -> bool:
+    """A committed sharded checkpoint folder (its ``metadata.json`` written) whose target name holds
+    nothing: what a writer killed between the two renames of the fallback publish leaves (the old and
+    new checkpoints both at temporary names, ``sharded/commit.py``). Kept: it may be the only copy."""
+    target = _target_of(entry.name)
+    return entry.is_dir() and (entry / "metadata.json").is_file() and not (
+        target and os.path.lexists(entry.parent / target))
+
+
 def clean_stale_temp_files(folder: Path) -> list[Path]:
-    """Remove temporary files left in ``folder`` by writers that are provably gone (e.g. killed with -9):
-    same machine and PID namespace with a PID no longer running, or untouched for ``STALE_AFTER_S``."""
+    """Remove temporary files and folders left in ``folder`` by writers that are provably gone (e.g.
+    killed with -9): same machine and PID namespace with a PID no longer running, or untouched for
+    ``STALE_AFTER_S``. A committed sharded folder whose target name holds nothing is kept (it may be
+    the only copy of a checkpoint; see ``_only_copy``)."""
     removed = []
     try:
         entries = [p for p in Path(folder).iterdir() if is_temporary(p.name)]
     except OSError:
         return removed
     for p in entries:
-        if not _is_stale(p):
+        if not _is_stale(p) or _only_copy(p):
             continue
         try:
             if p.is_dir() and not p.is_symlink():

@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ember.checkpoint.temporaries import pid_alive
 from ember.distributed import group
 from ember.distributed.env import DistributedError, JobEnv
 from ember.distributed.failure import EXIT_PEER_FAILED, reported_here
@@ -208,7 +209,7 @@ def _tie_to_parent() -> None:
         return
     parent_pid = int(parent)
     if os.getppid() != parent_pid:
-        if _alive(parent_pid):
+        if pid_alive(parent_pid):
             return  # a grandchild that inherited the variable: not ours to tie
         os._exit(EXIT_PEER_FAILED)  # rank 0 is already gone
     if sys.platform.startswith("linux"):
@@ -228,12 +229,3 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.5)
     os._exit(EXIT_PEER_FAILED)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

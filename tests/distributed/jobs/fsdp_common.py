@@ -1,18 +1,15 @@
 """What the FSDP jobs and their tests share: the model, the global batches, and the seam to the folder
-checkpoint (torch's DCP today; ``ember.checkpoint.sharded`` once it is merged: change the three
-functions at the bottom, nothing else)."""
+checkpoint (``ember.checkpoint.sharded``: ember's own writer and reader, no pickle on disk)."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+from ember.checkpoint.sharded import load_sharded, read_full, save_sharded
 
 STEPS, GLOBAL_BATCH = 4, 12  # 12 rows divide among 1, 2 and 3 ranks
 
@@ -53,23 +50,16 @@ def shard(batch, rank: int, world: int):
 
 # ---------------------------------------------------------------- the seam to the folder checkpoint
 def save_folder(state: dict[str, Any], location: Path | str) -> None:
-    """Collective (every rank): ember.checkpoint.sharded.save_sharded(state, location) at merge."""
-    dcp.save(state, storage_writer=FileSystemWriter(str(location)))
+    """Collective (every rank): the sharded checkpoint folder ``location``."""
+    save_sharded(state, location)
 
 
 def load_folder(state: dict[str, Any], location: Path | str) -> dict[str, Any]:
-    """Collective: ember.checkpoint.sharded.load_sharded(state, location) at merge. Fills the tensors of
-    ``state`` in place (resharding); returns them with the saved entries ``state`` lacks."""
-    reader = FileSystemReader(str(location))
-    dcp.load(state, storage_reader=reader)
-    saved_tops = {path[0] for path in reader.read_metadata().planner_data.values()}
-    rest = saved_tops - set(state)
-    return {**(_load_state_dict_from_keys(rest, storage_reader=FileSystemReader(str(location))) if rest else {}),
-            **state}
+    """Collective: fills the tensors of ``state`` in place (resharding); returns the whole checkpoint,
+    with the saved entries ``state`` lacks."""
+    return load_sharded(state, location)
 
 
 def read_folder_full(location: Path | str) -> dict[str, Any]:
-    """One plain process: ember.checkpoint.sharded.read_full(location) at merge."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "torch.distributed is unavailable or uninitialized")
-        return _load_state_dict_from_keys(storage_reader=FileSystemReader(str(location)))
+    """One plain process: every value whole."""
+    return read_full(location)

@@ -12,7 +12,8 @@ that a fit's storage ``cleanup()`` removes it once its writer is gone). Once the
 * where the exchange is not available (other systems, some filesystems): the old target is renamed to
   a temporary name, the new folder to the target, the old one removed. A kill between the two renames
   leaves no checkpoint at the name but both complete ones at temporary names (moved back by hand;
-  removed by a later fit's cleanup once the writer is gone): a known gap of this fallback only.
+  cleanup keeps them while nothing is at the name, ``temporaries._only_copy``): a known gap of this
+  fallback only.
 """
 
 from __future__ import annotations
