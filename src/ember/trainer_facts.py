@@ -8,6 +8,7 @@ from dataclasses import replace
 import torch
 
 from ember import distributed
+from ember.callbacks.early_stopping import EarlyStopping
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint.manager import CheckpointManager
 from ember.data import length, limit_batches
@@ -202,6 +203,15 @@ class TrainerFacts:
     @property
     def checkpoint_callback(self) -> ModelCheckpoint | None:
         cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def early_stopping_callbacks(self) -> list[EarlyStopping]:
+        return [cb for cb in self.callbacks if isinstance(cb, EarlyStopping)]
+
+    @property
+    def early_stopping_callback(self) -> EarlyStopping | None:
+        cbs = self.early_stopping_callbacks
         return cbs[0] if cbs else None
 
     @property
