@@ -265,12 +265,11 @@ class Module(ModelHooks, nn.Module):
         function ``(storage, location) -> storage`` (ember files are saved from the CPU: location
         ``"cpu"``); the model ends on the device of its loaded weights. ``strict=False`` loads the
         keys that match and warns about the others.
-        ``kwargs`` override saved hyperparameters or supply init arguments that were not saved;
+        ``hparams_file`` (a ``.yaml`` such as a logger's ``hparams.yaml``, or a ``key,value`` ``.csv``)
+        overrides saved hyperparameters; ``kwargs`` override both or supply init arguments not saved;
         ``storage_options`` go to the backend of a URL. The global random state is left as it was
         (building a model draws random numbers).
         """
-        if hparams_file is not None:
-            raise MisconfigurationError("hparams_file is not supported; pass the values as keyword arguments.")
         from ember.checkpoint.io import load_checkpoint
         from ember.checkpoint.maps import apply_map_location, read_location, weights_device
 
@@ -281,6 +280,10 @@ class Module(ModelHooks, nn.Module):
             raise CheckpointMismatchError(
                 f"{checkpoint_path} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}."
             )
+        if hparams_file is not None:  # its values win over the checkpoint's; kwargs win over both
+            from ember.hparams_file import read_hparams_file
+
+            ckpt["hyper_parameters"] = {**(ckpt.get("hyper_parameters") or {}), **read_hparams_file(hparams_file)}
         init_kwargs = _init_kwargs_from_checkpoint(cls, ckpt, kwargs, checkpoint_path)
         with preserved_rng():
             model = cls(**init_kwargs)
@@ -303,8 +306,9 @@ class Module(ModelHooks, nn.Module):
         to_onnx(self, file_path, input_sample, **kwargs)
 
 
-# TorchScript compiles every property of a scripted module's class; these read the Trainer.
-Module.__jit_unused_properties__ = [n for n, v in vars(Module).items() if isinstance(v, property)]
+# TorchScript compiles every property of a scripted module's class (inherited ones too); these read the Trainer.
+Module.__jit_unused_properties__ = [n for k in Module.__mro__ if k not in nn.Module.__mro__
+                                    for n, v in vars(k).items() if isinstance(v, property)]
 
 LightningModule = Module
 
