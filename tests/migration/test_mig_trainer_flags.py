@@ -164,6 +164,13 @@ def test_enable_progress_bar_false_prints_nothing(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.xfail(strict=True, reason="ember's Trainer has no progress_bar_callback property (Lightning's: the "
+                   "progress bar callback, None with enable_progress_bar=False)")
+def test_progress_bar_callback_property(tmp_path):
+    trainer, _ = fit(tmp_path, max_epochs=1, enable_progress_bar=False)
+    assert trainer.progress_bar_callback is None
+
+
 def test_default_root_dir_holds_logs_and_checkpoints(tmp_path):
     trainer, _ = fit(tmp_path, max_epochs=1, logger=True)
     assert trainer.default_root_dir == str(tmp_path)
