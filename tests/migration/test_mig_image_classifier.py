@@ -95,6 +95,14 @@ def test_accuracy_objects_are_logged_under_their_names(trained):
     assert callback_metrics["val_acc"] > 0.85
 
 
+def test_early_stopping_tracked_the_best_val_loss(trained):
+    _, trainer, (callback_metrics, _), _, _ = trained
+    stopping = trainer.early_stopping_callback
+    assert isinstance(stopping, EarlyStopping) and stopping.monitor == "val_loss"
+    assert float(stopping.best_score) <= float(callback_metrics["val_loss"])
+    assert 0 <= stopping.wait_count <= 2 and trainer.current_epoch <= 6
+
+
 def test_best_checkpoint_is_the_best_val_acc_in_lightnings_folder(trained):
     root, trainer, _, checkpoint, results = trained
     folder = root / "digits" / "version_0"
