@@ -143,3 +143,18 @@ def test_with_validation_every_other_epoch_early_stopping_checks_after_each_vali
                             logger=False, check_val_every_n_epoch=2)
     trainer.fit(Val(), make_loader(), make_loader(n=8))
     assert es.stopped_epoch == 5  # validations after epochs 1, 3, 5: best, wait 1, wait 2
+
+
+def test_early_stopping_ignores_the_sanity_check_and_validate_outside_fit(tmp_path):
+    class Worse(TinyModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", float(self.current_epoch))  # only gets worse: each check during fit waits
+
+    es = EarlyStopping("v", patience=5)
+    trainer = ember.Trainer(default_root_dir=str(tmp_path), max_epochs=2, callbacks=[es], enable_progress_bar=False,
+                            logger=False)
+    model = Worse()
+    trainer.fit(model, make_loader(), make_loader(n=8))  # the sanity check's value (epoch 0) is not a check
+    assert (es.best_score, es.wait_count) == (0.0, 1)
+    trainer.validate(model, make_loader(n=8), verbose=False)
+    assert es.wait_count == 1

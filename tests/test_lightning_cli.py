@@ -101,14 +101,29 @@ def test_an_existing_config_is_not_overwritten_unless_asked(tmp_path):
     LightningCLI(TinyModel, Data, args=args, save_config_callback=None)
 
 
-@pytest.mark.parametrize("sub", ["validate", "test", "predict"])
-def test_evaluation_subcommands_run_when_the_trainer_has_them(tmp_path, sub):
-    if not hasattr(ember.Trainer, sub):
-        pytest.skip(f"Trainer.{sub} is not on this branch yet (another branch adds it)")
-    fitted = LightningCLI(TinyModel, Data, args=["fit", *base(tmp_path, "--trainer.max_epochs=1")])
+class EvalModel(TinyModel):
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", torch.nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).argmax(1)
+
+
+class EvalData(Data):
+    def val_dataloader(self):
+        return make_loader(n=self.n, batch_size=self.batch_size, shuffle=False)
+
+    test_dataloader = predict_dataloader = val_dataloader
+
+
+@pytest.mark.parametrize("sub, result", [("validate", "val_loss"), ("test", "test_loss"), ("predict", None)])
+def test_evaluation_subcommands_load_the_checkpoint_and_run(tmp_path, sub, result):
+    fitted = LightningCLI(EvalModel, EvalData, args=["fit", *base(tmp_path, "--trainer.max_epochs=1")])
     ckpt = fitted.trainer.checkpoint_callback.best_model_path
-    cli = LightningCLI(TinyModel, Data, args=[sub, *base(tmp_path, "--trainer.logger=false"), "--ckpt_path", ckpt])
-    assert cli.subcommand == sub
+    cli = LightningCLI(EvalModel, EvalData, args=[sub, *base(tmp_path, "--trainer.logger=false"), "--ckpt_path", ckpt])
+    assert cli.subcommand == sub and cli.trainer.ckpt_path == ckpt
+    if result is not None:
+        assert result in cli.trainer.callback_metrics
 
 
 def test_the_cli_is_reachable_as_lightning_spells_it():

@@ -29,7 +29,8 @@ def test_unsupported_arguments_are_refused_by_name(kwargs, message):
 def test_lightning_defaults_of_unimplemented_arguments_are_accepted():
     t = ember.Trainer(max_time=None, overfit_batches=0.0, sync_batchnorm=False, devices=1, strategy="auto",
                       num_nodes=1, accelerator="cpu")
-    assert (t.devices, t.strategy, t.num_nodes, t.accelerator) == (1, "auto", 1, "cpu")
+    assert (t.devices, t.num_nodes, t.accelerator, t.world_size) == (1, 1, "cpu", 1)
+    assert t.strategy is None  # one process
 
 
 def test_fast_dev_run_runs_n_batches_of_each_stage_without_checkpoints_or_logs(tmp_path):

@@ -141,7 +141,9 @@ def split_datamodule(loaders: Any, datamodule: Any) -> tuple[Any, Any]:
             raise MisconfigurationError("a datamodule was passed twice (in place of the loaders and as "
                                         "datamodule=); pass it once.")
         return None, loaders
-    if datamodule is not None and not isinstance(datamodule, LightningDataModule):
+    if datamodule is not None and not isinstance(datamodule, LightningDataModule) and not any(
+            callable(getattr(datamodule, m, None)) for m in LOADER_METHODS.values()):
         raise MisconfigurationError(
-            f"datamodule must be an ember.LightningDataModule; received {type(datamodule).__name__}.")
+            f"datamodule must be an ember.LightningDataModule (or an object with *_dataloader() methods); received "
+            f"{type(datamodule).__name__}.")
     return loaders, datamodule

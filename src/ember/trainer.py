@@ -129,6 +129,7 @@ class Trainer(TrainerFacts):
         self._train_loader = None
         self._stop_requests = StopRequests()
         self._failing = False  # fit is failing: saves gather nothing from other ranks
+        self.fitting = False  # inside fit() (Lightning's trainer.state.fn == "fit")
 
     def _set_outputs(self, logger, enable_progress_bar: bool) -> None:
         """The loggers (they log on rank 0 only) and the progress bar (rank 0 only)."""
@@ -165,7 +166,7 @@ class Trainer(TrainerFacts):
         train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
         hooks = self._attach(model, datamodule)
-        strategy, self._failing = self.strategy, False
+        strategy, self._failing, self.fitting = self.strategy, False, True
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
                 with self._stop_requests, _anomaly(self.detect_anomaly):
@@ -180,6 +181,7 @@ class Trainer(TrainerFacts):
             raise
         finally:
             model.__dict__["_logged"] = None
+            self.fitting = False
             if self.is_global_zero:
                 group = _loggers.LoggerGroup(self.loggers)
                 group.flush()

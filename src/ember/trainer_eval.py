@@ -28,18 +28,22 @@ def setup(trainer, hooks: Hooks, stage: str) -> None:
     datamodule, the callbacks and the module, then configure_model."""
     dm = trainer.datamodule
     if trainer.local_rank == 0:
-        if dm is not None:
-            dm.prepare_data()
+        _call(dm, "prepare_data")
         hooks.module_hook("prepare_data")
-    if dm is not None:
-        dm.setup(stage)
+    _call(dm, "setup", stage)
     hooks("setup", stage)
     hooks.module_hook("configure_model")
 
 
+def _call(dm: Any, hook: str, *args: Any) -> None:
+    """A datamodule's hook, if it has one (a plain object with *_dataloader() methods may serve as one)."""
+    fn = getattr(dm, hook, None)
+    if callable(fn):
+        fn(*args)
+
+
 def teardown(trainer, hooks: Hooks, stage: str) -> None:
-    if trainer.datamodule is not None:
-        trainer.datamodule.teardown(stage)
+    _call(trainer.datamodule, "teardown", stage)
     hooks("teardown", stage)
 
 
@@ -126,13 +130,13 @@ def load_for_evaluation(trainer, ckpt_path) -> None:
 def dump_datamodule(dm: Any, ckpt: dict) -> None:
     if dm is None:
         return
-    state = dm.state_dict()
+    state = dm.state_dict() if callable(getattr(dm, "state_dict", None)) else None
     if state:
         ckpt[type(dm).__qualname__] = state
-    if dm.hparams:
+    if getattr(dm, "hparams", None):
         ckpt[DATAMODULE_HPARAMS] = dict(dm.hparams)
 
 
 def restore_datamodule(dm: Any, ckpt: dict) -> None:
-    if dm is not None and type(dm).__qualname__ in ckpt:
+    if dm is not None and type(dm).__qualname__ in ckpt and callable(getattr(dm, "load_state_dict", None)):
         dm.load_state_dict(ckpt[type(dm).__qualname__])

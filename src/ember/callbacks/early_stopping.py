@@ -96,8 +96,8 @@ class EarlyStopping(Callback):
         return None
 
     def _run_check(self, trainer) -> None:
-        if trainer.should_stop:
-            return
+        if trainer.should_stop or getattr(trainer, "sanity_checking", False) or not getattr(trainer, "fitting", True):
+            return  # as Lightning: only while fitting, never on the sanity check's values
         current = self._current(trainer)
         if current is None:
             return
