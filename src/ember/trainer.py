@@ -121,6 +121,9 @@ class Trainer(TrainerFacts):
         self.checkpoint_writer = ShardedWriter(storage_options) if self._sharded else CheckpointWriter()
         self._hub = MetricsHub(None)
         self.reduce = self.strategy.reduce if self.strategy is not None else None  # self.log(..., sync_dist=True)
+        self._reset_run_state()
+
+    def _reset_run_state(self) -> None:
         self.module = self.datamodule = self.ckpt_path = None
         self.fit_loop: FitLoop | None = None
         self.sanity_checking = False
