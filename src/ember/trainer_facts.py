@@ -89,6 +89,18 @@ class TrainerFacts:
         return hooks.stage if hooks is not None else None
 
     @property
+    def progress_bar_callback(self):
+        """The progress bar: a progress-bar callback (``TQDMProgressBar``) if one was given, else ember's
+        own bar while it is enabled, else None (``enable_progress_bar=False``, or not rank 0)."""
+        from ember.callbacks.progress_bar import ProgressBarCallback
+
+        for cb in self.callbacks:
+            if isinstance(cb, ProgressBarCallback):
+                return cb
+        bar = getattr(self, "_bar", None)
+        return bar if bar is not None and bar.enabled else None
+
+    @property
     def training(self) -> bool:
         return self._stage() == "train"
 

@@ -157,8 +157,6 @@ def test_fit_from_last_continues_at_the_next_epoch(trained):
     assert set(os.listdir(root / "steps")) == {f"step={s}.ckpt" for s in range(8, 49, 8)}
 
 
-@pytest.mark.xfail(strict=True, reason="ember's best_model_score / best_k_models values are floats; Lightning's are "
-                   "tensors, so Lightning code calling best_model_score.item() fails")
 def test_best_model_score_is_a_tensor_as_in_lightning(trained):
     best = trained[3]
     assert best.best_model_score.item() == min(v.item() for v in best.best_k_models.values())

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember as pl
-from ember.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from ember.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from ember.loggers import CSVLogger, TensorBoardLogger
 
 
@@ -164,11 +164,12 @@ def test_enable_progress_bar_false_prints_nothing(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.xfail(strict=True, reason="ember's Trainer has no progress_bar_callback property (Lightning's: the "
-                   "progress bar callback, None with enable_progress_bar=False)")
 def test_progress_bar_callback_property(tmp_path):
     trainer, _ = fit(tmp_path, max_epochs=1, enable_progress_bar=False)
     assert trainer.progress_bar_callback is None
+    bar = TQDMProgressBar(refresh_rate=5)
+    trainer, _ = fit(tmp_path, max_epochs=1, callbacks=[bar])
+    assert trainer.progress_bar_callback is bar
 
 
 def test_default_root_dir_holds_logs_and_checkpoints(tmp_path):

@@ -6,6 +6,8 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import torch
+
 from ember import compat
 from ember.callbacks.base import Callback
 from ember.checkpoint import policies
@@ -109,21 +111,23 @@ class ModelCheckpoint(Callback):
         return self.manager.location(best.name) if best else ""
 
     @property
-    def best_model_score(self) -> float | None:
+    def best_model_score(self) -> torch.Tensor | None:
+        """The best checkpoint's monitored value, a 0-dim tensor as in Lightning (None before one is saved)."""
         best = self.manager.best
-        return best.score if best else None
+        return _tensor(best.score) if best else None
 
     @property
-    def best_k_models(self) -> dict[str, float | None]:
+    def best_k_models(self) -> dict[str, torch.Tensor | None]:
+        """Location -> monitored value (a 0-dim tensor, as in Lightning; the global step without a monitor)."""
         m = self.manager
-        return {m.location(r.name): (r.score if m.monitor else float(r.global_step)) for r in m.book.records}
+        return {m.location(r.name): _tensor(r.score if m.monitor else float(r.global_step)) for r in m.book.records}
 
     @property
     def kth_best_model_path(self) -> str:
         return self.manager.state_dict()["kth_best_model_path"]
 
     @property
-    def kth_value(self) -> float | None:
+    def kth_value(self) -> torch.Tensor | None:
         kth = self.kth_best_model_path
         return self.best_k_models.get(kth) if kth else None
 
@@ -153,6 +157,10 @@ class ModelCheckpoint(Callback):
 
     def on_train_end(self, trainer, module) -> None:
         self.manager.on_train_end(trainer.dump_checkpoint, **_facts(trainer))
+
+
+def _tensor(score: float | None) -> torch.Tensor | None:
+    return None if score is None else torch.tensor(float(score))
 
 
 def _facts(trainer) -> dict[str, Any]:
