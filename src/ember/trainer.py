@@ -118,7 +118,8 @@ class Trainer(TrainerFacts):
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
         self._set_outputs(logger, enable_progress_bar)
-        self.checkpoint_writer = ShardedWriter(storage_options) if self._sharded else CheckpointWriter()
+        self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self.strategy, "timeout", None))
+                                  if self._sharded else CheckpointWriter())
         self._hub = MetricsHub(None)
         self.reduce = self.strategy.reduce if self.strategy is not None else None  # self.log(..., sync_dist=True)
         self._reset_run_state()

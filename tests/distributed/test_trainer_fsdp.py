@@ -121,3 +121,10 @@ def test_fsdp_job_killed_during_saves_leaves_only_good_folders_and_resumes_exact
                          "--resume")
     assert done.returncode == 0, done.output
     assert _equal(_weights(tmp_path / "rank1.ckpt"), _weights(uninterrupted / "rank1.ckpt"))
+
+
+@pytest.mark.parametrize("how", ["launcher", "torchrun"])
+def test_a_background_sharded_save_holds_the_state_of_the_moment_it_was_called(how, tmp_path):
+    r = jobrunner.run(how, "sharded_background.py", str(tmp_path))
+    assert r.returncode == 0, r.output
+    assert _equal(_weights(tmp_path / "run.ckpt"), _weights(tmp_path / "expected.ckpt"))

@@ -31,12 +31,12 @@ def _rank() -> int:
     return dist.get_rank() if _distributed() else 0
 
 
-def _from_rank0(value: str | None) -> str:
+def _from_rank0(value: str | None, group: dist.ProcessGroup | None = None) -> str:
     if not _distributed():
         assert value is not None
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
 
@@ -44,10 +44,12 @@ def _from_rank0(value: str | None) -> str:
 def _dcp_errors() -> Iterator[None]:
     """DCP wraps every rank's error in a CheckpointException; an ember error raised on a rank (damage,
     a refused value) comes out as itself, and DCP's warning that it runs without a process group is
-    silenced (that is what a plain process means)."""
+    silenced (that is what a plain process means; only there: the warnings filters are process-wide,
+    and a save may run on a background thread)."""
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        with contextlib.nullcontext() if _distributed() else warnings.catch_warnings():
+            if not _distributed():
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             yield
     except dcp.CheckpointException as e:
         for failure in e.failures.values():  # (exception, traceback) per failed rank
@@ -64,9 +66,12 @@ def _prepare(target: Path) -> tuple[Path | None, str | None]:
         return None, f"cannot save a sharded checkpoint at {target}: {e}"
 
 
-def save_sharded(state: dict, location: str | os.PathLike, *, storage_options: dict | None = None) -> None:
+def save_sharded(state: dict, location: str | os.PathLike, *, storage_options: dict | None = None,
+                 process_group: dist.ProcessGroup | None = None) -> None:
     """Save ``state`` as the sharded checkpoint folder ``location``; every rank of the default process
     group calls it (a plain process without torch.distributed writes one rank's file).
+    ``process_group``: another group of every rank to run the save's collectives on (a save on a
+    background thread must not interleave its collectives with training's on the default group).
 
     Tensors (plain ones, written once by DCP's deduplication, and DTensors, each rank writing its
     shards) go through DCP into one ember file per rank; every other value goes into rank 0's JSON
@@ -76,7 +81,7 @@ def save_sharded(state: dict, location: str | os.PathLike, *, storage_options: d
     target = local_folder(location, storage_options)
     tree, tensors = split(state)  # an unstorable value fails here, on every rank, before any write
     tmp, error = _prepare(target) if _rank() == 0 else (None, None)
-    name = _from_rank0(f"!{error}" if error else str(tmp))
+    name = _from_rank0(f"!{error}" if error else str(tmp), process_group)
     if name.startswith("!"):
         raise CheckpointError(name[1:])
     folder = Path(name)
@@ -85,7 +90,8 @@ def save_sharded(state: dict, location: str | os.PathLike, *, storage_options: d
             folder.mkdir(parents=True, exist_ok=True)  # a no-op where the ranks share rank 0's filesystem
         with _dcp_errors():
             dcp.save(tensors, storage_writer=ShardWriter(folder, tree),
-                     planner=DefaultSavePlanner(flatten_state_dict=False), no_dist=not _distributed())
+                     planner=DefaultSavePlanner(flatten_state_dict=False), no_dist=not _distributed(),
+                     process_group=process_group)
     except BaseException:
         if _rank() == 0:
             commit.remove(folder)
@@ -97,7 +103,7 @@ def save_sharded(state: dict, location: str | os.PathLike, *, storage_options: d
         except CheckpointError as e:
             commit.remove(folder)
             published = f"!{e}"
-    outcome = _from_rank0(published or "ok")  # every rank returns once the checkpoint is at its name
+    outcome = _from_rank0(published or "ok", process_group)  # every rank returns once it is at its name
     if outcome.startswith("!"):
         raise CheckpointError(outcome[1:])
 
