@@ -5,6 +5,7 @@ saved."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -128,3 +129,12 @@ def test_a_background_sharded_save_holds_the_state_of_the_moment_it_was_called(h
     r = jobrunner.run(how, "sharded_background.py", str(tmp_path))
     assert r.returncode == 0, r.output
     assert _equal(_weights(tmp_path / "run.ckpt"), _weights(tmp_path / "expected.ckpt"))
+
+
+def test_a_folder_builds_its_module_in_one_plain_process(uninterrupted):
+    spec = importlib.util.spec_from_file_location("trainer_ddp_job", jobrunner.JOBS / "trainer_ddp.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    model = job.Net.load_from_checkpoint(uninterrupted / "final.ckpt")
+    assert not torch.distributed.is_initialized()
+    assert _equal(dict(model.state_dict()), _weights(uninterrupted / "rank0.ckpt"))
