@@ -64,7 +64,12 @@ class ModelHooks:
         """Build what depends on the stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``."""
 
     def teardown(self, stage: str) -> None: ...
-    def configure_model(self) -> None: ...
+
+    device_mesh = None  # under strategy="fsdp": the job's DeviceMesh, set before configure_model() runs
+
+    def configure_model(self) -> None:
+        """Build (or shard) layers late; under FSDP, ``self.device_mesh`` is set and sharding here replaces
+        ember's default ``fully_shard`` units."""
 
     def configure_callbacks(self):
         """Callbacks the module brings; they replace the Trainer's callbacks of the same class."""

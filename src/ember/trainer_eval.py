@@ -32,7 +32,8 @@ def setup(trainer, hooks: Hooks, stage: str) -> None:
         hooks.module_hook("prepare_data")
     _call(dm, "setup", stage)
     hooks("setup", stage)
-    hooks.module_hook("configure_model")
+    if not (stage == "fit" and getattr(trainer, "_sharded", False)):  # FSDP calls it, with device_mesh set
+        hooks.module_hook("configure_model")
 
 
 def _call(dm: Any, hook: str, *args: Any) -> None:

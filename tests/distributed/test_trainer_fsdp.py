@@ -138,3 +138,12 @@ def test_a_folder_builds_its_module_in_one_plain_process(uninterrupted):
     model = job.Net.load_from_checkpoint(uninterrupted / "final.ckpt")
     assert not torch.distributed.is_initialized()
     assert _equal(dict(model.state_dict()), _weights(uninterrupted / "rank0.ckpt"))
+
+
+def test_a_module_that_shards_itself_in_configure_model_gets_the_mesh_once(tmp_path):
+    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--configure-model",
+                      "--max-epochs", "1")
+    assert r.returncode == 0, r.output
+    ranks = [ember.load_checkpoint(tmp_path / f"rank{i}.ckpt") for i in (0, 1)]
+    assert [c["configure_model_calls"] for c in ranks] == [1, 1]
+    assert _equal(ranks[0]["state_dict"], ranks[1]["state_dict"]) and ranks[0]["global_step"] == 6

@@ -7,7 +7,7 @@ weights). Data: 48 samples, shuffled, batch 4: 6 batches per rank per epoch, 3 e
 
 usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--accelerator cpu|gpu] [--max-epochs E] [--max-steps S] [--resume [PATH]]
                              [--stop-rank R --stop-step S] [--fail-rank R --fail-step S] [--launch N]
-                             [--weights-at-start OUT] [--fail-save-rank R] [--every-step]
+                             [--weights-at-start OUT] [--fail-save-rank R] [--every-step] [--configure-model]
 Writes ROOT/final.ckpt (trainer.save_checkpoint, called on every rank) and ROOT/rank<R>.ckpt (each
 rank's own weights, whole, and global step) when fit returns; checkpoints go to ROOT/ckpts (save_last).
 ``--weights-at-start OUT``: rank 0 writes the whole weights as training starts (after a resume's restore).
@@ -42,6 +42,21 @@ class Net(ember.Module):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=1e-2)
+
+
+class ShardsItself(Net):
+    """A module whose configure_model() shards its layers with the mesh the strategy gives it."""
+
+    calls = 0
+
+    def configure_model(self) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        if self.device_mesh is None:
+            raise RuntimeError("configure_model() ran without self.device_mesh")
+        type(self).calls += 1
+        for layer in (self.net[0], self.net[3]):
+            fully_shard(layer, mesh=self.device_mesh)
 
 
 def whole(model) -> dict:
@@ -99,9 +114,10 @@ def main() -> None:
     ap.add_argument("--launch", type=int, default=0)
     ap.add_argument("--fail-save-rank", type=int, default=-1)
     ap.add_argument("--every-step", action="store_true")
+    ap.add_argument("--configure-model", action="store_true")
     args = ap.parse_args()
     ember.seed_everything(0)
-    model = Net(args.fail_rank, args.fail_step)
+    model = (ShardsItself if args.configure_model else Net)(args.fail_rank, args.fail_step)
     every = {"every_n_train_steps": 1} if args.every_step else {}
     callbacks = [ModelCheckpoint(dirpath=os.path.join(args.root, "ckpts"), save_last=True, **every)]
     if args.fail_save_rank >= 0:
@@ -121,7 +137,7 @@ def main() -> None:
     trainer.fit(model, loader, ckpt_path=args.resume)
     trainer.save_checkpoint(os.path.join(args.root, "final.ckpt"))
     ember.save_checkpoint({"state_dict": whole(model), "global_step": trainer.global_step,
-                           "world_size": trainer.world_size},
+                           "world_size": trainer.world_size, "configure_model_calls": ShardsItself.calls},
                           os.path.join(args.root, f"rank{trainer.global_rank}.ckpt"))
 
 
