@@ -75,7 +75,8 @@ def test_one_rank_failing_ends_every_rank_with_its_error(how, tmp_path):
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_one_rank_failing_during_a_save_ends_every_rank_with_its_error(strategy, tmp_path):
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", strategy, "--fail-save-rank", "1")
+    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", strategy, "--fail-save-rank", "1",
+                      "--grace", "5")
     assert r.returncode != 0
     assert "boom while saving step 6" in r.output
     ckpts = tmp_path / "ckpts"

@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--fail-save-rank", type=int, default=-1)
     ap.add_argument("--every-step", action="store_true")
     ap.add_argument("--configure-model", action="store_true")
+    ap.add_argument("--grace", type=float, default=None, help="seconds a rank may take to stop after a peer failed")
     args = ap.parse_args()
     ember.seed_everything(0)
     model = (ShardsItself if args.configure_model else Net)(args.fail_rank, args.fail_step)
@@ -126,7 +127,13 @@ def main() -> None:
         callbacks.append(StopOneRank(args.stop_rank, args.stop_step))
     if args.weights_at_start:
         callbacks.append(WeightsAtStart(args.weights_at_start))
-    trainer = ember.Trainer(accelerator=args.accelerator, devices=args.launch or "auto", strategy=args.strategy,
+    strategy = args.strategy
+    if args.grace is not None:
+        from ember.distributed import DDPStrategy, FSDPStrategy
+
+        strategy = {"ddp": DDPStrategy, "fsdp": FSDPStrategy}[args.strategy](accelerator=args.accelerator,
+                                                                             grace=args.grace)
+    trainer = ember.Trainer(accelerator=args.accelerator, devices=args.launch or "auto", strategy=strategy,
                             max_epochs=args.max_epochs,
                             max_steps=args.max_steps, callbacks=callbacks, enable_progress_bar=False, logger=False,
                             default_root_dir=args.root)
