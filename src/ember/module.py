@@ -135,17 +135,6 @@ class Module(ModelHooks, nn.Module):
         self.__dict__["_trainer"] = trainer
 
     @property
-    def logger(self):
-        """The Trainer's first logger (None outside fit or without loggers)."""
-        t = self.trainer
-        return t.logger if t is not None else None
-
-    @property
-    def loggers(self) -> list:
-        t = self.trainer
-        return list(t.loggers) if t is not None else []
-
-    @property
     def current_epoch(self) -> int:
         t = self.trainer
         return t.current_epoch if t is not None else 0
