@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, endpoint: str) -> int:
     import torch
 
     import ember
-    from ember.checkpoint.remote import FsspecStorage
+    from ember.checkpoint.storage.fsspec import FsspecStorage
 
     lightning_io = None
     if not args.no_lightning:

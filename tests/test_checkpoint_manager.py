@@ -11,7 +11,8 @@ import torch
 
 import ember
 from ember.callbacks import Callback, ModelCheckpoint
-from ember.checkpoint import fileformat, writer
+from ember.checkpoint.format import container
+from ember.checkpoint import writer
 from tiny import TinyModel, make_loader, trainer_kwargs
 
 
@@ -89,19 +90,19 @@ def test_a_failed_background_save_leaves_best_and_last_naming_committed_files(tm
     assert cb.best_model_path.endswith("epoch=0.ckpt") and cb.best_model_score == 5.0
     assert cb.last_model_path.endswith("last.ckpt")
     for path in (cb.best_model_path, cb.last_model_path):
-        fileformat.verify_file(path)
+        container.verify_file(path)
         assert ember.load_checkpoint(path)["epoch"] == 0
 
 
 def test_best_model_path_is_set_only_once_the_file_is_committed(tmp_path, monkeypatch):
     seen = []
-    real = fileformat.write
+    real = container.write
 
     def slow(f, tree, tensors):
         time.sleep(0.2)
         real(f, tree, tensors)
 
-    monkeypatch.setattr(fileformat, "write", slow)
+    monkeypatch.setattr(container, "write", slow)
 
     class Probe(Callback):
         def on_train_epoch_end(self, trainer, module):

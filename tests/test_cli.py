@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import ember
-from ember.checkpoint import codec, fileformat
+from ember.checkpoint.format import codec, container
 from ember.cli import main
 
 
@@ -29,7 +29,7 @@ def write_ckpt(path):
         "scaler": torch.ones(1, dtype=torch.float16),
     }
     with open(path, "wb") as f:
-        fileformat.write(f, *codec.flatten(state))
+        container.write(f, *codec.flatten(state))
     return str(path)
 
 
@@ -204,7 +204,7 @@ def test_verify_escapes_control_characters_in_file_names(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["ckpt", "inspect"], ["ckpt", "verify"]])
 def test_an_unexpected_error_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, argv):
     path = write_ckpt(tmp_path / "a.ckpt")
-    monkeypatch.setattr(fileformat, "verify_file", lambda p: {}["missing"])  # stands for a bug a file triggers
+    monkeypatch.setattr(container, "verify_file", lambda p: {}["missing"])  # stands for a bug a file triggers
     assert main([*argv, path]) == 1
     lines = [line for line in capsys.readouterr().out.splitlines() if "unexpected KeyError" in line]
     assert len(lines) == 1 and f"{path}: unexpected KeyError while reading it" in lines[0]
@@ -212,7 +212,7 @@ def test_an_unexpected_error_is_one_line_naming_the_file(tmp_path, capsys, monke
 
 def test_traceback_option_lets_an_unexpected_error_through(tmp_path, monkeypatch):
     path = write_ckpt(tmp_path / "a.ckpt")
-    monkeypatch.setattr(fileformat, "verify_file", lambda p: {}["missing"])
+    monkeypatch.setattr(container, "verify_file", lambda p: {}["missing"])
     with pytest.raises(KeyError):
         main(["--traceback", "ckpt", "verify", path])
 

@@ -184,11 +184,11 @@ def test_ls_of_something_that_is_not_a_folder_exits_2(tmp_path, kind, capsys):
 
 
 def test_ls_reads_only_headers(tmp_path, monkeypatch, capsys):
-    from ember.checkpoint import fileformat
+    from ember.checkpoint.format import container
 
     save(tmp_path / "a.ckpt", 1)
-    monkeypatch.setattr(fileformat, "read", lambda *a, **k: pytest.fail("ls read the tensors"))
-    monkeypatch.setattr(fileformat, "verify_file", lambda *a, **k: pytest.fail("ls read the tensors"))
+    monkeypatch.setattr(container, "read", lambda *a, **k: pytest.fail("ls read the tensors"))
+    monkeypatch.setattr(container, "verify_file", lambda *a, **k: pytest.fail("ls read the tensors"))
     assert rows(capsys, tmp_path)[0] == 0
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSamp
 
 import ember
 from ember.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
-from ember.data import ResumableLoader
+from ember.loops.data import ResumableLoader
 from tiny import trainer_kwargs
 
 N = 24

@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import Callback as EmberCallback
 from ember.callbacks import ModelCheckpoint as EmberModelCheckpoint
-from ember.checkpoint.convert import convert
-from ember.checkpoint.lightning import AttributeDict, is_lightning, to_ember, to_lightning
+from ember.checkpoint.lightning.convert import convert
+from ember.checkpoint.format.unpickle import AttributeDict
+from ember.checkpoint.lightning import is_lightning, to_ember, to_lightning
 from ember.errors import CheckpointError, UnsafeCheckpointError
 
 pl = pytest.importorskip("pytorch_lightning")
@@ -339,7 +340,7 @@ def test_gradscaler_state_goes_under_lightnings_precision_key():
 
 def test_convert_without_to_goes_to_the_other_format(lit, emb, tmp_path):
     assert is_lightning(torch.load(convert(emb / LAST, tmp_path / "a.ckpt"), weights_only=True))
-    assert ember.checkpoint.foreign.sniff(convert(lit / LAST, tmp_path / "b.ckpt")) == "ember"
+    assert ember.checkpoint.format.torch_files.sniff(convert(lit / LAST, tmp_path / "b.ckpt")) == "ember"
 
 
 def test_convert_refuses_an_unknown_target(emb, tmp_path):

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import ember
-from ember.checkpoint.store import open_store
+from ember.checkpoint.storage.locations import open_store
 from ember.errors import MisconfigurationError
 from ember.loggers import CSVLogger, Logger, TensorBoardLogger
 from tiny import TinyModel, make_loader

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import ember
-from ember.module import AttributeDict
+from ember.core.module import AttributeDict
 from tiny import TinyModel, make_loader, trainer_kwargs
 
 

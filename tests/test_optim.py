@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ember.errors import MisconfigurationError
-from ember.optim import parse_optimizers
+from ember.loops.optim import parse_optimizers
 
 
 def params():

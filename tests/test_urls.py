@@ -10,7 +10,7 @@ import torch
 
 import ember
 from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
-from ember.checkpoint.store import open_store
+from ember.checkpoint.storage.locations import open_store
 from tiny import TinyModel, make_loader, trainer_kwargs
 
 fsspec = pytest.importorskip("fsspec")

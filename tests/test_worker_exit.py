@@ -39,9 +39,9 @@ def test_a_process_exits_while_a_kept_traceback_holds_an_iterator_with_workers(t
 def test_a_leftover_worker_told_to_stop_ends_after_the_grace_period(tmp_path):
     """The safety net under the exit hook: even a worker nothing shut down ends once its grace period
     after SIGTERM (multiprocessing's exit hook sends it) has passed, so its parent can exit."""
-    script = ("import atexit, ember.data\n"
-              "ember.data.WORKER_GRACE_S = 1.0\n"
-              "atexit.unregister(ember.data._end_workers)  # as if the exit hook had missed this iterator\n"
+    script = ("import atexit, ember.loops.data\n"
+              "ember.loops.data.WORKER_GRACE_S = 1.0\n"
+              "atexit.unregister(ember.loops.data._end_workers)  # as if the exit hook had missed this iterator\n"
               + SCRIPT)
     tests = Path(__file__).parent
     proc = subprocess.run([sys.executable, "-c", script.format(root=str(tmp_path))], cwd=tests, capture_output=True,

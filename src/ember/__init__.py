@@ -8,7 +8,7 @@ from ember import callbacks, core, loggers, utilities
 from ember.callbacks import Callback
 
 from ember.checkpoint.io import load_checkpoint, save_checkpoint
-from ember.datamodule import DataModule, LightningDataModule
+from ember.core.datamodule import DataModule, LightningDataModule
 from ember.distributed import rank_zero_only
 from ember.errors import (
     CheckpointCorruptError,
@@ -18,7 +18,7 @@ from ember.errors import (
     MisconfigurationError,
     UnsafeCheckpointError,
 )
-from ember.module import LightningModule, Module
+from ember.core.module import LightningModule, Module
 from ember.seed import seed_everything
 from ember.trainer import Trainer
 
@@ -48,7 +48,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # LightningDataModule lives in ember.datamodule; looked up on first use. ember.cli is the
+    # LightningDataModule lives in ember.core.datamodule; looked up on first use. ember.cli is the
     # command line's package: ``ember.cli.LightningCLI`` imports it (and jsonargparse) only when asked.
     if name == "LightningDataModule":
         from ember.core.datamodule import LightningDataModule

@@ -23,7 +23,7 @@ import torch
 from ember.errors import MisconfigurationError
 
 GLOBAL_SEED_ENV = "PL_GLOBAL_SEED"
-EXTENSION = ".ckpt"
+EXTENSION = ".ckpt"  # every checkpoint's name ends so (files and sharded folders)
 
 
 def root_dir(default_root_dir: Any, default_save_path: Any) -> str:

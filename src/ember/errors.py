@@ -23,5 +23,9 @@ class CheckpointMismatchError(CheckpointError):
     """The checkpoint does not fit the model or training setup it is loaded into."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint where one was named: ``except FileNotFoundError`` catches it too (as in Lightning)."""
+
+
 class MisconfigurationError(ValueError):
     """A setting or a combination of settings is invalid; the message says which and how to fix it."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ember.checkpoint.storage import LocalStorage, MemoryStorage
-from ember.checkpoint.store import Storage
+from ember.checkpoint.storage.local import LocalStorage, MemoryStorage
+from ember.checkpoint.storage.locations import Storage
 
 BACKENDS: list[tuple[str, Callable[[Path], Storage]]] = [
     ("local", lambda tmp_path: LocalStorage(tmp_path / "store")),
@@ -22,7 +22,7 @@ def _s3(tmp_path: Path) -> Storage:
     """A fresh bucket on the moto S3 server of tests/s3server.py (skips without moto or s3fs)."""
     from s3server import fresh_bucket_options
 
-    from ember.checkpoint.remote import FsspecStorage
+    from ember.checkpoint.storage.fsspec import FsspecStorage
 
     bucket, options = fresh_bucket_options()
     return FsspecStorage(f"{bucket}/store", options)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ember.checkpoint import codec, fileformat
+from ember.checkpoint.format import codec, container
 from ember.errors import CheckpointCorruptError, CheckpointError
 
 
@@ -27,8 +27,8 @@ def through_file(state, tmp_path):
     tree, tensors = codec.flatten(state)
     path = tmp_path / "c.ckpt"
     with open(path, "wb") as f:
-        fileformat.write(f, tree, tensors)
-    return codec.unflatten(*fileformat.read(path))
+        container.write(f, tree, tensors)
+    return codec.unflatten(*container.read(path))
 
 
 def assert_same(a, b):

@@ -14,8 +14,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ember.checkpoint import checksums, codec, fileformat, header, reader
-from ember.checkpoint.foreign import load_foreign
+from ember.checkpoint.format import checksums, codec, container, header
+from ember.checkpoint import reader
+from ember.checkpoint.format.torch_files import load_foreign
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointVersionError, UnsafeCheckpointError
 
 PREFIX = b'{"__metadata__":{"ember.header_crc32c":"'
@@ -41,12 +42,12 @@ def make_state():
 def save(state, path):
     tree, tensors = codec.flatten(state)
     with open(path, "wb") as f:
-        fileformat.write(f, tree, tensors)
+        container.write(f, tree, tensors)
     return path
 
 
 def load(path, **kw):
-    return codec.unflatten(*fileformat.read(path, **kw))
+    return codec.unflatten(*container.read(path, **kw))
 
 
 def assert_states_equal(a, b):
@@ -141,21 +142,21 @@ def test_write_needs_only_a_write_method(ckpt):
             return len(b)
 
     out = WriteOnly()
-    fileformat.write(out, *codec.flatten(make_state()))
+    container.write(out, *codec.flatten(make_state()))
     assert b"".join(out.parts) == pathlib.Path(ckpt).read_bytes()
 
 
 def test_write_in_small_chunks_gives_identical_bytes(ckpt, monkeypatch):
-    monkeypatch.setattr(fileformat, "CHUNK", 7)
+    monkeypatch.setattr(container, "CHUNK", 7)
     buf = io.BytesIO()
-    fileformat.write(buf, *codec.flatten(make_state()))
+    container.write(buf, *codec.flatten(make_state()))
     assert buf.getvalue() == pathlib.Path(ckpt).read_bytes()
 
 
 def test_write_refuses_invalid_tensors_before_writing_a_byte():
     buf = io.BytesIO()
     with pytest.raises(CheckpointError):
-        fileformat.write(buf, {}, {"a": torch.ones(1), "b": "not a tensor"})
+        container.write(buf, {}, {"a": torch.ones(1), "b": "not a tensor"})
     assert buf.getvalue() == b""
 
 
@@ -191,7 +192,7 @@ def test_map_location_moves_tensors(ckpt):
 
 
 def test_read_header_reports_format_and_tensors_without_loading(ckpt):
-    h = fileformat.read_header(ckpt)
+    h = container.read_header(ckpt)
     assert (h["kind"], h["format_version"]) == ("ember", 1)
     assert isinstance(h["ember_version"], str)
     assert h["tensors"]["state_dict.l1.weight"]["shape"] == (4, 3)
@@ -201,16 +202,16 @@ def test_read_header_reports_format_and_tensors_without_loading(ckpt):
 
 
 def test_verify_file_accepts_a_good_file(ckpt):
-    fileformat.verify_file(ckpt)
+    container.verify_file(ckpt)
 
 
 def test_is_ember_file_sniffs(ckpt, tmp_path):
     save_file({"w": torch.ones(2)}, tmp_path / "plain.safetensors")
     torch.save({"w": torch.ones(2)}, tmp_path / "t.pt")
     (tmp_path / "empty").write_bytes(b"")
-    assert fileformat.is_ember_file(ckpt)
+    assert container.is_ember_file(ckpt)
     for other in ("plain.safetensors", "t.pt", "empty", "missing"):
-        assert not fileformat.is_ember_file(tmp_path / other)
+        assert not container.is_ember_file(tmp_path / other)
 
 
 # ----------------------------------------------------------------------------- corruption
@@ -238,7 +239,7 @@ def test_bit_flip_in_tensor_data_is_detected_naming_the_tensor(ckpt):
 
 def test_bit_flip_in_tensor_data_fails_verify_file(ckpt):
     flip(ckpt, os.path.getsize(ckpt) - 1)
-    expect(CheckpointCorruptError, ckpt, fileformat.verify_file, match="CRC-32")
+    expect(CheckpointCorruptError, ckpt, container.verify_file, match="CRC-32")
 
 
 def test_bit_flip_in_tensor_data_detected_with_mmap_and_verify(ckpt):
@@ -291,8 +292,8 @@ def test_absurd_header_length_is_corrupt_without_allocating(ckpt):
 def test_header_length_over_the_cap_is_corrupt(tmp_path):
     path = tmp_path / "sparse.ckpt"
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", fileformat.MAX_HEADER + 8) + b"{")
-        f.truncate(fileformat.MAX_HEADER + 64)  # sparse: no real disk use
+        f.write(struct.pack("<Q", container.MAX_HEADER + 8) + b"{")
+        f.truncate(container.MAX_HEADER + 64)  # sparse: no real disk use
     expect(CheckpointCorruptError, path, match="allowed")
 
 
@@ -418,7 +419,7 @@ def test_future_format_version_is_reported_even_if_checksum_differs(ckpt):
 
 def test_future_version_is_reported_by_read_header(ckpt):
     rewrite_header(ckpt, lambda h: h["__metadata__"].update({"ember.format": "2"}))
-    expect(CheckpointVersionError, ckpt, fileformat.read_header)
+    expect(CheckpointVersionError, ckpt, container.read_header)
 
 
 def test_header_edit_without_resigning_is_corrupt(ckpt):
@@ -446,9 +447,9 @@ def test_plain_safetensors_file_loads_as_state_dict_with_a_warning(tmp_path):
 def test_plain_safetensors_file_cannot_be_verified(tmp_path):
     path = tmp_path / "plain.safetensors"
     save_file({"a": torch.ones(3)}, path)
-    assert fileformat.read_header(path)["kind"] == "safetensors"
+    assert container.read_header(path)["kind"] == "safetensors"
     with pytest.raises(CheckpointError, match="no ember checksums"):
-        fileformat.verify_file(path)
+        container.verify_file(path)
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
@@ -514,7 +515,7 @@ def test_missing_file_raises_checkpoint_error(tmp_path):
 
 def test_directory_raises_checkpoint_error(tmp_path):
     expect(CheckpointError, tmp_path, reader.load_any, match="directory")
-    expect(CheckpointError, tmp_path, fileformat.read, match="directory")
+    expect(CheckpointError, tmp_path, container.read, match="directory")
 
 
 def test_spec_example_reader_from_format_md_works(ckpt):
@@ -536,5 +537,5 @@ def test_format_md_worked_example_is_the_exact_bytes_ember_writes(monkeypatch):
     expected = bytes.fromhex("".join(line[10:58] for line in dump.splitlines()))
     monkeypatch.setattr(header, "__version__", "0.1.0")
     buf = io.BytesIO()
-    fileformat.write(buf, *codec.flatten({"state_dict": OrderedDict(w=torch.tensor([1.0, 2.0])), "epoch": 1}))
+    container.write(buf, *codec.flatten({"state_dict": OrderedDict(w=torch.tensor([1.0, 2.0])), "epoch": 1}))
     assert buf.getvalue() == expected

@@ -10,7 +10,8 @@ from collections import OrderedDict
 
 import torch
 
-from ember.checkpoint import codec, fileformat, reader
+from ember.checkpoint.format import codec, container
+from ember.checkpoint import reader
 from ember.errors import CheckpointCorruptError, CheckpointError
 
 SEED = 20240611
@@ -31,7 +32,7 @@ def small_checkpoint() -> bytes:
         "hyper_parameters": {"name": "tiny", "betas": (0.9, 0.999)},
     }
     buf = io.BytesIO()
-    fileformat.write(buf, *codec.flatten(state))
+    container.write(buf, *codec.flatten(state))
     return buf.getvalue()
 
 
@@ -142,13 +143,13 @@ def test_damaged_files_fail_header_only_reads_and_verify_file(tmp_path):
             continue
         path.write_bytes(mutant)
         try:
-            fileformat.verify_file(path)
+            container.verify_file(path)
         except CheckpointError:
             pass
         else:
             raise AssertionError(f"verify_file accepted a damaged file ({kind})")
         try:
-            fileformat.read_header(path)
+            container.read_header(path)
         except CheckpointError:
             continue
         # only the header is checked: a file that passes it has the original header and size
@@ -200,7 +201,7 @@ def test_validating_a_mutated_tree_agrees_with_decoding_it():
     data = small_checkpoint()
     _, header = header_of(data)
     tree_text = header["__metadata__"]["ember.state"]
-    _, tensors = fileformat.read_stream(io.BytesIO(data), len(data), "fuzz")
+    _, tensors = container.read_stream(io.BytesIO(data), len(data), "fuzz")
     specs = {k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()}
     rng = random.Random(SEED + 3)
     for _ in range(600):

@@ -12,7 +12,8 @@ import pytest
 import torch
 from crc32c import crc32c
 
-from ember.checkpoint import codec, fileformat, foreign, header, reader
+from ember.checkpoint.format import codec, container, torch_files, header
+from ember.checkpoint import reader
 from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpointError
 
 PREFIX = header.HEADER_PREFIX
@@ -22,7 +23,7 @@ P = len(PREFIX)
 def signed_file(path, state_json: str, tensors=None) -> pathlib.Path:
     """An ember file holding ``tensors`` whose state tree is the given JSON text, correctly checksummed."""
     buf = io.BytesIO()
-    fileformat.write(buf, {"$": "dict", "items": []}, tensors if tensors is not None else {"w": torch.ones(2)})
+    container.write(buf, {"$": "dict", "items": []}, tensors if tensors is not None else {"w": torch.ones(2)})
     data = buf.getvalue()
     n = struct.unpack("<Q", data[:8])[0]
     h = json.loads(data[8 : 8 + n])
@@ -62,14 +63,14 @@ INVALID_TREES = {
 def test_verify_refuses_a_checksummed_file_with_an_invalid_state_tree(tmp_path, case):
     path = signed_file(tmp_path / "bad.ckpt", INVALID_TREES[case])
     with pytest.raises(CheckpointCorruptError, match="malformed state tree") as e:
-        fileformat.verify_file(path)
+        container.verify_file(path)
     assert str(path) in str(e.value)
 
 
 @pytest.mark.parametrize("case", INVALID_TREES)
 def test_every_load_path_refuses_an_invalid_state_tree_naming_the_file(tmp_path, case):
     path = signed_file(tmp_path / "bad.ckpt", INVALID_TREES[case])
-    for load in (reader.load_any, fileformat.read, fileformat.read_header,
+    for load in (reader.load_any, container.read, container.read_header,
                  lambda p: reader.load_any(p, mmap=True, verify=False)):
         with pytest.raises(CheckpointCorruptError) as e:
             load(path)
@@ -78,7 +79,7 @@ def test_every_load_path_refuses_an_invalid_state_tree_naming_the_file(tmp_path,
 
 def test_the_signed_helper_makes_files_that_load(tmp_path):
     path = signed_file(tmp_path / "ok.ckpt", state_with('{"$":"tensor","name":"w"}'))
-    fileformat.verify_file(path)
+    container.verify_file(path)
     assert torch.equal(reader.load_any(path)["x"], torch.ones(2))
 
 
@@ -109,7 +110,7 @@ def test_a_header_with_more_lists_than_allowed_is_refused_before_json_parsing(tm
     path = signed_file(tmp_path / "many.ckpt", state_with(many))
     refuse_json(monkeypatch)
     with pytest.raises(CheckpointCorruptError, match="more than the 1048576 allowed") as e:
-        fileformat.verify_file(path)
+        container.verify_file(path)
     assert str(path) in str(e.value)
 
 
@@ -124,7 +125,7 @@ def test_a_header_nested_deeper_than_allowed_is_refused_before_json_parsing(tmp_
     path = signed_file(tmp_path / "deep.ckpt", state_with(nested_lists(header.MAX_NESTING + 1)))
     refuse_json(monkeypatch)
     with pytest.raises(CheckpointCorruptError, match="nests"):
-        fileformat.read_header(path)
+        container.read_header(path)
 
 
 def test_a_state_too_large_to_read_back_is_refused_when_saving(monkeypatch):
@@ -132,7 +133,7 @@ def test_a_state_too_large_to_read_back_is_refused_when_saving(monkeypatch):
     tree, tensors = codec.flatten({"lists": [[] for _ in range(200)]})
     buf = io.BytesIO()
     with pytest.raises(CheckpointError, match="could not be read back"):
-        fileformat.write(buf, tree, tensors)
+        container.write(buf, tree, tensors)
     assert buf.getvalue() == b""
 
 
@@ -140,7 +141,7 @@ def test_a_legitimate_header_passes_the_structure_limits():
     model = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(50)])
     tree, tensors = codec.flatten({"state_dict": model.state_dict(), "hp": {"pattern": "[[[" * 10}})
     buf = io.BytesIO()
-    fileformat.write(buf, tree, tensors)
+    container.write(buf, tree, tensors)
     n = struct.unpack("<Q", buf.getvalue()[:8])[0]
     assert header.structure_problem(buf.getvalue()[8 : 8 + n]) is None
 
@@ -168,16 +169,16 @@ def test_a_truncated_legacy_torch_file_is_corrupt_not_unsafe(tmp_path):
 
 def test_load_foreign_reports_a_truncated_legacy_file_as_corrupt(tmp_path):
     with pytest.raises(CheckpointCorruptError, match="truncated"):
-        foreign.load_foreign(truncated_legacy_file(tmp_path))
+        torch_files.load_foreign(truncated_legacy_file(tmp_path))
 
 
 def test_a_refused_global_that_names_nothing_is_damage_not_danger():
-    assert foreign._names_nothing("torch._utils._rebuild_te")
+    assert torch_files._names_nothing("torch._utils._rebuild_te")
 
 
 @pytest.mark.parametrize("name", ["pathlib.Path.touch", "os.system", "__main__.MyModel", "not_imported_pkg.Thing"])
 def test_a_refused_global_that_may_exist_is_treated_as_unsafe(name):
-    assert not foreign._names_nothing(name)
+    assert not torch_files._names_nothing(name)
 
 
 def test_an_intact_legacy_pickle_that_runs_code_is_still_unsafe(tmp_path):

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import ember
-from ember.checkpoint import fileformat
+from ember.checkpoint.format import container
 from ember.checkpoint.lookup import find_last
-from ember.checkpoint.store import open_store
+from ember.checkpoint.storage.locations import open_store
 
 pytest.importorskip("s3fs")
 JOB = Path(__file__).parent.parent / "jobs" / "save_loop.py"
@@ -68,7 +68,7 @@ def test_sigkill_during_s3_uploads_leaves_only_complete_checkpoints(s3_bucket):
         assert committed is None or i in (committed, committed + 1)
         committed = i
         last_store, last = find_last([store])
-        fileformat.verify_file(last_store.describe(last))
+        container.verify_file(last_store.describe(last))
         for name in names:
-            fileformat.verify_file(store.describe(name))  # nothing partial under any name
+            container.verify_file(store.describe(name))  # nothing partial under any name
     assert committed is not None

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 import ember
-from ember.checkpoint import fileformat
+from ember.checkpoint.format import container
 from ember.checkpoint.lookup import find_last
-from ember.checkpoint.store import open_store
-from ember.checkpoint.storage import TMP_PREFIX
+from ember.checkpoint.storage.locations import open_store
+from ember.checkpoint.storage.local import TMP_PREFIX
 
 JOB = Path(__file__).parent.parent / "jobs" / "save_loop.py"
 KILLS = 15
@@ -44,7 +44,7 @@ def test_target_is_always_old_or_new_and_last_always_verifies(tmp_path):
         target = tmp_path / "target.ckpt"
         if committed is None and not target.exists():
             continue
-        fileformat.verify_file(target)
+        container.verify_file(target)
         ckpt = ember.load_checkpoint(target)
         i = ckpt["global_step"]
         assert torch.equal(ckpt["w"], torch.full((1 << 20,), float(i)))  # not torn
@@ -53,7 +53,7 @@ def test_target_is_always_old_or_new_and_last_always_verifies(tmp_path):
         committed = i
         store, name = find_last([open_store(tmp_path)])
         last = store.describe(name)
-        fileformat.verify_file(last)
+        container.verify_file(last)
         assert ember.load_checkpoint(last)["global_step"] >= i
     assert committed is not None and committed > KILLS  # saves happened between the kills
 

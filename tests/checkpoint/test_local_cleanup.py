@@ -14,14 +14,14 @@ import pytest
 
 import ember
 from ember.checkpoint.sharded import read_full, save_sharded
-from ember.checkpoint.storage import LocalStorage
-from ember.checkpoint.temporaries import TMP_PREFIX, is_temporary, pid_alive
+from ember.checkpoint.storage.local import LocalStorage
+from ember.checkpoint.storage.temporaries import TMP_PREFIX, is_temporary, pid_alive
 from tiny import TinyModel, make_loader, trainer_kwargs
 
 # each writer prints "ready" once its temporary exists, then blocks until it is killed
 SINGLE_FILE = """
     import sys, time
-    from ember.checkpoint.storage import LocalStorage
+    from ember.checkpoint.storage.local import LocalStorage
     with LocalStorage(sys.argv[1]).open_write("sub/a.ckpt") as f:
         f.write(b"half a checkpoint")
         f.flush()

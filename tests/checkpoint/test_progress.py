@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 import ember
-from ember.checkpoint import codec, progress
+from ember.checkpoint.format import codec
+from ember.checkpoint import transfer_bars
 from ember.checkpoint.writer import write_file
 
 
@@ -18,9 +19,9 @@ def test_a_save_with_a_progress_bar_writes_the_same_bytes(tmp_path):
 
 
 def test_bars_wait_two_seconds_and_are_off_without_a_terminal():
-    bar = progress._bar(10, "saving x")
+    bar = transfer_bars._bar(10, "saving x")
     try:
         assert bar.disable  # pytest captures stderr: not a terminal
-        assert progress.DELAY_S == 2.0
+        assert transfer_bars.DELAY_S == 2.0
     finally:
         bar.close()

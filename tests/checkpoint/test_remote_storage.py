@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("fsspec")
 
-from ember.checkpoint import remote, remote_io  # noqa: E402
-from ember.checkpoint.remote import FsspecStorage  # noqa: E402
-from ember.checkpoint.store import open_store  # noqa: E402
+from ember.checkpoint.storage import fsspec, multipart  # noqa: E402
+from ember.checkpoint.storage.fsspec import FsspecStorage  # noqa: E402
+from ember.checkpoint.storage.locations import open_store  # noqa: E402
 from ember.errors import CheckpointError, MisconfigurationError  # noqa: E402
 
 MiB = 1 << 20
@@ -115,7 +115,7 @@ def test_s3_writer_refuses_to_seek_into_bytes_already_uploaded(s3):
 
 
 def test_s3_part_numbers_follow_the_growing_part_size():
-    upload = remote_io.S3Upload(None, "b", "k", 5 * MiB, 1, "s3://b/k")
+    upload = multipart.S3Upload(None, "b", "k", 5 * MiB, 1, "s3://b/k")
     assert [upload._number(i * 5 * MiB) for i in (0, 1, 999)] == [1, 2, 1000]
     assert upload._number(1000 * 5 * MiB) == 1001 and upload._number(1000 * 5 * MiB + 10 * MiB) == 1002
 
@@ -136,7 +136,7 @@ def test_s3_upload_killed_with_sigkill_leaves_the_previous_object(s3, s3_bucket)
     child = textwrap.dedent(
         """
         import sys, time
-        from ember.checkpoint.remote import FsspecStorage
+        from ember.checkpoint.storage.fsspec import FsspecStorage
         store = FsspecStorage(sys.argv[1], part_size=5 << 20)
         with store.open_write("last.ckpt") as f:
             for _ in range(16):
@@ -176,9 +176,9 @@ def test_s3_cleanup_keeps_recent_incomplete_uploads(s3, s3_bucket):
 
 
 def test_s3_cleanup_removes_temporary_objects(s3):
-    put(s3, f"{remote.TMP_PREFIX}123-abcd-x.ckpt{remote.TMP_SUFFIX}", b"left by a killed writer")
+    put(s3, f"{fsspec.TMP_PREFIX}123-abcd-x.ckpt{fsspec.TMP_SUFFIX}", b"left by a killed writer")
     put(s3, "x.ckpt", b"kept")
-    assert s3.cleanup(older_than=0) == [f"{remote.TMP_PREFIX}123-abcd-x.ckpt{remote.TMP_SUFFIX}"]
+    assert s3.cleanup(older_than=0) == [f"{fsspec.TMP_PREFIX}123-abcd-x.ckpt{fsspec.TMP_SUFFIX}"]
     assert s3.fs.find(s3.root) == [f"{s3.root}/x.ckpt"]
 
 
@@ -187,7 +187,7 @@ def test_s3_cleanup_removes_temporary_objects(s3):
 
 def test_s3_list_hides_incomplete_uploads_and_temporaries(s3):
     put(s3, "a.ckpt", b"a")
-    put(s3, f"{remote.TMP_PREFIX}1-ab-b.ckpt{remote.TMP_SUFFIX}", b"temp")
+    put(s3, f"{fsspec.TMP_PREFIX}1-ab-b.ckpt{fsspec.TMP_SUFFIX}", b"temp")
     with s3.open_write("c.ckpt") as f:
         f.write(pattern(6 * MiB))  # one part up, upload open
         assert s3.list() == ["a.ckpt"]
@@ -236,7 +236,7 @@ def test_s3_copy_makes_a_complete_second_object(s3):
 
 
 def test_s3_copy_above_the_single_request_limit_goes_in_parts(s3, s3_bucket, monkeypatch):
-    monkeypatch.setattr(remote, "S3_MAX_COPY", 5 * MiB)  # stands in for S3's 5 GiB
+    monkeypatch.setattr(fsspec, "S3_MAX_COPY", 5 * MiB)  # stands in for S3's 5 GiB
     data = pattern(12 * MiB + 5)
     put(s3, "epoch=1.ckpt", data)
     s3.copy("epoch=1.ckpt", "last.ckpt")
@@ -286,7 +286,7 @@ class RecordedFetch:
 
 def test_reading_a_header_fetches_one_small_range():
     fetch = RecordedFetch(pattern(100 * MiB))
-    reader = remote_io.RangeReader(fetch, 100 * MiB, chunk=64 * MiB, depth=4)
+    reader = multipart.RangeReader(fetch, 100 * MiB, chunk=64 * MiB, depth=4)
     reader.read(8)
     reader.read(4096)
     assert fetch.ranges == [(0, 1 * MiB)]
@@ -295,7 +295,7 @@ def test_reading_a_header_fetches_one_small_range():
 def test_a_sequential_read_fetches_every_byte_once_in_growing_ranges():
     data = pattern(100 * MiB + 5)
     fetch = RecordedFetch(data)
-    reader = remote_io.RangeReader(fetch, len(data), chunk=16 * MiB, depth=4)
+    reader = multipart.RangeReader(fetch, len(data), chunk=16 * MiB, depth=4)
     assert reader.read() == data
     starts, ends = zip(*fetch.ranges)
     assert starts == (0,) + ends[:-1] and ends[-1] == len(data)
@@ -311,7 +311,7 @@ def test_open_store_routes_s3_urls_to_fsspec_storage(s3_bucket):
 
 
 def test_open_store_imports_the_fsspec_backend_on_the_first_url():
-    code = "from ember.checkpoint.store import open_store; print(type(open_store('memory://run')).__name__)"
+    code = "from ember.checkpoint.storage.locations import open_store; print(type(open_store('memory://run')).__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "FsspecStorage"
 

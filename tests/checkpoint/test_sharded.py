@@ -69,7 +69,7 @@ def test_folder_holds_rank_files_and_json_metadata_and_no_pickle(tmp_path):
     for name in os.listdir(tmp_path / "run.ckpt"):
         data = (tmp_path / "run.ckpt" / name).read_bytes()
         assert b"\x80\x02" not in data[:2] and b"cbuiltins" not in data and b"torch._utils" not in data
-    assert ember.checkpoint.fileformat.is_ember_file(tmp_path / "run.ckpt" / "rank-00000.safetensors")
+    assert ember.checkpoint.format.container.is_ember_file(tmp_path / "run.ckpt" / "rank-00000.safetensors")
 
 
 def test_load_sharded_fills_tensors_in_place_and_returns_the_whole_checkpoint(tmp_path):
@@ -166,7 +166,7 @@ def test_consolidate_writes_one_verified_file(tmp_path):
     state = make_state()
     save_sharded(state, tmp_path / "run.ckpt")
     consolidate(tmp_path / "run.ckpt", tmp_path / "one.ckpt")
-    ember.checkpoint.fileformat.verify_file(tmp_path / "one.ckpt")
+    ember.checkpoint.format.container.verify_file(tmp_path / "one.ckpt")
     assert_same(ember.load_checkpoint(tmp_path / "one.ckpt"), read_full(tmp_path / "run.ckpt"))
 
 

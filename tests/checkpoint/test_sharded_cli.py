@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import ember
-from ember.checkpoint.lookup import find_last, resolve_ckpt_path
+from ember.checkpoint.lookup import find_last
+from ember.checkpoint.resume import Place, locate
 from ember.checkpoint.sharded import save_sharded
-from ember.checkpoint.store import open_store
+from ember.checkpoint.storage.locations import open_store
 from ember.cli import main
 from ember.errors import CheckpointError
 
@@ -77,9 +78,9 @@ def test_last_skips_a_folder_with_damaged_metadata(folder):
 
 
 def test_ckpt_path_accepts_a_committed_folder_only(folder):
-    assert resolve_ckpt_path(str(folder / "good.ckpt"), [], str(folder)) == str(folder / "good.ckpt")
+    assert locate(str(folder / "good.ckpt"), Place([], str(folder), str(folder))) == str(folder / "good.ckpt")
     with pytest.raises(CheckpointError, match="it is a folder, not a checkpoint"):
-        resolve_ckpt_path(str(folder / "cut.ckpt"), [], str(folder))
+        locate(str(folder / "cut.ckpt"), Place([], str(folder), str(folder)))
 
 
 def test_a_fit_resumes_from_a_sharded_folder_found_as_last(tmp_path):
@@ -93,7 +94,7 @@ def test_a_fit_resumes_from_a_sharded_folder_found_as_last(tmp_path):
     full = ember.load_checkpoint(written)
     save_sharded(full, tmp_path / "sharded" / "epoch1.ckpt")
     trainer = ember.Trainer(max_epochs=2, **trainer_kwargs(tmp_path / "second"))
-    found = resolve_ckpt_path("last", [], str(tmp_path / "sharded"))
+    found = locate("last", Place([], str(tmp_path / "sharded"), str(tmp_path)))
     assert found == str(tmp_path / "sharded" / "epoch1.ckpt")
     trainer.fit(TinyModel(), make_loader(), ckpt_path=found)
     assert trainer.current_epoch == 2 and trainer.global_step == 2 * first.global_step

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from ember.checkpoint.checksums import crc
+from ember.checkpoint.format.checksums import crc
 from ember.checkpoint.sharded import is_sharded_checkpoint, read_full, save_sharded, verify_sharded
 from ember.errors import CheckpointCorruptError, CheckpointVersionError
 

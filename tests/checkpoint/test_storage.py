@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ember.checkpoint import temporaries
-from ember.checkpoint.storage import TMP_PREFIX, atomic_link, atomic_write, clean_stale_temp_files
+from ember.checkpoint.storage import temporaries
+from ember.checkpoint.storage.local import TMP_PREFIX, atomic_link, atomic_write, clean_stale_temp_files
 from ember.errors import CheckpointError
 
 

@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 
-from ember.checkpoint import codec, fileformat
+from ember.checkpoint.format import codec, container
 from ember.checkpoint.io import header_in, load_from, verify_in
-from ember.checkpoint.storage import LocalStorage, MemoryStorage
+from ember.checkpoint.storage.local import LocalStorage, MemoryStorage
 from ember.errors import CheckpointCorruptError, CheckpointError
 
 STATE = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "epoch": 4, "c": torch.ones(2, dtype=torch.complex128)}
@@ -17,7 +17,7 @@ STATE = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "epoch": 4, "c": 
 
 def put_checkpoint(store, name, state=STATE):
     with store.open_write(name) as f:
-        fileformat.write(f, *codec.flatten(state))
+        container.write(f, *codec.flatten(state))
 
 
 @pytest.fixture(params=["memory", "local"])
@@ -70,19 +70,19 @@ def test_header_in_reads_only_the_header(store):
 
 def test_read_stream_reads_from_any_binary_file():
     buf = io.BytesIO()
-    fileformat.write(buf, *codec.flatten(STATE))
+    container.write(buf, *codec.flatten(STATE))
     size = buf.tell()
     buf.seek(0)
-    tree, tensors = fileformat.read_stream(buf, size, "in-memory")
+    tree, tensors = container.read_stream(buf, size, "in-memory")
     assert codec.unflatten(tree, tensors)["epoch"] == 4
 
 
 def test_a_short_stream_is_truncation_naming_the_label():
     buf = io.BytesIO()
-    fileformat.write(buf, *codec.flatten(STATE))
+    container.write(buf, *codec.flatten(STATE))
     data = buf.getvalue()
     with pytest.raises(CheckpointCorruptError, match="corrupt checkpoint my-label: the file is truncated"):
-        fileformat.verify_stream(io.BytesIO(data[:-4]), len(data), "my-label")
+        container.verify_stream(io.BytesIO(data[:-4]), len(data), "my-label")
 
 
 def test_a_folder_checkpoint_name_is_explained(tmp_path):

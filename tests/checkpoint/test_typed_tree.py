@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ember
-from ember.checkpoint import codec
+from ember.checkpoint.format import codec
 from ember.errors import CheckpointCorruptError
 
 

@@ -11,19 +11,20 @@ import torch
 
 import ember
 from ember.callbacks import ModelCheckpoint
-from ember.checkpoint import fileformat, writer
+from ember.checkpoint.format import container
+from ember.checkpoint import writer
 from ember.checkpoint.writer import CheckpointWriter
 from tiny import TinyModel, make_loader, trainer_kwargs
 
 
 def slow_writes(monkeypatch, seconds=0.2):
-    real = fileformat.write
+    real = container.write
 
     def slow(f, tree, tensors):
         time.sleep(seconds)
         real(f, tree, tensors)
 
-    monkeypatch.setattr(fileformat, "write", slow)
+    monkeypatch.setattr(container, "write", slow)
 
 
 def failing_writes(monkeypatch, error):
@@ -31,7 +32,7 @@ def failing_writes(monkeypatch, error):
         f.write(b"partial")
         raise error
 
-    monkeypatch.setattr(fileformat, "write", fail)
+    monkeypatch.setattr(container, "write", fail)
 
 
 def test_background_save_returns_before_the_file_is_written(tmp_path, monkeypatch):
@@ -142,7 +143,7 @@ def test_fit_returns_only_after_the_last_save_is_committed(tmp_path, monkeypatch
     slow_writes(monkeypatch, 0.3)
     trainer = ember.Trainer(max_epochs=1, **trainer_kwargs(tmp_path))
     trainer.fit(TinyModel(), make_loader())
-    fileformat.verify_file(tmp_path / "checkpoints" / "epoch=0-step=4.ckpt")
+    container.verify_file(tmp_path / "checkpoints" / "epoch=0-step=4.ckpt")
     assert not trainer.checkpoint_writer.in_flight
 
 
@@ -170,7 +171,7 @@ def test_top_k_keeps_the_worse_file_when_the_better_one_fails(tmp_path, monkeypa
     trainer = ember.Trainer(max_epochs=2, checkpoint_callback=cb, **trainer_kwargs(tmp_path))
     with pytest.raises(ember.CheckpointError, match="epoch=1.ckpt"):
         trainer.fit(Scores(), make_loader(), make_loader(n=8, shuffle=False))
-    fileformat.verify_file(tmp_path / "c" / "epoch=0.ckpt")  # the worse file stays: the better one failed
+    container.verify_file(tmp_path / "c" / "epoch=0.ckpt")  # the worse file stays: the better one failed
 
 
 def test_manual_non_blocking_save_and_wait(tmp_path):

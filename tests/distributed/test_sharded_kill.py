@@ -15,8 +15,8 @@ import torch
 import jobrunner
 from ember.checkpoint.lookup import find_last
 from ember.checkpoint.sharded import is_sharded_checkpoint, read_full, verify_sharded
-from ember.checkpoint.store import open_store
-from ember.checkpoint.temporaries import TMP_PREFIX
+from ember.checkpoint.storage.locations import open_store
+from ember.checkpoint.storage.temporaries import TMP_PREFIX
 
 KILLS = 3
 

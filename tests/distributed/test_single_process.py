@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset, Weighte
 
 import jobrunner
 from ember.distributed import DDPStrategy, DistributedError, JobEnv, init, launch, rank_zero_only, world_size
-from ember.distributed import group, loop_state
+from ember.distributed import group
+from ember.checkpoint import ranks
 from ember.distributed.failure import FailureBoard
 from ember.errors import CheckpointMismatchError, MisconfigurationError
 
@@ -181,26 +182,26 @@ def _saved_on_two(epoch_done: bool, batch: int) -> dict:
 def test_single_process_takes_rank_zeros_state_at_an_epoch_end(no_job):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        state = loop_state.scatter(_saved_on_two(True, 6))
+        state = ranks.scatter(_saved_on_two(True, 6))
     assert (state["rng"], state["data"], state["batch"], "ranks" in state) == ("rng0", "data0", 6, False)
 
 
 def test_other_world_size_mid_epoch_restarts_the_epoch_with_a_warning(no_job):
     with pytest.warns(UserWarning, match=r"saved on 2 rank\(s\) part-way through epoch 1 .* restarts from its first"):
-        state = loop_state.scatter(_saved_on_two(False, 3), "mid.ckpt")
+        state = ranks.scatter(_saved_on_two(False, 3), "mid.ckpt")
     assert (state["epoch"], state["batch"], state["global_step"]) == (1, 0, 9)
 
 
 def test_single_process_checkpoint_needs_no_ranks(no_job):
     saved = {k: v for k, v in _saved_on_two(False, 3).items() if k != "ranks"}
-    assert loop_state.scatter(saved) == saved
+    assert ranks.scatter(saved) == saved
 
 
 def test_malformed_ranks_are_refused(no_job):
     with pytest.raises(CheckpointMismatchError, match=r"loops\['fit'\]\['ranks'\] must be a non-empty list"):
-        loop_state.scatter(dict(_saved_on_two(False, 3), ranks={"0": {}}), "bad.ckpt")
+        ranks.scatter(dict(_saved_on_two(False, 3), ranks={"0": {}}), "bad.ckpt")
 
 
 def test_gather_without_a_group_returns_the_state_unchanged(no_job):
-    assert loop_state.gather({"rng": 1, "data": 2}) == {"rng": 1, "data": 2}
+    assert ranks.gather({"rng": 1, "data": 2}) == {"rng": 1, "data": 2}
     assert group.watch() is None

@@ -10,7 +10,7 @@ import torch
 
 import ember
 import jobrunner
-from ember.checkpoint.temporaries import is_temporary
+from ember.checkpoint.storage.temporaries import is_temporary
 
 
 def _weights(path):

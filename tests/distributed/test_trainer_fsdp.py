@@ -18,7 +18,7 @@ import torch
 import ember
 import jobrunner
 from ember.checkpoint.sharded import is_sharded_checkpoint, verify_sharded
-from ember.checkpoint.temporaries import is_temporary
+from ember.checkpoint.storage.temporaries import is_temporary
 
 
 def _weights(path):

@@ -14,7 +14,7 @@ import sys
 import torch
 
 import ember
-from ember.checkpoint.store import open_store
+from ember.checkpoint.storage.locations import open_store
 
 
 def state(i: int, mib: int) -> dict:

@@ -6,7 +6,7 @@ from ember.callbacks.lr_monitor import LearningRateMonitor
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.model_summary import ModelSummary
 from ember.callbacks.on_exception import OnExceptionCheckpoint
-from ember.callbacks.progress_bar import ProgressBarCallback, TQDMProgressBar
+from ember.callbacks.progress.tqdm_progress import ProgressBarCallback, TQDMProgressBar
 
 __all__ = ["Callback", "EarlyStopping", "LearningRateMonitor", "ModelCheckpoint", "ModelSummary",
            "OnExceptionCheckpoint", "ProgressBarCallback", "TQDMProgressBar"]

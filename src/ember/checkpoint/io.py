@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ember.checkpoint import codec, fileformat
+from ember.checkpoint.format import codec, container
 from ember.checkpoint.reader import load_any, load_in
-from ember.checkpoint.store import Storage, open_checkpoint, resolve
+from ember.checkpoint.storage.locations import Storage, open_checkpoint, resolve
 from ember.checkpoint.writer import write_file
 
 
@@ -55,14 +55,14 @@ def load_from(store: Storage, name: str, map_location: Any = None, verify: bool 
 
 
 def header_in(store: Storage, name: str, *, verify: bool = True) -> dict:
-    """``fileformat.read_header`` of the object ``name`` in ``store``: the header only, checked
+    """``container.read_header`` of the object ``name`` in ``store``: the header only, checked
     (structure, checksum, state tree), tensors not read."""
     with open_checkpoint(store, name) as (f, size):
-        return fileformat.read_header_stream(f, size, store.describe(name), verify=verify)
+        return container.read_header_stream(f, size, store.describe(name), verify=verify)
 
 
 def verify_in(store: Storage, name: str) -> None:
-    """``fileformat.verify_file`` of the object ``name`` in ``store``: every byte against its checksum
+    """``container.verify_file`` of the object ``name`` in ``store``: every byte against its checksum
     and the state tree as loading checks it; CheckpointError naming ``store.describe(name)`` on failure."""
     with open_checkpoint(store, name) as (f, size):
-        fileformat.verify_stream(f, size, store.describe(name))
+        container.verify_stream(f, size, store.describe(name))

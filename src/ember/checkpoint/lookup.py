@@ -1,5 +1,5 @@
-"""Which checkpoint a resume means: a path or URL, ``"last"`` (the newest that verifies in the run's
-stores) or ``"best"`` (the best a manager knows of)."""
+"""Finding checkpoints in stores: the names that are checkpoints, and the newest full one that verifies
+(``"last"``). ``resume.locate`` turns a ``ckpt_path`` into a location with it."""
 
 from __future__ import annotations
 
@@ -7,52 +7,14 @@ import os
 import warnings
 from typing import Any, Sequence
 
-from ember.checkpoint import codec
+from ember.checkpoint.format import codec
 from ember.checkpoint.io import header_in, verify_in
-from ember.checkpoint.manager import EXTENSION, CheckpointManager
+from ember.checkpoint.manager import EXTENSION
 from ember.checkpoint.sharded import full as sharded
 from ember.checkpoint.sharded import layout as sharded_layout
 from ember.checkpoint.sharded import metadata as sharded_metadata
-from ember.checkpoint.store import Storage, open_store, resolve
-from ember.errors import CheckpointError, MisconfigurationError
-
-
-def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_dir: str,
-                      storage_options: dict | None = None) -> str | None:
-    """The location to resume from (None: start fresh)."""
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "last":
-        stores = {m.store.describe(): m.store for m in managers if m.store is not None}
-        default = open_store(default_dir, storage_options)
-        stores.setdefault(default.describe(), default)
-        found = find_last(list(stores.values()))
-        if found is None:
-            print(f"ember: no checkpoint found in {', '.join(stores)}; ckpt_path='last' starts a fresh run.", flush=True)
-            return None
-        return found[0].describe(found[1])
-    if ckpt_path == "best":
-        best = [m.location(m.best.name) for m in managers if m.monitor is not None and m.best]
-        if not best:
-            raise MisconfigurationError(
-                "ckpt_path='best' needs a ModelCheckpoint(monitor=...) that has saved a checkpoint in this "
-                "Trainer; pass the checkpoint's path instead.")
-        return best[0]
-    location = os.fspath(ckpt_path)
-    store, name = resolve(location, storage_options)
-    if not store.exists(name):
-        local = store.local_path(name)
-        if local is not None and local.is_dir():
-            if sharded.is_sharded_checkpoint(local):
-                return location
-            raise CheckpointError(f"cannot resume from {location}: it is a folder, not a checkpoint (no complete "
-                                  "sharded checkpoint in it either). Pass a checkpoint inside it, or "
-                                  "ckpt_path='last' to pick the newest one.")
-        raise CheckpointError(
-            f"cannot resume from {location}: no such file. Pass an existing checkpoint, 'last' or 'best'.")
-    return location
-
-
+from ember.checkpoint.storage.locations import Storage
+from ember.errors import CheckpointError
 
 
 def checkpoint_names(store: Storage) -> list[str]:

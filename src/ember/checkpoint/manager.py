@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from ember.checkpoint import policies
+from ember.compat import EXTENSION
 from ember.checkpoint.policies import Record, SavePoint
-from ember.checkpoint.store import Storage
+from ember.checkpoint.storage.locations import Storage
 from ember.errors import CheckpointError, MisconfigurationError
 
-EXTENSION = ".ckpt"
 LAST = "last"
 
 Capture = Callable[[bool], dict]  # weights_only -> the checkpoint dict of the run's current state
@@ -91,7 +91,7 @@ class CheckpointManager:
         to save, the name, what to drop) are taken on the rank that writes and passed to the others by
         ``from_rank0`` (a collective broadcast); the state is captured on every rank (the capture may be
         a collective too) and written by the writing rank only."""
-        from ember.checkpoint.store import open_store
+        from ember.checkpoint.storage.locations import open_store
 
         store = open_store(self.dirpath or default_dirpath, self.storage_options)
         if self.store is None or self.store.describe() != store.describe():

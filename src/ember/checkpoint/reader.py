@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
-from ember.checkpoint import codec, fileformat
-from ember.checkpoint.foreign import load_foreign_stream, sniff_stream
-from ember.checkpoint.store import Storage, open_checkpoint, resolve
+from ember.checkpoint.format import codec, container
+from ember.checkpoint.format.torch_files import load_foreign_stream, sniff_stream
+from ember.checkpoint.storage.locations import Storage, open_checkpoint, resolve
 from ember.errors import CheckpointCorruptError
 
 __all__ = ["load_any", "load_stream", "load_in"]
@@ -16,14 +16,14 @@ def load_stream(f: BinaryIO, size: int, label: str, map_location: Any = None, ve
                 mmap: bool = False) -> dict:
     """The state dict in an open binary file ``f`` of ``size`` bytes (at its start), whatever its kind.
 
-    Ember and safetensors files go through ``fileformat.read_stream`` + ``codec.unflatten``
-    (``verify``/``mmap`` as in ``fileformat.read``); anything else through ``load_foreign_stream``.
+    Ember and safetensors files go through ``container.read_stream`` + ``codec.unflatten``
+    (``verify``/``mmap`` as in ``container.read``); anything else through ``load_foreign_stream``.
     Raises a CheckpointError subclass naming ``label`` for a corrupt or unsafe file.
     """
     kind = sniff_stream(f, size)
     if kind not in ("ember", "safetensors"):
         return load_foreign_stream(f, size, label, map_location=map_location, kind=kind)
-    tree, tensors = fileformat.read_stream(f, size, label, map_location=map_location, verify=verify, mmap=mmap)
+    tree, tensors = container.read_stream(f, size, label, map_location=map_location, verify=verify, mmap=mmap)
     try:
         return codec.unflatten(tree, tensors)
     except CheckpointCorruptError as e:

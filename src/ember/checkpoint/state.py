@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ember import compat
-from ember.checkpoint import codec
-from ember.distributed import loop_state as per_rank
+from ember.checkpoint.format import codec
+from ember.checkpoint import ranks as per_rank
 from ember.errors import CheckpointError, CheckpointMismatchError
 from ember.version import __version__
 
@@ -84,7 +84,7 @@ class RunState:
 def collect(run: RunState, weights_only: bool = False, gather: Callable[[dict], dict | None] | None = None,
             tensors: Callable[[nn.Module, list], dict] | None = None) -> dict[str, Any]:
     """The checkpoint dict of ``run``'s current state. ``gather`` (a collective, called on every rank of
-    a job) adds every rank's loop position to the writing rank's (``ember.distributed.loop_state``).
+    a job) adds every rank's loop position to the writing rank's (``ember.checkpoint.ranks``).
     ``tensors(module, optimizers)`` gives ``state_dict`` and ``optimizer_states`` when they are sharded
     (``FSDPStrategy.state_for_save``)."""
     module = unwrap_model(run.model)
@@ -307,3 +307,24 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, st
         model.load_state_dict(state_dict, strict=False)
     except RuntimeError as e:  # e.g. a dtype that cannot be copied
         raise CheckpointError(f"could not load the weights in {source} into {type(model).__name__}: {e}") from e
+
+
+DATAMODULE_HPARAMS = "datamodule_hyper_parameters"
+
+
+def dump_datamodule(dm: Any, ckpt: dict) -> None:
+    """The datamodule's state (under its class's name) and hparams (``datamodule_hyper_parameters``) into
+    ``ckpt``, where Lightning writes them."""
+    if dm is None:
+        return
+    state = dm.state_dict() if callable(getattr(dm, "state_dict", None)) else None
+    if state:
+        ckpt[type(dm).__qualname__] = state
+    if getattr(dm, "hparams", None):
+        ckpt[DATAMODULE_HPARAMS] = dict(dm.hparams)
+
+
+def restore_datamodule(dm: Any, ckpt: dict) -> None:
+    """The datamodule's state from ``ckpt``, if it saved one and can load it."""
+    if dm is not None and type(dm).__qualname__ in ckpt and callable(getattr(dm, "load_state_dict", None)):
+        dm.load_state_dict(ckpt[type(dm).__qualname__])

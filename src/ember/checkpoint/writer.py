@@ -19,9 +19,9 @@ from typing import Callable, Mapping, Union
 
 import torch
 
-from ember.checkpoint import codec, fileformat
-from ember.checkpoint.progress import WriteProgress
-from ember.checkpoint.store import Storage, resolve
+from ember.checkpoint.format import codec, container
+from ember.checkpoint.transfer_bars import WriteProgress
+from ember.checkpoint.storage.locations import Storage, resolve
 from ember.errors import CheckpointError
 
 Target = Union[str, os.PathLike, "tuple[Storage, str]"]  # a path or URL, or (store, name)
@@ -37,12 +37,12 @@ def write_file(target: Target, tree: dict, tensors: Mapping[str, torch.Tensor], 
     store, name = _store_and_name(target)
     with store.open_write(name) as f:
         if not progress:
-            fileformat.write(f, tree, tensors)
+            container.write(f, tree, tensors)
         else:
             total = sum(t.numel() * t.element_size() for t in tensors.values())
             bar = WriteProgress(f, total, f"saving {name}")
             try:
-                fileformat.write(bar, tree, tensors)
+                container.write(bar, tree, tensors)
             finally:
                 bar.close()
     return store.describe(name)

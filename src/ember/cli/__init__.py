@@ -31,7 +31,7 @@ _USAGE = ("use `ember ckpt inspect PATH`, `ember ckpt verify PATH...`, `ember ck
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ember.checkpoint.convert import convert
+    from ember.checkpoint.lightning.convert import convert
 
     p = argparse.ArgumentParser(
         prog="ember", description="ember command line tools",
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _convert_command(src: str, dst: str, to: str | None) -> int:
-    from ember.checkpoint.convert import convert
+    from ember.checkpoint.lightning.convert import convert
     from ember.errors import CheckpointError
 
     try:

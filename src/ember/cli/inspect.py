@@ -31,7 +31,7 @@ def _logical_dtypes(tree: Any, out: dict[str, tuple]) -> dict[str, tuple]:
 
 
 def _summarise_header(hdr: dict, with_tensors: bool) -> dict:
-    from ember.checkpoint import codec
+    from ember.checkpoint.format import codec
 
     state = codec.unflatten(hdr["tree"], None)
     logical = _logical_dtypes(hdr["tree"], {})
@@ -82,8 +82,8 @@ def _inspect_folder(path: str, with_tensors: bool) -> tuple[dict, int]:
 
 
 def _inspect(path: str, with_tensors: bool) -> tuple[dict, int]:
-    from ember.checkpoint import fileformat
-    from ember.checkpoint.foreign import load_foreign, sniff
+    from ember.checkpoint.format import container
+    from ember.checkpoint.format.torch_files import load_foreign, sniff
     from ember.cli.folders import is_folder
 
     if is_folder(path):
@@ -94,14 +94,14 @@ def _inspect(path: str, with_tensors: bool) -> tuple[dict, int]:
         return {"path": path, "kind": None, "error": f"cannot open: {e.strerror or e}"}, 1
     if kind in ("ember", "safetensors"):
         try:
-            info = _summarise_header(fileformat.read_header(path), with_tensors)
+            info = _summarise_header(container.read_header(path), with_tensors)
         except CheckpointError as e:
             return {"path": path, "kind": kind, "error": str(e), "checksums": {"status": "failed", "reason": str(e)}}, 1
         if info["kind"] != "ember":
             info["checksums"] = {"status": "unavailable", "reason": "plain safetensors files carry no checksums"}
             return info, 0
         try:
-            fileformat.verify_file(path)
+            container.verify_file(path)
         except CheckpointError as e:
             info["checksums"] = {"status": "failed", "reason": str(e)}
             return info, 1
@@ -191,8 +191,8 @@ def _verify_safely(path: str) -> tuple[bool, str]:
 
 
 def _verify(path: str) -> tuple[bool, str]:
-    from ember.checkpoint import fileformat
-    from ember.checkpoint.foreign import sniff
+    from ember.checkpoint.format import container
+    from ember.checkpoint.format.torch_files import sniff
     from ember.cli.folders import is_folder, verify_folder
 
     if is_folder(path):
@@ -207,7 +207,7 @@ def _verify(path: str) -> tuple[bool, str]:
         what = KINDS.get(kind, "not a checkpoint")
         return False, f"not an ember checkpoint ({what}); only ember checkpoints carry checksums"
     try:
-        fileformat.verify_file(path)
+        container.verify_file(path)
     except CheckpointError as e:
         return False, str(e)
     return True, "every byte verified"

@@ -17,8 +17,8 @@ import warnings
 from typing import Any, Callable, Mapping
 
 from ember.callbacks.base import Callback
-from ember.checkpoint.store import open_store
-from ember.module import Module
+from ember.checkpoint.storage.locations import open_store
+from ember.core.module import Module
 from ember.seed import seed_everything
 from ember.trainer import Trainer
 

@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any
 
-from ember.checkpoint.store import Storage, open_store
-from ember.checkpoint.temporaries import TMP_PREFIX
+from ember.checkpoint.storage.locations import Storage, open_store
+from ember.checkpoint.storage.temporaries import TMP_PREFIX
 from ember.cli.folders import KIND, folder_header
 from ember.cli.inspect import _verify_safely
 from ember.cli.text import OPTIONS, _escape, _json_doc, _jsonable, _plain, _say, _size, _unexpected
@@ -72,8 +72,8 @@ def _monitored(callbacks: Any, path: str) -> tuple[str | None, Any]:
 
 def _ls_file(path: str) -> dict:
     """What a file's header says (never the tensor bytes): epoch, step, monitored metric."""
-    from ember.checkpoint import codec, fileformat
-    from ember.checkpoint.foreign import sniff
+    from ember.checkpoint.format import codec, container
+    from ember.checkpoint.format.torch_files import sniff
 
     row: dict[str, Any] = {}
     kind = sniff(path)
@@ -88,7 +88,7 @@ def _ls_file(path: str) -> dict:
         row["error"] = "not a checkpoint: neither an ember checkpoint, a safetensors file nor a torch.save file"
         return row
     try:
-        state = codec.unflatten(fileformat.read_header(path)["tree"], None)
+        state = codec.unflatten(container.read_header(path)["tree"], None)
     except CheckpointError as e:
         row["error"] = str(e)
         return row
@@ -101,7 +101,7 @@ def _ls_file(path: str) -> dict:
 
 def _ls_folder(path: str) -> dict:
     """epoch, step, monitored metric, size and mtime of a sharded folder, from its metadata only."""
-    from ember.checkpoint import codec
+    from ember.checkpoint.format import codec
 
     row: dict[str, Any] = {"format": KIND}
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ember.datamodule import LightningDataModule
-from ember.module import LightningModule
+from ember.core.datamodule import LightningDataModule
+from ember.core.module import LightningModule
 
 __all__ = ["LightningDataModule", "LightningModule"]

@@ -1,5 +1,385 @@
-"""``lightning.pytorch.core.module``: ``from ember.core.module import LightningModule``."""
+"""ember.Module: a torch.nn.Module with training hooks, logging, hyperparameters and checkpoint loading."""
 
-from ember.module import LightningModule
+from __future__ import annotations
 
-__all__ = ["LightningModule"]
+import functools
+import inspect
+import os
+from argparse import Namespace
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ember.checkpoint import resume
+from ember.checkpoint.format.maps import apply_map_location, read_location, weights_device
+from ember.errors import CheckpointMismatchError, MisconfigurationError
+from ember.core.hooks import ModelHooks
+from ember.seed import preserved_rng
+
+
+class AttributeDict(dict):
+    """A dict whose keys are also attributes: ``hparams.lr`` and ``hparams["lr"]``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(f"hparams has no entry {name!r}; it has {sorted(self)}") from e
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+def _init_with_capture(init):
+    """Wrap a subclass __init__: set up nn.Module first and record each level's arguments."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        d = self.__dict__
+        if "_parameters" not in d:  # the seed's modules may assign before (or without) super().__init__()
+            nn.Module.__init__(self)
+        d.setdefault("_ember_init_calls", []).append((init, args, kwargs))  # outermost class first
+        init(self, *args, **kwargs)
+
+    wrapper._ember_wrapped = True  # noqa: SLF001
+    return wrapper
+
+
+class Module(ModelHooks, nn.Module):
+    """Subclass this and define ``training_step`` and ``configure_optimizers``.
+
+    Steps: ``training_step``, ``validation_step``, ``test_step``, ``predict_step`` (each
+    ``(batch, batch_idx)``, plus ``dataloader_idx`` with several loaders); data:
+    ``train/val/test/predict_dataloader()``; every Lightning hook (``ember.core.hooks``).
+    ``automatic_optimization = False`` hands the optimizer steps to ``training_step``
+    (``self.optimizers()``, ``self.manual_backward(loss)``).
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_ember_wrapped", False):
+            cls.__init__ = _init_with_capture(init)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            super().__init__(*args, **kwargs)
+        d = self.__dict__
+        d.setdefault("_hparams", AttributeDict())
+        d.setdefault("_hparams_name", None)
+        d.setdefault("_trainer", None)
+        d.setdefault("_logged", None)
+        d.setdefault("_automatic_optimization", True)
+
+    # ------------------------------------------------------------------ hyperparameters
+    @property
+    def hparams(self) -> Any:
+        """The hyperparameters: what ``self.hparams = ...`` was given, or what ``save_hyperparameters`` saved."""
+        return self.__dict__.get("_hparams", AttributeDict())
+
+    @hparams.setter
+    def hparams(self, value: Any) -> None:
+        if isinstance(value, Namespace):
+            hp = value
+        elif isinstance(value, Mapping):
+            hp = AttributeDict(value)
+        else:
+            raise MisconfigurationError(
+                f"hparams must be an argparse.Namespace or a dict; received {type(value).__name__}. "
+                "Wrap the values in a dict, or call self.save_hyperparameters()."
+            )
+        self.__dict__["_hparams"] = hp
+        self.__dict__["_hparams_name"] = self._init_param_holding(value)
+
+    def _init_param_holding(self, value: Any) -> str | None:
+        """The name of the __init__ argument that received ``value`` as a whole, if any."""
+        for name, arg in _init_arguments(self).items():
+            if arg is value:
+                return name
+        return None
+
+    def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None) -> None:
+        """Save the ``__init__`` arguments as ``self.hparams`` (and so in every checkpoint).
+
+        ``save_hyperparameters()`` takes them all; ``save_hyperparameters("lr", "width")`` some;
+        ``save_hyperparameters(namespace_or_dict)`` that object; ``ignore=[...]`` leaves names out.
+        """
+        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+        if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
+            self.hparams = args[0]
+            return
+        if not self.__dict__.get("_ember_init_calls"):
+            raise MisconfigurationError(
+                "save_hyperparameters() must be called inside __init__ of an ember.Module subclass."
+            )
+        values = _init_arguments(self)
+        if args:
+            unknown = [a for a in args if a not in values]
+            if unknown:
+                raise MisconfigurationError(
+                    f"save_hyperparameters got names that are not __init__ arguments: {unknown}; "
+                    f"the arguments are {list(values)}."
+                )
+            values = {k: values[k] for k in args}
+        hp = AttributeDict((k, v) for k, v in values.items() if k not in ignored)
+        self.__dict__["_hparams"] = hp
+        self.__dict__["_hparams_name"] = None
+
+    # ------------------------------------------------------------------ trainer views
+    @property
+    def trainer(self):
+        """The Trainer fitting this module (None outside fit)."""
+        return self.__dict__.get("_trainer")
+
+    @trainer.setter
+    def trainer(self, trainer) -> None:
+        self.__dict__["_trainer"] = trainer
+
+    @property
+    def current_epoch(self) -> int:
+        t = self.trainer
+        return t.current_epoch if t is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        t = self.trainer
+        return t.global_step if t is not None else 0
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ logging
+    def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool | None = None,
+            on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
+            enable_graph: bool = False, sync_dist: bool = False, sync_dist_group: Any = None,
+            add_dataloader_idx: bool = True, batch_size: int | None = None, metric_attribute: str | None = None,
+            rank_zero_only: bool = False) -> None:
+        """Record a metric, as Lightning's ``LightningModule.log``: in ``training_step`` per step, in
+        validation/test steps and epoch hooks the epoch's value (``reduce_fx``: mean weighted by
+        batch size, sum, max, min); both levels give ``name_step`` and ``name_epoch``. ``value`` may be a
+        metric object (``update``/``compute``/``reset``), computed and reset at the epoch's end."""
+        sink = self.__dict__.get("_logged")
+        if sink is None:
+            raise MisconfigurationError(
+                f"self.log({name!r}, ...) was called outside trainer.fit() (or validate/test); log from a step "
+                "or a hook the Trainer runs, e.g. training_step or validation_step.")
+        sink(name, value, prog_bar=prog_bar, logger=True if logger is None else logger, on_step=on_step,
+             on_epoch=on_epoch, reduce_fx=reduce_fx, sync_dist=sync_dist, add_dataloader_idx=add_dataloader_idx,
+             batch_size=batch_size)
+
+    def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: bool | None = None,
+                 on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
+                 enable_graph: bool = False, sync_dist: bool = False, sync_dist_group: Any = None,
+                 add_dataloader_idx: bool = True, batch_size: int | None = None, rank_zero_only: bool = False) -> None:
+        for k, v in dictionary.items():  # a torchmetrics MetricCollection gives its metrics by name
+            self.log(k, v, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx,
+                     sync_dist=sync_dist, add_dataloader_idx=add_dataloader_idx, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ optimization
+    @property
+    def automatic_optimization(self) -> bool:
+        """False: training_step steps the optimizers itself (``self.optimizers()``, ``manual_backward``)."""
+        return self.__dict__.get("_automatic_optimization", True)
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self.__dict__["_automatic_optimization"] = bool(value)
+
+    def _fit_loop(self, what: str):
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            raise MisconfigurationError(f"self.{what} is only available inside trainer.fit().")
+        return loop
+
+    def optimizers(self, use_pl_optimizer: bool = True):
+        """The optimizers of configure_optimizers() (one, or a list), wrapped so that ``step()``
+        goes through the Trainer (precision, global_step, checkpoint safety)."""
+        loop = self._fit_loop("optimizers()")
+        opts = loop.optimizer_views if use_pl_optimizer else loop.parts.optimizers
+        return opts[0] if len(opts) == 1 else list(opts)
+
+    def lr_schedulers(self):
+        """The LR schedulers of configure_optimizers() (None, one, or a list); step them yourself in
+        manual optimization."""
+        scheds = [c.scheduler for c in self._fit_loop("lr_schedulers()").parts.schedulers]
+        return None if not scheds else scheds[0] if len(scheds) == 1 else scheds
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward()`` through the Trainer: precision scaling and the backward hooks."""
+        self._fit_loop("manual_backward()").manual_backward(loss, *args, **kwargs)
+
+    def toggle_optimizer(self, optimizer) -> None:
+        """Only ``optimizer``'s parameters require grad until ``untoggle_optimizer``."""
+        loop = self._fit_loop("toggle_optimizer()")
+        loop.toggled.toggle(optimizer, loop.parts.optimizers)
+
+    def untoggle_optimizer(self, optimizer=None) -> None:
+        self._fit_loop("untoggle_optimizer()").toggled.untoggle()
+
+    # ------------------------------------------------------------------ hooks (override)
+    def training_step(self, batch: Any, batch_idx: int):
+        raise MisconfigurationError(
+            f"{type(self).__name__} has no training_step(batch, batch_idx); define one that returns the loss."
+        )
+
+    def configure_optimizers(self):
+        raise MisconfigurationError(
+            f"{type(self).__name__} has no configure_optimizers(); define one that returns an optimizer."
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Add to (or edit) the checkpoint dict before it is written."""
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Read what on_save_checkpoint added, before the weights are loaded."""
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path,
+        map_location=None,
+        strict: bool = True,
+        hparams_file=None,
+        storage_options: dict | None = None,
+        **kwargs: Any,
+    ):
+        """Build the model from the checkpoint (a path or a URL) and load its weights.
+
+        ``map_location`` takes what ``torch.load`` takes: a device, a dict ``{"cpu": "cuda:0"}`` or a
+        function ``(storage, location) -> storage`` (ember files are saved from the CPU: location
+        ``"cpu"``); the model ends on the device of its loaded weights. ``strict=False`` loads the
+        keys that match and warns about the others.
+        ``hparams_file`` (a ``.yaml`` such as a logger's ``hparams.yaml``, or a ``key,value`` ``.csv``)
+        overrides saved hyperparameters; ``kwargs`` override both or supply init arguments not saved;
+        ``storage_options`` go to the backend of a URL. The global random state is left as it was
+        (building a model draws random numbers).
+        """
+        location = resume.locate_path(checkpoint_path, storage_options)
+        ckpt = resume.read(location, storage_options=storage_options, map_location=read_location(map_location))
+        ckpt = apply_map_location(ckpt, map_location)
+        if "state_dict" not in ckpt:
+            raise CheckpointMismatchError(
+                f"{checkpoint_path} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}."
+            )
+        if hparams_file is not None:  # its values win over the checkpoint's; kwargs win over both
+            from ember.core.saving import read_hparams_file
+
+            ckpt["hyper_parameters"] = {**(ckpt.get("hyper_parameters") or {}), **read_hparams_file(hparams_file)}
+        init_kwargs = _init_kwargs_from_checkpoint(cls, ckpt, kwargs, checkpoint_path)
+        with preserved_rng():
+            model = cls(**init_kwargs)
+        resume.restore_weights(model, ckpt, os.fspath(checkpoint_path), strict=strict)
+        device = weights_device(ckpt["state_dict"])
+        return model.to(device) if device is not None else model
+
+    # ------------------------------------------------------------------ export
+    def to_torchscript(self, file_path=None, method: str = "script", example_inputs=None, **kwargs: Any):
+        """This model as TorchScript (``"script"`` or ``"trace"``), saved to ``file_path`` if given."""
+        from ember.core.export import to_torchscript
+
+        return to_torchscript(self, file_path, method, example_inputs, **kwargs)
+
+    def to_onnx(self, file_path, input_sample=None, **kwargs: Any) -> None:
+        """Export this model to ONNX (needs the ``onnx`` package)."""
+        from ember.core.export import to_onnx
+
+        to_onnx(self, file_path, input_sample, **kwargs)
+
+
+# TorchScript compiles every property of a scripted module's class (inherited ones too); these read the Trainer.
+Module.__jit_unused_properties__ = [n for k in Module.__mro__ if k not in nn.Module.__mro__
+                                    for n, v in vars(k).items() if isinstance(v, property)]
+
+LightningModule = Module
+
+
+def _init_arguments(module: Module) -> dict[str, Any]:
+    """The named __init__ arguments of every class level; a subclass's values win over its parents'."""
+    out: dict[str, Any] = {}
+    for call in reversed(module.__dict__.get("_ember_init_calls", [])):
+        out.update(_bind(call))
+    return out
+
+
+def _bind(call) -> dict[str, Any]:
+    """The named arguments of a recorded __init__ call, defaults applied, **kwargs flattened."""
+    init, args, kwargs = call
+    sig = inspect.signature(init)
+    try:
+        bound = sig.bind(None, *args, **kwargs)
+    except TypeError as e:  # the call ran, so only a signature that misdescribes __init__ gets here
+        raise MisconfigurationError(
+            f"cannot tell which values {init.__qualname__} received ({e}): its signature {sig} does not match "
+            "the call. Save the hyperparameters explicitly: self.save_hyperparameters({'name': value, ...})."
+        ) from None
+    bound.apply_defaults()
+    out: dict[str, Any] = {}
+    for i, (name, value) in enumerate(bound.arguments.items()):
+        if i == 0:
+            continue  # self
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            continue  # *args have no names to save them under
+        else:
+            out[name] = value
+    return out
+
+
+def _init_params(cls) -> tuple[dict[str, inspect.Parameter], bool]:
+    init = cls.__init__
+    sig = inspect.signature(init)
+    params = dict(list(sig.parameters.items())[1:])
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params = {k: p for k, p in params.items()
+              if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    return params, var_kw
+
+
+def _init_kwargs_from_checkpoint(cls, ckpt: dict, overrides: dict, path) -> dict:
+    hp = ckpt.get("hyper_parameters") or {}
+    params, var_kw = _init_params(cls)
+    hp_name = ckpt.get("hparams_name")
+    if ckpt.get("hparams_type") == "Namespace" or (hp_name and hp_name in params):
+        # The seed's pattern: __init__(self, hparams) took one Namespace (or dict) holding everything.
+        container = Namespace(**hp) if ckpt.get("hparams_type") == "Namespace" else AttributeDict(hp)
+        name = hp_name if hp_name in params else ("hparams" if "hparams" in params else None)
+        if name is None:
+            return _direct(hp, overrides, params, var_kw, cls, path)
+        init_kwargs = {}
+        for k, v in overrides.items():
+            if k in params:
+                init_kwargs[k] = v
+            else:
+                setattr(container, k, v) if isinstance(container, Namespace) else container.__setitem__(k, v)
+        init_kwargs.setdefault(name, container)
+        return init_kwargs
+    return _direct(hp, overrides, params, var_kw, cls, path)
+
+
+def _direct(hp: Mapping, overrides: dict, params: dict, var_kw: bool, cls, path) -> dict:
+    init_kwargs = {k: v for k, v in hp.items() if k in params or var_kw}
+    unknown = [k for k in overrides if k not in params and not var_kw]
+    if unknown:
+        raise MisconfigurationError(
+            f"{cls.__name__}.load_from_checkpoint got {unknown}, which {cls.__name__}.__init__ does not take; "
+            f"it takes {list(params)}."
+        )
+    init_kwargs.update(overrides)
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in init_kwargs]
+    if missing:
+        raise MisconfigurationError(
+            f"cannot build {cls.__name__} from {path}: the checkpoint has no saved value for the __init__ "
+            f"argument(s) {missing}. Pass them, e.g. {cls.__name__}.load_from_checkpoint(path, "
+            + ", ".join(f"{m}=..." for m in missing)
+            + "), or call self.save_hyperparameters() in __init__ so future checkpoints hold them."
+        )
+    return init_kwargs

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ember.checkpoint.temporaries import pid_alive
+from ember.checkpoint.storage.temporaries import pid_alive
 from ember.distributed import group
 from ember.distributed.env import DistributedError, JobEnv
 from ember.distributed.failure import EXIT_PEER_FAILED, reported_here

@@ -9,7 +9,7 @@ import io
 import os
 from typing import Any, Mapping
 
-from ember.checkpoint.store import Storage, open_store
+from ember.checkpoint.storage.locations import Storage, open_store
 from ember.distributed import rank_zero_only
 from ember.loggers.base import Logger, params_dict
 from ember.loggers.yaml_text import dump_yaml

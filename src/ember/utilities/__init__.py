@@ -1,7 +1,7 @@
 """Helpers Lightning users import from ``lightning.pytorch.utilities``."""
 
 from ember.distributed import rank_zero_only
-from ember.module import AttributeDict
+from ember.core.module import AttributeDict
 from ember.seed import seed_everything
 from ember.utilities.grads import grad_norm
 from ember.utilities.model_summary import ModelSummary, summarize

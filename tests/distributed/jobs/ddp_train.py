@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.checkpoint import state as run_state
-from ember.data import ResumableLoader
+from ember.loops.data import ResumableLoader
 from ember.distributed import DDPStrategy, launch
 from ember.seed import get_rng_state, set_rng_state
 

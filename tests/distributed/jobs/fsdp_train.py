@@ -29,7 +29,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
-from ember.data import ResumableLoader
+from ember.loops.data import ResumableLoader
 from ember.distributed import FSDPStrategy, launch
 from ember.distributed.fsdp import optimizer_state_from_plain
 from ember.seed import get_rng_state, set_rng_state

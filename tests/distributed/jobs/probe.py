@@ -101,7 +101,7 @@ def main() -> None:
     random.random()
     torch.rand(3)
     loader = shuffled
-    from ember.data import ResumableLoader
+    from ember.loops.data import ResumableLoader
 
     resumable = ResumableLoader(loader)
     it, _ = resumable.epoch_iterator(0)

@@ -18,9 +18,9 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 import ember
-from ember.checkpoint.store import resolve
+from ember.checkpoint.storage.locations import resolve
 from ember.distributed import launch
-from ember.distributed.sharded_saves import ShardedWriter
+from ember.checkpoint.sharded.saves import ShardedWriter
 
 
 def main() -> None:

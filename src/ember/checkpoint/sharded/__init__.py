@@ -10,7 +10,7 @@ Layout (docs/FORMAT.md, section 9)::
                                state tree of every other value; its presence is the commit
 
 Modules: ``layout`` (names), ``metadata`` (the JSON metadata <-> DCP's Metadata), ``split`` (state ->
-tensors + tree), ``rankfile`` (one rank's file), ``writer`` / ``reader`` (DCP storage plugins),
+tensors + tree), ``rankfile`` (one rank's file), ``dcp_writer`` / ``dcp_reader`` (DCP storage plugins), ``saves`` (background saves under FSDP),
 ``commit`` (temporary folder and atomic swap), ``full`` (single-process reads), ``api`` (collectives).
 torch.distributed.checkpoint is imported only by the collectives and the plugins (it is slow to import).
 """
@@ -20,7 +20,7 @@ from ember.checkpoint.sharded.full import consolidate, is_sharded_checkpoint, re
 __all__ = ["save_sharded", "load_sharded", "read_full", "is_sharded_checkpoint", "verify_sharded", "consolidate",
            "ShardWriter", "ShardReader"]
 
-_LAZY = {"save_sharded": "api", "load_sharded": "api", "ShardWriter": "writer", "ShardReader": "reader"}
+_LAZY = {"save_sharded": "api", "load_sharded": "api", "ShardWriter": "dcp_writer", "ShardReader": "dcp_reader"}
 
 
 def __getattr__(name: str):

@@ -17,9 +17,9 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, Def
 from ember.checkpoint.sharded import commit
 from ember.checkpoint.sharded import metadata as _meta
 from ember.checkpoint.sharded.layout import local_folder
-from ember.checkpoint.sharded.reader import ShardReader
+from ember.checkpoint.sharded.dcp_reader import ShardReader
 from ember.checkpoint.sharded.split import join, split
-from ember.checkpoint.sharded.writer import ShardWriter
+from ember.checkpoint.sharded.dcp_writer import ShardWriter
 from ember.errors import CheckpointError, CheckpointMismatchError
 
 

@@ -26,8 +26,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ember.checkpoint.storage import fsync_dir
-from ember.checkpoint.temporaries import clean_stale_temp_files, temp_name
+from ember.checkpoint.storage.local import fsync_dir
+from ember.checkpoint.storage.temporaries import clean_stale_temp_files, temp_name
 from ember.errors import CheckpointError
 
 _RENAME_EXCHANGE = 2

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ember.checkpoint import codec, fileformat
+from ember.checkpoint.format import codec, container
 from ember.checkpoint.sharded import metadata as _meta
 from ember.checkpoint.sharded.layout import local_folder
 from ember.checkpoint.sharded.rankfile import RankFile
@@ -81,13 +81,13 @@ def verify_sharded(location: str | os.PathLike) -> None:
                 rf.tensor(c.key, meta.tensors[fqn].dtype, c.sizes)  # present, right dtype and size
         finally:
             rf.close()
-        fileformat.verify_file(path)  # every byte, streaming
+        container.verify_file(path)  # every byte, streaming
 
 
 def consolidate(src: str | os.PathLike, dst: str | os.PathLike, *, storage_options: dict | None = None) -> str:
     """Write the sharded checkpoint ``src`` as one single-file ember checkpoint ``dst`` (a path or URL),
     then verify it; returns where it was written."""
-    from ember.checkpoint.store import open_checkpoint, resolve
+    from ember.checkpoint.storage.locations import open_checkpoint, resolve
     from ember.checkpoint.writer import write_file
 
     state = read_full(src)
@@ -95,7 +95,7 @@ def consolidate(src: str | os.PathLike, dst: str | os.PathLike, *, storage_optio
     store, name = resolve(dst, storage_options)
     where = write_file((store, name), tree, tensors, progress=True)
     with open_checkpoint(store, name) as (f, size):
-        fileformat.verify_stream(f, size, where)
+        container.verify_stream(f, size, where)
     return where
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from ember.checkpoint import decode
-from ember.checkpoint.checksums import crc
-from ember.checkpoint.dtypes import TORCH_DTYPES
-from ember.checkpoint.header import MAX_HEADER, loads, structure_problem
+from ember.checkpoint.format import decode
+from ember.checkpoint.format.checksums import crc
+from ember.checkpoint.format.dtypes import TORCH_DTYPES
+from ember.checkpoint.format.header import MAX_HEADER, loads, structure_problem
 from ember.checkpoint.sharded.layout import METADATA, RANK_FILE_RE, refuse_torch_folder
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointVersionError
 from ember.version import __version__

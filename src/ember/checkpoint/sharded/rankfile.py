@@ -11,10 +11,10 @@ from typing import Mapping
 
 import torch
 
-from ember.checkpoint import fileformat
-from ember.checkpoint import header as _header
-from ember.checkpoint.checksums import crc32_many
-from ember.checkpoint.dtypes import CODES, carrier_for
+from ember.checkpoint.format import container
+from ember.checkpoint.format import header as _header
+from ember.checkpoint.format.checksums import crc32_many
+from ember.checkpoint.format.dtypes import CODES, carrier_for
 from ember.errors import CheckpointCorruptError, CheckpointError
 
 TAG = "$"
@@ -39,7 +39,7 @@ def write_rank_file(path: Path, rank: int, chunks: Mapping[str, torch.Tensor]) -
         nodes.append([key, {TAG: "tensor", "name": key, **extra}])
     tree = {TAG: "dict", "items": [["rank", rank], ["shards", {TAG: "dict", "items": nodes}]]}
     with open(path, "xb") as f:
-        fileformat.write(f, tree, tensors)
+        container.write(f, tree, tensors)
         f.flush()
         os.fsync(f.fileno())
         return f.tell()

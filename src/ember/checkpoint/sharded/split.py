@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ember.checkpoint import codec
+from ember.checkpoint.format import codec
 from ember.errors import CheckpointError
 
 

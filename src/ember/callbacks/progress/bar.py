@@ -1,0 +1,52 @@
+"""The tqdm progress bar shown during fit: epoch, step, loss and prog_bar metrics."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+class _NoBar:
+    def update(self, *args: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+class _EpochBar:
+    EVERY = 16  # batches per redraw check: tqdm and reading the loss (a device sync) cost per call
+
+    def __init__(self, epoch: int, total: int | None, initial: int) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, initial=initial, desc=f"Epoch {epoch}", file=sys.stderr,
+                         dynamic_ncols=True, leave=True, mininterval=0.2)
+        self._pending = 0
+
+    def update(self, step: int, loss, metrics: dict, prog_bar: set[str]) -> None:
+        self._pending += 1
+        if self._pending < self.EVERY:
+            return
+        self._flush(step, loss, metrics, prog_bar)
+
+    def _flush(self, step: int, loss, metrics: dict, prog_bar: set[str]) -> None:
+        post = {"step": step}
+        if loss is not None:
+            post["loss"] = f"{float(loss):.4g}"
+        for k in prog_bar:
+            if k in metrics:
+                post[k] = f"{float(metrics[k]):.4g}"
+        self._bar.set_postfix(post, refresh=False)
+        self._bar.update(self._pending)
+        self._pending = 0
+
+    def close(self) -> None:
+        if self._pending:
+            self._bar.update(self._pending)
+        self._bar.close()
+
+
+class FitBar:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def start_epoch(self, epoch: int, total: int | None, initial: int):
+        return _EpochBar(epoch, total, initial) if self.enabled else _NoBar()

@@ -1,0 +1,181 @@
+"""The evaluation loop: one validation, test, prediction or sanity-check pass over some loaders.
+
+Used by ``trainer.validate/test/predict`` and by fit (its validations and the sanity check). It runs
+without disturbing training: every global random stream is as it was afterwards, gradients are off
+(``torch.inference_mode`` or ``no_grad``), and every submodule gets its train/eval mode back (unless
+the module overrides ``on_*_model_train``)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ember import compat
+from ember.loops.data import length, limit_batches
+from ember.loops.hooks import Hooks
+from ember.loops.results import MetricsHub, Results, as_float, defaults_for
+from ember.seed import preserved_rng
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The names one kind of evaluation uses."""
+
+    prefix: str      # on_{prefix}_start, ...
+    step: str        # the module's step method
+    model_eval: str
+    model_train: str | None
+    title: str
+
+
+STAGES = {
+    "validate": Stage("validation", "validation_step", "on_validation_model_eval", "on_validation_model_train",
+                      "Validate"),
+    "sanity": Stage("validation", "validation_step", "on_validation_model_eval", "on_validation_model_train",
+                    "Sanity check"),
+    "test": Stage("test", "test_step", "on_test_model_eval", "on_test_model_train", "Test"),
+    "predict": Stage("predict", "predict_step", "on_predict_model_eval", None, "Predict"),
+}
+
+
+class LogSink:
+    """Where ``self.log`` goes: the stage's Results, with the hook running, the batch and the loader."""
+
+    def __init__(self, hooks: Hooks) -> None:
+        self.hooks = hooks
+        self.results: Results | None = None
+        self.batch: Any = None
+        self.dataloader_idx: int | None = None
+
+    def __call__(self, name: str, value: Any, *, add_dataloader_idx: bool = True, **kwargs: Any) -> None:
+        results = self.results
+        if results is None:
+            from ember.errors import MisconfigurationError
+
+            defaults_for(self.hooks.current_fx, None, None, name)  # a hook Lightning refuses: say so
+            raise MisconfigurationError(f"self.log({name!r}) was called where nothing is being logged "
+                                        f"(in {self.hooks.current_fx}); log from a step or an epoch hook.")
+        if add_dataloader_idx and self.dataloader_idx is not None:
+            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+        results.log(self.hooks.current_fx, name, value, batch=self.batch, **kwargs)
+
+
+class EvalLoop:
+    """One pass of ``stage`` ("validate", "test", "predict" or "sanity") over ``loaders``."""
+
+    def __init__(self, stage: str, module, hooks: Hooks, sink: LogSink, hub: MetricsHub, *, device: torch.device,
+                 precision, inference_mode: bool = True, reduce: Callable | None = None,
+                 step: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+        self.stage, self.names = stage, STAGES[stage]
+        self.module, self.hooks, self.sink, self.hub = module, hooks, sink, hub
+        self.device, self.precision, self.inference_mode, self.reduce = device, precision, inference_mode, reduce
+        self.step = step  # (global step, epoch) for the logger
+
+    def run(self, loaders: list, limit: int | float, return_predictions: bool = False) -> list:
+        """Validate/test: one dict of epoch metrics per loader. Predict: the predict_step outputs
+        (a list per loader when there are several), or [] without ``return_predictions``."""
+        module, call, n = self.module, self.hooks, self.names
+        sink, outer = self.sink, (self.sink.results, self.sink.batch, self.sink.dataloader_idx, call.stage)
+        call.stage = self.stage
+        results = sink.results = Results(training=False, reduce=self.reduce)
+        modes = [(m, m.training) for m in module.modules()]
+        outputs: list[list] = [[] for _ in loaders]
+        grad_off = torch.inference_mode() if self.inference_mode else torch.no_grad()
+        call.barrier()  # user code follows: an in-flight save must hold the state before it
+        try:
+            with preserved_rng(), grad_off:
+                if self.stage == "sanity":
+                    call("on_sanity_check_start")
+                call.module_hook(n.model_eval)
+                call(f"on_{n.prefix}_start")
+                call(f"on_{n.prefix}_epoch_start")
+                for i, loader in enumerate(loaders):
+                    sink.dataloader_idx = i if len(loaders) > 1 else None
+                    self._run_loader(loader, i, len(loaders) > 1, limit, outputs[i] if return_predictions else None)
+                sink.dataloader_idx = sink.batch = None
+                views = self._end(results)
+                self._restore_modes(modes)
+                if self.stage == "sanity":
+                    call("on_sanity_check_end")
+        finally:
+            sink.results, sink.batch, sink.dataloader_idx, call.stage = outer
+        if self.stage == "predict":
+            return (outputs[0] if len(loaders) == 1 else outputs) if return_predictions else []
+        return _per_loader(views.returned, len(loaders))
+
+    def _run_loader(self, loader, i: int, several: bool, limit, outputs: list | None) -> None:
+        call, n, sink = self.hooks, self.names, self.sink
+        extra = (i,) if several else ()
+        n_batches = limit_batches(limit, length(loader))
+        for batch_idx, batch in enumerate(loader):
+            if batch_idx >= n_batches:
+                break
+            batch = sink.batch = call.transfer(batch, self.device, i)
+            call(f"on_{n.prefix}_batch_start", batch, batch_idx, *extra)
+            with self.precision.autocast():
+                out = call.module_hook(n.step, batch, batch_idx, *extra)
+            if self.stage in ("validate", "sanity"):
+                for k, v in compat.validation_outputs(out).items():  # the seed's dict-returning validation_step
+                    sink(k, v, on_step=False, on_epoch=True)
+            if outputs is not None:
+                outputs.append(out)
+            step_views = sink.results.take_step()
+            if self.stage != "sanity" and step_views.log:
+                self.hub.publish(step_views, to_logger=True, step=self.step()[0], epoch=self.step()[1])
+            call(f"on_{n.prefix}_batch_end", out, batch, batch_idx, *extra)
+
+    def _end(self, results: Results):
+        call, n = self.hooks, self.names
+        live = self.stage != "sanity"
+        if live:
+            self.hub.live = results  # callbacks see what on_*_epoch_end logs while the hooks run
+        try:
+            call(f"on_{n.prefix}_epoch_end")
+        finally:
+            self.hub.live = None
+        views = results.epoch()
+        if live:
+            step, epoch = self.step()
+            self.hub.publish(views, to_logger=True, step=step, epoch=epoch)
+        call(f"on_{n.prefix}_end")
+        return views
+
+    def _restore_modes(self, modes: list) -> None:
+        train_hook = self.names.model_train
+        if train_hook is not None and _defined_outside_ember(self.module, train_hook):
+            self.hooks.module_hook(train_hook)
+            return
+        for m, training in modes:
+            m.training = training
+
+
+def _defined_outside_ember(module, hook: str) -> bool:
+    from ember.core.hooks import ModelHooks
+
+    return getattr(type(module), hook) is not getattr(ModelHooks, hook) or hook in vars(module)
+
+
+def _per_loader(metrics: dict[str, Any], n: int) -> list[dict[str, float]]:
+    """Lightning's return value: one dict per loader, each with that loader's metrics and the shared ones."""
+    out: list[dict[str, float]] = [{} for _ in range(n)]
+    for k, v in metrics.items():
+        name, sep, idx = k.rpartition("/dataloader_idx_")
+        for i, d in enumerate(out):
+            if not sep or (idx.isdigit() and int(idx) == i):
+                d[k] = as_float(v)
+    return out
+
+
+def print_results(title: str, results: list[dict[str, float]]) -> None:
+    """A small table of the metrics, one column per loader (``verbose=True``)."""
+    names = sorted({k for d in results for k in d})
+    if not names:
+        return
+    width = max(len(k) for k in names + [f"{title} metric"]) + 2
+    print(f"{title + ' metric':<{width}}" + "".join(f"DataLoader {i:<8}" for i in range(len(results))))
+    for k in names:
+        print(f"{k:<{width}}" + "".join(f"{d[k]:<19.6g}" if k in d else " " * 19 for d in results))
+    sys.stdout.flush()

@@ -1,0 +1,149 @@
+"""Callbacks of a Trainer: the list (with the default ModelCheckpoint), their state keys, and the
+dispatch of one hook to the module and every callback that overrides it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ember import compat
+from ember.callbacks.base import Callback
+from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.core.hooks import move_to_device
+from ember.errors import MisconfigurationError
+
+_TRANSFER = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+class Hooks:
+    """``hooks("on_train_epoch_end", *args)`` runs the hook of each callback that overrides it, then
+    the module's (if it overrides it): Lightning's order. ``barrier()`` runs before each: user code
+    may change the state a background save is still copying. ``current_fx`` names the hook running
+    (``self.log`` picks its defaults by it)."""
+
+    def __init__(self, module, callbacks: list[Callback], barrier: Callable[[], None], trainer) -> None:
+        self.module, self.callbacks, self.barrier, self.trainer = module, callbacks, barrier, trainer
+        self._targets: dict[str, list] = {}
+        self.current_fx: str | None = None
+        self.stage: str | None = None  # "train", "validate", "sanity", "test" or "predict": what is running
+        self.datamodule = None  # its batch-transfer hooks win over the module's, as in Lightning
+
+    def __call__(self, hook: str, *args: Any, monitoring: bool | None = None) -> Any:
+        """``monitoring``: None runs every callback; False the ones that do not monitor a metric (and
+        the module); True only those that do (ModelCheckpoint, EarlyStopping), as Lightning does at
+        the end of a training epoch so they see what the module's hook logged."""
+        key = hook if monitoring is None else f"{hook}/{monitoring}"
+        targets = self._targets.get(key)
+        if targets is None:
+            targets = self._targets[key] = _targets(self.module, self.callbacks, hook, monitoring)
+        if not targets:
+            return None
+        outer, self.current_fx = self.current_fx, hook
+        result = None
+        try:
+            for fn, is_callback in targets:
+                self.barrier()
+                if is_callback:
+                    fn(self.trainer, self.module, *args)
+                else:
+                    result = fn(*args)
+        finally:
+            self.current_fx = outer
+        return result  # the module's (Lightning reads on_train_batch_start's -1)
+
+    def module_hook(self, hook: str, *args: Any) -> Any:
+        """Call a module-only hook (configure_model, on_validation_model_eval, ...) and return its result."""
+        outer, self.current_fx = self.current_fx, hook
+        self.barrier()
+        try:
+            return getattr(self.module, hook)(*args)
+        finally:
+            self.current_fx = outer
+
+    def transfer(self, batch: Any, device, dataloader_idx: int = 0) -> Any:
+        """The batch on ``device``, through on_before_batch_transfer, transfer_batch_to_device and
+        on_after_batch_transfer when the datamodule (first) or the module overrides any of them."""
+        chain = self._targets.get("/transfer")
+        if chain is None:
+            chain = self._targets["/transfer"] = self._transfer_chain()
+        if not chain:
+            return move_to_device(batch, device)
+        before, to_device, after = chain
+        self.barrier()
+        batch = before(batch, dataloader_idx)
+        batch = to_device(batch, device, dataloader_idx)
+        return after(batch, dataloader_idx)
+
+    def _transfer_chain(self) -> list:
+        from ember.core.module import Module
+
+        dm, chain, custom = self.datamodule, [], False
+        for hook in _TRANSFER:
+            if dm is not None and callable(getattr(dm, hook, None)):
+                chain.append(getattr(dm, hook))
+                custom = True
+            else:
+                chain.append(getattr(self.module, hook))
+                custom = custom or overrides(self.module, Module, hook)
+        return chain if custom else []
+
+    def forget(self) -> None:
+        """Callbacks or the module changed: look the targets up again."""
+        self._targets = {}
+
+
+def build_callbacks(enable_checkpointing, checkpoint_callback, callbacks) -> list[Callback]:
+    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise MisconfigurationError(
+                f"callbacks must be ember.callbacks.Callback instances; received {type(cb).__name__}.")
+    out, enabled = compat.checkpoint_callbacks(enable_checkpointing, checkpoint_callback, callbacks, ModelCheckpoint)
+    has_ckpt = any(isinstance(cb, ModelCheckpoint) for cb in out)
+    if not enabled and has_ckpt:
+        raise MisconfigurationError(
+            "checkpointing is turned off (enable_checkpointing=False or checkpoint_callback=False) but a "
+            "ModelCheckpoint was given in callbacks; remove one of the two.")
+    if enabled and not has_ckpt:
+        out.append(ModelCheckpoint())
+    keyed(out)
+    return out
+
+
+def keyed(callbacks: list[Callback]) -> dict[str, Callback]:
+    """Callbacks by ``state_key``; two with one key would overwrite each other's state."""
+    out: dict[str, Callback] = {}
+    for cb in callbacks:
+        key = cb.state_key
+        if key in out:
+            raise MisconfigurationError(
+                f"two callbacks have the state key {key!r} ({type(out[key]).__name__} and {type(cb).__name__}), so "
+                "their checkpointed state would collide; give one another key, e.g. ModelCheckpoint(..., "
+                "state_key='best-loss'), or override state_key.")
+        out[key] = cb
+    return out
+
+
+def is_monitoring(cb: Callback) -> bool:
+    """Lightning runs checkpoint and early-stopping callbacks after the module at a training epoch's end."""
+    return isinstance(cb, ModelCheckpoint) or any(c.__name__ in ("EarlyStopping", "Checkpoint")
+                                                  for c in type(cb).__mro__)
+
+
+def overrides(obj, base: type, hook: str) -> bool:
+    """Whether ``obj`` (its class or the instance itself) defines ``hook`` differently from ``base``."""
+    return hook in vars(obj) or getattr(type(obj), hook, None) is not getattr(base, hook, None)
+
+
+def _targets(module, callbacks: list[Callback], hook: str, monitoring: bool | None) -> list:
+    from ember.core.module import Module
+
+    targets = []
+    if hasattr(Callback, hook):
+        for cb in callbacks:
+            if monitoring is not None and is_monitoring(cb) != monitoring:
+                continue
+            if overrides(cb, Callback, hook):
+                targets.append((getattr(cb, hook), True))
+    if monitoring is not True and callable(getattr(module, hook, None)) and overrides(module, Module, hook):
+        targets.append((getattr(module, hook), False))
+    return targets

@@ -1,0 +1,107 @@
+"""trainer.validate/test/predict, and the setup/teardown hooks of every stage."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ember.checkpoint import resume
+from ember.checkpoint.state import unwrap_model
+from ember.core.datamodule import LOADER_METHODS, loaders_for, split_datamodule
+from ember.errors import MisconfigurationError
+from ember.loops.evaluation import STAGES, EvalLoop, print_results
+from ember.loops.hooks import Hooks
+from ember.loops.parts import as_loaders
+from ember.loops.precision import Precision
+
+
+def setup(trainer, hooks: Hooks, stage: str) -> None:
+    """Lightning's order: prepare_data (datamodule, module; once per node), then setup(stage) of the
+    datamodule, the callbacks and the module, then configure_model."""
+    dm = trainer.datamodule
+    if trainer.local_rank == 0:
+        _call(dm, "prepare_data")
+        hooks.module_hook("prepare_data")
+    _call(dm, "setup", stage)
+    hooks("setup", stage)
+    if not (stage == "fit" and getattr(trainer, "_sharded", False)):  # FSDP calls it, with device_mesh set
+        hooks.module_hook("configure_model")
+
+
+def _call(dm: Any, hook: str, *args: Any) -> None:
+    """A datamodule's hook, if it has one (a plain object with *_dataloader() methods may serve as one)."""
+    fn = getattr(dm, hook, None)
+    if callable(fn):
+        fn(*args)
+
+
+def teardown(trainer, hooks: Hooks, stage: str) -> None:
+    _call(trainer.datamodule, "teardown", stage)
+    hooks("teardown", stage)
+
+
+def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, datamodule,
+             return_predictions: bool = False) -> list:
+    """One validate/test/predict call: connect, set up, load ``ckpt_path``'s weights, run, tear down."""
+    dataloaders, datamodule = split_datamodule(dataloaders, datamodule)
+    if model is None:
+        model = trainer.module
+        if model is None:
+            raise MisconfigurationError(f"trainer.{stage}() needs a model: pass trainer.{stage}(model, ...) or "
+                                        "call trainer.fit(model) first.")
+        if dataloaders is None and datamodule is None:
+            datamodule = trainer.datamodule
+        if ckpt_path is None and trainer.checkpoint_callback is not None and _best(trainer):
+            warnings.warn(f"trainer.{stage}(ckpt_path=None) was called without a model: the best checkpoint of "
+                          f"the previous fit is used. Pass ckpt_path='best', 'last' or a path to silence this.",
+                          stacklevel=3)
+            ckpt_path = "best"
+    names = STAGES[stage]
+    if not callable(getattr(model, names.step, None)):
+        raise MisconfigurationError(f"trainer.{stage}() needs {type(model).__name__}.{names.step}(batch, batch_idx); "
+                                    "define it.")
+    hooks = trainer._attach(model, datamodule)
+    settings = trainer.settings
+    try:
+        setup(trainer, hooks, stage)
+        loaders = loaders_for(stage, dataloaders, datamodule, model)
+        if loaders is None:
+            method = LOADER_METHODS[stage]
+            raise MisconfigurationError(f"no data to {stage}: pass trainer.{stage}(model, dataloaders=...), a "
+                                        f"datamodule with {method}(), or define {method}() on the module.")
+        if ckpt_path is not None:
+            load_for_evaluation(trainer, stage, ckpt_path)
+        loop = EvalLoop(stage, model, hooks, trainer._sink, trainer._hub, device=trainer.device,
+                        precision=Precision(settings.precision, trainer.device), inference_mode=settings.inference_mode,
+                        reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch))
+        limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
+                 "predict": settings.limit_predict_batches}[stage]
+        out = loop.run(as_loaders(loaders), limit, return_predictions)
+        teardown(trainer, hooks, stage)
+    except BaseException as e:
+        hooks("on_exception", e)
+        raise
+    finally:
+        model.__dict__["_logged"] = None
+        if trainer.logger is not None and trainer.is_global_zero:
+            trainer.logger.save()
+    if verbose and stage != "predict" and trainer.is_global_zero:
+        print_results(names.title, out)
+    return out
+
+
+def _best(trainer) -> str:
+    trainer.checkpoint_writer.wait()  # the best file may still be being written
+    return trainer.checkpoint_callback.best_model_path
+
+
+def load_for_evaluation(trainer, stage: str, ckpt_path) -> None:
+    """Load the weights (only) of ``"best"``, ``"last"``, ``"hpc"`` or a path into the model, as Lightning
+    does; the location is found as fit finds it (``resume.locate``)."""
+    trainer.checkpoint_writer.wait()  # the file named may still be being written
+    path = resume.locate(ckpt_path, trainer._checkpoint_place(), entry=stage)
+    if path is None:
+        return
+    ckpt = resume.read(path, storage_options=trainer.storage_options)
+    resume.restore_weights(unwrap_model(trainer.module), ckpt, path, datamodule=trainer.datamodule)
+    trainer.ckpt_path = path
