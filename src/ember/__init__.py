@@ -48,12 +48,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # LightningDataModule lives in ember.core.datamodule; looked up on first use. ember.cli is the
-    # command line's package: ``ember.cli.LightningCLI`` imports it (and jsonargparse) only when asked.
-    if name == "LightningDataModule":
-        from ember.core.datamodule import LightningDataModule
-
-        return LightningDataModule
+    # ember.cli is the command line's package: ``ember.cli.LightningCLI`` imports it (and jsonargparse)
+    # only when asked.
     if name == "cli":
         import importlib
 
