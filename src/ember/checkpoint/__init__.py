@@ -1,2 +1,2 @@
-"""Checkpoints: what is saved (state), how it is encoded (codec, fileformat), where it goes (storage),
-when (policies) and which are kept (policies)."""
+"""Checkpoints: what is saved (state), when and which are kept (policies, manager), how it is encoded (format/),
+where it goes (storage/), how one is found and loaded (lookup, resume), Lightning files (lightning/), sharded/."""

@@ -1,4 +1,4 @@
-"""Lightning's ``lightning.pytorch.core`` names: ``LightningModule`` and ``LightningDataModule``."""
+"""What users subclass: LightningModule (module), its hooks, LightningDataModule, manual optimization, hparams files, export."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forwar
 from torch.distributed.tensor import DTensor
 
 from ember.distributed import group
-from ember.checkpoint import ranks
+from ember.checkpoint import ranks as per_rank
 from ember.distributed.strategy import ParallelStrategy
 from ember.errors import CheckpointMismatchError
 
@@ -110,17 +110,17 @@ class FSDPStrategy(ParallelStrategy):
 
     # ---------------------------------------------------------------- checkpoints
     def gather_loop_state(self, state: dict[str, Any],
-                          keys: tuple[str, ...] = ranks.PER_RANK_KEYS) -> dict[str, Any]:
+                          keys: tuple[str, ...] = per_rank.PER_RANK_KEYS) -> dict[str, Any]:
         """Collective: ``state`` plus ``loops.fit.ranks`` (every rank's ``keys`` entries: RNG states and
         data position), returned on *every* rank, with rank 0's ``keys`` entries at the top as in a
         single-process checkpoint: every rank writes its part of a folder checkpoint, and their
         non-tensor entries must agree. Other entries stay this rank's own (``accumulated_grads`` holds
         this rank's gradient shards as DTensors). Resume with ``scatter_loop_state``."""
-        gathered = ranks.gather(state, keys)
-        ranks = self.broadcast_object(gathered.get(ranks.RANKS) if gathered is not None else None)
+        gathered = per_rank.gather(state, keys)
+        ranks = self.broadcast_object(gathered.get(per_rank.RANKS) if gathered is not None else None)
         if ranks is None:  # no joined group: one process
             return dict(state)
-        return {**state, **ranks[0], ranks.RANKS: ranks}
+        return {**state, **ranks[0], per_rank.RANKS: ranks}
 
     def state_for_save(self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, Any]:
         """Collective: ``{"state_dict": ..., "optimizer_states": [...]}`` of this rank's shards: the

@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ember import compat
 from ember.distributed import group
-from ember.checkpoint import ranks
+from ember.checkpoint import ranks as per_rank
 from ember.distributed.env import DistributedError, global_rank, local_rank, world_size
 from ember.errors import MisconfigurationError
 
@@ -157,14 +157,14 @@ class ParallelStrategy:
 
     # ---------------------------------------------------------------- checkpoints
     def gather_loop_state(self, state: dict[str, Any],
-                          keys: tuple[str, ...] = ranks.PER_RANK_KEYS) -> dict[str, Any] | None:
+                          keys: tuple[str, ...] = per_rank.PER_RANK_KEYS) -> dict[str, Any] | None:
         """Collective: every rank's ``keys`` entries (RNG states and data position) gathered into rank
         0's loop state (``loops.fit.ranks``); None on other ranks. See ``ember.checkpoint.ranks``."""
-        return ranks.gather(state, keys)
+        return per_rank.gather(state, keys)
 
     def scatter_loop_state(self, saved: dict[str, Any], path: Any = "the checkpoint") -> dict[str, Any]:
         """This rank's own loop state from a checkpoint's (no communication: every rank reads the file)."""
-        return ranks.scatter(saved, path)
+        return per_rank.scatter(saved, path)
 
     # ---------------------------------------------------------------- failures
     @contextlib.contextmanager
