@@ -13,6 +13,7 @@ mapping's unwritten pages as the file's current bytes).
 from __future__ import annotations
 
 import mmap as _mmap
+import threading
 import weakref
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ __all__ = ["map_file", "check_mapped", "mapped_tensors", "views_a_file", "unshar
 SMALL = 4096  # tensors below this many bytes are copied out, so a kept scalar never pins a whole file
 _MADV_POPULATE_READ = getattr(_mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+: page tables filled, no copy
 _LIVE: "weakref.WeakKeyDictionary[_mmap.mmap, tuple[int, int]]" = weakref.WeakKeyDictionary()
+_LIVE_LOCK = threading.Lock()
 
 
 def map_file(fd: int, label: str, *, populate: bool) -> _mmap.mmap:
@@ -46,7 +48,8 @@ def map_file(fd: int, label: str, *, populate: bool) -> _mmap.mmap:
         except OSError:
             pass  # an older kernel: the checksum pass faults the pages in instead
     if len(buf):
-        _LIVE[buf] = _span(buf)
+        with _LIVE_LOCK:
+            _LIVE[buf] = _span(buf)
     return buf
 
 
@@ -89,7 +92,9 @@ def views_a_file(t: torch.Tensor) -> bool:
     if t.device.type != "cpu" or not t.untyped_storage().nbytes():
         return False
     p = t.untyped_storage().data_ptr()
-    return any(a <= p < b for a, b in list(_LIVE.values()))
+    with _LIVE_LOCK:
+        spans = list(_LIVE.values())
+    return any(a <= p < b for a, b in spans)
 
 
 def unshare(optimizer: torch.optim.Optimizer) -> None:

@@ -65,7 +65,8 @@ class RankFile:
             self.hdr = _header.parse(f, size, self.label, verify=True)
             if self.hdr.kind != "ember":
                 raise CheckpointCorruptError(f"corrupt checkpoint {path}: not an ember file (no checksums)")
-            self.buf = map_file(f.fileno(), self.label, populate=True) if size else b""
+            # lazily: a rank that reshards reads only the chunks it needs, so the pages of others stay on disk
+            self.buf = map_file(f.fileno(), self.label, populate=False) if size else b""
         self.entries = {e.name: e for e in self.hdr.entries}
         self._verified: set[str] = set()
 
