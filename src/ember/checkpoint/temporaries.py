@@ -167,9 +167,25 @@ def _remove_now(path: Path) -> None:
         pass  # left for a later cleanup: the name is a temporary
 
 
+DISCARD_IN_BACKGROUND = 64 * 2**20  # bytes: smaller ones are removed at once (cheaper than a hand-off)
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(path))
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
 def discard(path: Path) -> None:
-    """Remove the temporary ``path`` (an old checkpoint a commit moved aside) on a background thread,
-    so freeing its blocks costs the caller nothing. Interpreter exit waits for removals in progress."""
+    """Remove the temporary ``path`` (an old checkpoint a commit moved aside): at once when it is small,
+    else on a background thread, so freeing its blocks costs the caller nothing. Interpreter exit waits
+    for removals in progress."""
+    if _size(path) < DISCARD_IN_BACKGROUND:
+        _remove_now(path)
+        return
     with _LOCK:
         if not _DISCARDER:
             _DISCARDER.append(ThreadPoolExecutor(1, thread_name_prefix="ember-discard"))
