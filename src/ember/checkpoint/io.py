@@ -29,8 +29,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
 
     A local file is mapped copy-on-write and its tensors view the mapping (no copy; a write to a
     loaded tensor stays in this process; deleting or replacing the file later leaves them as they
-    are). ``verify=False`` maps lazily (bytes paged in on use); ``mmap=False`` reads every tensor into
-    its own memory instead. URLs are read. ``storage_options`` go to the backend of a URL.
+    are). A program that rewrites the file *in place* while such tensors live (``torch.save`` to the
+    same path truncates it) pulls the pages from under them: re-save with ``save_checkpoint`` (a new
+    file renamed over the name), or load with ``mmap=False``. ``verify=False`` maps lazily (bytes
+    paged in on use); ``mmap=False`` reads every tensor into its own memory instead. URLs are read.
+    ``storage_options`` go to the backend of a URL.
 
     A local folder is read as a sharded checkpoint (``sharded.read_full``: every tensor whole, every
     byte verified; ``verify``/``mmap`` do not apply): the same dict a single-file checkpoint gives.

@@ -114,7 +114,7 @@ def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[st
     staging buffers, so each copy runs at pinned speed and the next piece is staged while one is in flight."""
     if device.type != "cuda":
         return {k: t.to(device) for k, t in tensors.items()}
-    piece = 64 * 2**20
+    piece = min(64 * 2**20, max((t.numel() * t.element_size() for t in tensors.values()), default=0)) or 1
     try:
         stages = [torch.empty(piece, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
     except RuntimeError:  # no pinned memory available: pageable copies, same result
@@ -131,7 +131,7 @@ def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[st
             stages[i][:m].copy_(src[s: s + m])
             flat[s: s + m].copy_(stages[i][:m], non_blocking=True)  # type: ignore[index]
             done[i] = torch.cuda.Event()
-            done[i].record()
+            done[i].record(torch.cuda.current_stream(device))  # the stream the copy was queued on
             i ^= 1
         out[name] = dst
     torch.cuda.synchronize(device)
