@@ -113,3 +113,17 @@ def test_a_resumed_optimizer_owns_its_state_instead_of_viewing_the_file(tmp_path
     trainer.fit(_Wide(), data, ckpt_path=path)
     states = [v for s in trainer.optimizers[0].state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     assert states and not any(views_a_file(v) for v in states)
+
+
+def test_a_sharded_folder_read_whole_hands_out_views_that_outlive_its_replacement(tmp_path):
+    from ember.checkpoint.sharded import read_full, save_sharded
+    from ember.checkpoint.temporaries import wait_discards
+
+    folder = tmp_path / "last.ckpt"
+    save_sharded({"state_dict": {"w": torch.arange(4096.0)}, "global_step": 1}, folder)
+    loaded = read_full(folder)["state_dict"]["w"]
+    assert views_a_file(loaded)
+    save_sharded({"state_dict": {"w": torch.zeros(4096)}, "global_step": 2}, folder)
+    wait_discards()
+    assert torch.equal(loaded, torch.arange(4096.0))
+    assert torch.equal(read_full(folder)["state_dict"]["w"], torch.zeros(4096))
