@@ -20,8 +20,8 @@ METHODS = ["torch.load", "safetensors", "ember verify", "ember mmap"]
 NOTES = {
     "torch.load": "torch.load(path, weights_only=True, mmap=False) of a torch.save file",
     "safetensors": "safetensors.torch.load_file(path) of a save_file file (its default backend maps the file)",
-    "ember verify": "ember load_checkpoint(path, verify=True): reads and CRC-checks every byte",
-    "ember mmap": "ember load_checkpoint(path, mmap=True, verify=False): maps the tensors; the pages are "
+    "ember verify": "ember load_checkpoint(path, verify=True): maps the file copy-on-write and CRC-checks every byte on every core before returning views of the mapping",
+    "ember mmap": "ember load_checkpoint(path, verify=False): maps the tensors lazily; the pages are "
                   "read by the touch that ends every timed load",
     "(all)": "every timed load ends by touching one element per 4 KiB page of every tensor",
 }
@@ -81,7 +81,7 @@ def _load(method: str, path: Path):
 
     if method == "ember verify":
         return load_checkpoint(path, verify=True)
-    return load_checkpoint(path, mmap=True, verify=False)
+    return load_checkpoint(path, verify=False)
 
 
 def _write_files(st: BenchState, workdir: Path, tag: str, res: LoadSize) -> dict[str, Path]:

@@ -406,6 +406,7 @@ READING = """
   training for the CPU, so a loop with a save in flight runs slower than one without, though less than
   it would with a synchronous save (extra ÷ sync save < 1). Compare the now and previous rows of the
   same size for what the barrier's position costs over a whole save.
-- **Loads** are noisy on this shared disk (see min/max); ember reads each tensor into its own
-  allocation while a second thread checks the CRC-32C of each piece just read, then helps finish.
+- **Loads** are noisy on this shared disk (see min/max); ember maps a local file copy-on-write and
+  checks the CRC-32C of the mapped bytes on every core before handing out views of the mapping (URLs,
+  and `mmap=False`, read each tensor into its own allocation while a second thread checks each piece).
 """

@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import log, now, repo_root  # noqa: E402
 
-ALL = ("save", "load", "loop", "memory")
+ALL = ("save", "load", "loop", "memory", "figures")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="slowdown loop length as a multiple of the ember sync save time (default %(default)s)")
     p.add_argument("--memory-size", type=float, default=None,
                    help="MiB for the memory benchmark (default: 1024 if in --sizes, else the middle size)")
+    p.add_argument("--figures-size", type=float, default=768.0,
+                   help="MiB of state for the issue-19 figures (default %(default)s: 805 MB)")
     p.add_argument("--plot", default=None, help="plot path (default bench/save_vs_size.png)")
     p.add_argument("--json", default=None, help="also write every raw measurement to this JSON file")
     p.add_argument("--from-json", default=None,
@@ -160,16 +162,26 @@ def main(argv: list[str] | None = None) -> int:
                 mr = run_memory(memory_size, workdir / "memory", use_lightning=use_lightning)
         else:
             memory_skipped = "not selected with --only"
+        fig = None
+        if "figures" in only:
+            from bench.figures import run_figures
+
+            fig = run_figures(1.0 if args.smoke else args.figures_size, repeats, workdir / "figures",
+                              loop_steps=loop_steps)
         elapsed = now() - t_start
         text = render(machine=machine, command=command, smoke=args.smoke, sr=sr, lr=lr, lo=lo, mr=mr,
                       memory_skipped=memory_skipped, plot_note=plot_note, elapsed_s=elapsed, note=args.note)
+        if fig is not None:
+            from bench.figures import section_figures
+
+            text += "\n" + section_figures(fig)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text)
     log(f"wrote {out_path} ({now() - t_start:.0f} s)")
     if args.json:
-        raw = {k: dataclasses.asdict(v) for k, v in (("save", sr), ("load", lr), ("loop", lo), ("memory", mr))
+        raw = {k: dataclasses.asdict(v) for k, v in (("save", sr), ("load", lr), ("loop", lo), ("memory", mr), ("figures", fig))
                if v is not None}
         raw.update(machine=machine, command=command, smoke=args.smoke, memory_skipped=memory_skipped,
                    elapsed_s=elapsed, note=args.note)

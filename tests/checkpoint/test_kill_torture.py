@@ -18,6 +18,7 @@ from ember.checkpoint.format import container
 from ember.checkpoint.lookup import find_last
 from ember.checkpoint.storage.locations import open_store
 from ember.checkpoint.storage.local import TMP_PREFIX
+from ember.checkpoint.storage.temporaries import wait_discards
 
 JOB = Path(__file__).parent.parent / "jobs" / "save_loop.py"
 KILLS = 15
@@ -66,3 +67,40 @@ def test_no_temporary_file_is_ever_taken_for_a_checkpoint(tmp_path):
     assert all(n.endswith(".ckpt") for n in names if not n.startswith(TMP_PREFIX))
     assert all(not n.endswith(".ckpt") for n in names if n.startswith(TMP_PREFIX))
     assert len([n for n in names if n.startswith(TMP_PREFIX)]) <= 1  # each save cleans up dead writers' files
+
+
+KILL_BETWEEN = Path(__file__).parent.parent / "jobs" / "kill_between_renames.py"
+
+
+def _killed_inside_a_commit(folder: Path, moment: str) -> list[Path]:
+    """Run the job (saves global_step 0, then 1 onto target.ckpt, killed inside the second commit);
+    return the temporaries it left."""
+    proc = subprocess.run([sys.executable, str(KILL_BETWEEN), str(folder), moment], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_a_kill_before_the_rename_leaves_the_old_checkpoint_at_its_name(tmp_path):
+    left = _killed_inside_a_commit(tmp_path, "before")
+    target = tmp_path / "target.ckpt"
+    container.verify_file(target)
+    assert ember.load_checkpoint(target)["global_step"] == 0
+    assert len([p for p in left if os.path.samefile(p, target)]) == 1  # the old file's second name
+    assert [ember.load_checkpoint(p, mmap=False)["global_step"] for p in left if not os.path.samefile(p, target)] == [1]
+
+
+def test_a_kill_after_the_rename_leaves_the_new_checkpoint_at_its_name(tmp_path):
+    left = _killed_inside_a_commit(tmp_path, "after")
+    target = tmp_path / "target.ckpt"
+    container.verify_file(target)
+    assert ember.load_checkpoint(target)["global_step"] == 1
+    assert [ember.load_checkpoint(p, mmap=False)["global_step"] for p in left] == [0]  # the old one, superseded
+
+
+def test_the_next_save_removes_what_a_kill_inside_a_commit_left(tmp_path):
+    _killed_inside_a_commit(tmp_path, "before")
+    ember.save_checkpoint({"global_step": 2, "w": torch.zeros(4)}, tmp_path / "target.ckpt")
+    wait_discards()  # this save's own old file is removed on a background thread
+    assert [p.name for p in tmp_path.iterdir()] == ["target.ckpt"]
+    assert ember.load_checkpoint(tmp_path / "target.ckpt")["global_step"] == 2

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import ember
+from ember.checkpoint.storage.temporaries import wait_discards
 from ember.checkpoint.sharded import (ShardWriter, consolidate, is_sharded_checkpoint, load_sharded, read_full,
                                       save_sharded, verify_sharded)
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
@@ -148,6 +149,7 @@ def test_a_folder_without_metadata_is_not_a_checkpoint(tmp_path):
 def test_saving_again_replaces_the_folder_and_leaves_no_temporaries(tmp_path):
     save_sharded(make_state(0), tmp_path / "last.ckpt")
     save_sharded({**make_state(1), "global_step": 18}, tmp_path / "last.ckpt")
+    wait_discards()  # the replaced folder is removed on a background thread
     assert os.listdir(tmp_path) == ["last.ckpt"]
     got = read_full(tmp_path / "last.ckpt")
     assert got["global_step"] == 18 and torch.equal(got["state_dict"]["weight"], make_state(1)["state_dict"]["weight"])

@@ -23,12 +23,17 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, storage_options: di
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify: bool = True,
-                    mmap: bool = False, storage_options: dict | None = None) -> dict:
+                    mmap: bool | None = None, storage_options: dict | None = None) -> dict:
     """Read a checkpoint (a local path or a URL) without running code from it; every byte's checksum
-    is verified by default.
+    is verified by default, before anything is returned.
 
-    ``mmap=True, verify=False`` maps the tensors of a local file without reading them (for large
-    files). ``storage_options`` go to the backend of a URL (credentials, endpoint).
+    A local file is mapped copy-on-write and its tensors view the mapping (no copy; a write to a
+    loaded tensor stays in this process; deleting or replacing the file later leaves them as they
+    are). A program that rewrites the file *in place* while such tensors live (``torch.save`` to the
+    same path truncates it) pulls the pages from under them: re-save with ``save_checkpoint`` (a new
+    file renamed over the name), or load with ``mmap=False``. ``verify=False`` maps lazily (bytes
+    paged in on use); ``mmap=False`` reads every tensor into its own memory instead. URLs are read.
+    ``storage_options`` go to the backend of a URL.
 
     A local folder is read as a sharded checkpoint (``sharded.read_full``: every tensor whole, every
     byte verified; ``verify``/``mmap`` do not apply): the same dict a single-file checkpoint gives.
@@ -40,7 +45,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
     return load_any(path, map_location=map_location, verify=verify, mmap=mmap, storage_options=storage_options)
 
 
-def load_from(store: Storage, name: str, map_location: Any = None, verify: bool = True, *, mmap: bool = False) -> dict:
+def load_from(store: Storage, name: str, map_location: Any = None, verify: bool = True, *,
+              mmap: bool | None = None) -> dict:
     """The checkpoint dict stored as ``name`` in ``store`` (any kind ``load_checkpoint`` reads).
 
     Raises a CheckpointError subclass naming ``store.describe(name)`` for a missing, corrupt or unsafe file.

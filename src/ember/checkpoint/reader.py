@@ -30,16 +30,17 @@ def load_stream(f: BinaryIO, size: int, label: str, map_location: Any = None, ve
         raise CheckpointCorruptError(f"corrupt checkpoint {label}: {e}") from None
 
 
-def load_in(store: Storage, name: str, map_location: Any = None, verify: bool = True, mmap: bool = False,
+def load_in(store: Storage, name: str, map_location: Any = None, verify: bool = True, mmap: bool | None = None,
             label: str | None = None) -> dict:
-    """``load_stream`` of the object ``name`` in ``store`` (mmap only where the store is a local disk)."""
+    """``load_stream`` of the object ``name`` in ``store``: mapped where the store is a local disk
+    (unless ``mmap=False``), read otherwise."""
     label = store.describe(name) if label is None else label
     with open_checkpoint(store, name, label) as (f, size):
-        local = mmap and store.local_path(name) is not None
+        local = mmap is not False and store.local_path(name) is not None
         return load_stream(f, size, label, map_location=map_location, verify=verify, mmap=local)
 
 
-def load_any(path: Any, map_location: Any = None, verify: bool = True, mmap: bool = False, *,
+def load_any(path: Any, map_location: Any = None, verify: bool = True, mmap: bool | None = None, *,
              storage_options: dict | None = None) -> dict:
     """Load the checkpoint at ``path`` (a local path or a URL) as a state dict, whatever its kind.
 

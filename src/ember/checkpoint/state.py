@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ember import compat
+from ember.checkpoint.format.mapping import unshare
 from ember.checkpoint.format import codec
 from ember.checkpoint import ranks as per_rank
 from ember.errors import CheckpointError, CheckpointMismatchError
@@ -235,6 +236,7 @@ def restore(run: RunState, ckpt: Mapping, path: Any, load_tensors: Callable[...,
         load_weights(unwrap_model(run.model), ckpt["state_dict"], strict=True, source=path)
         for opt, state in zip(run.optimizers, ckpt["optimizer_states"]):
             opt.load_state_dict(state)
+            unshare(opt)  # its own memory, not views of the (mapped) checkpoint file
     for sched, state in zip(run.lr_schedulers, ckpt.get("lr_schedulers", [])):
         sched.load_state_dict(state)
     if run.precision is not None:

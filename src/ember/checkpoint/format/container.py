@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import io
-import mmap as _mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Mapping
@@ -24,6 +23,7 @@ from typing import Any, BinaryIO, Mapping
 import torch
 
 from ember.checkpoint.format import header as _header
+from ember.checkpoint.format import mapping as _mapping
 from ember.checkpoint.format.checksums import crc as _crc
 from ember.checkpoint.format.checksums import crc32_combine, crc32_many
 from ember.checkpoint.format.dtypes import CODES, DTYPES, STORABLE_DTYPES  # noqa: F401 (DTYPES re-exported)
@@ -223,44 +223,26 @@ def read_stream(f: BinaryIO, size: int, label: str, *, map_location: Any = None,
     """``read`` for an open binary file ``f`` of ``size`` bytes, positioned at its start.
 
     ``label`` names the file in messages. ``mmap`` maps the file when ``f`` has a file descriptor
-    and reads it otherwise.
+    and reads it otherwise (``mapping``: copy-on-write views, checksums on every core).
     """
     device = _device(map_location)
     hdr = _header.parse(f, size, label, verify=True)
     fd = _fileno(f) if mmap and size else None
     if fd is not None:
-        tensors = _map_tensors(label, fd, size, hdr, verify)
+        checked = verify and hdr.kind == "ember"
+        buf = _mapping.map_file(fd, label, populate=checked)
+        if len(buf) != size:
+            raise corrupt(label, "the file changed size while it was being read")
+        if checked:
+            _mapping.check_mapped(buf, hdr, label, lambda e, got: _crc_error(label, hdr, e, got))
+        tensors = _mapping.mapped_tensors(buf, hdr)
+        if device is not None:
+            tensors = _mapping.to_device(tensors, device)
     else:
         tensors = _read_tensors(f, hdr, label, verify and hdr.kind == "ember")
-    if device is not None:
-        tensors = {k: t.to(device) for k, t in tensors.items()}
+        if device is not None:
+            tensors = {k: t.to(device) for k, t in tensors.items()}
     return _tree(hdr, label, warn=True), tensors
-
-
-def _map_tensors(label: str, fd: int, size: int, hdr: Header, verify: bool) -> dict[str, torch.Tensor]:
-    try:
-        buf: Any = _mmap.mmap(fd, 0, access=_mmap.ACCESS_COPY)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot map checkpoint {label}: {e}") from None
-    if len(buf) != size:
-        raise corrupt(label, "the file changed size while it was being read")
-    base, view = hdr.data_start, memoryview(buf)
-    if verify and hdr.kind == "ember":
-        got = crc32_many([view[base + e.begin : base + e.end] for e in hdr.entries])
-        for e, value in zip(hdr.entries, got):
-            if value != e.crc:
-                raise _crc_error(label, hdr, e, value)
-    tensors = {}
-    for e in hdr.entries:
-        if e.end == e.begin:
-            t = torch.empty(e.shape, dtype=e.dtype)
-        else:
-            t = torch.frombuffer(buf, dtype=e.dtype, count=(e.end - e.begin) // e.dtype.itemsize, offset=base + e.begin)
-            if t.data_ptr() % e.dtype.itemsize:
-                t = t.clone()  # a misaligned tensor (only in foreign safetensors files)
-            t = t.view(e.shape)
-        tensors[e.name] = t
-    return tensors
 
 
 def _read_tensors(f: BinaryIO, hdr: Header, label: str, checked: bool) -> dict[str, torch.Tensor]:
@@ -341,20 +323,21 @@ def verify_stream(f: BinaryIO, size: int, label: str) -> None:
 # ----------------------------------------------------------------------------- reading a path
 
 
-def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
+def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
     """Read a checkpoint: ``(tree, {name: tensor})``; pass them to ``codec.unflatten``.
 
-    The header (structure, checksum, state tree) is always checked. ``verify=True`` also checks
-    the CRC-32C of every tensor, which reads every byte even with ``mmap=True``; use
-    ``mmap=True, verify=False`` for a lazy load whose tensor bytes are paged in on use (local
-    files only; other stores are read). Without mmap each tensor is allocated (sizes come from a
-    header already checked against the real file size) and filled with ``readinto``; a second
-    thread checksums each piece as soon as it is read. Tensors are created on the CPU, then moved
-    to ``map_location``. A plain safetensors file loads as ``{"state_dict": ...}`` with a warning.
+    The header (structure, checksum, state tree) is always checked. A local file is mapped
+    copy-on-write (``mmap=None``, the default, or ``True``): ``verify=True`` checks the CRC-32C of
+    every tensor over the mapped bytes on every core before any tensor is returned, and the tensors
+    are views of the mapping (no copy; writes to them stay in this process); ``verify=False`` maps
+    lazily (bytes paged in on use). ``mmap=False``, and stores that are not a local disk, read each
+    tensor into its own allocation (sizes come from a header already checked against the real file
+    size) while a second thread checksums each piece. A non-CPU ``map_location`` copies the verified
+    tensors there. A plain safetensors file loads as ``{"state_dict": ...}`` with a warning.
     """
     store, name = resolve(path)
     with open_checkpoint(store, name, str(path)) as (f, size):
-        local = mmap and store.local_path(name) is not None
+        local = mmap is not False and store.local_path(name) is not None
         return read_stream(f, size, str(path), map_location=map_location, verify=verify, mmap=local)
 
 

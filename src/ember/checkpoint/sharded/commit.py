@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from ember.checkpoint.storage.local import fsync_dir
-from ember.checkpoint.storage.temporaries import clean_stale_temp_files, temp_name
+from ember.checkpoint.storage.temporaries import clean_stale_temp_files, discard, temp_name
 from ember.errors import CheckpointError
 
 _RENAME_EXCHANGE = 2
@@ -96,6 +96,5 @@ def publish(tmp: Path, target: Path) -> None:
     except OSError as e:
         raise CheckpointError(f"could not put the sharded checkpoint in place at {target}: {e}; the previous one, "
                               "if any, is untouched") from e
-    if old is not None:
-        with contextlib.suppress(OSError):  # the new checkpoint is in place; a leftover temporary is removed later
-            remove(old)
+    if old is not None:  # the new checkpoint is in place: the old one is removed on a background thread
+        discard(old)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ember.checkpoint.format import codec, container
+from ember.checkpoint.format.mapping import SMALL
 from ember.checkpoint.sharded import metadata as _meta
 from ember.checkpoint.sharded.layout import local_folder
 from ember.checkpoint.sharded.rankfile import RankFile
@@ -42,7 +43,8 @@ def read_full(location: str | os.PathLike, *, map_location: Any = "cpu") -> dict
     the layout a single-file ember checkpoint of the same state gives."""
     folder = local_folder(location)
     meta = _meta.read(folder)
-    full = {fqn: torch.empty(t.size, dtype=t.dtype) for fqn, t in meta.tensors.items()}
+    whole = {fqn for fqn, t in meta.tensors.items() if len(t.chunks) == 1 and list(t.chunks[0].sizes) == list(t.size)}
+    full = {fqn: torch.empty(t.size, dtype=t.dtype) for fqn, t in meta.tensors.items() if fqn not in whole}
     for file, chunks in _by_file(meta).items():
         if not chunks:
             continue
@@ -51,6 +53,9 @@ def read_full(location: str | os.PathLike, *, map_location: Any = "cpu") -> dict
             rf.verify([c.key for _, c in chunks])
             for fqn, c in chunks:
                 piece = rf.tensor(c.key, meta.tensors[fqn].dtype, c.sizes)
+                if fqn in whole:  # stored in one chunk: a view of the (copy-on-write) mapped rank file
+                    full[fqn] = piece if piece.nbytes >= SMALL else piece.clone()
+                    continue
                 dst = full[fqn]
                 for dim, (o, n) in enumerate(zip(c.offsets, c.sizes)):
                     dst = dst.narrow(dim, o, n)

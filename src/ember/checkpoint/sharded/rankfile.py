@@ -4,7 +4,6 @@ reader that maps it and hands out verified chunks by key."""
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 from typing import Mapping
@@ -14,6 +13,7 @@ import torch
 from ember.checkpoint.format import container
 from ember.checkpoint.format import header as _header
 from ember.checkpoint.format.checksums import crc32_many
+from ember.checkpoint.format.mapping import map_file
 from ember.checkpoint.format.dtypes import CODES, carrier_for
 from ember.errors import CheckpointCorruptError, CheckpointError
 
@@ -65,7 +65,8 @@ class RankFile:
             self.hdr = _header.parse(f, size, self.label, verify=True)
             if self.hdr.kind != "ember":
                 raise CheckpointCorruptError(f"corrupt checkpoint {path}: not an ember file (no checksums)")
-            self.buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else b""
+            # lazily: a rank that reshards reads only the chunks it needs, so the pages of others stay on disk
+            self.buf = map_file(f.fileno(), self.label, populate=False) if size else b""
         self.entries = {e.name: e for e in self.hdr.entries}
         self._verified: set[str] = set()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from ember.checkpoint.storage.contract import Info, Storage
-from ember.checkpoint.storage.temporaries import TMP_PREFIX, TMP_SUFFIX, clean_stale_temp_files, is_temporary, temp_name  # noqa: F401
+from ember.checkpoint.storage.temporaries import TMP_PREFIX, TMP_SUFFIX, clean_stale_temp_files, discard, is_temporary, temp_name  # noqa: F401
 from ember.errors import CheckpointError
 
 __all__ = ["LocalStorage", "MemoryStorage", "atomic_write", "atomic_link", "clean_stale_temp_files", "TMP_PREFIX"]
@@ -72,6 +72,31 @@ def _remove(path: Path) -> None:
         pass
 
 
+def _second_name(target: Path) -> Path | None:
+    """A temporary hard link to the regular file ``target`` (None when there is none or links are not
+    supported): the next ``os.replace`` onto ``target`` then drops a name, not the file's blocks."""
+    try:
+        if not stat.S_ISREG(os.lstat(target).st_mode):
+            return None
+        aside = target.parent / temp_name(target.name)
+        os.link(target, aside, follow_symlinks=False)
+        return aside
+    except OSError:
+        return None
+
+
+def replace_file(src: Path, target: Path) -> None:
+    """``os.replace(src, target)`` then an fsync of the folder; an old file at ``target`` is freed on a
+    background thread (``temporaries.discard``), not inside the rename."""
+    aside = _second_name(target)
+    try:
+        os.replace(src, target)
+        fsync_dir(target.parent)
+    finally:
+        if aside is not None:
+            discard(aside)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -110,8 +135,7 @@ class LocalStorage(Storage):
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
+            replace_file(tmp, target)
         except BaseException as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -164,10 +188,10 @@ class LocalStorage(Storage):
                 shutil.copytree(source, tmp, copy_function=lambda a, b: _link_or_copy(Path(a), Path(b)),
                                 ignore=lambda _, names: [n for n in names if is_temporary(n)])
                 self._replace_folder(tmp, target)
+                fsync_dir(target.parent)
             else:
                 _link_or_copy(source, tmp)
-                os.replace(tmp, target)
-            fsync_dir(target.parent)
+                replace_file(tmp, target)
         except BaseException as e:
             with contextlib.suppress(OSError):
                 _remove(tmp)
@@ -186,7 +210,7 @@ class LocalStorage(Storage):
             target.unlink()
         os.replace(tmp, target)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
 
     def describe(self, name: str = "") -> str:
         return str(self._path(name)) if name else str(self.root)

@@ -8,6 +8,12 @@ is gone: same machine and namespace, PID no longer running. A temporary from ano
 container or PID namespace sharing the folder (or from ember 0.1, whose names carry only a PID) is
 removed only once it has not been modified for ``STALE_AFTER_S`` (24 hours): no save writes that
 long without touching its file.
+
+A commit onto an existing name first gives the old file a second name, a temporary (a hard link, so
+the name never stops holding the old or the new checkpoint), then renames the new file into place:
+the rename no longer frees the old file's blocks (0.5 s for 800 MB on ext4), and ``discard`` removes
+the temporary on a background thread. A writer killed in between leaves a temporary that is never
+the only copy of anything (the old file is still at its name, or superseded), so cleanup removes it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "pid_alive", "temp_name",
-           "writer_tag"]
+           "writer_tag", "discard", "wait_discards"]
 
 TMP_PREFIX = ".ember-tmp-"
 TMP_SUFFIX = ".part"
@@ -142,3 +150,51 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+_DISCARDER: list[ThreadPoolExecutor] = []
+_PENDING: set[Future] = set()
+_LOCK = threading.Lock()
+
+
+def _remove_now(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except OSError:
+        pass  # left for a later cleanup: the name is a temporary
+
+
+DISCARD_IN_BACKGROUND = 64 * 2**20  # bytes: smaller ones are removed at once (cheaper than a hand-off)
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(path))
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
+def discard(path: Path) -> None:
+    """Remove the temporary ``path`` (an old checkpoint a commit moved aside): at once when it is small,
+    else on a background thread, so freeing its blocks costs the caller nothing. Interpreter exit waits
+    for removals in progress."""
+    if _size(path) < DISCARD_IN_BACKGROUND:
+        _remove_now(path)
+        return
+    with _LOCK:
+        if not _DISCARDER:
+            _DISCARDER.append(ThreadPoolExecutor(1, thread_name_prefix="ember-discard"))
+        fut = _DISCARDER[0].submit(_remove_now, path)
+        _PENDING.add(fut)
+    fut.add_done_callback(_PENDING.discard)
+
+
+def wait_discards() -> None:
+    """Wait until every removal ``discard`` started has finished."""
+    for fut in list(_PENDING):
+        fut.result()
