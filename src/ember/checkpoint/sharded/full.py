@@ -41,12 +41,13 @@ def read_full(location: str | os.PathLike, *, map_location: Any = "cpu") -> dict
     whole (assembled from its chunks, each chunk's CRC-32C verified), and every other value as saved —
     the layout a single-file ember checkpoint of the same state gives."""
     folder = local_folder(location)
-    meta = _meta.read(folder)
+    meta = _meta.read(folder)  # its tensors' bytes are checked to fit in its rank files before any allocation
     full = {fqn: torch.empty(t.size, dtype=t.dtype) for fqn, t in meta.tensors.items()}
+    filled = dict.fromkeys(full, 0)
     for file, chunks in _by_file(meta).items():
         if not chunks:
             continue
-        rf = RankFile(folder / file, meta.files[file])
+        rf = RankFile(folder, file, meta)
         try:
             rf.verify([c.key for _, c in chunks])
             for fqn, c in chunks:
@@ -55,9 +56,14 @@ def read_full(location: str | os.PathLike, *, map_location: Any = "cpu") -> dict
                 for dim, (o, n) in enumerate(zip(c.offsets, c.sizes)):
                     dst = dst.narrow(dim, o, n)
                 dst.copy_(piece)
+                filled[fqn] += piece.numel()
                 piece = None
         finally:
             rf.close()
+    unfilled = [fqn for fqn, t in full.items() if filled[fqn] != t.numel()]
+    if unfilled:  # the metadata's coverage check makes this impossible; memory no chunk filled is never handed out
+        raise CheckpointCorruptError(f"corrupt sharded checkpoint {folder}: tensor {unfilled[0]!r:.200} is not "
+                                     "filled exactly once by its chunks")
     if map_location is not None and torch.device(map_location).type != "cpu":
         full = {k: v.to(map_location) for k, v in full.items()}
     try:
@@ -75,7 +81,7 @@ def verify_sharded(location: str | os.PathLike) -> None:
     meta = _meta.read(folder)
     for file, chunks in _by_file(meta).items():
         path = folder / file
-        rf = RankFile(path, meta.files[file])  # size and header
+        rf = RankFile(folder, file, meta)  # size, header, binding to this save
         try:
             for fqn, c in chunks:
                 rf.tensor(c.key, meta.tensors[fqn].dtype, c.sizes)  # present, right dtype and size
@@ -103,6 +109,8 @@ def folder_summary(location: str | os.PathLike) -> dict:
     """What the metadata says (no rank file read): for ``ember ckpt inspect | ls``."""
     folder = Path(local_folder(location))
     meta = _meta.read(folder)
+    for file in meta.files:  # each rank file's header: bound to this save (no data read)
+        RankFile(folder, file, meta).close()
     return {
         "world_size": meta.world_size,
         "files": dict(meta.files),
