@@ -134,7 +134,18 @@ def test_ls_of_the_parent_folder_lists_a_fifo_folder_with_an_error(two_saves, wh
         assert main(["ckpt", "ls", str(one.parent), "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["checkpoints"]}
     assert rows["two.ckpt"]["epoch"] == 2
-    assert "is not a regular file" in rows["one.ckpt"].get("error", "") or which == RF
+    assert "is not a regular file" in rows["one.ckpt"]["error"]
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+@pytest.mark.parametrize("which", ["metadata.json", RF])
+def test_a_link_to_dev_zero_is_refused_without_reading_it(two_saves, reader, which):
+    one, _ = two_saves
+    (one / which).unlink()
+    (one / which).symlink_to("/dev/zero")
+    with deadline(), pytest.raises(CheckpointError, match=f"{which} is a link to /dev/zero, outside the folder"):
+        READERS[reader](one)
+
 
 
 def write_rows(folder, rows: list[int], total: int) -> None:

@@ -27,6 +27,9 @@ def _overlap(fqn: str, a: Any, b: Any) -> CheckpointCorruptError:
 def check_cover(fqn: str, size: Sequence[int], chunks: Sequence[Any]) -> None:
     """Raise CheckpointCorruptError unless ``chunks`` (with ``offsets`` and ``sizes``, already inside the
     tensor's bounds) store every element of a tensor of ``size`` exactly once."""
+    if len(chunks) == 1:  # the common case, fast: one chunk covers the tensor when it is the tensor's size
+        if chunks[0].sizes == tuple(size):
+            return
     volume = sum(math.prod(c.sizes) for c in chunks)
     if volume != math.prod(size):
         raise CheckpointCorruptError(f"tensor {fqn!r:.200}: its chunks hold {volume} elements, but its size "

@@ -31,7 +31,7 @@ def rank_of(name: str) -> int:
 
 def chunk_key(fqn: str, offsets: Any) -> str:
     """The key of a tensor's chunk in a rank file: the tensor's FQN and the chunk's offsets."""
-    return f"{fqn}@{','.join(str(int(o)) for o in offsets)}"
+    return fqn + "@" + ",".join(map(str, map(int, offsets)))
 
 
 def open_member(folder: Path, name: str) -> BinaryIO:

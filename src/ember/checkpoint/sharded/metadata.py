@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -38,21 +38,23 @@ from ember.version import __version__
 FORMAT = 1
 PREFIX = b'{"ember.sharded":"1","crc32c":"'
 _FIELDS = {"ember.sharded", "crc32c", "ember_version", "world_size", "save_id", "files", "tensors", "state"}
-MAX_METADATA = 64 * 2**20  # bytes: ~400k tensor entries, checked in a few seconds (bench/sharded_metadata.py)
+# bytes: ~80k one-chunk tensor entries (or ~250k chunks), checked in about a second and under 300 MB of
+# memory (bench/sharded_metadata.py); a save that needs more is refused when it is written
+MAX_METADATA = 16 * 2**20
 _HEX = re.compile(r"[0-9a-f]{64}")
 _SAVE_ID = re.compile(r"[0-9a-f]{32}")
+_INT_LIMIT = 2**62
+_LAYOUT_KEYS = {"dtype", "size", "chunks"}
 
 
-@dataclass(frozen=True)
-class Chunk:
+class Chunk(NamedTuple):  # tuples, not dataclasses: a metadata may hold hundreds of thousands
     offsets: tuple[int, ...]
     sizes: tuple[int, ...]
     file: str
     key: str
 
 
-@dataclass(frozen=True)
-class TensorMeta:
+class TensorMeta(NamedTuple):
     dtype: torch.dtype
     size: tuple[int, ...]
     chunks: tuple[Chunk, ...]
@@ -98,7 +100,8 @@ def encode(meta: ShardedMeta) -> bytes:
             "files": [[f, meta.files[f], meta.digests[f]] for f in files], "tensors": tensors, "state": meta.tree}
     rest = json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     raw = bytearray(PREFIX + b'00000000",' + rest[1:].encode("ascii"))
-    problem = structure_problem(raw)
+    problem = structure_problem(raw) or (f"it is {len(raw)} bytes, more than the {MAX_METADATA} a reader accepts"
+                                         if len(raw) > MAX_METADATA else "")
     if problem:
         raise CheckpointError(f"the sharded checkpoint's metadata could not be read back: {problem}; "
                               "the state holds too many tensors or too much non-tensor data")
@@ -207,11 +210,15 @@ def parse(raw: bytes, label: str) -> ShardedMeta:
 
 
 def _ints(v: Any, what: str, n: int | None = None) -> tuple[int, ...]:
-    if type(v) is not list or len(v) > 64 or (n is not None and len(v) != n) or \
-            any(type(x) is not int or not 0 <= x < 2**62 for x in v):
+    if not _int_list(v, n):
         raise CheckpointCorruptError(f"{what} must be a list of {n if n is not None else 'at most 64'} ints >= 0, "
                                      f"got {v!r:.80}")
     return tuple(v)
+
+
+def _int_list(v: Any, n: int | None) -> bool:
+    return type(v) is list and (len(v) <= 64 if n is None else len(v) == n) and \
+        all(type(x) is int and 0 <= x < _INT_LIMIT for x in v)
 
 
 def _model(obj: dict) -> ShardedMeta:
@@ -252,19 +259,24 @@ def _files(entries: Any, world: int) -> tuple[dict[str, int], dict[str, str]]:
 
 
 def _tensor(fqn: str, v: Any, files: list[str]) -> TensorMeta:
-    if type(v) is not dict or set(v) != {"dtype", "size", "chunks"} or type(v["chunks"]) is not list:
+    """One tensor's layout, checked (a tight loop: metadata may hold hundreds of thousands of entries)."""
+    if type(v) is not dict or v.keys() != _LAYOUT_KEYS or type(v["chunks"]) is not list:
         raise CheckpointCorruptError(f"tensor {fqn!r:.200}: expected an object with dtype, size and chunks")
     dtype = TORCH_DTYPES.get(v["dtype"]) if type(v["dtype"]) is str else None
     if dtype is None or not _creatable(dtype):
         raise CheckpointCorruptError(f"tensor {fqn!r:.200}: unknown dtype {v['dtype']!r:.40}")
-    size = _ints(v["size"], f"tensor {fqn!r:.200}: size")
-    chunks = []
+    if not _int_list(v["size"], None):
+        _ints(v["size"], f"tensor {fqn!r:.200}: size")
+    size = tuple(v["size"])
+    n, chunks = len(size), []
     for c in v["chunks"]:
         if type(c) is not list or len(c) != 4 or type(c[2]) is not int or not 0 <= c[2] < len(files) or \
                 type(c[3]) is not str:
             raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk {c!r:.80} is not [offsets, sizes, file, key]")
-        offsets = _ints(c[0], f"tensor {fqn!r:.200}: chunk offsets", len(size))
-        sizes = _ints(c[1], f"tensor {fqn!r:.200}: chunk sizes", len(size))
+        if not (_int_list(c[0], n) and _int_list(c[1], n)):
+            _ints(c[0], f"tensor {fqn!r:.200}: chunk offsets", n)
+            _ints(c[1], f"tensor {fqn!r:.200}: chunk sizes", n)
+        offsets, sizes = tuple(c[0]), tuple(c[1])
         if any(o + s > d for o, s, d in zip(offsets, sizes, size)):
             raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk at {list(offsets)} of size {list(sizes)} "
                                          f"lies outside the tensor's size {list(size)}")
