@@ -25,6 +25,7 @@ import torch
 from ember.checkpoint.header import HEADER_PREFIX, MAX_HEADER
 from ember.checkpoint.lightning_pickles import load_weights_only
 from ember.checkpoint.store import open_checkpoint, resolve
+from ember.checkpoint.zip_bounds import check_zip
 from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpointError
 
 __all__ = ["load_foreign", "load_foreign_stream", "sniff", "sniff_stream"]
@@ -142,6 +143,8 @@ def load_foreign_stream(f: BinaryIO, size: int, label: str, map_location: Any = 
             f"{label} is not a checkpoint: it is neither an ember checkpoint, a safetensors file nor a torch.save file"
             + (" (it is empty)" if kind == "empty" else "")
         )
+    if kind == "torch-zip":
+        check_zip(f, size, label)  # from the central directory, before anything is inflated
     damage = _legacy_damage(f, size) if kind == "torch-pickle" else None
     if damage:
         raise CheckpointCorruptError(f"corrupt checkpoint {label}: the torch.save pickle is truncated or damaged ({_tail(damage)})")
