@@ -14,6 +14,7 @@ storage, exactly the bytes the pickle declares for it). A zip rewritten with com
 from __future__ import annotations
 
 import pickletools
+import warnings
 import zipfile
 from typing import Any, BinaryIO
 
@@ -39,7 +40,9 @@ def _itemsize(storage_type: Any) -> int | None:
         return None
     if name == "UntypedStorage":
         return 1
-    dtype = getattr(getattr(torch, name, None), "dtype", None)  # torch's own classes: nothing imported
+    with warnings.catch_warnings():  # TypedStorage classes warn that they are deprecated
+        warnings.simplefilter("ignore")
+        dtype = getattr(getattr(torch, name, None), "dtype", None)  # torch's own classes: nothing imported
     return dtype.itemsize if isinstance(dtype, torch.dtype) else None
 
 
