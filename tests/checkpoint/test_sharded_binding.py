@@ -12,13 +12,19 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from test_sharded_hostile import resign, tensor
 
 import ember
-from ember.checkpoint.sharded import consolidate, load_sharded, read_full, save_sharded, verify_sharded
+from ember.checkpoint.sharded import (
+    consolidate,
+    load_sharded,
+    read_full,
+    save_sharded,
+    verify_sharded,
+)
 from ember.cli import main
 from ember.cli.folders import folder_header
 from ember.errors import CheckpointError
-from test_sharded_hostile import resign, tensor
 
 RF = "rank-00000.safetensors"
 

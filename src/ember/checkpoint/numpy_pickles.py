@@ -21,7 +21,7 @@ REFUSED = "only numeric numpy arrays and scalars are read from a checkpoint (no 
 class DTypeBox:
     """What ``numpy.dtype(code, align, copy)`` plus its BUILD state become: a checked numeric dtype."""
 
-    def __init__(self, code: Any = None, align: Any = False, copy: Any = True) -> None:  # noqa: ARG002
+    def __init__(self, code: Any = None, align: Any = False, copy: Any = True) -> None:
         if type(code) is not str or code not in NUMERIC:
             raise ValueError(f"numpy dtype {code!r:.40} refused: {REFUSED}")
         self.code, self.order = code, "="
@@ -62,7 +62,7 @@ class ArrayBox:
         self.array = flat.reshape(shape, order="F" if fortran else "C")
 
 
-def _reconstruct(cls: Any, shape: Any, code: Any) -> ArrayBox:  # noqa: ARG001 - numpy's (ndarray, (0,), b'b')
+def _reconstruct(cls: Any, shape: Any, code: Any) -> ArrayBox:  # numpy's (ndarray, (0,), b'b')
     if not (isinstance(cls, type) and issubclass(cls, NDArrayMarker)):
         raise ValueError(f"numpy _reconstruct of {cls!r:.60} refused: {REFUSED}")
     return ArrayBox()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ember.errors import CheckpointCorruptError
 
@@ -27,9 +28,8 @@ def _overlap(fqn: str, a: Any, b: Any) -> CheckpointCorruptError:
 def check_cover(fqn: str, size: Sequence[int], chunks: Sequence[Any]) -> None:
     """Raise CheckpointCorruptError unless ``chunks`` (with ``offsets`` and ``sizes``, already inside the
     tensor's bounds) store every element of a tensor of ``size`` exactly once."""
-    if len(chunks) == 1:  # the common case, fast: one chunk covers the tensor when it is the tensor's size
-        if chunks[0].sizes == tuple(size):
-            return
+    if len(chunks) == 1 and chunks[0].sizes == tuple(size):  # the common case, fast: one chunk, the whole tensor
+        return
     volume = sum(math.prod(c.sizes) for c in chunks)
     if volume != math.prod(size):
         raise CheckpointCorruptError(f"tensor {fqn!r:.200}: its chunks hold {volume} elements, but its size "
