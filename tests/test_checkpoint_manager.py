@@ -327,3 +327,30 @@ def test_checkpoint_names_in_a_resumed_state_that_are_not_plain_files_are_never_
         fit(tmp_path, 2, [ModelCheckpoint(dirpath=folder)], ckpt_path="last")
     assert (folder / "data").is_dir() and (tmp_path / "outside.ckpt").read_bytes() == b"keep me"
     assert names(folder) == ["epoch=1-step=8.ckpt"]
+
+
+def test_a_resumed_run_deletes_neither_a_listed_user_file_nor_a_listed_user_folder(tmp_path):
+    """Names a resumed state lists are adopted, but deleted only when the file itself says this run
+    (its lineage) wrote it under that name: a user's copy of a checkpoint and a user's folder stay."""
+    folder = tmp_path / "c"
+    fit(tmp_path, 1, [ModelCheckpoint(dirpath=folder)])
+    ckpt = ember.load_checkpoint(folder / "epoch=0-step=4.ckpt")
+    (folder / "precious.ckpt").write_bytes((folder / "epoch=0-step=4.ckpt").read_bytes())  # same run, other name
+    (folder / "keep_me.ckpt").mkdir()
+    (folder / "keep_me.ckpt" / "notes.txt").write_text("mine")
+    ckpt["callbacks"]["ModelCheckpoint"]["checkpoints"] = [
+        {"name": "precious.ckpt", "epoch": 0, "global_step": 1, "score": None},
+        {"name": "keep_me.ckpt", "epoch": 0, "global_step": 2, "score": None},
+        {"name": "epoch=0-step=4.ckpt", "epoch": 0, "global_step": 4, "score": None}]
+    ember.save_checkpoint(ckpt, folder / "epoch=0-step=4.ckpt")
+    with pytest.warns(UserWarning, match=r"precious.ckpt was listed .* not written by this run .* left alone"):
+        fit(tmp_path, 2, [ModelCheckpoint(dirpath=folder)], ckpt_path="last")
+    assert (folder / "keep_me.ckpt" / "notes.txt").read_text() == "mine"
+    assert names(folder) == ["epoch=1-step=8.ckpt", "keep_me.ckpt", "precious.ckpt"]
+
+
+def test_a_resumed_run_still_deletes_the_checkpoints_it_wrote_before_the_resume(tmp_path):
+    folder = tmp_path / "c"
+    fit(tmp_path, 1, [ModelCheckpoint(dirpath=folder, save_top_k=1)])
+    fit(tmp_path, 2, [ModelCheckpoint(dirpath=folder, save_top_k=1)], ckpt_path="last")
+    assert names(folder) == ["epoch=1-step=8.ckpt"]

@@ -147,3 +147,38 @@ def test_parser_kwargs_reach_every_parser_or_one_subcommand(tmp_path):
     cli = LightningCLI(TinyModel, Data, parser_kwargs={"fit": {"default_config_files": [str(cfg)]}},
                        args=["fit", *base(tmp_path, "--trainer.logger=false")])
     assert cli.model.hparams.lr == 0.7 and cli.trainer.current_epoch == 1
+
+
+# ----------------------------------------------------------------------------- configs are code: parity with Lightning
+
+
+class _Untyped(TinyModel):
+    def __init__(self, thing=None):
+        super().__init__()
+        self.thing = thing
+
+
+def _untyped_under_lightning():
+    import pytorch_lightning as real
+    from pytorch_lightning.cli import LightningCLI as RealCLI
+
+    class RealUntyped(real.LightningModule):
+        def __init__(self, thing=None):
+            super().__init__()
+            self.thing = thing
+    return RealCLI, RealUntyped
+
+
+def test_an_untyped_argument_given_a_class_path_is_built_exactly_as_lightning_builds_it(tmp_path):
+    """A config may name a class for an untyped __init__ argument, and Lightning 2.6.6 (jsonargparse 4.53)
+    builds it; so does ember: a config file is as trusted as code (a harmless class stands in here for
+    subprocess.Popen, which both build just the same)."""
+    pytest.importorskip("pytorch_lightning")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"model": {"thing": {"class_path": "calendar.TextCalendar",
+                                                          "init_args": {"firstweekday": 2}}}}))
+    RealCLI, RealUntyped = _untyped_under_lightning()
+    real = RealCLI(RealUntyped, args=["--config", str(config)], run=False, save_config_callback=None)
+    ours = LightningCLI(_Untyped, args=["--config", str(config)], run=False, save_config_callback=None)
+    assert type(real.model.thing).__name__ == type(ours.model.thing).__name__ == "TextCalendar"
+    assert real.model.thing.firstweekday == ours.model.thing.firstweekday == 2

@@ -216,3 +216,49 @@ def test_validating_a_mutated_tree_agrees_with_decoding_it():
             except CheckpointCorruptError:
                 outcomes.append("corrupt")
         assert outcomes[0] == outcomes[1], (outcomes, tree)
+
+
+# ----------------------------------------------------------------------------- sharded metadata
+
+
+def _leaves(node, path=()):
+    """Every (path, value) of a JSON tree whose value is not a container."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, path + (i,))
+    else:
+        yield path, node
+
+
+_ODD_VALUES = [0, -1, 1, 2**40, 2**63, 3.5, "", "x", "rank-00000.safetensors", "bias@0", None, True, [], {}, [0], "f" * 64]
+
+
+def test_mutated_sharded_metadata_raises_only_checkpoint_errors(tmp_path):
+    """Each field of a (re-signed, so the checksum passes) metadata.json replaced by an odd value: every
+    reader either reads the folder or raises a CheckpointError; never another exception."""
+    from ember.checkpoint.sharded import read_full, save_sharded, verify_sharded
+    from test_sharded_hostile import resign
+
+    folder = tmp_path / "run.ckpt"
+    save_sharded({"weight": torch.ones(3, 4), "bias": torch.arange(3.0), "epoch": 1}, folder)
+    pristine = (folder / "metadata.json").read_bytes()
+    leaves = [p for p, _ in _leaves(json.loads(pristine)) if p[0] not in ("ember.sharded", "crc32c")]
+    rng = random.Random(SEED)
+    for _ in range(120):
+        path, value = rng.choice(leaves), rng.choice(_ODD_VALUES)
+
+        def mutate(obj, path=path, value=value):
+            node = obj
+            for step in path[:-1]:
+                node = node[step]
+            node[path[-1]] = value
+        (folder / "metadata.json").write_bytes(pristine)
+        resign(folder / "metadata.json", mutate)
+        for reader_ in (read_full, verify_sharded):
+            try:
+                reader_(folder)
+            except CheckpointError:
+                pass

@@ -186,3 +186,55 @@ def test_an_intact_legacy_pickle_that_runs_code_is_still_unsafe(tmp_path):
     torch.save({"x": pathlib.Path.home}, path, _use_new_zipfile_serialization=False)
     with pytest.raises(UnsafeCheckpointError, match="running code"):
         reader.load_any(path)
+
+
+# ----------------------------------------------------------------------------- torch.save values: bounded, numeric numpy
+
+
+def lightning_file(path, hyper_parameters) -> pathlib.Path:
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6",
+                "hyper_parameters": hyper_parameters}, path)
+    return pathlib.Path(path)
+
+
+def test_a_tiny_file_of_shared_references_is_refused_before_it_is_expanded(tmp_path):
+    nested = [1]
+    for _ in range(60):
+        nested = [nested, nested]  # 2**60 leaves once expanded; a few hundred bytes on disk
+    path = lightning_file(tmp_path / "bomb.ckpt", {"x": nested})
+    from ember.checkpoint.lightning.convert import convert
+    from ember.checkpoint.io import load_checkpoint
+
+    for attempt in (lambda: load_checkpoint(path), lambda: convert(path, tmp_path / "out.ckpt")):
+        with pytest.raises(CheckpointCorruptError, match=r"bomb.ckpt.* expands to more than 5000000 values"):
+            attempt()
+
+
+def test_a_shared_tensor_and_a_long_list_still_load(tmp_path):
+    from ember.checkpoint.io import load_checkpoint
+
+    w = torch.ones(3)
+    path = lightning_file(tmp_path / "ok.ckpt", {"sizes": list(range(100_000)), "a": [w, w]})
+    assert load_checkpoint(path)["hyper_parameters"]["sizes"][-1] == 99_999
+
+
+def test_numeric_numpy_arrays_and_scalars_in_hyper_parameters_load(tmp_path):
+    import numpy as np
+
+    from ember.checkpoint.io import load_checkpoint
+
+    hp = {"grid": np.arange(6, dtype=np.float32).reshape(2, 3), "mask": np.array([True, False]),
+          "lr": np.float64(0.5), "n": np.int64(7), "big": np.arange(3, dtype=">i4")}
+    hp_loaded = load_checkpoint(lightning_file(tmp_path / "np.ckpt", hp))["hyper_parameters"]
+    for k, v in hp.items():
+        assert type(hp_loaded[k]) is type(v) and hp_loaded[k].dtype == v.dtype and np.array_equal(hp_loaded[k], v), k
+
+
+def test_a_numpy_object_array_in_hyper_parameters_is_still_refused(tmp_path):
+    import numpy as np
+
+    from ember.checkpoint.io import load_checkpoint
+
+    path = lightning_file(tmp_path / "obj.ckpt", {"x": np.array([{"a": 1}, None], dtype=object)})
+    with pytest.raises(UnsafeCheckpointError, match="numpy dtype .O8. refused: only numeric numpy arrays"):
+        load_checkpoint(path)

@@ -33,7 +33,7 @@ def chunk_outside(obj):
 
 def overlapping_chunks(obj):  # same volume as the tensor, but two chunks cover element 1
     c = tensor(obj, "bias")["chunks"][0]
-    tensor(obj, "bias")["chunks"] = [[[0], [2], c[2], c[3]], [[1], [1], c[2], c[3]]]
+    tensor(obj, "bias")["chunks"] = [[[0], [2], c[2], "bias@0"], [[1], [1], c[2], "bias@1"]]
 
 
 def missing_chunk(obj):
@@ -64,7 +64,7 @@ CASES = {
     "chunk outside": (chunk_outside, r"lies outside the tensor's size \[3\]"),
     "overlap": (overlapping_chunks, "overlap"),
     "missing chunk": (missing_chunk, r"its chunks hold 0 elements, but its size \[3\] has 3"),
-    "file name": (escaping_file_name, r"is not a unique \[rank-NNNNN.safetensors, size\]"),
+    "file name": (escaping_file_name, r"is not a unique \[rank-NNNNN.safetensors, size, sha256\]"),
     "dtype": (unknown_dtype, "unknown dtype 'qint8'"),
     "dangling": (dangling_tensor_node, "references tensor 'bias', which is not in the file"),
     "world size": (zero_world, "world_size must be an int >= 1"),

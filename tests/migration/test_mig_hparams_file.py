@@ -107,3 +107,35 @@ def test_without_pyyaml_json_files_still_load_and_yaml_ones_name_the_package(tmp
     as_yaml.write_text("learning_rate: 0.3\n")
     with pytest.raises(pl.MisconfigurationError, match="pip install pyyaml"):
         LitModel.load_from_checkpoint(ckpt, hparams_file=as_yaml)
+
+
+# ----------------------------------------------------------------------------- hostile hparams files
+
+
+def test_a_python_tag_in_hparams_yaml_is_refused_naming_the_file_and_the_fix(tmp_path):
+    from ember.errors import MisconfigurationError
+    from ember.core.saving import read_hparams_file
+
+    path = tmp_path / "hparams.yaml"
+    path.write_text("hidden: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(MisconfigurationError, match=r"hparams.yaml.*!!python/object/apply:os.system.*plain YAML values"):
+        read_hparams_file(path)
+
+
+def test_a_5000_deep_list_in_hparams_yaml_is_refused_naming_the_file(tmp_path):
+    from ember.errors import MisconfigurationError
+    from ember.core.saving import read_hparams_file
+
+    path = tmp_path / "hparams.yaml"
+    path.write_text("hidden: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(MisconfigurationError, match=r"hparams.yaml.* nested too deeply"):
+        read_hparams_file(path)
+
+
+def test_a_tuple_lightning_wrote_as_a_python_tuple_tag_is_read_as_a_tuple(tmp_path):
+    from ember.core.saving import read_hparams_file
+
+    path = tmp_path / "hparams.yaml"
+    path.write_text(yaml.dump({"sizes": (2, 3)}))  # as Lightning's save_hparams_to_yaml writes a tuple
+    assert "!!python/tuple" in path.read_text()
+    assert read_hparams_file(path) == {"sizes": (2, 3)}

@@ -5,7 +5,8 @@ save is due, writes through the Trainer's writer, and changes its bookkeeping (t
 manages, best, last) only when a save commits: files that the keep policies let go are deleted
 after the newer file is committed, and a failed save changes nothing. Its state (the checkpoints
 it wrote) is saved in every checkpoint, so after a resume the run keeps managing them; a file the
-run did not write is never deleted.
+run did not write is never deleted: before a delete or an overwrite, the file itself must say that this
+run's lineage wrote it under that name (``provenance.py``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
-from ember.checkpoint import policies
-from ember.compat import EXTENSION
+from ember.checkpoint import policies, provenance
 from ember.checkpoint.policies import Record, SavePoint
 from ember.checkpoint.storage.locations import Storage
+from ember.compat import EXTENSION
 from ember.errors import CheckpointError, MisconfigurationError
 
 LAST = "last"
@@ -80,6 +82,9 @@ class CheckpointManager:
         self._last_step: int | None = None
         self._warned_missing: set[str] = set()
         self._point: tuple[int, int] = (0, 0)  # (epoch, step) of the save in progress, for messages
+        self.lineage = uuid.uuid4().hex  # this run's id, kept across resumes: written into every checkpoint
+        self._writing: str | None = None  # the name of the file whose state is being captured
+        self._left_alone: set[str] = set()
 
     # ---------------------------------------------------------------- setup
     def bind(self, default_dirpath: str, writer, may_write: Callable[[], bool] = lambda: True,
@@ -216,11 +221,11 @@ class CheckpointManager:
 
     def _write(self, capture: Capture, name: str, book: Bookkeeping, weights_only: bool, *,
                dropped: Sequence[str] = (), link_last: bool = False, blocking: bool | None = None) -> None:
-        self._pending = book
+        self._pending, self._writing = book, name
         try:
             state = capture(weights_only)  # the file records ``book``: itself included (on every rank)
         finally:
-            self._pending = None
+            self._pending, self._writing = None, None
         store = self.store
         manages_files = self._may_write()
         if not manages_files and not getattr(self._writer, "collective", False):
@@ -232,7 +237,7 @@ class CheckpointManager:
                 if link_last and name != self.naming.last:
                     store.copy(name, self.naming.last)
                 for old in dropped:
-                    if old != name:
+                    if old != name and self._ours(store, old):
                         store.delete(old)
             self.book = book
 
@@ -240,12 +245,26 @@ class CheckpointManager:
         # deferred=True: the Trainer calls the writer's snapshot_barrier() before any user code runs
         self._writer.save(state, (store, name), blocking=blocking, deferred=not blocking, then=committed)
 
+    def _ours(self, store: Storage, name: str) -> bool:
+        """Whether the checkpoint at ``name`` proves this run wrote it there; if not, warn once that it stays."""
+        if provenance.written_by(store, name, self.lineage):
+            return True
+        if name not in self._left_alone:
+            self._left_alone.add(name)
+            warnings.warn(f"{store.describe(name)} was listed among this run's checkpoints, but it was not written "
+                          "by this run under that name (its header or sharded metadata does not say so), so it is "
+                          "left alone; delete it yourself if it is not needed.", UserWarning, stacklevel=2)
+        return False
+
+    def _taken(self, name: str) -> bool:
+        local = self.store.local_path(name)
+        return os.path.lexists(local) if local is not None else self.store.exists(name)
+
     def _free_name(self, name: str) -> str:
-        """``name``, or ``name-vN`` when a file this run did not write already has it."""
-        ours = {r.name for r in self.book.records} | {self.book.last}
+        """``name``, or ``name-vN`` when something this run did not provably write already has it."""
         stem, ext = name[: -len(EXTENSION)], EXTENSION
         candidate, n = name, 1
-        while candidate not in ours and self.store.exists(candidate):
+        while self._taken(candidate) and not provenance.written_by(self.store, candidate, self.lineage):
             candidate, n = f"{stem}-v{n}{ext}", n + 1
         return candidate
 
@@ -261,6 +280,8 @@ class CheckpointManager:
         return {
             "monitor": self.monitor,
             "mode": self.mode,
+            "lineage": self.lineage,
+            "name": self._writing,
             "dirpath": self.store.describe() if self.store is not None else None,
             "checkpoints": [{"name": r.name, "epoch": r.epoch, "global_step": r.global_step, "score": r.score}
                             for r in book.records],
@@ -282,7 +303,11 @@ class CheckpointManager:
         """Adopt the checkpoints the run wrote before the resume, if they are in this manager's store.
 
         The state comes from a file, so it is checked: only plain ``*.ckpt`` names directly in the store
-        are adopted (a later drop deletes them), anything else is left alone with a warning."""
+        are adopted (a later drop deletes the ones whose files prove this run wrote them), anything else is
+        left alone with a warning. The run's lineage is kept."""
+        lineage = state.get("lineage")
+        if isinstance(lineage, str) and provenance.LINEAGE_RE.fullmatch(lineage):
+            self.lineage = lineage
         if not same_place:
             return
         if "checkpoints" in state:

@@ -42,7 +42,36 @@ def _read_yaml(text: str, name: str) -> Any:
         except ValueError:
             raise MisconfigurationError(
                 f"reading hparams_file {name!r} needs PyYAML: pip install pyyaml") from None
-    return yaml.safe_load(text)
+    try:
+        return yaml.load(text, Loader=_data_loader(yaml))  # noqa: S506 - a SafeLoader: data only
+    except yaml.constructor.ConstructorError as e:
+        tag = (e.problem or "").rpartition("tag ")[2].strip("'").replace("tag:yaml.org,2002:", "!!")
+        where = f" (line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1})" if e.problem_mark else ""
+        raise MisconfigurationError(
+            f"hparams_file {name!r} holds the YAML tag {tag}{where}, which would build a Python object; "
+            "ember reads hparams files as plain YAML values only (and !!python/tuple). Edit the file to plain values "
+            "(numbers, strings, lists, mappings), or pass the hyperparameters to load_from_checkpoint as keyword "
+            "arguments instead.") from None
+    except RecursionError:
+        raise MisconfigurationError(
+            f"hparams_file {name!r} is nested too deeply to read (lists or mappings inside each other hundreds of "
+            "levels deep); write the hyperparameters as a flat mapping of plain values.") from None
+    except yaml.YAMLError as e:
+        raise MisconfigurationError(f"hparams_file {name!r} is not valid YAML: {e}") from None
+
+
+def _data_loader(yaml: Any) -> type:
+    """PyYAML's SafeLoader, plus ``!!python/tuple`` (what Lightning's ``save_hparams_to_yaml`` writes
+    for a tuple), read as a tuple of plain values."""
+
+    class DataLoader(yaml.SafeLoader):
+        pass
+
+    def tuple_(loader: Any, node: Any) -> tuple:
+        return tuple(loader.construct_sequence(node))
+
+    DataLoader.add_constructor("tag:yaml.org,2002:python/tuple", tuple_)
+    return DataLoader
 
 
 def _read_csv(text: str) -> dict[str, Any]:

@@ -85,11 +85,13 @@ def loads(text: str) -> Any:
     """json.loads that rejects duplicate keys and NaN/Infinity (raises ValueError)."""
 
     def pairs(items: list) -> dict:
-        out: dict = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError(f"duplicate key {k!r:.60}")
-            out[k] = v
+        out = dict(items)
+        if len(out) != len(items):  # rare: find the key named twice
+            seen: set = set()
+            for k, _ in items:
+                if k in seen:
+                    raise ValueError(f"duplicate key {k!r:.60}")
+                seen.add(k)
         return out
 
     def constant(name: str) -> Any:

@@ -11,6 +11,7 @@ that names nothing importable (``torch._utils._rebuild_te``: a name cut short) i
 
 from __future__ import annotations
 
+import argparse
 import errno
 import pickle
 import pickletools
@@ -24,7 +25,9 @@ import torch
 
 from ember.checkpoint.format.header import HEADER_PREFIX, MAX_HEADER
 from ember.checkpoint.format.unpickle import load_weights_only
+from ember.checkpoint.format.numpy_pickles import REFUSED
 from ember.checkpoint.storage.locations import open_checkpoint, resolve
+from ember.checkpoint.format.zip_bounds import check_zip
 from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpointError
 
 __all__ = ["load_foreign", "load_foreign_stream", "sniff", "sniff_stream"]
@@ -33,6 +36,7 @@ __all__ = ["load_foreign", "load_foreign_stream", "sniff", "sniff_stream"]
 # (torch 2.4-2.13 phrasings): a GLOBAL it does not allow, or an opcode/call it does not support.
 _UNSAFE_MARKERS = ("GLOBAL", "global", "Unsupported operand", "unrecognized function", "is blocked")
 _LEGACY_PICKLES = 5  # magic number, protocol version, system info, the object, the storage keys
+MAX_EXPANDED = 5_000_000  # values a loaded checkpoint may hold once shared references are written out
 
 
 def sniff_stream(f: BinaryIO, size: int) -> str:
@@ -142,6 +146,8 @@ def load_foreign_stream(f: BinaryIO, size: int, label: str, map_location: Any = 
             f"{label} is not a checkpoint: it is neither an ember checkpoint, a safetensors file nor a torch.save file"
             + (" (it is empty)" if kind == "empty" else "")
         )
+    if kind == "torch-zip":
+        check_zip(f, size, label)  # from the central directory, before anything is inflated
     damage = _legacy_damage(f, size) if kind == "torch-pickle" else None
     if damage:
         raise CheckpointCorruptError(f"corrupt checkpoint {label}: the torch.save pickle is truncated or damaged ({_tail(damage)})")
@@ -157,14 +163,55 @@ def load_foreign_stream(f: BinaryIO, size: int, label: str, map_location: Any = 
             msg = f"it references {name}, which does not exist: a truncated or damaged pickle"
         raise CheckpointCorruptError(f"corrupt checkpoint {label}: the torch.save pickle is damaged ({_tail(msg)})") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, UnicodeDecodeError... for damaged files
+        if REFUSED in str(e):  # a numpy value the numeric allowlist does not read (an object array...)
+            raise UnsafeCheckpointError(f"{label}: {_tail(str(e))}. {_unsafe_message(label, None)}") from None
         raise CheckpointCorruptError(
             f"corrupt checkpoint {label}: torch.load could not read this {kind} file ({type(e).__name__}: {_tail(str(e))})"
         ) from None
+    if _expanded_size(obj, MAX_EXPANDED) > MAX_EXPANDED:
+        raise CheckpointCorruptError(
+            f"{label}: its pickle expands to more than {MAX_EXPANDED} values once its shared references are written "
+            "out (a few bytes can name one list twice, sixty times over); ember refuses it rather than expand it. "
+            "If it is yours, load it with torch.load in a trusted process and save only the values you need")
     if isinstance(obj, Mapping) and "state_dict" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"state_dict": obj}
     if not isinstance(obj, dict):
         raise CheckpointError(f"{label} holds a {type(obj).__name__}, not a checkpoint dict; load it with torch.load instead")
     return obj
+
+
+def _children(v: Any) -> list | None:
+    t = type(v)
+    if isinstance(v, dict):
+        return [*v.keys(), *v.values()]
+    if t in (list, tuple, set, frozenset):
+        return list(v)
+    if t is argparse.Namespace:
+        return list(vars(v).values())
+    return None
+
+
+def _expanded_size(obj: Any, limit: int) -> int:
+    """How many values ``obj`` holds when every shared reference is written out in full (as a tree
+    encoder writes it), counted once per distinct container (linear time, no recursion); counting
+    stops a little past ``limit``. A reference back into a container being counted counts as one."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(obj, False)]
+    while stack:
+        v, done = stack.pop()
+        kids = _children(v)
+        if kids is None or id(v) in sizes:
+            continue
+        if done:
+            sizes[id(v)] = min(limit + 1, 1 + sum(sizes.get(id(k), 1) for k in kids))
+            continue
+        if id(v) in pending:
+            continue
+        pending.add(id(v))
+        stack.append((v, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+    return sizes.get(id(obj), 1)
 
 
 def load_foreign(path: Any, map_location: Any = None, kind: str | None = None) -> dict:

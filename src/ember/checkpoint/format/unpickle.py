@@ -2,9 +2,9 @@
 
 ``load_weights_only`` is ``torch.load(weights_only=True)`` with a few more globals allowed, each a
 plain stand-in that builds data and nothing else: ``argparse.Namespace`` (hyperparameters that hold
-one) and Lightning's ``AttributeDict`` under every module path Lightning has pickled it from (it
-becomes this module's ``AttributeDict``). Everything else the weights-only unpickler refuses is still
-refused.
+one), Lightning's ``AttributeDict`` under every module path Lightning has pickled it from (it
+becomes this module's ``AttributeDict``), and numeric numpy arrays and scalars (``numpy_pickles``).
+Everything else the weights-only unpickler refuses is still refused.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
 
 import torch
+
+from ember.checkpoint.format.numpy_pickles import STAND_INS as _NUMPY_STAND_INS
+from ember.checkpoint.format.numpy_pickles import ArrayBox
 
 __all__ = ["AttributeDict", "load_weights_only"]
 
@@ -63,7 +66,7 @@ _STAND_INS = [_stand_in(m, n) for m, n in _ATTRIBUTE_DICT_PATHS]
 
 
 def _allowed_globals() -> list:
-    return [argparse.Namespace, *_STAND_INS]
+    return [argparse.Namespace, *_STAND_INS, *_NUMPY_STAND_INS]
 
 
 def load_weights_only(f: BinaryIO, map_location: Any = None) -> Any:
@@ -77,7 +80,7 @@ def load_weights_only(f: BinaryIO, map_location: Any = None) -> Any:
             with _allowing(extra):
                 obj = torch.load(f, map_location=map_location, weights_only=True)
             built = {id(d) for d in _built}
-            return _swap(obj, built, {}) if built else obj
+            return _swap(obj, built, {})
         finally:
             _built.clear()
 
@@ -100,9 +103,11 @@ def _allowing(extra: list) -> Iterator[None]:
 
 
 def _swap(v: Any, built: set[int], seen: dict[int, Any]) -> Any:
-    """``v`` with every dict whose id is in ``built`` replaced by an ``AttributeDict`` (in place in
-    mutable containers; shared and cyclic references kept)."""
+    """``v`` with every dict whose id is in ``built`` replaced by an ``AttributeDict`` and every numpy
+    array box by its array (in place in mutable containers; shared and cyclic references kept)."""
     t = type(v)
+    if t is ArrayBox:
+        return v.array
     if t not in (dict, OrderedDict, list, tuple, argparse.Namespace):
         return v
     if id(v) in seen:

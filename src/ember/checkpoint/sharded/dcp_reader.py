@@ -63,7 +63,7 @@ class ShardReader(StorageReader):
             file, key = self._dcp.storage_data[item.storage_index]
             per_file.setdefault(file, []).append((item, key))
         for file, items in sorted(per_file.items()):
-            rf = RankFile(self.folder / file, self.meta.files[file])
+            rf = RankFile(self.folder, file, self.meta)
             source = target = None
             try:
                 rf.verify([key for _, key in items])  # all this rank needs from the file, in parallel

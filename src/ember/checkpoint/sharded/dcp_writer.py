@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from torch.futures import Future
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,10 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteIte
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 
 from ember.checkpoint.sharded import metadata as _meta
-from ember.checkpoint.sharded.layout import METADATA, rank_file
+from ember.checkpoint.sharded.layout import METADATA, chunk_key, rank_file  # noqa: F401 (chunk_key re-exported)
 from ember.checkpoint.sharded.rankfile import write_rank_file
 from ember.checkpoint.storage.local import fsync_dir
 from ember.errors import CheckpointError
-
-
-def chunk_key(fqn: str, offsets: Any) -> str:
-    return f"{fqn}@{','.join(str(int(o)) for o in offsets)}"
 
 
 def _refuse_bytes(plan: SavePlan) -> None:
@@ -45,6 +42,7 @@ class ShardWriter(StorageWriter):
         self.tree = tree
         self.rank, self.world_size, self.is_coordinator = 0, 1, True
         self.metadata: _meta.ShardedMeta | None = None
+        self.save_id = ""  # made by the coordinator's global plan, given to every rank with its file name
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
         if checkpoint_id is not None:
@@ -63,7 +61,8 @@ class ShardWriter(StorageWriter):
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         self.world_size = len(plans)
-        return [dataclasses.replace(p, storage_data=rank_file(i)) for i, p in enumerate(plans)]
+        self.save_id = uuid.uuid4().hex  # binds every rank file of this save to its metadata
+        return [dataclasses.replace(p, storage_data=(rank_file(i), self.save_id)) for i, p in enumerate(plans)]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         _refuse_bytes(plan)
@@ -71,19 +70,19 @@ class ShardWriter(StorageWriter):
         if not plan.items:
             fut.set_result([])
             return fut
-        name = plan.storage_data if isinstance(plan.storage_data, str) else rank_file(self.rank)
+        name, save_id = plan.storage_data
         chunks, keys = {}, []
         for item in plan.items:
             key = chunk_key(item.index.fqn, item.index.offset or ())
             chunks[key] = planner.resolve_data(item)
             keys.append(key)
-        size = write_rank_file(self.folder / name, self.rank, chunks)
+        size, digest = write_rank_file(self.folder / name, self.rank, chunks, save_id)
         fut.set_result([WriteResult(index=item.index, size_in_bytes=int(chunks[k].numel() * chunks[k].element_size()),
-                                    storage_data=(name, k, size)) for item, k in zip(plan.items, keys)])
+                                    storage_data=(name, k, size, digest)) for item, k in zip(plan.items, keys)])
         return fut
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
-        meta = _meta.from_dcp(metadata, results, max(self.world_size, len(results)), self.tree)
+        meta = _meta.from_dcp(metadata, results, max(self.world_size, len(results)), self.tree, self.save_id)
         raw = _meta.encode(meta)
         with open(self.folder / METADATA, "xb") as f:
             f.write(raw)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -42,27 +43,34 @@ def read_full(location: str | os.PathLike, *, map_location: Any = "cpu") -> dict
     whole (assembled from its chunks, each chunk's CRC-32C verified), and every other value as saved —
     the layout a single-file ember checkpoint of the same state gives."""
     folder = local_folder(location)
-    meta = _meta.read(folder)
+    meta = _meta.read(folder)  # its tensors' bytes are checked to fit in its rank files before any allocation
     whole = {fqn for fqn, t in meta.tensors.items() if len(t.chunks) == 1 and list(t.chunks[0].sizes) == list(t.size)}
     full = {fqn: torch.empty(t.size, dtype=t.dtype) for fqn, t in meta.tensors.items() if fqn not in whole}
+    filled = dict.fromkeys(meta.tensors, 0)
     for file, chunks in _by_file(meta).items():
         if not chunks:
             continue
-        rf = RankFile(folder / file, meta.files[file])
+        rf = RankFile(folder, file, meta)
         try:
             rf.verify([c.key for _, c in chunks])
             for fqn, c in chunks:
                 piece = rf.tensor(c.key, meta.tensors[fqn].dtype, c.sizes)
                 if fqn in whole:  # stored in one chunk: a view of the (copy-on-write) mapped rank file
                     full[fqn] = piece if piece.nbytes >= SMALL else piece.clone()
+                    filled[fqn] += piece.numel()
                     continue
                 dst = full[fqn]
                 for dim, (o, n) in enumerate(zip(c.offsets, c.sizes)):
                     dst = dst.narrow(dim, o, n)
                 dst.copy_(piece)
+                filled[fqn] += piece.numel()
                 piece = None
         finally:
             rf.close()
+    unfilled = [fqn for fqn, t in meta.tensors.items() if filled[fqn] != math.prod(t.size)]
+    if unfilled:  # the metadata's coverage check makes this impossible; memory no chunk filled is never handed out
+        raise CheckpointCorruptError(f"corrupt sharded checkpoint {folder}: tensor {unfilled[0]!r:.200} is not "
+                                     "filled exactly once by its chunks")
     if map_location is not None and torch.device(map_location).type != "cpu":
         full = {k: v.to(map_location) for k, v in full.items()}
     try:
@@ -80,7 +88,7 @@ def verify_sharded(location: str | os.PathLike) -> None:
     meta = _meta.read(folder)
     for file, chunks in _by_file(meta).items():
         path = folder / file
-        rf = RankFile(path, meta.files[file])  # size and header
+        rf = RankFile(folder, file, meta)  # size, header, binding to this save
         try:
             for fqn, c in chunks:
                 rf.tensor(c.key, meta.tensors[fqn].dtype, c.sizes)  # present, right dtype and size
@@ -108,6 +116,8 @@ def folder_summary(location: str | os.PathLike) -> dict:
     """What the metadata says (no rank file read): for ``ember ckpt inspect | ls``."""
     folder = Path(local_folder(location))
     meta = _meta.read(folder)
+    for file in meta.files:  # each rank file's header: bound to this save (no data read)
+        RankFile(folder, file, meta).close()
     return {
         "world_size": meta.world_size,
         "files": dict(meta.files),

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from ember.errors import CheckpointError, UnsafeCheckpointError
+from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpointError
 
 METADATA = "metadata.json"
 TORCH_METADATA = ".metadata"  # torch.distributed.checkpoint's own metadata: a pickle, never loaded
@@ -20,6 +22,38 @@ RANK_FILE_RE = re.compile(r"rank-[0-9]{5,10}\.safetensors")
 
 def rank_file(rank: int) -> str:
     return f"rank-{rank:05d}.safetensors"
+
+
+def rank_of(name: str) -> int:
+    """The rank whose file ``name`` (a RANK_FILE_RE match) is."""
+    return int(name[len("rank-"):-len(".safetensors")])
+
+
+def chunk_key(fqn: str, offsets: Any) -> str:
+    """The key of a tensor's chunk in a rank file: the tensor's FQN and the chunk's offsets."""
+    return fqn + "@" + ",".join(map(str, map(int, offsets)))
+
+
+def open_member(folder: Path, name: str) -> BinaryIO:
+    """``folder/name`` opened for reading, unbuffered: a regular file, in the folder. A FIFO or a device
+    (which could block a reader or never end) and a symbolic link to a file outside the folder (a file
+    of another save) are refused without reading a byte; FileNotFoundError when it is missing."""
+    path = folder / name
+    if os.path.islink(path):
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != os.path.realpath(folder):
+            raise CheckpointCorruptError(
+                f"corrupt sharded checkpoint {folder}: {name} is a link to {real}, outside the folder; a folder's "
+                "files must be its own (copy the folder with its files, not links to another save's)")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO opens without waiting
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointCorruptError(f"corrupt sharded checkpoint {folder}: {name} is not a regular file (a folder, "
+                                         "a FIFO or a device); it is never read")
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def local_folder(location: str | os.PathLike, storage_options: dict | None = None) -> Path:

@@ -2,13 +2,16 @@
 
 The file is one JSON object (ASCII, compact) that starts with
 ``{"ember.sharded":"1","crc32c":"XXXXXXXX",`` where XXXXXXXX is the CRC-32C of the whole file with
-those 8 digits read as ``00000000``. Its fields: ``ember_version``, ``world_size``, ``files``
-(``[[name, size], ...]``: every rank file and its exact size), ``tensors`` (``[[fqn, {"dtype", "size",
-"chunks": [[offsets, sizes, file index, key], ...]}], ...]``: each tensor's dtype and global size,
-and each stored chunk's place in the tensor and in a rank file) and ``state`` (the checkpoint's state
-tree, encoded as in a single-file checkpoint; its tensor nodes name the ``tensors`` entries). It is
+those 8 digits read as ``00000000``. Its fields: ``ember_version``, ``world_size``, ``save_id`` (32 hex
+digits, made once per save and written into every rank file's header too), ``files`` (``[[name,
+size, digest], ...]``: every rank file, its exact size and the SHA-256 of its header, which holds
+every chunk's CRC-32C), ``tensors`` (``[[fqn, {"dtype", "size", "chunks": [[offsets, sizes, file
+index, key], ...]}], ...]``: each tensor's dtype and global size, and each stored chunk's place in the
+tensor and in a rank file, under the key ``fqn@offsets``) and ``state`` (the checkpoint's state tree,
+encoded as in a single-file checkpoint; its tensor nodes name the ``tensors`` entries). It is
 untrusted input: its size and bracket nesting are bounded before it is parsed, and every field is
-checked before anything is read or allocated.
+checked before anything is read or allocated: the chunks cover each tensor exactly once, the tensors'
+bytes fit in the rank files, every rank file belongs to a rank below the world size.
 """
 
 from __future__ import annotations
@@ -16,36 +19,42 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ember.checkpoint.format import decode
 from ember.checkpoint.format.checksums import crc
 from ember.checkpoint.format.dtypes import TORCH_DTYPES
-from ember.checkpoint.format.header import MAX_HEADER, loads, structure_problem
-from ember.checkpoint.sharded.layout import METADATA, RANK_FILE_RE, refuse_torch_folder
+from ember.checkpoint.format.header import loads, structure_problem
+from ember.checkpoint.sharded.cover import check_cover
+from ember.checkpoint.sharded.layout import METADATA, RANK_FILE_RE, chunk_key, open_member, rank_of, refuse_torch_folder
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointVersionError
 from ember.version import __version__
 
 FORMAT = 1
 PREFIX = b'{"ember.sharded":"1","crc32c":"'
-_FIELDS = {"ember.sharded", "crc32c", "ember_version", "world_size", "files", "tensors", "state"}
-_OVERLAP_CHECK_MAX = 256  # chunks of one tensor checked pairwise for overlaps (more: volume and bounds only)
+_FIELDS = {"ember.sharded", "crc32c", "ember_version", "world_size", "save_id", "files", "tensors", "state"}
+# bytes: ~80k one-chunk tensor entries (or ~250k chunks), checked in about a second and under 300 MB of
+# memory (bench/sharded_metadata.py); a save that needs more is refused when it is written
+MAX_METADATA = 16 * 2**20
+_HEX = re.compile(r"[0-9a-f]{64}")
+_SAVE_ID = re.compile(r"[0-9a-f]{32}")
+_INT_LIMIT = 2**62
+_LAYOUT_KEYS = {"dtype", "size", "chunks"}
 
 
-@dataclass(frozen=True)
-class Chunk:
+class Chunk(NamedTuple):  # tuples, not dataclasses: a metadata may hold hundreds of thousands
     offsets: tuple[int, ...]
     sizes: tuple[int, ...]
     file: str
     key: str
 
 
-@dataclass(frozen=True)
-class TensorMeta:
+class TensorMeta(NamedTuple):
     dtype: torch.dtype
     size: tuple[int, ...]
     chunks: tuple[Chunk, ...]
@@ -58,6 +67,8 @@ class ShardedMeta:
     tensors: dict[str, TensorMeta]  # fqn -> layout
     tree: Any  # the checkpoint's state tree (codec encoding)
     ember_version: str = __version__
+    save_id: str = ""  # this save's id, in every rank file's header too
+    digests: dict[str, str] = field(default_factory=dict)  # rank file name -> SHA-256 of its header
 
     def specs(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
         return {fqn: (t.dtype, t.size) for fqn, t in self.tensors.items()}
@@ -85,11 +96,12 @@ def encode(meta: ShardedMeta) -> bytes:
     tensors = [[fqn, {"dtype": str(t.dtype).removeprefix("torch."), "size": list(t.size),
                       "chunks": [[list(c.offsets), list(c.sizes), where[c.file], c.key] for c in t.chunks]}]
                for fqn, t in meta.tensors.items()]
-    body = {"ember_version": meta.ember_version, "world_size": meta.world_size,
-            "files": [[f, meta.files[f]] for f in files], "tensors": tensors, "state": meta.tree}
+    body = {"ember_version": meta.ember_version, "world_size": meta.world_size, "save_id": meta.save_id,
+            "files": [[f, meta.files[f], meta.digests[f]] for f in files], "tensors": tensors, "state": meta.tree}
     rest = json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     raw = bytearray(PREFIX + b'00000000",' + rest[1:].encode("ascii"))
-    problem = structure_problem(raw)
+    problem = structure_problem(raw) or (f"it is {len(raw)} bytes, more than the {MAX_METADATA} a reader accepts"
+                                         if len(raw) > MAX_METADATA else "")
     if problem:
         raise CheckpointError(f"the sharded checkpoint's metadata could not be read back: {problem}; "
                               "the state holds too many tensors or too much non-tensor data")
@@ -97,17 +109,17 @@ def encode(meta: ShardedMeta) -> bytes:
     return bytes(raw)
 
 
-def from_dcp(md: Any, results: list, world_size: int, tree: Any) -> ShardedMeta:
+def from_dcp(md: Any, results: list, world_size: int, tree: Any, save_id: str) -> ShardedMeta:
     """Translate the planner's global metadata (DCP's ``Metadata``) and every rank's write results
-    (storage_data: (file, key, file size)) into the JSON model; anything but tensors is refused."""
+    (storage_data: (file, key, file size, header digest)) into the JSON model; anything but tensors is refused."""
     from torch.distributed.checkpoint.metadata import MetadataIndex, TensorStorageMetadata
 
-    where, files = {}, {}
+    where, files, digests = {}, {}, {}
     for rank_results in results:
         for r in rank_results:
-            file, key, size = r.storage_data
+            file, key, size, digest = r.storage_data
             where[r.index] = (file, key)
-            files[file] = size
+            files[file], digests[file] = size, digest
     tensors = {}
     for fqn, item in md.state_dict_metadata.items():
         if not isinstance(item, TensorStorageMetadata):
@@ -118,7 +130,7 @@ def from_dcp(md: Any, results: list, world_size: int, tree: Any) -> ShardedMeta:
             file, key = where[MetadataIndex(fqn, c.offsets)]
             chunks.append(Chunk(tuple(c.offsets), tuple(c.sizes), file, key))
         tensors[fqn] = TensorMeta(item.properties.dtype, tuple(item.size), tuple(chunks))
-    return ShardedMeta(world_size, files, tensors, tree)
+    return ShardedMeta(world_size, files, tensors, tree, save_id=save_id, digests=digests)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -132,21 +144,39 @@ def read(folder: Path) -> ShardedMeta:
     """The checked metadata of the folder; CheckpointError when it is not a complete sharded checkpoint."""
     folder = Path(folder)
     refuse_torch_folder(folder)
-    path = folder / METADATA
     try:
-        with open(path, "rb") as f:
+        with open_member(folder, METADATA) as f:
             size = os.fstat(f.fileno()).st_size
-            if size > MAX_HEADER:
-                raise _bad(str(folder), f"{METADATA} is {size} bytes, more than the {MAX_HEADER} allowed")
-            raw = f.read()
+            if size > MAX_METADATA:
+                raise _bad(str(folder), f"{METADATA} is {size} bytes, more than the {MAX_METADATA} allowed")
+            raw = f.read(MAX_METADATA + 1)
     except FileNotFoundError:
         why = "it is not a folder" if folder.exists() and not folder.is_dir() else \
             "the folder does not exist" if not folder.exists() else \
             f"it has no {METADATA}, so its save never completed (an interrupted save is never a checkpoint)"
         raise CheckpointError(f"no sharded checkpoint at {folder}: {why}") from None
-    except IsADirectoryError:
-        raise _bad(str(folder), f"{METADATA} is a folder") from None
-    return parse(raw, str(folder))
+    if len(raw) > MAX_METADATA:
+        raise _bad(str(folder), f"{METADATA} grew past the {MAX_METADATA} bytes allowed while it was read")
+    meta = parse(raw, str(folder))
+    check_files(folder, meta)
+    return meta
+
+
+def check_files(folder: Path, meta: ShardedMeta) -> None:
+    """Every rank file the metadata names is a regular file of the folder (a link leaving the folder
+    is refused), of exactly the recorded size: checked before any tensor is allocated."""
+    for name, want in meta.files.items():
+        path = folder / name
+        try:
+            with open_member(folder, name) as f:
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            raise _bad(str(folder), f"{name} is missing") from None
+        except OSError as e:
+            raise CheckpointError(f"cannot open {path}: {e.strerror or e}") from None
+        if size != want:
+            raise CheckpointCorruptError(f"corrupt checkpoint {path}: it is {size} bytes, the metadata says {want} "
+                                         "(truncated or replaced)")
 
 
 def parse(raw: bytes, label: str) -> ShardedMeta:
@@ -169,7 +199,8 @@ def parse(raw: bytes, label: str) -> ShardedMeta:
     except (ValueError, RecursionError) as e:
         raise _bad(label, f"{METADATA} is not valid JSON ({e})") from None
     if type(obj) is not dict or set(obj) != _FIELDS:
-        raise _bad(label, f"{METADATA} must hold exactly the fields {sorted(_FIELDS)}")
+        raise _bad(label, f"{METADATA} must hold exactly the fields {sorted(_FIELDS)} (a folder written by an "
+                          "earlier development version of ember has no save_id: consolidate it with that version)")
     try:
         meta = _model(obj)
         decode.validate(meta.tree, meta.specs())
@@ -179,26 +210,24 @@ def parse(raw: bytes, label: str) -> ShardedMeta:
 
 
 def _ints(v: Any, what: str, n: int | None = None) -> tuple[int, ...]:
-    if type(v) is not list or len(v) > 64 or (n is not None and len(v) != n) or \
-            any(type(x) is not int or not 0 <= x < 2**62 for x in v):
+    if not _int_list(v, n):
         raise CheckpointCorruptError(f"{what} must be a list of {n if n is not None else 'at most 64'} ints >= 0, "
                                      f"got {v!r:.80}")
     return tuple(v)
+
+
+def _int_list(v: Any, n: int | None) -> bool:
+    return type(v) is list and (len(v) <= 64 if n is None else len(v) == n) and \
+        all(type(x) is int and 0 <= x < _INT_LIMIT for x in v)
 
 
 def _model(obj: dict) -> ShardedMeta:
     world = obj["world_size"]
     if type(world) is not int or not 1 <= world < 2**31 or type(obj["ember_version"]) is not str:
         raise CheckpointCorruptError(f"world_size must be an int >= 1, got {world!r:.40}")
-    files_list = obj["files"]
-    if type(files_list) is not list:
-        raise CheckpointCorruptError("'files' must be a list of [name, size]")
-    files = {}
-    for entry in files_list:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or \
-                not RANK_FILE_RE.fullmatch(entry[0]) or type(entry[1]) is not int or entry[1] < 0 or entry[0] in files:
-            raise CheckpointCorruptError(f"file entry {entry!r:.80} is not a unique [rank-NNNNN.safetensors, size]")
-        files[entry[0]] = entry[1]
+    if type(obj["save_id"]) is not str or not _SAVE_ID.fullmatch(obj["save_id"]):
+        raise CheckpointCorruptError(f"save_id must be 32 hex digits, got {obj['save_id']!r:.40}")
+    files, digests = _files(obj["files"], world)
     names = list(files)
     if type(obj["tensors"]) is not list:
         raise CheckpointCorruptError("'tensors' must be a list of [fqn, layout]")
@@ -207,46 +236,59 @@ def _model(obj: dict) -> ShardedMeta:
         if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or entry[0] in tensors:
             raise CheckpointCorruptError(f"tensor entry {entry!r:.80} is not a unique [fqn, layout]")
         tensors[entry[0]] = _tensor(entry[0], entry[1], names)
-    return ShardedMeta(world, files, tensors, obj["state"], obj["ember_version"])
+    stored, held = sum(math.prod(t.size) * t.dtype.itemsize for t in tensors.values()), sum(files.values())
+    if stored > held:  # every element is stored once: the tensors cannot be larger than the files
+        raise CheckpointCorruptError(f"its tensors hold {stored} bytes, but its rank files hold only {held} bytes")
+    return ShardedMeta(world, files, tensors, obj["state"], obj["ember_version"], obj["save_id"], digests)
+
+
+def _files(entries: Any, world: int) -> tuple[dict[str, int], dict[str, str]]:
+    if type(entries) is not list:
+        raise CheckpointCorruptError("'files' must be a list of [name, size, digest]")
+    files, digests = {}, {}
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 3 or type(entry[0]) is not str or \
+                not RANK_FILE_RE.fullmatch(entry[0]) or type(entry[1]) is not int or entry[1] < 0 or \
+                entry[0] in files or type(entry[2]) is not str or not _HEX.fullmatch(entry[2]):
+            raise CheckpointCorruptError(f"file entry {entry!r:.80} is not a unique [rank-NNNNN.safetensors, size, "
+                                         "sha256]")
+        if rank_of(entry[0]) >= world:
+            raise CheckpointCorruptError(f"{entry[0]} is the file of rank {rank_of(entry[0])}, but world_size is {world}")
+        files[entry[0]], digests[entry[0]] = entry[1], entry[2]
+    return files, digests
 
 
 def _tensor(fqn: str, v: Any, files: list[str]) -> TensorMeta:
-    if type(v) is not dict or set(v) != {"dtype", "size", "chunks"} or type(v["chunks"]) is not list:
+    """One tensor's layout, checked (a tight loop: metadata may hold hundreds of thousands of entries)."""
+    if type(v) is not dict or v.keys() != _LAYOUT_KEYS or type(v["chunks"]) is not list:
         raise CheckpointCorruptError(f"tensor {fqn!r:.200}: expected an object with dtype, size and chunks")
     dtype = TORCH_DTYPES.get(v["dtype"]) if type(v["dtype"]) is str else None
     if dtype is None or not _creatable(dtype):
         raise CheckpointCorruptError(f"tensor {fqn!r:.200}: unknown dtype {v['dtype']!r:.40}")
-    size = _ints(v["size"], f"tensor {fqn!r:.200}: size")
-    chunks = []
+    if not _int_list(v["size"], None):
+        _ints(v["size"], f"tensor {fqn!r:.200}: size")
+    size = tuple(v["size"])
+    n, chunks = len(size), []
     for c in v["chunks"]:
         if type(c) is not list or len(c) != 4 or type(c[2]) is not int or not 0 <= c[2] < len(files) or \
                 type(c[3]) is not str:
             raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk {c!r:.80} is not [offsets, sizes, file, key]")
-        offsets = _ints(c[0], f"tensor {fqn!r:.200}: chunk offsets", len(size))
-        sizes = _ints(c[1], f"tensor {fqn!r:.200}: chunk sizes", len(size))
+        if not (_int_list(c[0], n) and _int_list(c[1], n)):
+            _ints(c[0], f"tensor {fqn!r:.200}: chunk offsets", n)
+            _ints(c[1], f"tensor {fqn!r:.200}: chunk sizes", n)
+        offsets, sizes = tuple(c[0]), tuple(c[1])
         if any(o + s > d for o, s, d in zip(offsets, sizes, size)):
             raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk at {list(offsets)} of size {list(sizes)} "
                                          f"lies outside the tensor's size {list(size)}")
+        if c[3] != chunk_key(fqn, offsets):
+            raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk key {c[3]!r:.200} is not the key of its chunk at "
+                                         f"{list(offsets)} ({chunk_key(fqn, offsets)!r:.200}): it would read another "
+                                         f"entry than tensor {fqn!r:.200}'s")
         chunks.append(Chunk(offsets, sizes, files[c[2]], c[3]))
-    _check_cover(fqn, size, chunks)
+    check_cover(fqn, size, chunks)
     return TensorMeta(dtype, size, tuple(chunks))
 
 
 def _creatable(dtype: torch.dtype) -> bool:
     """A dtype a plain dense tensor can have (not a quantized one: those are never stored)."""
     return dtype not in decode._QUANTIZED
-
-
-def _check_cover(fqn: str, size: tuple[int, ...], chunks: list[Chunk]) -> None:
-    """The chunks must tile the tensor: their volumes add up to its size, and (up to a few hundred
-    chunks) no two overlap, so every element is stored exactly once."""
-    if sum(math.prod(c.sizes) for c in chunks) != math.prod(size):
-        raise CheckpointCorruptError(f"tensor {fqn!r:.200}: its chunks hold {sum(math.prod(c.sizes) for c in chunks)} "
-                                     f"elements, but its size {list(size)} has {math.prod(size)}")
-    if len(chunks) > _OVERLAP_CHECK_MAX:
-        return
-    full = [c for c in chunks if math.prod(c.sizes)]
-    for i, a in enumerate(full):
-        for b in full[i + 1:]:
-            if all(ao < bo + bs and bo < ao + as_ for ao, as_, bo, bs in zip(a.offsets, a.sizes, b.offsets, b.sizes)):
-                raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunks at {list(a.offsets)} and {list(b.offsets)} overlap")

@@ -1,21 +1,28 @@
 """One rank's file: an ember checkpoint file (a valid safetensors file, CRC-32C over every byte)
-whose state is ``{"rank": R, "shards": {key: tensor}}``, written and fsynced by that rank; and the
-reader that maps it and hands out verified chunks by key."""
+whose state is ``{"rank": R, "save_id": S, "shards": {key: tensor}}``, written and fsynced by that
+rank; and the reader that maps it, checks that it is the file the metadata names (its rank, its
+save's id, the SHA-256 digest of its header, which holds every chunk's CRC-32C) and hands out verified
+chunks by key."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from ember.checkpoint.format import container
 from ember.checkpoint.format import header as _header
 from ember.checkpoint.format.checksums import crc32_many
-from ember.checkpoint.format.mapping import map_file
 from ember.checkpoint.format.dtypes import CODES, carrier_for
+from ember.checkpoint.format.mapping import map_file
+from ember.checkpoint.sharded.layout import open_member, rank_of
 from ember.errors import CheckpointCorruptError, CheckpointError
+
+if TYPE_CHECKING:
+    from ember.checkpoint.sharded.metadata import ShardedMeta
 
 TAG = "$"
 
@@ -30,45 +37,79 @@ def _stored(t: torch.Tensor) -> tuple[torch.Tensor, dict]:
     return flat, {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
 
 
-def write_rank_file(path: Path, rank: int, chunks: Mapping[str, torch.Tensor]) -> int:
-    """Write and fsync the file of ``rank`` (created, never overwritten); returns its size."""
+def header_digest(header: Any) -> str:
+    """The SHA-256 of a file's header bytes (its first ``data_start`` bytes): its every chunk's CRC-32C,
+    place, rank and save id."""
+    return hashlib.sha256(header).hexdigest()
+
+
+def write_rank_file(path: Path, rank: int, chunks: Mapping[str, torch.Tensor], save_id: str) -> tuple[int, str]:
+    """Write and fsync the file of ``rank`` (created, never overwritten); returns its size and header digest."""
     tensors, nodes = {}, []
     for key, t in chunks.items():
         stored, extra = _stored(t)
         tensors[key] = stored
         nodes.append([key, {TAG: "tensor", "name": key, **extra}])
-    tree = {TAG: "dict", "items": [["rank", rank], ["shards", {TAG: "dict", "items": nodes}]]}
-    with open(path, "xb") as f:
+    tree = {TAG: "dict", "items": [["rank", rank], ["save_id", save_id], ["shards", {TAG: "dict", "items": nodes}]]}
+    with open(path, "xb+") as f:
         container.write(f, tree, tensors)
         f.flush()
         os.fsync(f.fileno())
-        return f.tell()
+        size = f.tell()
+        f.seek(0)
+        n = int.from_bytes(f.read(8), "little")
+        f.seek(0)
+        return size, header_digest(f.read(8 + n))
+
+
+def _binding(tree: Any) -> tuple[Any, Any]:
+    """(rank, save id) as the file's state tree records them (None where it does not)."""
+    items = tree.get("items") if isinstance(tree, dict) else None
+    found = dict(i for i in items if isinstance(i, list) and len(i) == 2 and isinstance(i[0], str)) \
+        if isinstance(items, list) else {}
+    return found.get("rank"), found.get("save_id")
 
 
 class RankFile:
     """A rank file opened for reading: header checked (structure, checksum, state tree), bytes mapped;
     ``tensors(...)`` verifies the CRC-32C of each chunk it returns."""
 
-    def __init__(self, path: Path, expected_size: int | None = None) -> None:
+    def __init__(self, folder: Path, name: str, meta: "ShardedMeta") -> None:
+        path = Path(folder) / name
         self.label = str(path)
         try:
-            f = open(path, "rb", buffering=0)
+            f = open_member(Path(folder), name)
         except FileNotFoundError:
             raise CheckpointCorruptError(f"corrupt sharded checkpoint: {path} is missing") from None
         except OSError as e:
             raise CheckpointError(f"cannot open {path}: {e.strerror or e}") from None
         with f:
             size = os.fstat(f.fileno()).st_size
-            if expected_size is not None and size != expected_size:
+            if size != meta.files[name]:
                 raise CheckpointCorruptError(f"corrupt checkpoint {path}: it is {size} bytes, the metadata says "
-                                             f"{expected_size} (truncated or replaced)")
+                                             f"{meta.files[name]} (truncated or replaced)")
             self.hdr = _header.parse(f, size, self.label, verify=True)
             if self.hdr.kind != "ember":
                 raise CheckpointCorruptError(f"corrupt checkpoint {path}: not an ember file (no checksums)")
             # lazily: a rank that reshards reads only the chunks it needs, so the pages of others stay on disk
             self.buf = map_file(f.fileno(), self.label, populate=False) if size else b""
+        self._check_binding(name, meta)
         self.entries = {e.name: e for e in self.hdr.entries}
         self._verified: set[str] = set()
+
+    def _check_binding(self, name: str, meta: "ShardedMeta") -> None:
+        rank, save_id = _binding(self.hdr.tree)
+        if save_id != meta.save_id:
+            raise CheckpointCorruptError(
+                f"corrupt sharded checkpoint: {self.label} belongs to another save (its save id {save_id!r:.40}, the "
+                f"metadata's {meta.save_id!r}): rank files of different saves were mixed; use a folder as it was saved")
+        if rank != rank_of(name):
+            raise CheckpointCorruptError(f"corrupt sharded checkpoint: {self.label} is the file of rank {rank!r:.20}, "
+                                         f"its name says rank {rank_of(name)}")
+        if header_digest(memoryview(self.buf)[:self.hdr.data_start]) != meta.digests[name]:
+            raise CheckpointCorruptError(
+                f"corrupt sharded checkpoint: {self.label}'s header (its chunks' places and CRC-32C) does not match "
+                "the digest the metadata records for it: it belongs to another save or was edited")
 
     def entry(self, key: str) -> _header.Entry:
         e = self.entries.get(key)
