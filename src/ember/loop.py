@@ -70,6 +70,7 @@ class FitLoop(ManualSteps):
         self.call, self.barrier, self.stop_requested = hooks, barrier, stop_requested
         self.hub, self.sink, self.bar = hub, sink, bar
         self.progress = Progress()
+        self.accumulate_grad_batches = settings.accumulate_grad_batches  # a callback may change it per epoch
         self.should_stop = False
         self.optimizer_stepped = False
         self.is_last_batch = False
@@ -303,7 +304,7 @@ class FitLoop(ManualSteps):
                 if isinstance(out, torch.Tensor) or (isinstance(out, dict) and "loss" in out):
                     self.last_loss = loss_of(out).detach()  # shown, never stepped: training_step steps
                 return batch_outputs(out, 1)
-            accum = self.settings.accumulate_grad_batches
+            accum = self.accumulate_grad_batches
             if self.per_optimizer:
                 outputs = [self._backward_for(opt, (batch, batch_idx, i), accum, batch_idx)
                            for i, opt in enumerate(self.parts.optimizers)]

@@ -84,7 +84,8 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
                         reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch))
         limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
                  "predict": settings.limit_predict_batches}[stage]
-        out = loop.run(as_loaders(loaders), limit, return_predictions)
+        trainer._stage_loaders = as_loaders(loaders)  # BasePredictionWriter reads the batch indices from them
+        out = loop.run(trainer._stage_loaders, limit, return_predictions)
         teardown(trainer, hooks, stage)
     except BaseException as e:
         hooks("on_exception", e)

@@ -41,6 +41,21 @@ class TrainerFacts:
         self.settings = replace(self.settings, max_steps=value)
 
     @property
+    def accumulate_grad_batches(self) -> int:
+        """Batches per optimizer step now (GradientAccumulationScheduler changes it each epoch)."""
+        loop = getattr(self, "fit_loop", None)
+        return loop.accumulate_grad_batches if loop is not None else self.settings.accumulate_grad_batches
+
+    @accumulate_grad_batches.setter
+    def accumulate_grad_batches(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"accumulate_grad_batches must be an int >= 1; received {value!r}.")
+        if getattr(self, "fit_loop", None) is not None:
+            self.fit_loop.accumulate_grad_batches = value
+        else:
+            self.settings = replace(self.settings, accumulate_grad_batches=value)
+
+    @property
     def min_epochs(self) -> int | None:
         return self.settings.min_epochs
 
