@@ -83,7 +83,8 @@ def _replayed(loader, read) -> list | None:
     torch_state = torch.get_rng_state()
     saved = [g.get_state() for g in generators]
     try:
-        return read()
+        torch.empty((), dtype=torch.int64).random_(generator=getattr(loader, "generator", None))  # as iter(loader):
+        return read()  # its workers' base seed is drawn first, then the sampler's
     except TypeError:  # a sampler without a length or that cannot be read twice
         return None
     finally:
