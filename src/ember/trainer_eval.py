@@ -70,6 +70,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
                                     "define it.")
     hooks = trainer._attach(model, datamodule)
     settings = trainer.settings
+    trainer.profiler.setup(stage, trainer.local_rank if trainer.world_size > 1 else None, trainer.log_dir)
     try:
         setup(trainer, hooks, stage)
         loaders = loaders_for(stage, dataloaders, datamodule, model)
@@ -94,6 +95,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         model.__dict__["_logged"] = None
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.save()
+        trainer.profiler.describe()
     if verbose and stage != "predict" and trainer.is_global_zero:
         print_results(names.title, out)
     return out
