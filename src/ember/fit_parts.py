@@ -12,6 +12,7 @@ from ember.data import ResumableLoader
 from ember.errors import MisconfigurationError
 from ember.optim import SchedulerConfig, parse_optimizers
 from ember.precision import Precision
+from ember.utilities.combined_loader import as_train_data
 
 
 @dataclass
@@ -43,7 +44,7 @@ class FitParts:
             train = shard(train)
         optimizers, schedulers = parse_optimizers(model.configure_optimizers())
         return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
-                   train_data=ResumableLoader(train), val_loaders=val_loaders_of(model, val), device=device,
+                   train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val), device=device,
                    reload=reload, training_step=step, shard=shard)
 
 

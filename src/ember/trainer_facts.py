@@ -14,6 +14,7 @@ from ember.checkpoint.manager import CheckpointManager
 from ember.data import length, limit_batches
 from ember.metrics import as_float
 from ember.precision import Precision
+from ember.utilities.combined_loader import as_train_data
 
 
 def _tensor(v) -> torch.Tensor:
@@ -137,7 +138,7 @@ class TrainerFacts:
         loader = getattr(self, "_train_loader", None)
         if loader is None:
             return math.inf
-        n = limit_batches(self.settings.limit_train_batches, length(loader))
+        n = limit_batches(self.settings.limit_train_batches, length(as_train_data(loader)))  # several: combined
         return n
 
     @property
