@@ -34,6 +34,7 @@ from ember.metrics import MetricsHub
 from ember.preemption import StopRequests
 from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
 from ember.progress import ProgressBar
+from ember.tuner.session import TunerExit
 from ember.settings import FitSettings, device_for
 from ember import trainer_args, trainer_eval
 from ember.trainer_facts import TrainerFacts
@@ -180,6 +181,8 @@ class Trainer(TrainerFacts):
                 self.checkpoint_writer.wait()  # fit returns only once the last save is committed
                 if strategy is not None:
                     strategy.barrier()  # ... on every rank: the files are there for all of them
+        except TunerExit:  # a tuner searched at on_fit_start and ends fit on purpose (state restored)
+            trainer_eval.teardown(self, hooks, "fit")
         except BaseException as e:
             self._failing = True  # no collectives from here: a peer may be gone
             self._wait_quietly(e)

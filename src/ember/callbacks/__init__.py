@@ -1,10 +1,12 @@
 """Callbacks: hooks into fit, each with optional checkpointed state (Lightning's names)."""
 
 from ember.callbacks.base import Callback
+from ember.callbacks.batch_size_finder import BatchSizeFinder
 from ember.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason
 from ember.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from ember.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
 from ember.callbacks.lambda_function import LambdaCallback
+from ember.callbacks.lr_finder import LearningRateFinder
 from ember.callbacks.lr_monitor import LearningRateMonitor
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.model_summary import ModelSummary
@@ -14,7 +16,7 @@ from ember.callbacks.progress_bar import ProgressBarCallback, TQDMProgressBar
 from ember.callbacks.stochastic_weight_avg import StochasticWeightAveraging
 from ember.callbacks.timer import Timer
 
-__all__ = ["BackboneFinetuning", "BaseFinetuning", "BasePredictionWriter", "Callback", "EarlyStopping",
-           "EarlyStoppingReason", "GradientAccumulationScheduler", "LambdaCallback", "LearningRateMonitor",
+__all__ = ["BackboneFinetuning", "BaseFinetuning", "BasePredictionWriter", "BatchSizeFinder", "Callback", "EarlyStopping",
+           "EarlyStoppingReason", "GradientAccumulationScheduler", "LambdaCallback", "LearningRateFinder", "LearningRateMonitor",
            "ModelCheckpoint", "ModelSummary", "OnExceptionCheckpoint", "ProgressBarCallback",
            "StochasticWeightAveraging", "TQDMProgressBar", "Timer"]
