@@ -2,6 +2,7 @@
 
 from ember.callbacks.base import Callback
 from ember.callbacks.batch_size_finder import BatchSizeFinder
+from ember.callbacks.device_stats_monitor import DeviceStatsMonitor
 from ember.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason
 from ember.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from ember.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
@@ -13,10 +14,12 @@ from ember.callbacks.model_summary import ModelSummary
 from ember.callbacks.on_exception import OnExceptionCheckpoint
 from ember.callbacks.prediction_writer import BasePredictionWriter
 from ember.callbacks.progress_bar import ProgressBarCallback, TQDMProgressBar
+from ember.callbacks.rich_model_summary import RichModelSummary
+from ember.callbacks.rich_progress import RichProgressBar
 from ember.callbacks.stochastic_weight_avg import StochasticWeightAveraging
 from ember.callbacks.timer import Timer
 
-__all__ = ["BackboneFinetuning", "BaseFinetuning", "BasePredictionWriter", "BatchSizeFinder", "Callback", "EarlyStopping",
+__all__ = ["BackboneFinetuning", "BaseFinetuning", "BasePredictionWriter", "BatchSizeFinder", "Callback", "DeviceStatsMonitor", "EarlyStopping",
            "EarlyStoppingReason", "GradientAccumulationScheduler", "LambdaCallback", "LearningRateFinder", "LearningRateMonitor",
            "ModelCheckpoint", "ModelSummary", "OnExceptionCheckpoint", "ProgressBarCallback",
-           "StochasticWeightAveraging", "TQDMProgressBar", "Timer"]
+           "RichModelSummary", "RichProgressBar", "StochasticWeightAveraging", "TQDMProgressBar", "Timer"]
