@@ -18,7 +18,7 @@ STAGES = ("train", "sanity_check", "validate", "test", "predict")  # Lightning's
 _DURATION = re.compile(r"^(\d+):(\d\d):(\d\d):(\d\d)$")
 
 
-class Interval(Enum):
+class Interval(str, Enum):
     step = "step"
     epoch = "epoch"
 
@@ -53,8 +53,9 @@ class Timer(Callback):
     ``"sanity_check"``) tell how long each stage ran.
     """
 
-    def __init__(self, duration: str | timedelta | dict[str, int] | None = None, interval: str = "step",
+    def __init__(self, duration: str | timedelta | dict[str, int] | None = None, interval: str = Interval.step,
                  verbose: bool = True) -> None:
+        interval = getattr(interval, "value", interval)  # Lightning's Interval enum works too
         if interval not in ("step", "epoch"):
             raise MisconfigurationError(f"Timer interval must be 'step' or 'epoch'; received {interval!r}.")
         duration = parse_duration(duration)
