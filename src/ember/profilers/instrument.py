@@ -18,6 +18,7 @@ from ember.profilers.simple import SimpleProfiler
 
 PROFILERS = {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler}
 STEPS = ("training_step", "validation_step", "test_step", "predict_step")
+UNPROFILED = ("prepare_data", "configure_model")  # Lightning does not time these either
 
 
 def resolve_profiler(profiler: Profiler | str | None) -> Profiler:
@@ -84,6 +85,8 @@ class ProfiledHooks(Hooks):
         return targets
 
     def module_hook(self, hook: str, *args: Any) -> Any:
+        if hook in UNPROFILED:
+            return super().module_hook(hook, *args)
         name = (f"[Strategy]{strategy_name(self.trainer)}.{hook}" if hook in STEPS
                 else f"[LightningModule]{type(self.module).__name__}.{hook}")
         self.profiler.start(name)
