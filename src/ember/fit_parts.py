@@ -12,7 +12,7 @@ from ember.data import ResumableLoader
 from ember.errors import MisconfigurationError
 from ember.optim import SchedulerConfig, parse_optimizers
 from ember.precision import Precision
-from ember.utilities.combined_loader import as_train_data
+from ember.utilities.combined_loader import as_train_data, map_loaders
 
 
 @dataclass
@@ -41,7 +41,7 @@ class FitParts:
         step = shard = None
         if strategy is not None:
             shard, step = strategy.distributed_loader, functools.partial(strategy.training_step, wrapped)
-            train = shard(train)
+            train = map_loaders(train, shard)  # several training loaders: each one sharded
         optimizers, schedulers = parse_optimizers(model.configure_optimizers())
         return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
                    train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val), device=device,

@@ -24,7 +24,7 @@ from ember.metrics import MetricsHub, Results, as_float
 from ember.optim import SchedulerConfig, frozen_except, step_scheduler
 from ember.seed import get_rng_state, set_rng_state
 from ember.settings import FitSettings
-from ember.utilities.combined_loader import as_train_data
+from ember.utilities.combined_loader import as_train_data, map_loaders
 
 
 @dataclass
@@ -176,7 +176,8 @@ class FitLoop(ManualSteps):
         n, p = self.settings.reload_dataloaders_every_n_epochs, self.progress
         if n and p.epoch > 0 and p.epoch % n == 0 and p.batch == 0 and self.parts.reload is not None:
             train, val = self.parts.reload()
-            self.parts.train_data = ResumableLoader(as_train_data(self.parts.shard(train) if self.parts.shard else train))
+            train = map_loaders(train, self.parts.shard) if self.parts.shard else train
+            self.parts.train_data = ResumableLoader(as_train_data(train))
             self.parts.val_loaders = val_loaders_of(self.parts.module, val)
 
     def run_epoch(self) -> None:

@@ -205,3 +205,15 @@ def as_train_data(train: Any) -> Any:
     if isinstance(train, (list, tuple, dict)):
         return TrainBatches(CombinedLoader(train, mode="max_size_cycle"))
     return train
+
+
+def map_loaders(train: Any, fn) -> Any:
+    """``train`` with ``fn`` applied to each loader it holds (one loader, a list/tuple/dict of them, or a
+    CombinedLoader), in the same shape: each of several training loaders is sharded across ranks."""
+    if isinstance(train, CombinedLoader):
+        leaves, pack = _flatten(train.iterables)
+        return CombinedLoader(pack([fn(x) for x in leaves]), mode=train.mode)
+    if isinstance(train, (list, tuple, dict)):
+        leaves, pack = _flatten(train)
+        return pack([fn(x) for x in leaves])
+    return fn(train)
