@@ -113,7 +113,7 @@ def test_prediction_writer_on_epoch_end_gets_every_prediction(tmp_path):
     w = Writer("epoch")
     ember.Trainer(**trainer_kwargs(tmp_path, callbacks=[w])).predict(Slow(), make_loader(n=10, batch_size=4,
                                                                                         shuffle=False))
-    assert w.batches == [] and w.epochs == [(3, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]])]
+    assert w.batches == [] and w.epochs == [(3, [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]])]
 
 
 def test_prediction_writer_refuses_an_unknown_interval():

@@ -38,7 +38,8 @@ class BasePredictionWriter(Callback):
                                   "override write_on_batch_end(); override it.")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions: list, batch_indices: list) -> None:
-        """Write every prediction of the epoch (a list per loader when there are several)."""
+        """Write every prediction of the epoch (a list per loader when there are several); ``batch_indices``
+        is always a list per loader of each batch's indices."""
         raise NotImplementedError(f"{type(self).__name__} has write_interval={self.interval!r} but does not "
                                   "override write_on_epoch_end(); override it.")
 
@@ -60,8 +61,9 @@ class BasePredictionWriter(Callback):
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         if self.interval in ("epoch", "batch_and_epoch"):
             one = len(self._predictions) == 1
+            # as Lightning: one loader's predictions come unwrapped, the batch indices always per loader
             self.write_on_epoch_end(trainer, pl_module, self._predictions[0] if one else self._predictions,
-                                    self._batch_indices[0] if one else self._batch_indices)
+                                    self._batch_indices)
         self._predictions, self._batch_indices = [], []
 
 
