@@ -15,7 +15,7 @@ from tiny import TinyModel, make_loader, trainer_kwargs
     ({"overfit_batches": 2}, r"\['overfit_batches'\] but ember does not implement"),
     ({"max_epoch": 3}, r"\['max_epoch'\] is not a Trainer argument"),
     ({"gpus": 1}, r"Lightning 2.x removed gpus \(use accelerator='gpu', devices=N\)"),
-    ({"profiler": "simple"}, "ember does not implement profilers"),
+    ({"profiler": "xla"}, "profiler=.xla. profiles TPUs"),
     ({"fast_dev_run": -1}, "fast_dev_run must be a bool or an int"),
     ({"num_sanity_val_steps": -2}, "num_sanity_val_steps must be"),
     ({"min_epochs": 1.5}, "min_epochs must be"),

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import math
 import warnings
+from enum import Enum
 from typing import Any
 
 from ember.callbacks.base import Callback
 from ember.errors import MisconfigurationError
 
 _MODES = ("min", "max")
+
+
+class EarlyStoppingReason(Enum):
+    """Why EarlyStopping stopped the run (``EarlyStopping.stopping_reason``), as Lightning names it."""
+
+    NOT_STOPPED = 0
+    STOPPING_THRESHOLD = 1
+    DIVERGENCE_THRESHOLD = 2
+    PATIENCE_EXHAUSTED = 3
+    NON_FINITE_METRIC = 4
 
 
 class EarlyStopping(Callback):
@@ -42,6 +53,7 @@ class EarlyStopping(Callback):
         self.stopped_epoch = 0
         self.best_score = math.inf if mode == "min" else -math.inf
         self.stopping_reason_message: str | None = None
+        self.stopping_reason = EarlyStoppingReason.NOT_STOPPED
         self._warned = False
 
     @property
@@ -106,6 +118,7 @@ class EarlyStopping(Callback):
             trainer.should_stop = True
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason_message = reason
+            self.stopping_reason = _reason_of(reason)
             if self.verbose and getattr(trainer, "is_global_zero", True):
                 print(f"ember: EarlyStopping: {reason}", flush=True)
 
@@ -132,3 +145,13 @@ class EarlyStopping(Callback):
             return True, (f"{name} did not improve in the last {self.wait_count} records; best score "
                           f"{self.best_score:.3f}. Signaling Trainer to stop.")
         return False, None
+
+
+def _reason_of(message: str) -> EarlyStoppingReason:
+    """The reason named by a stop message of ``EarlyStopping._evaluate``."""
+    for start, reason in (("stopping threshold", EarlyStoppingReason.STOPPING_THRESHOLD),
+                          ("divergence threshold", EarlyStoppingReason.DIVERGENCE_THRESHOLD)):
+        if message.startswith(start):
+            return reason
+    return (EarlyStoppingReason.NON_FINITE_METRIC if "is not finite" in message
+            else EarlyStoppingReason.PATIENCE_EXHAUSTED)

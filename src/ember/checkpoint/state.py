@@ -230,6 +230,8 @@ def restore(run: RunState, ckpt: Mapping, path: Any, load_tensors: Callable[...,
     """Load ``ckpt`` into every part of ``run`` (call ``check_resumable`` first). ``load_tensors(module,
     optimizers, ckpt)`` loads the weights and optimizer states when they are sharded
     (``FSDPStrategy.load_state``)."""
+    # callbacks first, as Lightning: BaseFinetuning puts back the param groups the optimizer states need
+    restore_callbacks(run.callbacks, ckpt.get("callbacks") or {}, path)
     if load_tensors is not None:
         load_tensors(unwrap_model(run.model), run.optimizers, ckpt)
     else:
@@ -241,7 +243,6 @@ def restore(run: RunState, ckpt: Mapping, path: Any, load_tensors: Callable[...,
         sched.load_state_dict(state)
     if run.precision is not None:
         run.precision.load_state_dict(ckpt.get("amp_scaling_state") or {})
-    restore_callbacks(run.callbacks, ckpt.get("callbacks") or {}, path)
     run.loop.load_state_dict(per_rank.scatter(loop_state(ckpt, path), path))  # this rank's RNG and data
 
 

@@ -154,6 +154,11 @@ class Module(ModelHooks, nn.Module):
             return b.device
         return torch.device("cpu")
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the module's parameters are on a CUDA device (Lightning's ``on_gpu``)."""
+        return self.device.type == "cuda"
+
     # ------------------------------------------------------------------ logging
     def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool | None = None,
             on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",

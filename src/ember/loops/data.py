@@ -153,6 +153,8 @@ class ResumableLoader:
         self.iterable = self.is_dataloader and isinstance(loader.dataset, IterableDataset)
         self._epoch_start: dict[str, Any] = {}
         self._prepared = _Prepared()
+        # several loaders read together (CombinedLoader): their generators and samplers are the epoch's too
+        self.parts = [ResumableLoader(x) for x in getattr(loader, "flattened", ()) if isinstance(x, DataLoader)]
         if self.is_dataloader and loader.num_workers > 0 and loader.persistent_workers:
             _PERSISTENT.add(loader)
 
@@ -165,6 +167,8 @@ class ResumableLoader:
     def _capture_loader(self) -> dict[str, Any]:
         """The loader's generators and stateful samplers as they are now."""
         state: dict[str, Any] = {}
+        if self.parts:
+            state["parts"] = {str(i): part._capture_loader() for i, part in enumerate(self.parts)}
         if self.is_dataloader:
             state["generators"] = {k: g.get_state() for k, g in _generators(self.loader).items()}
             samplers = {}
@@ -180,6 +184,9 @@ class ResumableLoader:
         self._restore_loader(state)
 
     def _restore_loader(self, state: dict[str, Any]) -> None:
+        for k, part_state in state.get("parts", {}).items():
+            if int(k) < len(self.parts):
+                self.parts[int(k)]._restore_loader(part_state)
         if not self.is_dataloader:
             return
         gens = _generators(self.loader)
@@ -203,7 +210,7 @@ class ResumableLoader:
         dataset = getattr(self.loader, "dataset", None)
         if self.is_dataloader and callable(getattr(dataset, "state_dict", None)):
             state["dataset"] = dataset.state_dict()
-        if self.is_dataloader:
+        if self.is_dataloader or self.parts:
             state["now"] = self._capture_loader()
         return state
 
@@ -227,7 +234,8 @@ class ResumableLoader:
         resumed part-way, with a warning). ``resume`` is what ``state_dict()`` returned when the
         checkpoint was written; without it the epoch starts fresh from the current random state.
         """
-        for s in _samplers(self.loader) if self.is_dataloader else ():
+        loaders = [self.loader] if self.is_dataloader else [part.loader for part in self.parts]
+        for s in (s for x in loaders for s in _samplers(x)):
             if callable(getattr(s, "set_epoch", None)):
                 s.set_epoch(epoch)
         if resume:

@@ -24,6 +24,7 @@ from ember.loops.results import MetricsHub, Results, as_float
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
 from ember.seed import get_rng_state, set_rng_state
 from ember.loops.settings import FitSettings
+from ember.utilities.combined_loader import as_train_data, map_loaders
 
 
 @dataclass
@@ -70,6 +71,7 @@ class FitLoop(ManualSteps):
         self.call, self.barrier, self.stop_requested = hooks, barrier, stop_requested
         self.hub, self.sink, self.bar = hub, sink, bar
         self.progress = Progress()
+        self.accumulate_grad_batches = settings.accumulate_grad_batches  # a callback may change it per epoch
         self.should_stop = False
         self.optimizer_stepped = False
         self.is_last_batch = False
@@ -174,7 +176,8 @@ class FitLoop(ManualSteps):
         n, p = self.settings.reload_dataloaders_every_n_epochs, self.progress
         if n and p.epoch > 0 and p.epoch % n == 0 and p.batch == 0 and self.parts.reload is not None:
             train, val = self.parts.reload()
-            self.parts.train_data = ResumableLoader(self.parts.shard(train) if self.parts.shard else train)
+            train = map_loaders(train, self.parts.shard) if self.parts.shard else train
+            self.parts.train_data = ResumableLoader(as_train_data(train))
             self.parts.val_loaders = val_loaders_of(self.parts.module, val)
 
     def run_epoch(self) -> None:
@@ -303,7 +306,7 @@ class FitLoop(ManualSteps):
                 if isinstance(out, torch.Tensor) or (isinstance(out, dict) and "loss" in out):
                     self.last_loss = loss_of(out).detach()  # shown, never stepped: training_step steps
                 return batch_outputs(out, 1)
-            accum = self.settings.accumulate_grad_batches
+            accum = self.accumulate_grad_batches
             if self.per_optimizer:
                 outputs = [self._backward_for(opt, (batch, batch_idx, i), accum, batch_idx)
                            for i, opt in enumerate(self.parts.optimizers)]

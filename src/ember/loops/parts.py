@@ -12,6 +12,7 @@ from ember.loops.data import ResumableLoader
 from ember.errors import MisconfigurationError
 from ember.loops.optim import SchedulerConfig, parse_optimizers
 from ember.loops.precision import Precision
+from ember.utilities.combined_loader import as_train_data, map_loaders
 
 
 @dataclass
@@ -40,10 +41,10 @@ class FitParts:
         step = shard = None
         if strategy is not None:
             shard, step = strategy.distributed_loader, functools.partial(strategy.training_step, wrapped)
-            train = shard(train)
+            train = map_loaders(train, shard)  # several training loaders: each one sharded
         optimizers, schedulers = parse_optimizers(model.configure_optimizers())
         return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
-                   train_data=ResumableLoader(train), val_loaders=val_loaders_of(model, val), device=device,
+                   train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val), device=device,
                    reload=reload, training_step=step, shard=shard)
 
 

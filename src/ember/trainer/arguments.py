@@ -77,12 +77,6 @@ def apply_backend_flags(deterministic: bool | str | None, benchmark: bool | None
         torch.backends.cudnn.benchmark = False
 
 
-def check_profiler(profiler: Any) -> None:
-    if profiler is not None:
-        raise MisconfigurationError(f"Lightning's Trainer has profiler={profiler!r} but ember does not implement "
-                                    "profilers yet; leave profiler=None (use torch.profiler around fit instead).")
-
-
 def log_summary(module: torch.nn.Module) -> None:
     """The summary at fit start, on the ``ember`` logger at INFO: shown where logging is configured
     (``logging.basicConfig(level=logging.INFO)``), silent otherwise, so stdout and stderr stay the program's."""

@@ -62,6 +62,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
                                     "define it.")
     hooks = trainer._attach(model, datamodule)
     settings = trainer.settings
+    trainer.profiler.setup(stage, trainer.local_rank if trainer.world_size > 1 else None, trainer.log_dir)
     try:
         setup(trainer, hooks, stage)
         loaders = loaders_for(stage, dataloaders, datamodule, model)
@@ -76,7 +77,8 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
                         reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch))
         limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
                  "predict": settings.limit_predict_batches}[stage]
-        out = loop.run(as_loaders(loaders), limit, return_predictions)
+        trainer._stage_loaders = as_loaders(loaders)  # BasePredictionWriter reads the batch indices from them
+        out = loop.run(trainer._stage_loaders, limit, return_predictions)
         teardown(trainer, hooks, stage)
     except BaseException as e:
         hooks("on_exception", e)
@@ -85,6 +87,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         model.__dict__["_logged"] = None
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.save()
+        trainer.profiler.describe()
     if verbose and stage != "predict" and trainer.is_global_zero:
         print_results(names.title, out)
     return out

@@ -14,6 +14,7 @@ from ember.checkpoint.manager import CheckpointManager
 from ember.loops.data import length, limit_batches
 from ember.loops.results import as_float
 from ember.loops.precision import Precision
+from ember.utilities.combined_loader import as_train_data
 
 
 def _tensor(v) -> torch.Tensor:
@@ -39,6 +40,21 @@ class TrainerFacts:
     @max_steps.setter
     def max_steps(self, value: int | None) -> None:
         self.settings = replace(self.settings, max_steps=value)
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        """Batches per optimizer step now (GradientAccumulationScheduler changes it each epoch)."""
+        loop = getattr(self, "fit_loop", None)
+        return loop.accumulate_grad_batches if loop is not None else self.settings.accumulate_grad_batches
+
+    @accumulate_grad_batches.setter
+    def accumulate_grad_batches(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"accumulate_grad_batches must be an int >= 1; received {value!r}.")
+        if getattr(self, "fit_loop", None) is not None:
+            self.fit_loop.accumulate_grad_batches = value
+        else:
+            self.settings = replace(self.settings, accumulate_grad_batches=value)
 
     @property
     def min_epochs(self) -> int | None:
@@ -122,7 +138,7 @@ class TrainerFacts:
         loader = getattr(self, "_train_loader", None)
         if loader is None:
             return math.inf
-        n = limit_batches(self.settings.limit_train_batches, length(loader))
+        n = limit_batches(self.settings.limit_train_batches, length(as_train_data(loader)))  # several: combined
         return n
 
     @property

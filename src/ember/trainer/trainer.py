@@ -29,10 +29,12 @@ from ember.checkpoint.sharded.saves import ShardedWriter
 from ember.loops.fit import FitLoop, FitParts, Progress
 from ember.loops.results import MetricsHub
 from ember.loops.preemption import StopRequests
-from ember.callbacks.progress.bar import FitBar
+from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
+from ember.tuner.session import TunerExit
 from ember.loops.settings import FitSettings, device_for
 from ember.trainer import arguments, evaluate
 from ember.trainer.properties import TrainerFacts
+from ember.callbacks.progress.bar import FitBar
 
 
 class Trainer(TrainerFacts):
@@ -88,7 +90,7 @@ class Trainer(TrainerFacts):
         **kwargs: Any,
     ) -> None:
         arguments.check_unknown(kwargs)
-        arguments.check_profiler(profiler)
+        self.profiler = resolve_profiler(profiler)  # None: a PassThroughProfiler, and nothing is instrumented
         arguments.apply_backend_flags(deterministic, benchmark)
         self.fast_dev_run = n = arguments.fast_dev_run_batches(fast_dev_run)
         if n:  # Lightning: n batches of each stage, one epoch, no checkpoints or loggers
@@ -167,6 +169,7 @@ class Trainer(TrainerFacts):
         train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
         hooks = self._attach(model, datamodule)
+        self.profiler.setup("fit", self.local_rank if self.world_size > 1 else None, self.log_dir)
         strategy, self._failing, self.fitting = self.strategy, False, True
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
@@ -175,6 +178,8 @@ class Trainer(TrainerFacts):
                 self.checkpoint_writer.wait()  # fit returns only once the last save is committed
                 if strategy is not None:
                     strategy.barrier()  # ... on every rank: the files are there for all of them
+        except TunerExit:  # a tuner searched at on_fit_start and ends fit on purpose (state restored)
+            evaluate.teardown(self, hooks, "fit")
         except BaseException as e:
             self._failing = True  # no collectives from here: a peer may be gone
             self._wait_quietly(e)
@@ -183,6 +188,7 @@ class Trainer(TrainerFacts):
         finally:
             model.__dict__["_logged"] = None
             self.fitting = False
+            self.profiler.describe()  # the profile report (nothing without a profiler)
             if self.is_global_zero:
                 group = _loggers.LoggerGroup(self.loggers)
                 group.flush()
@@ -201,6 +207,7 @@ class Trainer(TrainerFacts):
         loop = self.fit_loop = FitLoop(
             self.settings, parts, hooks=hooks, barrier=self.checkpoint_writer.snapshot_barrier,
             stop_requested=self._stop_requested, hub=self._hub, sink=self._sink, bar=self._bar, reduce=self.reduce)
+        instrument_loop(loop, self.profiler, self)
         self._run = run_state.RunState(
             model=wrapped, loop=loop, optimizers=loop.parts.optimizers,
             lr_schedulers=[c.scheduler for c in loop.parts.schedulers], precision=loop.parts.precision,
@@ -241,7 +248,8 @@ class Trainer(TrainerFacts):
         self._hub.reset()
         self._hub.logger = _loggers.LoggerGroup(self.loggers) if self.loggers and self.is_global_zero else None
         self.callbacks = arguments.with_module_callbacks(self.callbacks, model)
-        hooks = self._hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
+        hooks = self._hooks = hooks_for(self.profiler)(model, self.callbacks, self.checkpoint_writer.snapshot_barrier,
+                                                       self)
         hooks.datamodule = datamodule
         self._sink = LogSink(hooks)
         model.__dict__["_logged"] = self._sink

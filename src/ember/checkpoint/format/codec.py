@@ -33,7 +33,7 @@ import base64
 import enum
 import math
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Mapping
 
 import torch
@@ -116,7 +116,7 @@ class _Encoder:
             return v if -_SAFE_INT < v < _SAFE_INT else {TAG: "int", "v": hex(v)}
         if t is float:
             return _float(v)
-        if depth >= MAX_DEPTH and t in (list, tuple, dict, OrderedDict, argparse.Namespace, set, frozenset):
+        if depth >= MAX_DEPTH and t in (list, tuple, dict, OrderedDict, Counter, argparse.Namespace, set, frozenset):
             raise CheckpointError(
                 f"{_path_str(path)}: containers nested more than {MAX_DEPTH} deep cannot be "
                 "stored in a checkpoint; flatten the structure"
@@ -131,6 +131,8 @@ class _Encoder:
             if meta is not None:
                 node["meta"] = self.value(meta, path + ("_metadata",), depth + 1)
             return node
+        if t is Counter:  # MultiStepLR keeps its milestones in one: it must come back a Counter
+            return {TAG: "counter", "items": self._items(v.items(), path, depth)}
         if t is argparse.Namespace:
             return {TAG: "namespace", "items": self._items(vars(v).items(), path, depth)}
         if t is torch.Tensor or isinstance(v, torch.Tensor):

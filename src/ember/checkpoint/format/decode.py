@@ -12,7 +12,7 @@ import argparse
 import base64
 import math
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -81,6 +81,7 @@ _FIELDS = {
     "tuple": {"items"},
     "dict": {"items"},
     "odict": {"items"},  # + optional "meta"
+    "counter": {"items"},
     "namespace": {"items"},
     "dtype": {"v"},
     "size": {"v"},
@@ -237,6 +238,9 @@ class _Decoder(TypedNodes):
         if "meta" in node:
             out._metadata = self.value(node["meta"], depth + 1, False)
         return out
+
+    def _counter(self, node: dict, depth: int, in_key: bool) -> Counter:
+        return self._mapping(Counter, self._pairs(node, depth))
 
     def _namespace(self, node: dict, depth: int, in_key: bool) -> argparse.Namespace:
         return argparse.Namespace(**self._mapping(dict, self._pairs(node, depth, str_keys=True)))

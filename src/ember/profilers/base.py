@@ -1,0 +1,15 @@
+"""PassThroughProfiler: records nothing (what ``Trainer(profiler=None)`` has, as in Lightning)."""
+
+from __future__ import annotations
+
+from ember.profilers.profiler import Profiler
+
+
+class PassThroughProfiler(Profiler):
+    """A profiler that does nothing; the Trainer does not instrument its loop for it."""
+
+    def start(self, action_name: str) -> None:
+        pass
+
+    def stop(self, action_name: str) -> None:
+        pass
