@@ -1,6 +1,6 @@
 """Callbacks: hooks into fit, each with optional checkpointed state (Lightning's names)."""
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.callbacks.batch_size_finder import BatchSizeFinder
 from ember.callbacks.device_stats_monitor import DeviceStatsMonitor
 from ember.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason

@@ -1,5 +1,5 @@
 """Lightning's module path for the callback base class: ``ember.callbacks.callback.Callback``."""
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 
 __all__ = ["Callback"]

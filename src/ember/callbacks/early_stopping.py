@@ -10,7 +10,7 @@ import warnings
 from enum import Enum
 from typing import Any
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 
 _MODES = ("min", "max")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 
 log = logging.getLogger("ember")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 
 #: the hooks LambdaCallback accepts, as keyword arguments of its constructor

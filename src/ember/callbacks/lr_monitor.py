@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 
 _INTERVALS = (None, "step", "epoch")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ember import compat
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.checkpoint import policies
 from ember.checkpoint.manager import CheckpointManager, Naming
 from ember.errors import MisconfigurationError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.utilities.model_summary import ModelSummary as _Summary, check_max_depth
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 
 
 class OnExceptionCheckpoint(Callback):

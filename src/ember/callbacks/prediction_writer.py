@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 
 _INTERVALS = ("batch", "epoch", "batch_and_epoch")

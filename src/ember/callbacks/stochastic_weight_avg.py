@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 from ember.loops.optim import SchedulerConfig
 

@@ -16,7 +16,7 @@ import sys
 import warnings
 from typing import Any, Callable, Mapping
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.checkpoint.storage.locations import open_store
 from ember.core.module import Module
 from ember.seed import seed_everything

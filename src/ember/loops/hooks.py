@@ -1,13 +1,11 @@
-"""Callbacks of a Trainer: the list (with the default ModelCheckpoint), their state keys, and the
+"""Callbacks of a Trainer: their state keys, and the
 dispatch of one hook to the module and every callback that overrides it."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ember import compat
-from ember.callbacks.base import Callback
-from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.core.callback import Callback
 from ember.core.hooks import move_to_device
 from ember.errors import MisconfigurationError
 
@@ -91,24 +89,6 @@ class Hooks:
         self._targets = {}
 
 
-def build_callbacks(enable_checkpointing, checkpoint_callback, callbacks) -> list[Callback]:
-    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise MisconfigurationError(
-                f"callbacks must be ember.callbacks.Callback instances; received {type(cb).__name__}.")
-    out, enabled = compat.checkpoint_callbacks(enable_checkpointing, checkpoint_callback, callbacks, ModelCheckpoint)
-    has_ckpt = any(isinstance(cb, ModelCheckpoint) for cb in out)
-    if not enabled and has_ckpt:
-        raise MisconfigurationError(
-            "checkpointing is turned off (enable_checkpointing=False or checkpoint_callback=False) but a "
-            "ModelCheckpoint was given in callbacks; remove one of the two.")
-    if enabled and not has_ckpt:
-        out.append(ModelCheckpoint())
-    keyed(out)
-    return out
-
-
 def keyed(callbacks: list[Callback]) -> dict[str, Callback]:
     """Callbacks by ``state_key``; two with one key would overwrite each other's state."""
     out: dict[str, Callback] = {}
@@ -125,8 +105,7 @@ def keyed(callbacks: list[Callback]) -> dict[str, Callback]:
 
 def is_monitoring(cb: Callback) -> bool:
     """Lightning runs checkpoint and early-stopping callbacks after the module at a training epoch's end."""
-    return isinstance(cb, ModelCheckpoint) or any(c.__name__ in ("EarlyStopping", "Checkpoint")
-                                                  for c in type(cb).__mro__)
+    return any(c.__name__ in ("ModelCheckpoint", "EarlyStopping", "Checkpoint") for c in type(cb).__mro__)
 
 
 def overrides(obj, base: type, hook: str) -> bool:

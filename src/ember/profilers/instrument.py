@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 from ember.loops.hooks import Hooks, overrides
 from ember.profilers.advanced import AdvancedProfiler

@@ -9,7 +9,11 @@ from typing import Any
 
 import torch
 
+from ember import compat
+from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
+from ember.loops.hooks import keyed
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
     "max_time": None, "overfit_batches": 0.0, "plugins": None, "sync_batchnorm": False,
@@ -113,9 +117,6 @@ def _count(n: int) -> str:
 def with_module_callbacks(callbacks: list, module) -> list:
     """Lightning's ``configure_callbacks``: the module's callbacks replace the Trainer's of the same
     class and join the list; checkpoint callbacks go last (they see what the others did)."""
-    from ember.callbacks.model_checkpoint import ModelCheckpoint
-    from ember.loops.hooks import keyed
-
     extra = module.configure_callbacks()
     if not extra:
         return callbacks
@@ -123,5 +124,23 @@ def with_module_callbacks(callbacks: list, module) -> list:
     kinds = {type(cb) for cb in extra}
     out = [cb for cb in callbacks if type(cb) not in kinds] + extra
     out = [cb for cb in out if not isinstance(cb, ModelCheckpoint)] + [cb for cb in out if isinstance(cb, ModelCheckpoint)]
+    keyed(out)
+    return out
+
+
+def build_callbacks(enable_checkpointing, checkpoint_callback, callbacks) -> list[Callback]:
+    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise MisconfigurationError(
+                f"callbacks must be ember.callbacks.Callback instances; received {type(cb).__name__}.")
+    out, enabled = compat.checkpoint_callbacks(enable_checkpointing, checkpoint_callback, callbacks, ModelCheckpoint)
+    has_ckpt = any(isinstance(cb, ModelCheckpoint) for cb in out)
+    if not enabled and has_ckpt:
+        raise MisconfigurationError(
+            "checkpointing is turned off (enable_checkpointing=False or checkpoint_callback=False) but a "
+            "ModelCheckpoint was given in callbacks; remove one of the two.")
+    if enabled and not has_ckpt:
+        out.append(ModelCheckpoint())
     keyed(out)
     return out

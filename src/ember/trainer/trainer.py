@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import torch
 
 from ember import compat
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import resume
 from ember.checkpoint import state as run_state
@@ -20,7 +20,7 @@ from ember.checkpoint.writer import CheckpointWriter
 from ember.core.datamodule import loaders_for, split_datamodule
 from ember.errors import CheckpointError, MisconfigurationError
 from ember.loops.evaluation import LogSink
-from ember.loops.hooks import Hooks, build_callbacks, keyed
+from ember.loops.hooks import Hooks, keyed
 from ember import loggers as _loggers
 from ember.callbacks.progress.tqdm_progress import replaces_default_bar
 from ember.distributed import sharding
@@ -34,7 +34,7 @@ from ember.tuner.session import TunerExit
 from ember.loops.settings import FitSettings, device_for
 from ember.trainer import arguments, evaluate
 from ember.trainer.properties import TrainerFacts
-from ember.callbacks.progress.bar import FitBar
+from ember.loops.bar import FitBar
 
 
 class Trainer(TrainerFacts):
@@ -115,7 +115,7 @@ class Trainer(TrainerFacts):
         self.enable_model_summary = bool(enable_model_summary)
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
-        self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
+        self.callbacks = arguments.build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
         self._set_outputs(logger, enable_progress_bar)
         self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self.strategy, "timeout", None))
                                   if self._sharded else CheckpointWriter())

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 from ember.loops.optim import SchedulerConfig
 from ember.tuner.attrs import lightning_getattr, lightning_hasattr, lightning_setattr

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Iterator
 
-from ember.callbacks.progress.bar import FitBar
+from ember.loops.bar import FitBar
 from ember.seed import get_rng_state, set_rng_state
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ember.tuner.callbacks import BatchSizeFinder, LearningRateFinder
 from ember.errors import MisconfigurationError
 
 
@@ -42,7 +43,6 @@ class Tuner:
         "exponential" or "linear"), stopping when the smoothed loss exceeds ``early_stop_threshold`` times
         its best. Returns the finder: ``results`` ({"lr", "loss"}), ``suggestion()``, ``plot()``. With
         ``update_attr`` the model's ``lr``/``learning_rate`` (or ``attr_name``) is set to the suggestion."""
-        from ember.callbacks.lr_finder import LearningRateFinder
 
         cb = LearningRateFinder(min_lr=min_lr, max_lr=max_lr, num_training_steps=num_training, mode=mode,
                                 early_stop_threshold=early_stop_threshold, update_attr=update_attr,
@@ -58,7 +58,6 @@ class Tuner:
         per size, at most ``max_trials`` sizes and ``max_val``. The model's (or datamodule's)
         ``batch_arg_name`` is left at the size found, which is returned. The training loader must come
         from ``train_dataloader()``."""
-        from ember.callbacks.batch_size_finder import BatchSizeFinder
 
         cb = BatchSizeFinder(mode=mode, steps_per_trial=steps_per_trial, init_val=init_val, max_trials=max_trials,
                              batch_arg_name=batch_arg_name, margin=margin, max_val=max_val)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ember.callbacks.base import Callback
+from ember.core.callback import Callback
 
 
 class ProgressBarCallback(Callback):
