@@ -91,6 +91,8 @@ class Trainer(TrainerFacts):
         **kwargs: Any,
     ) -> None:
         trainer_args.check_unknown(kwargs)
+        accelerator, strategy, devices = trainer_args.hardware(accelerator, strategy, devices)
+        trainer_args.refuse_options(precision=str(precision))
         trainer_args.check_profiler(profiler)
         trainer_args.apply_backend_flags(deterministic, benchmark)
         self.fast_dev_run = n = trainer_args.fast_dev_run_batches(fast_dev_run)
@@ -171,6 +173,7 @@ class Trainer(TrainerFacts):
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
         hooks = self._attach(model, datamodule)
         strategy, self._failing, self.fitting = self.strategy, False, True
+        self._last_fn, self._interrupted = "fit", False  # trainer.state
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
                 with self._stop_requests, _anomaly(self.detect_anomaly):
@@ -180,6 +183,7 @@ class Trainer(TrainerFacts):
                     strategy.barrier()  # ... on every rank: the files are there for all of them
         except BaseException as e:
             self._failing = True  # no collectives from here: a peer may be gone
+            self._interrupted = True
             self._wait_quietly(e)
             hooks("on_exception", e)
             raise

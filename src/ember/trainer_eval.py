@@ -70,6 +70,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
                                     "define it.")
     hooks = trainer._attach(model, datamodule)
     settings = trainer.settings
+    trainer._last_fn, trainer._interrupted = stage, False  # trainer.state
     try:
         setup(trainer, hooks, stage)
         loaders = loaders_for(stage, dataloaders, datamodule, model)
@@ -77,6 +78,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
             method = LOADER_METHODS[stage]
             raise MisconfigurationError(f"no data to {stage}: pass trainer.{stage}(model, dataloaders=...), a "
                                         f"datamodule with {method}(), or define {method}() on the module.")
+        trainer._stage_loaders = {**getattr(trainer, "_stage_loaders", {}), stage: as_loaders(loaders)}
         if ckpt_path is not None:
             load_for_evaluation(trainer, ckpt_path)
         loop = EvalLoop(stage, model, hooks, trainer._sink, trainer._hub, device=trainer.device,
@@ -87,6 +89,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         out = loop.run(as_loaders(loaders), limit, return_predictions)
         teardown(trainer, hooks, stage)
     except BaseException as e:
+        trainer._interrupted = True
         hooks("on_exception", e)
         raise
     finally:

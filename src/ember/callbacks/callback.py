@@ -1,0 +1,5 @@
+"""``lightning.pytorch.callbacks.callback``: ``Callback``, the base class of every callback."""
+
+from ember.callbacks.base import Callback
+
+__all__ = ["Callback"]
