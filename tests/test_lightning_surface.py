@@ -301,3 +301,41 @@ def test_known_gaps_name_real_lightning_members(key):
         assert (cls, arg) in CALLBACK_ARGS
     else:
         assert tuple(key.split(".")) in MEMBERS
+
+
+TRAINER_DEFAULTS = [(n, p.default) for n, p in inspect.signature(pl.Trainer.__init__).parameters.items()
+                    if n != "self" and p.default is not inspect.Parameter.empty]
+
+
+@pytest.mark.parametrize(("name", "default"), TRAINER_DEFAULTS, ids=[n for n, _ in TRAINER_DEFAULTS])
+def test_every_trainer_argument_accepts_lightnings_default_value(tmp_path, name, default):
+    # a config printed by Lightning (--print_config) holds these values, None for most
+    ember.Trainer(**{"logger": False, "default_root_dir": tmp_path, name: default})
+
+
+@pytest.mark.parametrize("name", ["enable_checkpointing", "enable_progress_bar", "enable_model_summary"])
+def test_enable_flags_set_to_none_mean_on_as_in_lightning(tmp_path, name):
+    from ember.trainer_args import on_unless_false
+
+    assert on_unless_false(None, False, 1) == (True, False, True)
+    trainer = ember.Trainer(logger=False, default_root_dir=tmp_path, **{name: None})
+    on = {"enable_checkpointing": trainer.checkpoint_callback is not None,
+          "enable_progress_bar": trainer.progress_bar_callback is not None,
+          "enable_model_summary": trainer.enable_model_summary}
+    assert on[name]
+
+
+def test_settings_given_none_take_embers_defaults(tmp_path):
+    trainer = ember.Trainer(logger=False, default_root_dir=tmp_path, limit_val_batches=None, precision=None,
+                            num_sanity_val_steps=None, log_every_n_steps=None, val_check_interval=None)
+    s = trainer.settings
+    assert (s.limit_val_batches, s.precision, s.num_sanity_val_steps, s.log_every_n_steps, s.val_check_interval) == (
+        1.0, "32", 2, 50, 1.0)
+
+
+@pytest.mark.parametrize(("cls", "arg"), [(c, a) for c, a in CALLBACK_ARGS if f"{c}({a}=)" not in KNOWN_GAPS],
+                         ids=[f"{c}({a}=)" for c, a in CALLBACK_ARGS if f"{c}({a}=)" not in KNOWN_GAPS])
+def test_every_callback_argument_defaults_to_lightnings_value(cls, arg):
+    theirs = inspect.signature(getattr(pl.callbacks, cls).__init__).parameters[arg].default
+    ours = inspect.signature(getattr(ember.callbacks, cls).__init__).parameters[arg].default
+    assert ours == theirs, f"{cls}({arg}=) defaults to {ours!r}; Lightning's to {theirs!r}"

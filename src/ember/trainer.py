@@ -92,6 +92,8 @@ class Trainer(TrainerFacts):
     ) -> None:
         trainer_args.check_unknown(kwargs)
         accelerator, strategy, devices = trainer_args.hardware(accelerator, strategy, devices)
+        enable_checkpointing, enable_progress_bar, enable_model_summary = trainer_args.on_unless_false(
+            enable_checkpointing, enable_progress_bar, enable_model_summary)
         trainer_args.refuse_options(precision=str(precision))
         trainer_args.check_profiler(profiler)
         trainer_args.apply_backend_flags(deterministic, benchmark)

@@ -86,6 +86,12 @@ def hardware(accelerator: Any, strategy: Any, devices: Any) -> tuple[Any, Any, A
     return accelerator, strategy, devices
 
 
+def on_unless_false(*flags: Any) -> tuple[bool, ...]:
+    """``enable_*`` flags as Lightning reads them: None (its signature's default, and what a printed config
+    holds) means on."""
+    return tuple(True if flag is None else bool(flag) for flag in flags)
+
+
 def refuse_options(**options: Any) -> None:
     """Raise NotSupportedError for a Trainer option on the not-supported list (``accelerator="tpu"``)."""
     from ember.utilities.not_supported import REFUSALS, refuse
