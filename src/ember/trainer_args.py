@@ -72,7 +72,13 @@ def hardware(accelerator: Any, strategy: Any, devices: Any) -> tuple[Any, Any, A
     """``accelerator``, ``strategy`` and ``devices`` as the Trainer's selection understands them: accelerator
     objects become their names, ``SingleDeviceStrategy(device)`` becomes one process on that device, and the
     options listed in ``ember.utilities.not_supported`` (``accelerator="tpu"``, ``strategy="deepspeed"``, ...)
-    raise NotSupportedError naming what to use instead."""
+    raise NotSupportedError naming what to use instead.
+
+    Args:
+        accelerator: ``Trainer(accelerator=...)``: a name or an ``ember.accelerators.Accelerator``.
+        strategy: ``Trainer(strategy=...)``: a name or a strategy object.
+        devices: ``Trainer(devices=...)``.
+    """
     from ember.accelerators import Accelerator
     from ember.strategies import SingleDeviceStrategy
 
@@ -88,12 +94,20 @@ def hardware(accelerator: Any, strategy: Any, devices: Any) -> tuple[Any, Any, A
 
 def on_unless_false(*flags: Any) -> tuple[bool, ...]:
     """``enable_*`` flags as Lightning reads them: None (its signature's default, and what a printed config
-    holds) means on."""
+    holds) means on.
+
+    Args:
+        *flags: the values given (None, True, False or anything truthy).
+    """
     return tuple(True if flag is None else bool(flag) for flag in flags)
 
 
 def refuse_options(**options: Any) -> None:
-    """Raise NotSupportedError for a Trainer option on the not-supported list (``accelerator="tpu"``)."""
+    """Raise NotSupportedError for a Trainer option on the not-supported list (``accelerator="tpu"``).
+
+    Args:
+        **options: Trainer argument names and the values given; only strings are looked up.
+    """
     from ember.utilities.not_supported import REFUSALS, refuse
 
     for name, value in options.items():

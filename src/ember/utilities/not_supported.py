@@ -36,7 +36,11 @@ class Refusal:
     instead: str
 
     def message(self, name: str) -> str:
-        """The error text for ``name``: what it is, why ember lacks it, and what to use."""
+        """The error text for ``name``: what it is, why ember lacks it, and what to use.
+
+        Args:
+            name: how to name the thing refused, e.g. ``"Lightning's strategies.DeepSpeedStrategy"``.
+        """
         return f"ember does not support {name}: {self.reason}. Instead: {self.instead}."
 
 
