@@ -37,6 +37,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "__version__",
     "callbacks",
+    "cli_lightning_logo",
     "core",
     "loggers",
     "load_checkpoint",
@@ -45,6 +46,11 @@ __all__ = [
     "seed_everything",
     "utilities",
 ]
+
+
+def cli_lightning_logo() -> None:
+    """Print ember's banner (Lightning's example scripts call ``cli_lightning_logo()`` before parsing arguments)."""
+    print(f"\n  ember {__version__}: Lightning's API, checkpoints that never lose work\n")
 
 
 def __getattr__(name: str) -> Any:

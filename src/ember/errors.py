@@ -29,3 +29,9 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class MisconfigurationError(ValueError):
     """A setting or a combination of settings is invalid; the message says which and how to fix it."""
+
+
+class NotSupportedError(MisconfigurationError, NotImplementedError):
+    """A Lightning feature ember does not have: the message names it, says why, and what to use instead.
+
+    Every such feature is listed, with its reason, in ``ember.not_supported``."""

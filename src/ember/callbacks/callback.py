@@ -1,4 +1,4 @@
-"""Lightning's module path for the callback base class: ``ember.callbacks.callback.Callback``."""
+"""``lightning.pytorch.callbacks.callback``: ``Callback``, the base class of every callback."""
 
 from ember.core.callback import Callback
 

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from ember import compat
-from ember.core.callback import Callback
+from ember.callbacks.checkpoint import Checkpoint
 from ember.checkpoint import policies
 from ember.checkpoint.manager import CheckpointManager, Naming
 from ember.errors import MisconfigurationError
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(Checkpoint):
     """Save checkpoints during fit.
 
     Args:

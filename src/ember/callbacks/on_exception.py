@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from ember.core.callback import Callback
+from ember.callbacks.checkpoint import Checkpoint
 
 
-class OnExceptionCheckpoint(Callback):
+class OnExceptionCheckpoint(Checkpoint):
     """Save ``<dirpath>/<filename>.ckpt`` when fit raises (KeyboardInterrupt included), then re-raise.
 
     The file holds the state after the last completed batch; resume with ``fit(ckpt_path=path)``.

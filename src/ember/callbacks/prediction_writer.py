@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 from typing import Any
 
 import torch
@@ -11,6 +13,14 @@ from ember.errors import MisconfigurationError
 
 _INTERVALS = ("batch", "epoch", "batch_and_epoch")
 
+
+
+class WriteInterval(str, Enum):
+    """When ``BasePredictionWriter`` writes: after each batch, after the epoch, or both (Lightning's names)."""
+
+    BATCH = "batch"
+    EPOCH = "epoch"
+    BATCH_AND_EPOCH = "batch_and_epoch"
 
 class BasePredictionWriter(Callback):
     """Subclass it and override ``write_on_batch_end`` and/or ``write_on_epoch_end``;
@@ -44,7 +54,7 @@ class BasePredictionWriter(Callback):
                                   "override write_on_epoch_end(); override it.")
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
-        loaders = getattr(trainer, "_stage_loaders", None) or []
+        loaders = getattr(trainer, "_stage_loaders", {}).get("predict") or []
         self._indices = [_batch_indices(loader) for loader in loaders]
         self._predictions = [[] for _ in loaders]
         self._batch_indices = [[] for _ in loaders]

@@ -235,7 +235,8 @@ def restore(run: RunState, ckpt: Mapping, path: Any, load_tensors: Callable[...,
     if load_tensors is not None:
         load_tensors(unwrap_model(run.model), run.optimizers, ckpt)
     else:
-        load_weights(unwrap_model(run.model), ckpt["state_dict"], strict=True, source=path)
+        model = unwrap_model(run.model)
+        load_weights(model, ckpt["state_dict"], strict=getattr(model, "strict_loading", True), source=path)
         for opt, state in zip(run.optimizers, ckpt["optimizer_states"]):
             opt.load_state_dict(state)
             unshare(opt)  # its own memory, not views of the (mapped) checkpoint file

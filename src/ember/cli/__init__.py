@@ -15,7 +15,8 @@ from ember.cli.inspect import _inspect_safely, _print_inspect, _verify_safely
 from ember.cli.ls import ls_command
 from ember.cli.text import OPTIONS, _escape, _json_doc, _say
 
-__all__ = ["LightningCLI", "main"]
+__all__ = ["LightningArgumentParser", "LightningCLI", "ReduceLROnPlateau", "SaveConfigCallback", "instantiate_class",
+           "instantiate_module", "main"]
 
 
 def __getattr__(name: str):
@@ -24,6 +25,10 @@ def __getattr__(name: str):
         from ember.cli import lightning_cli
 
         return getattr(lightning_cli, name)
+    if name in ("ReduceLROnPlateau", "instantiate_class", "instantiate_module"):
+        from ember.cli import instantiate
+
+        return getattr(instantiate, name)
     raise AttributeError(f"module 'ember.cli' has no attribute {name!r}")
 
 _USAGE = ("use `ember ckpt inspect PATH`, `ember ckpt verify PATH...`, `ember ckpt ls DIR`, "

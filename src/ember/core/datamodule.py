@@ -7,12 +7,14 @@ as on a module (saved under ``datamodule_hyper_parameters``)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 from argparse import Namespace
 from typing import Any, Mapping
 
 from ember.errors import MisconfigurationError
 from ember.core.module import AttributeDict, _init_arguments
+from ember.core.hooks import HparamsSurface
 
 LOADER_METHODS = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader",
                   "predict": "predict_dataloader"}
@@ -28,8 +30,10 @@ def _capturing(init):
     return wrapper
 
 
-class LightningDataModule:
+class LightningDataModule(HparamsSurface):
     """Subclass it and define the ``*_dataloader()`` methods your stages use."""
+
+    name: str | None = None  # Lightning's optional display name
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -60,6 +64,7 @@ class LightningDataModule:
                 values = {k: values[k] for k in args}
         ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
         self.__dict__["_hparams"] = AttributeDict((k, v) for k, v in values.items() if k not in ignored)
+        self.__dict__["_hparams_initial"] = copy.deepcopy(self.__dict__["_hparams"])  # hparams_initial
 
     # ---------------------------------------------------------------- hooks (override)
     def prepare_data(self) -> None:

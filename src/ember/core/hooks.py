@@ -5,14 +5,200 @@ empty defaults here cost nothing per batch."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import copy
+from typing import Any, Iterator
 
 import torch
 
 from ember.errors import MisconfigurationError
 
 
-class ModelHooks:
+class HparamsSurface:
+    """The hyperparameter names shared by modules and datamodules."""
+
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
+    @property
+    def hparams_initial(self) -> dict:
+        """A copy of the hyperparameters as ``save_hyperparameters`` (or ``self.hparams = ...``) stored them;
+        later changes to ``self.hparams`` do not show here."""
+        saved = self.__dict__.get("_hparams_initial")
+        return copy.deepcopy(saved if saved is not None else self.hparams)
+
+    def remove_ignored_hparams(self, ignore_list: list[str]) -> None:
+        """Drop hyperparameters a base class saved (they will not be in checkpoints).
+
+        Args:
+            ignore_list: the names to drop.
+        """
+        for key in ignore_list:
+            self.hparams.pop(key, None)
+
+
+class ModuleSurface(HparamsSurface):
+    """Members of Lightning's LightningModule beyond the hooks and the loop's views."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the module's floating-point parameters (float32 for a module without parameters)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the module's parameters are on a CUDA device."""
+        return self.device.type == "cuda"
+
+    @property
+    def example_input_array(self) -> Any:
+        """An input for ``self(example_input_array)`` (used for summaries and graphs); None when unset."""
+        return self.__dict__.get("_example_input_array")
+
+    @example_input_array.setter
+    def example_input_array(self, value: Any) -> None:
+        self.__dict__["_example_input_array"] = value
+
+    @property
+    def strict_loading(self) -> bool:
+        """Whether resuming requires the checkpoint's weights to match the module's keys exactly (True by
+        default); set it False to load the keys that match and report the rest."""
+        return self.__dict__.get("_strict_loading", True)
+
+    @strict_loading.setter
+    def strict_loading(self, value: bool) -> None:
+        self.__dict__["_strict_loading"] = bool(value)
+
+    @property
+    def fabric(self) -> None:
+        """None: ember runs modules with its Trainer, never with Lightning Fabric."""
+        return None
+
+    @contextlib.contextmanager
+    def toggled_optimizer(self, optimizer: Any) -> Iterator[None]:
+        """Inside the block, only ``optimizer``'s parameters require grad (``toggle_optimizer`` then
+        ``untoggle_optimizer``).
+
+        Args:
+            optimizer: one of ``self.optimizers()``.
+        """
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def to_tensorrt(self, *args: Any, **kwargs: Any) -> None:
+        """Not supported: see ``ember.not_supported`` (use ``to_onnx`` or ``to_torchscript``).
+
+        Args:
+            *args: ignored.
+            **kwargs: ignored.
+        """
+        from ember.not_supported import refuse
+
+        refuse("LightningModule.to_tensorrt")
+
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Every process's ``data`` stacked along a new first dimension (tensors in dicts, lists and tuples);
+        in one process, ``data`` unchanged.
+
+        Args:
+            data: a tensor or a structure of tensors (the same shapes on every process).
+            group: the process group (all processes when None).
+            sync_grads: let gradients flow back through the gather.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return data
+        if isinstance(data, dict):
+            return type(data)((k, self.all_gather(v, group, sync_grads)) for k, v in data.items())
+        if isinstance(data, (list, tuple)):
+            return type(data)(self.all_gather(v, group, sync_grads) for v in data)
+        tensor = torch.as_tensor(data, device=self.device)
+        if sync_grads:
+            from torch.distributed.nn.functional import all_gather
+
+            return torch.stack(all_gather(tensor, group=group or dist.group.WORLD))
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, tensor.contiguous(), group=group)
+        return torch.stack(parts)
+
+
+class DataHooks:
+    """The data hooks a LightningModule (and a datamodule) may override: download in ``prepare_data``
+    (one process per machine), build datasets in ``setup(stage)``, move batches with the transfer hooks."""
+
+    def prepare_data(self) -> None:
+        """Download or write data once per machine, before ``setup``; do not set state here."""
+
+    def setup(self, stage: str) -> None:
+        """Build what each process needs for ``stage`` (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``).
+
+        Args:
+            stage: the Trainer method that is starting.
+        """
+
+    def teardown(self, stage: str) -> None:
+        """Release what ``setup`` built, when ``stage`` ends.
+
+        Args:
+            stage: the Trainer method that is ending.
+        """
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change a batch before it moves to the device; return it.
+
+        Args:
+            batch: the batch from the loader.
+            dataloader_idx: which loader it came from.
+        """
+        return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move a batch to ``device`` (tensors in dicts, lists and tuples by default); return it.
+
+        Args:
+            batch: the batch.
+            device: the device of this process.
+            dataloader_idx: which loader it came from.
+        """
+        return move_to_device(batch, device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change a batch once it is on the device (augment on the GPU); return it.
+
+        Args:
+            batch: the batch on the device.
+            dataloader_idx: which loader it came from.
+        """
+        return batch
+
+
+class CheckpointHooks:
+    """Hooks that add to or read from the checkpoint dict."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add entries to ``checkpoint`` before it is written (tensors, numbers, strings, lists, dicts).
+
+        Args:
+            checkpoint: the dict being saved.
+        """
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Read what :meth:`on_save_checkpoint` added, before the state is restored.
+
+        Args:
+            checkpoint: the dict that was loaded.
+        """
+
+
+class ModelHooks(DataHooks, CheckpointHooks, ModuleSurface):
     """No-op hooks (override what you need), the overridable steps of automatic optimization, and
     the small conveniences Lightning modules use (``self.print``, ``self.logger``, ``freeze``)."""
 

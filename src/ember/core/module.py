@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
@@ -90,6 +91,7 @@ class Module(ModelHooks, nn.Module):
                 "Wrap the values in a dict, or call self.save_hyperparameters()."
             )
         self.__dict__["_hparams"] = hp
+        self.__dict__["_hparams_initial"] = copy.deepcopy(hp)  # hparams_initial
         self.__dict__["_hparams_name"] = self._init_param_holding(value)
 
     def _init_param_holding(self, value: Any) -> str | None:
@@ -124,6 +126,7 @@ class Module(ModelHooks, nn.Module):
             values = {k: values[k] for k in args}
         hp = AttributeDict((k, v) for k, v in values.items() if k not in ignored)
         self.__dict__["_hparams"] = hp
+        self.__dict__["_hparams_initial"] = copy.deepcopy(hp)  # hparams_initial
         self.__dict__["_hparams_name"] = None
 
     # ------------------------------------------------------------------ trainer views

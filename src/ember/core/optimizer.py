@@ -17,9 +17,14 @@ from ember.errors import MisconfigurationError
 class StepCounted:
     """A torch optimizer whose ``step`` is the Trainer's (Lightning's ``LightningOptimizer``)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, step: Callable[[torch.optim.Optimizer, Any], Any]) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer,
+                 step: Callable[[torch.optim.Optimizer, Any], Any] | None = None) -> None:
+        """Args:
+            optimizer: the torch optimizer to wrap.
+            step: how ``step(closure)`` runs (the Trainer's counted step); None: the optimizer's own ``step``.
+        """
         self.__dict__["_optimizer"] = optimizer
-        self.__dict__["_step"] = step
+        self.__dict__["_step"] = step if step is not None else (lambda opt, closure: opt.step(closure))
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -39,6 +44,13 @@ class StepCounted:
 
     def __repr__(self) -> str:
         return f"StepCounted({self._optimizer!r})"
+
+
+LightningOptimizer = StepCounted  # Lightning's name (lightning.pytorch.core.optimizer)
+
+
+def do_nothing_closure() -> None:
+    """A closure for ``optimizer.step(closure)`` that computes nothing."""
 
 
 class Toggled:

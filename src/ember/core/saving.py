@@ -90,3 +90,98 @@ def _value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def load_hparams_from_yaml(config_yaml: str | os.PathLike, use_omegaconf: bool = True) -> dict[str, Any]:
+    """The hyperparameters in a ``hparams.yaml`` file; ``{}`` (with a warning) when the file does not exist.
+
+    Args:
+        config_yaml: the file's path.
+        use_omegaconf: accepted for Lightning's signature; ember reads plain YAML (no interpolation).
+    """
+    name = os.fspath(config_yaml)
+    if not os.path.isfile(name):
+        import warnings
+
+        warnings.warn(f"no hyperparameter file at {name!r}; using no hyperparameters.", stacklevel=2)
+        return {}
+    return read_hparams_file(name)
+
+
+def save_hparams_to_yaml(config_yaml: str | os.PathLike, hparams: Any, use_omegaconf: bool = True) -> None:
+    """Write hyperparameters (a dict or an ``argparse.Namespace``) to a YAML file, as ember's loggers do:
+    values YAML cannot hold are written as their ``repr``.
+
+    Args:
+        config_yaml: the file to write; its folder must exist.
+        hparams: the hyperparameters.
+        use_omegaconf: accepted for Lightning's signature; OmegaConf containers are written as plain data.
+    """
+    from argparse import Namespace
+
+    from ember.loggers.yaml_text import dump_yaml
+
+    name = os.fspath(config_yaml)
+    folder = os.path.dirname(name) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {name!r}: the folder {folder!r} does not exist; create it first.")
+    values = vars(hparams) if isinstance(hparams, Namespace) else hparams
+    if not isinstance(values, dict):
+        raise TypeError(f"hparams must be a dict or an argparse.Namespace; received {type(hparams).__name__}.")
+    with open(name, "w", encoding="utf-8") as f:
+        f.write(dump_yaml(dict(values)))
+
+
+def load_hparams_from_tags_csv(tags_csv: str | os.PathLike) -> dict[str, Any]:
+    """The hyperparameters in an old-style ``tags.csv`` (``key,value`` rows); ``{}`` when the file does not exist.
+
+    Args:
+        tags_csv: the file's path.
+    """
+    name = os.fspath(tags_csv)
+    if not os.path.isfile(name):
+        return {}
+    with open(name, encoding="utf-8", newline="") as f:
+        return _read_csv(f.read())
+
+
+def save_hparams_to_tags_csv(tags_csv: str | os.PathLike, hparams: Any) -> None:
+    """Write hyperparameters as ``key,value`` rows under a ``key,value`` header.
+
+    Args:
+        tags_csv: the file to write; its folder must exist.
+        hparams: a dict or an ``argparse.Namespace``.
+    """
+    from argparse import Namespace
+
+    values = vars(hparams) if isinstance(hparams, Namespace) else dict(hparams)
+    with open(os.fspath(tags_csv), "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["key", "value"])
+        for key, value in values.items():
+            writer.writerow([key, value])
+
+
+def convert(val: str) -> Any:
+    """A text value as the Python literal it spells (numbers, booleans, None, lists), else the text itself.
+
+    Args:
+        val: the text.
+    """
+    if isinstance(val, str) and val.strip().lower() in ("none", "null"):
+        return None
+    return _value(val)
+
+
+def update_hparams(hparams: dict, updates: dict) -> None:
+    """Merge ``updates`` into ``hparams`` in place; nested dicts are merged key by key.
+
+    Args:
+        hparams: the dict to change.
+        updates: the new values.
+    """
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(hparams.get(key), dict):
+            update_hparams(hparams[key], value)
+        else:
+            hparams[key] = value

@@ -9,13 +9,17 @@ from typing import Any
 from ember.errors import MisconfigurationError
 from ember.loggers.base import Logger, LoggerGroup
 from ember.loggers.csv_logs import CSVLogger
-from ember.loggers.logger import rank_zero_experiment
+from ember.loggers.logger import DummyLogger, rank_zero_experiment
 from ember.loggers.tensorboard import TensorBoardLogger
+from ember import not_supported as _not_supported
+
+globals().update(_not_supported.install("loggers"))
 
 LightningLoggerBase = Logger  # the name in PyTorch Lightning < 1.7
 
-__all__ = ["CSVLogger", "LightningLoggerBase", "Logger", "LoggerGroup", "TensorBoardLogger", "checkpoint_dir",
-           "rank_zero_experiment", "resolve_loggers", "run_dir"]
+__all__ = ["CSVLogger", "CometLogger", "DummyLogger", "LightningLoggerBase", "LitLogger", "Logger", "LoggerGroup",
+           "MLFlowLogger", "TensorBoardLogger", "WandbLogger", "checkpoint_dir", "rank_zero_experiment",
+           "resolve_loggers", "run_dir"]
 
 DEFAULT_NAME = "logs"  # the Trainer's own CSVLogger: <default_root_dir>/logs/version_N (the README's path)
 

@@ -72,6 +72,11 @@ class CSVLogger(Logger):
         return f"{self.log_dir}/metrics.csv"
 
     @property
+    def metrics_file_path(self) -> str:
+        """The path of ``metrics.csv`` (Lightning's name for :attr:`metrics_file`)."""
+        return self.metrics_file
+
+    @property
     def experiment(self) -> "CSVLogger":
         return self
 
@@ -113,3 +118,55 @@ class CSVLogger(Logger):
         self._flushed = len(self._rows)
 
     flush = save
+
+
+class ExperimentWriter:
+    """Lightning's writer behind a CSV logger: collects metric rows and hyperparameters, and writes
+    ``metrics.csv`` and ``hparams.yaml`` into ``log_dir`` on :meth:`save`.
+
+    Args:
+        log_dir: the folder to write into (made when missing).
+    """
+
+    NAME_HPARAMS_FILE = "hparams.yaml"
+    NAME_METRICS_FILE = "metrics.csv"
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        self.log_dir = os.fspath(log_dir)
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.metrics: list[dict[str, Any]] = []
+        self.hparams: dict[str, Any] = {}
+        self.metrics_file_path = os.path.join(self.log_dir, self.NAME_METRICS_FILE)
+
+    def log_hparams(self, params: Mapping[str, Any]) -> None:
+        """Record hyperparameters (written to ``hparams.yaml`` by :meth:`save`).
+
+        Args:
+            params: names and values.
+        """
+        self.hparams.update(params_dict(params))
+
+    def log_metrics(self, metrics_dict: Mapping[str, Any], step: int | None = None) -> None:
+        """Record one row of metrics.
+
+        Args:
+            metrics_dict: names and values (tensors become floats).
+            step: the row's ``step`` column; the row count when None.
+        """
+        row = {k: float(v) if hasattr(v, "item") else v for k, v in metrics_dict.items()}
+        row["step"] = len(self.metrics) if step is None else step
+        self.metrics.append(row)
+
+    def save(self) -> None:
+        """Write ``hparams.yaml`` and ``metrics.csv`` (columns: every name seen, in order of appearance)."""
+        with open(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), "w", encoding="utf-8") as f:
+            f.write(dump_yaml(self.hparams))
+        if not self.metrics:
+            return
+        columns: list[str] = []
+        for row in self.metrics:
+            columns += [k for k in row if k not in columns]
+        with open(self.metrics_file_path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.metrics)

@@ -24,7 +24,7 @@ from ember.loops.results import MetricsHub, Results, as_float
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
 from ember.seed import get_rng_state, set_rng_state
 from ember.loops.settings import FitSettings
-from ember.utilities.combined_loader import as_train_data, map_loaders
+from ember.loops.combined_loader import as_train_data, map_loaders
 
 
 @dataclass

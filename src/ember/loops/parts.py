@@ -12,7 +12,7 @@ from ember.loops.data import ResumableLoader
 from ember.errors import MisconfigurationError
 from ember.loops.optim import SchedulerConfig, parse_optimizers
 from ember.loops.precision import Precision
-from ember.utilities.combined_loader import as_train_data, map_loaders
+from ember.loops.combined_loader import as_train_data, map_loaders
 
 
 @dataclass

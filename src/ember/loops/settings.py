@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -67,6 +67,9 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        for f in fields(self):  # Lightning's signature defaults these to None, meaning "the default"
+            if f.name in _NONE_MEANS_DEFAULT and getattr(self, f.name) is None:
+                set_(self, f.name, f.default)
         max_steps = None if self.max_steps == -1 else self.max_steps
         max_epochs = self.max_epochs
         if max_epochs is None and max_steps is None:
@@ -114,6 +117,10 @@ class FitSettings:
     def minimum_reached(self, epochs_done: int, global_step: int) -> bool:
         """Whether min_epochs and min_steps allow a stop request to end training."""
         return epochs_done >= (self.min_epochs or 0) and global_step >= (self.min_steps or 0)
+
+
+_NONE_MEANS_DEFAULT = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                       "val_check_interval", "num_sanity_val_steps", "log_every_n_steps", "precision")
 
 
 def device_for(accelerator: str) -> torch.device:

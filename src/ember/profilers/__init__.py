@@ -10,5 +10,8 @@ from ember.profilers.base import PassThroughProfiler
 from ember.profilers.profiler import Profiler
 from ember.profilers.pytorch import PyTorchProfiler
 from ember.profilers.simple import SimpleProfiler
+from ember import not_supported as _not_supported
 
-__all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"]
+globals().update(_not_supported.install("profilers"))
+
+__all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler", "XLAProfiler"]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from ember.not_supported import placeholder
+
 import os
 from pathlib import Path
 from typing import Any
@@ -87,3 +89,8 @@ class PyTorchProfiler(Profiler):
     def teardown(self, stage: str | None) -> None:
         self._finish()
         super().teardown(stage)
+
+
+# Lightning's helper classes of this module, not rebuilt (ember.not_supported says why and what to use)
+RegisterRecordFunction = placeholder("profilers.pytorch.RegisterRecordFunction")
+ScheduleWrapper = placeholder("profilers.pytorch.ScheduleWrapper")

@@ -19,6 +19,7 @@ NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement 
     "max_time": None, "overfit_batches": 0.0, "plugins": None, "sync_batchnorm": False,
     "use_distributed_sampler": True, "barebones": False, "model_registry": None,
 }  # fmt: skip
+NOT_IMPLEMENTED["enable_autolog_hparams"] = True  # ember always logs hyperparameters (not_supported.py)
 REMOVED = {  # Lightning 1.x names that Lightning 2.x no longer takes, and what replaced them
     "gpus": "accelerator='gpu', devices=N", "tpu_cores": "accelerator='tpu', devices=N",
     "auto_select_gpus": "devices", "auto_lr_find": "lightning's Tuner (not in ember)",
@@ -42,7 +43,7 @@ def check_unknown(kwargs: dict[str, Any]) -> None:
     if not_yet:
         parts.append(f"Lightning's Trainer has {not_yet} but ember does not implement "
                      f"{'it' if len(not_yet) == 1 else 'them'} yet (leave {'it' if len(not_yet) == 1 else 'them'} "
-                     "at Lightning's default, or remove)")
+                     "at Lightning's default, or remove)" + _instead(not_yet, kwargs))
     if removed:
         parts.append("Lightning 2.x removed " + ", ".join(f"{k} (use {REMOVED[k]})" for k in removed))
     if unknown:
@@ -50,6 +51,78 @@ def check_unknown(kwargs: dict[str, Any]) -> None:
                      " in Lightning or ember (check the spelling)")
     if parts:
         raise MisconfigurationError("Trainer(...): " + "; ".join(parts) + ".")
+
+
+def _instead(names: list[str], kwargs: dict[str, Any]) -> str:
+    """What ``ember.not_supported`` says to use instead of each refused argument."""
+    from ember.not_supported import REFUSALS
+
+    found = []
+    for name in names:
+        for key in (f"Trainer({name}={kwargs[name]!r})", f"Trainer({name}=...)"):
+            if key in REFUSALS:
+                found.append(f"{name}: {REFUSALS[key].reason}; instead: {REFUSALS[key].instead}")
+                break
+    return (" [" + "; ".join(found) + "]") if found else ""
+
+
+_OPTION_FAMILIES = {("strategy", "deepspeed"): "Trainer(strategy='deepspeed')",
+                    ("strategy", "xla"): "Trainer(strategy='xla')",
+                    ("strategy", "single_xla"): "Trainer(strategy='xla')",
+                    ("precision", "transformer-engine"): "Trainer(precision='transformer-engine')"}  # fmt: skip
+
+
+def hardware(accelerator: Any, strategy: Any, devices: Any) -> tuple[Any, Any, Any]:
+    """``accelerator``, ``strategy`` and ``devices`` as the Trainer's selection understands them: accelerator
+    objects become their names, ``SingleDeviceStrategy(device)`` becomes one process on that device, and the
+    options listed in ``ember.not_supported`` (``accelerator="tpu"``, ``strategy="deepspeed"``, ...)
+    raise NotSupportedError naming what to use instead.
+
+    Args:
+        accelerator: ``Trainer(accelerator=...)``: a name or an ``ember.accelerators.Accelerator``.
+        strategy: ``Trainer(strategy=...)``: a name or a strategy object.
+        devices: ``Trainer(devices=...)``.
+    """
+    from ember.accelerators import Accelerator
+    from ember.strategies import SingleDeviceStrategy
+
+    if isinstance(accelerator, Accelerator):
+        accelerator = accelerator.name
+    if isinstance(strategy, SingleDeviceStrategy):
+        accelerator, strategy, devices = strategy.root_device.type, "auto", 1
+    elif strategy == "single_device":
+        strategy, devices = "auto", 1
+    refuse_options(accelerator=accelerator, strategy=strategy)
+    return accelerator, strategy, devices
+
+
+def on_unless_false(*flags: Any) -> tuple[bool, ...]:
+    """``enable_*`` flags as Lightning reads them: None (its signature's default, and what a printed config
+    holds) means on.
+
+    Args:
+        *flags: the values given (None, True, False or anything truthy).
+    """
+    return tuple(True if flag is None else bool(flag) for flag in flags)
+
+
+def refuse_options(**options: Any) -> None:
+    """Raise NotSupportedError for a Trainer option on the not-supported list (``accelerator="tpu"``).
+
+    Args:
+        **options: Trainer argument names and the values given; only strings are looked up.
+    """
+    from ember.not_supported import REFUSALS, refuse
+
+    for name, value in options.items():
+        if not isinstance(value, str):
+            continue
+        key = f"Trainer({name}={value.lower()!r})"
+        if key in REFUSALS:
+            refuse(key)
+        for (option, prefix), family in _OPTION_FAMILIES.items():
+            if option == name and value.lower().startswith(prefix):
+                refuse(family)
 
 
 def fast_dev_run_batches(fast_dev_run: bool | int) -> int:

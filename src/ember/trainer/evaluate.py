@@ -63,6 +63,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
     hooks = trainer._attach(model, datamodule)
     settings = trainer.settings
     trainer.profiler.setup(stage, trainer.local_rank if trainer.world_size > 1 else None, trainer.log_dir)
+    trainer._last_fn, trainer._interrupted = stage, False  # trainer.state
     try:
         setup(trainer, hooks, stage)
         loaders = loaders_for(stage, dataloaders, datamodule, model)
@@ -70,6 +71,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
             method = LOADER_METHODS[stage]
             raise MisconfigurationError(f"no data to {stage}: pass trainer.{stage}(model, dataloaders=...), a "
                                         f"datamodule with {method}(), or define {method}() on the module.")
+        trainer._stage_loaders = {**getattr(trainer, "_stage_loaders", {}), stage: as_loaders(loaders)}
         if ckpt_path is not None:
             load_for_evaluation(trainer, stage, ckpt_path)
         loop = EvalLoop(stage, model, hooks, trainer._sink, trainer._hub, device=trainer.device,
@@ -77,10 +79,11 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
                         reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch))
         limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
                  "predict": settings.limit_predict_batches}[stage]
-        trainer._stage_loaders = as_loaders(loaders)  # BasePredictionWriter reads the batch indices from them
-        out = loop.run(trainer._stage_loaders, limit, return_predictions)
+        # trainer.{stage}_dataloaders and BasePredictionWriter (the batch indices) read them there
+        out = loop.run(trainer._stage_loaders[stage], limit, return_predictions)
         teardown(trainer, hooks, stage)
     except BaseException as e:
+        trainer._interrupted = True
         hooks("on_exception", e)
         raise
     finally:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 from dataclasses import replace
+from typing import Any, Iterator
 
 import torch
 
@@ -14,7 +17,8 @@ from ember.checkpoint.manager import CheckpointManager
 from ember.loops.data import length, limit_batches
 from ember.loops.results import as_float
 from ember.loops.precision import Precision
-from ember.utilities.combined_loader import as_train_data
+from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from ember.loops.combined_loader import as_train_data
 
 
 def _tensor(v) -> torch.Tensor:
@@ -246,3 +250,138 @@ class TrainerFacts:
     def checkpoint_managers(self) -> list[CheckpointManager]:
         """Every callback's checkpoint manager (``callback.manager``), whatever the callback's class."""
         return [m for m in (getattr(cb, "manager", None) for cb in self.callbacks) if isinstance(m, CheckpointManager)]
+
+    # ---------------------------------------------------------------- Lightning's remaining properties
+    @property
+    def state(self) -> TrainerState:
+        """What the Trainer is doing: ``status`` (initializing, running, finished, interrupted), ``fn`` (the
+        method being run or last run) and ``stage`` (the loop running now, None between loops)."""
+        current = self._stage()
+        stage = None if current == "train" and not self.fitting else _STAGES.get(current or "")  # fit has ended
+        last = getattr(self, "_last_fn", None)
+        fn = TrainerFn.FITTING if self.fitting else (TrainerFn(last) if last else None)
+        if self.fitting or stage is not None:
+            status = TrainerStatus.RUNNING
+        elif getattr(self, "_interrupted", False):
+            status = TrainerStatus.INTERRUPTED
+        else:
+            status = TrainerStatus.FINISHED if last else TrainerStatus.INITIALIZING
+        return TrainerState(status=status, fn=fn, stage=stage)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the last fit/validate/test/predict ended with an error or an interrupt."""
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def evaluating(self) -> bool:
+        """Whether a validation, sanity-check or test loop is running."""
+        return self._stage() in ("validate", "sanity", "test")
+
+    @property
+    def received_sigterm(self) -> bool:
+        """Whether this process received SIGTERM during the current fit."""
+        requests = getattr(self, "_stop_requests", None)
+        return requests is not None and requests.signum == signal.SIGTERM
+
+    @property
+    def precision(self) -> str:
+        """The precision fit runs in: ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"``."""
+        return self.settings.precision
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """The GradScaler of ``precision="16-mixed"`` during fit (None otherwise)."""
+        plugin = self.precision_plugin
+        return plugin.scaler if plugin is not None else None
+
+    @property
+    def num_devices(self) -> int:
+        """The processes (one device each) on this machine."""
+        job = distributed.JobEnv.detect() if self.strategy is not None else None
+        return job.local_world_size if job is not None else 1
+
+    @property
+    def device_ids(self) -> list[int]:
+        """The device index of each process on this machine (0 for each CPU process)."""
+        if self.device.type == "cuda":
+            return list(range(self.num_devices))
+        return [0] * self.num_devices
+
+    @property
+    def node_rank(self) -> int:
+        """This machine's rank in the job (0 on one machine)."""
+        return self.global_rank // max(self.num_devices, 1)
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict | None:
+        """``num_replicas`` and ``rank`` of each process's DistributedSampler (None in one process)."""
+        if self.strategy is None:
+            return None
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    @property
+    def enable_validation(self) -> bool:
+        """Whether fit validates: it has validation loaders and ``limit_val_batches`` is not 0."""
+        loaders = self.fit_loop.parts.val_loaders if self.fit_loop is not None else []
+        return bool(loaders) and self.settings.limit_val_batches != 0
+
+    def _batches(self, loaders: list, limit: int | float) -> list[int | float]:
+        return [limit_batches(limit, length(loader)) for loader in loaders]
+
+    @property
+    def num_val_batches(self) -> list[int | float]:
+        """Batches per validation loader after ``limit_val_batches`` (inf for a loader without a length)."""
+        loaders = getattr(self, "_stage_loaders", {}).get("validate")
+        if loaders is None:
+            loaders = self.fit_loop.parts.val_loaders if self.fit_loop is not None else []
+        return self._batches(loaders, self.settings.limit_val_batches)
+
+    @property
+    def num_sanity_val_batches(self) -> list[int | float]:
+        """Batches the sanity check runs per validation loader."""
+        return [min(self.settings.num_sanity_val_steps, n) for n in self.num_val_batches]
+
+    @property
+    def num_test_batches(self) -> list[int | float]:
+        """Batches per test loader after ``limit_test_batches``."""
+        return self._batches(self.test_dataloaders or [], self.settings.limit_test_batches)
+
+    @property
+    def num_predict_batches(self) -> list[int | float]:
+        """Batches per predict loader after ``limit_predict_batches``."""
+        return self._batches(self.predict_dataloaders or [], self.settings.limit_predict_batches)
+
+    @property
+    def test_dataloaders(self) -> list | None:
+        """The loaders of the last ``test`` call."""
+        return getattr(self, "_stage_loaders", {}).get("test")
+
+    @property
+    def predict_dataloaders(self) -> list | None:
+        """The loaders of the last ``predict`` call."""
+        return getattr(self, "_stage_loaders", {}).get("predict")
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on global rank 0 only.
+
+        Args:
+            *args: passed to ``print``.
+            **kwargs: passed to ``print``.
+        """
+        if self.is_global_zero:
+            print(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Iterator[None]:
+        """Build the model inside this block to create its tensors directly on the Trainer's device.
+
+        Args:
+            empty_init: accepted for Lightning's signature; parameters are always initialised.
+        """
+        with self.device:
+            yield
+
+
+_STAGES = {"train": RunningStage.TRAINING, "sanity": RunningStage.SANITY_CHECKING,
+           "validate": RunningStage.VALIDATING, "test": RunningStage.TESTING, "predict": RunningStage.PREDICTING}

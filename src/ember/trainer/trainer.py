@@ -90,6 +90,10 @@ class Trainer(TrainerFacts):
         **kwargs: Any,
     ) -> None:
         arguments.check_unknown(kwargs)
+        accelerator, strategy, devices = arguments.hardware(accelerator, strategy, devices)
+        enable_checkpointing, enable_progress_bar, enable_model_summary = arguments.on_unless_false(
+            enable_checkpointing, enable_progress_bar, enable_model_summary)
+        arguments.refuse_options(precision=str(precision))
         self.profiler = resolve_profiler(profiler)  # None: a PassThroughProfiler, and nothing is instrumented
         arguments.apply_backend_flags(deterministic, benchmark)
         self.fast_dev_run = n = arguments.fast_dev_run_batches(fast_dev_run)
@@ -171,6 +175,7 @@ class Trainer(TrainerFacts):
         hooks = self._attach(model, datamodule)
         self.profiler.setup("fit", self.local_rank if self.world_size > 1 else None, self.log_dir)
         strategy, self._failing, self.fitting = self.strategy, False, True
+        self._last_fn, self._interrupted = "fit", False  # trainer.state
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
                 with self._stop_requests, _anomaly(self.detect_anomaly):
@@ -182,6 +187,7 @@ class Trainer(TrainerFacts):
             evaluate.teardown(self, hooks, "fit")
         except BaseException as e:
             self._failing = True  # no collectives from here: a peer may be gone
+            self._interrupted = True
             self._wait_quietly(e)
             hooks("on_exception", e)
             raise

@@ -13,7 +13,7 @@ from ember.loops.data import ResumableLoader
 from ember.errors import MisconfigurationError
 from ember.tuner.attrs import lightning_getattr, lightning_hasattr, lightning_setattr
 from ember.tuner.session import reset_progress, searching
-from ember.utilities.combined_loader import as_train_data
+from ember.loops.combined_loader import as_train_data
 
 log = logging.getLogger("ember")
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from torch import nn
+
+from ember import not_supported as _not_supported
 
 
 def human_count(n: int) -> str:
@@ -82,3 +87,91 @@ class ModelSummary:
 
 def summarize(model: nn.Module, max_depth: int = 1) -> ModelSummary:
     return ModelSummary(model, max_depth=max_depth)
+
+
+def get_human_readable_count(number: int) -> str:
+    """A parameter count as Lightning's summary shows it: ``"123  "`` (a blank unit), ``"1.2 K"``, ``"3.4 M"``.
+
+    Args:
+        number: a non-negative count.
+    """
+    if number < 0:
+        raise ValueError(f"a count must be >= 0; received {number}.")
+    return human_count(number) + ("  " if number < 1000 else "")  # Lightning's blank unit keeps columns aligned
+
+
+def get_formatted_model_size(total_model_size: float) -> str:
+    """A size in MB with three decimals and thousands separators (``"1,234.568"``).
+
+    Args:
+        total_model_size: the size in MB.
+    """
+    return f"{total_model_size:,.3f}"
+
+
+def parse_batch_shape(batch: Any) -> Any:
+    """The shape of a batch: a tensor's shape as a list, a list of shapes for lists and tuples, ``"?"`` otherwise.
+
+    Args:
+        batch: a tensor, or lists and tuples of them.
+    """
+    if hasattr(batch, "shape"):
+        return list(batch.shape)
+    if isinstance(batch, (list, tuple)):
+        return [parse_batch_shape(item) for item in batch]
+    return "?"
+
+
+class LayerSummary:
+    """One layer's row in the summary: its type, parameter count and mode, and (once :meth:`record` has run a
+    forward pass through it) its input and output shapes.
+
+    Args:
+        module: the layer.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self._module = module
+        self._in: Any = "?"
+        self._out: Any = "?"
+
+    def record(self) -> Any:
+        """Start recording the shapes of the next forward call; returns the hook handle (``.remove()`` it)."""
+
+        def hook(_module: nn.Module, inputs: Any, output: Any) -> None:
+            self._in = parse_batch_shape(inputs[0] if len(inputs) == 1 else inputs)
+            self._out = parse_batch_shape(output)
+
+        return self._module.register_forward_hook(hook)
+
+    @property
+    def in_size(self) -> Any:
+        """The shape of the layer's input in the recorded forward pass (``"?"`` before one)."""
+        return self._in
+
+    @property
+    def out_size(self) -> Any:
+        """The shape of the layer's output in the recorded forward pass (``"?"`` before one)."""
+        return self._out
+
+    @property
+    def layer_type(self) -> str:
+        """The layer's class name."""
+        return type(self._module).__name__
+
+    @property
+    def num_parameters(self) -> int:
+        """The parameters in the layer and its children."""
+        return sum(p.numel() for p in self._module.parameters())
+
+    @property
+    def training(self) -> bool:
+        """Whether the layer is in training mode."""
+        return self._module.training
+
+
+# Lightning's ``utilities.model_summary`` is a package: ``model_summary`` (this module's names) and
+# ``model_summary_deepspeed`` (not supported). Until this file becomes that package, both paths import.
+__path__: list[str] = []
+sys.modules[__name__ + ".model_summary"] = sys.modules[__name__]
+_not_supported.install("utilities.model_summary")

@@ -25,3 +25,27 @@ def rank_zero_debug(*args: Any, stacklevel: int = 4, **kwargs: Any) -> None:
 def rank_zero_warn(message: str | Warning, stacklevel: int = 4, category: type[Warning] = UserWarning,
                    **kwargs: Any) -> None:
     warnings.warn(message, category=category, stacklevel=stacklevel, **kwargs)
+
+
+class LightningDeprecationWarning(DeprecationWarning):
+    """A feature is deprecated and will be removed; shown by default, unlike a plain DeprecationWarning."""
+
+
+warnings.simplefilter("default", category=LightningDeprecationWarning)
+
+
+@rank_zero_only
+def rank_zero_deprecation(message: str | Warning, stacklevel: int = 5, **kwargs: Any) -> None:
+    """Warn once per job (on global rank 0) that something is deprecated.
+
+    Args:
+        message: what is deprecated and what replaces it.
+        stacklevel: how many frames up the warning points.
+        **kwargs: passed to ``warnings.warn``; ``category`` defaults to LightningDeprecationWarning.
+    """
+    kwargs.setdefault("category", LightningDeprecationWarning)
+    warnings.warn(message, stacklevel=stacklevel, **kwargs)
+
+
+__all__ = ["LightningDeprecationWarning", "rank_zero_debug", "rank_zero_deprecation", "rank_zero_info",
+           "rank_zero_only", "rank_zero_warn"]

@@ -3,6 +3,8 @@ Lightning's path for it is ``callbacks.progress.rich_progress``."""
 
 from __future__ import annotations
 
+from ember.not_supported import placeholder
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,3 +113,13 @@ class RichProgressBar(ProgressBarCallback):
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         self._stop()
+
+
+# Lightning's helper classes of this module, not rebuilt (ember.not_supported says why and what to use)
+BatchesProcessedColumn = placeholder("callbacks.progress.rich_progress.BatchesProcessedColumn")
+CustomBarColumn = placeholder("callbacks.progress.rich_progress.CustomBarColumn")
+CustomInfiniteTask = placeholder("callbacks.progress.rich_progress.CustomInfiniteTask")
+CustomProgress = placeholder("callbacks.progress.rich_progress.CustomProgress")
+CustomTimeColumn = placeholder("callbacks.progress.rich_progress.CustomTimeColumn")
+MetricsTextColumn = placeholder("callbacks.progress.rich_progress.MetricsTextColumn")
+ProcessingSpeedColumn = placeholder("callbacks.progress.rich_progress.ProcessingSpeedColumn")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -112,3 +113,54 @@ class TQDMProgressBar(ProgressBarCallback):
         if self.train_progress_bar is not None:
             self.train_progress_bar.close()
             self.train_progress_bar = None
+
+
+def convert_inf(x: int | float | None) -> int | float | None:
+    """None for an infinite count (tqdm shows no total then), else ``x``.
+
+    Args:
+        x: a number of batches, possibly ``float("inf")``.
+    """
+    return None if x is None or (isinstance(x, float) and x == float("inf")) else x
+
+
+def get_standard_metrics(trainer: Any) -> dict[str, int | str]:
+    """What every progress bar shows besides the logged metrics: ``v_num``, the first logger's version
+    (nothing when there is no logger or it has no version).
+
+    Args:
+        trainer: the Trainer.
+    """
+    logger = getattr(trainer, "logger", None)
+    version = getattr(logger, "version", None) if logger is not None else None
+    if version is None:
+        return {}
+    return {"v_num": version[-4:] if isinstance(version, str) else version}
+
+
+@functools.lru_cache(maxsize=None)
+def _tqdm_class() -> type:
+    from tqdm.auto import tqdm
+
+    class Tqdm(tqdm):
+        """tqdm whose numbers in the postfix keep four significant digits."""
+
+        @staticmethod
+        def format_num(n: int | float | str) -> str:
+            """``n`` for the bar: floats with four significant digits, the rest as tqdm shows them.
+
+            Args:
+                n: the number.
+            """
+            if isinstance(n, float) and n == n and abs(n) != float("inf"):
+                return f"{n:.4g}"
+            return tqdm.format_num(n)
+
+    return Tqdm
+
+
+def __getattr__(name: str) -> Any:
+    # Tqdm on first use: importing tqdm is not needed by programs that show no bar.
+    if name == "Tqdm":
+        return _tqdm_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
