@@ -14,6 +14,8 @@ from ember.checkpoint.reader import load_any, load_in
 from ember.checkpoint.storage.locations import Storage, open_checkpoint, resolve
 from ember.checkpoint.writer import write_file
 
+__all__ = ["save_checkpoint", "load_checkpoint", "load_from", "header_in", "verify_in"]
+
 
 def save_checkpoint(state: dict, path: str | os.PathLike, *, storage_options: dict | None = None) -> str:
     """Write ``state`` to ``path`` (a local path or a URL) atomically; returns where it was written.
