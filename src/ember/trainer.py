@@ -186,6 +186,8 @@ class Trainer(TrainerFacts):
         finally:
             model.__dict__["_logged"] = None
             self.fitting = False
+            if self.fit_loop is not None:
+                self.fit_loop.parts.end_workers()
             if self.is_global_zero:
                 group = _loggers.LoggerGroup(self.loggers)
                 group.flush()

@@ -13,6 +13,7 @@ from ember.checkpoint.io import load_from
 from ember.checkpoint.lookup import resolve_ckpt_path
 from ember.checkpoint.state import load_weights, unwrap_model
 from ember.checkpoint.store import resolve
+from ember.data import end_workers
 from ember.datamodule import LOADER_METHODS, loaders_for, split_datamodule
 from ember.errors import MisconfigurationError
 from ember.evaluation import STAGES, EvalLoop, print_results
@@ -69,7 +70,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         raise MisconfigurationError(f"trainer.{stage}() needs {type(model).__name__}.{names.step}(batch, batch_idx); "
                                     "define it.")
     hooks = trainer._attach(model, datamodule)
-    settings = trainer.settings
+    settings, loaders = trainer.settings, None
     try:
         setup(trainer, hooks, stage)
         loaders = loaders_for(stage, dataloaders, datamodule, model)
@@ -90,6 +91,8 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         hooks("on_exception", e)
         raise
     finally:
+        for loader in as_loaders(loaders):
+            end_workers(loader)  # a persistent loader's workers, as Lightning's teardown does
         model.__dict__["_logged"] = None
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.save()
