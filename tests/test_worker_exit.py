@@ -30,7 +30,10 @@ loader = DataLoader(TensorDataset(x, (x.sum(1) > 0).long()), batch_size=4, num_w
 try:
     ember.Trainer(max_epochs=1, **trainer_kwargs({root!r})).fit(Fails(), loader)
 except RuntimeError as e:
-    kept = e  # its traceback keeps the epoch's iterator, and so its workers, alive until exit
+    kept = e  # its traceback keeps the epoch's iterator (the fit ended its workers)
+from ember.data import ResumableLoader
+left, _ = ResumableLoader(loader).epoch_iterator(0)  # an epoch started outside a fit, left running:
+next(left)  # its workers are ended by ember's exit hook, or else by their grace period
 print("done", flush=True)
 """
 
@@ -42,6 +45,7 @@ def _env(tests: Path) -> dict:
 
 
 def test_a_process_exits_while_a_kept_traceback_holds_an_iterator_with_workers(tmp_path):
+    """Without the exit hook this waits WORKER_GRACE_S (60 s): the timeout."""
     tests = Path(__file__).parent
     proc = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(tmp_path))], cwd=tests, capture_output=True,
                           text=True, timeout=60, env=_env(tests))
