@@ -17,6 +17,6 @@ demo: setup
 	$(BIN)/python examples/demo.py
 
 # Two processes, whole files each (--dist loadfile: a file's module fixtures, such as a distributed
-# job several tests assert on, run once). The suite waits on subprocesses much of the time.
+# job several tests assert on, run once). Alone, the suite keeps about one core busy.
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
