@@ -25,5 +25,7 @@ setup: $(BIN)/.installed-dev
 demo: $(BIN)/.installed-demo
 	$(BIN)/python examples/demo.py
 
+# Two processes, whole files each (--dist loadfile: a file's module fixtures, such as a distributed
+# job several tests assert on, run once). Alone, the suite keeps about one core busy.
 test: $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile

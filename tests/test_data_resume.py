@@ -182,7 +182,7 @@ def test_a_process_with_persistent_workers_exits(tmp_path):
     )
     tests = str(pathlib.Path(__file__).parent)
     subprocess.run([sys.executable, "-c", script], cwd=tests, timeout=120, check=True,
-                   env={**os.environ, "PYTHONPATH": tests})
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])})
 
 
 class Augmented(Indexed):

@@ -99,9 +99,25 @@ def _end_workers() -> None:
     (``_WorkerInit``), and waits forever."""
     iterators = [*_WITH_WORKERS, *(getattr(loader, "_iterator", None) for loader in list(_PERSISTENT))]
     for it in iterators:
-        shutdown = getattr(it, "_shutdown_workers", None)
-        if callable(shutdown):
-            shutdown()
+        end_iterator(it)
+
+
+def end_iterator(it: Any) -> None:
+    """Stop the workers of a DataLoader iterator now (a no-op for any other iterator, or a second time)."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def end_workers(loader: Any) -> None:
+    """End the workers a DataLoader keeps between epochs (``persistent_workers``), as Lightning does
+    when a fit or an evaluation ends. Left to the garbage collector they stop only after a long wait:
+    a loader in a reference cycle (a Trainer and its module) is collected with its queues already
+    closed, so its workers never receive the message to stop, then ignore the SIGTERM that follows
+    (``_WorkerInit``) for WORKER_GRACE_S, and the collection itself waits 10 s per worker."""
+    if isinstance(loader, DataLoader) and getattr(loader, "_iterator", None) is not None:
+        end_iterator(loader._iterator)
+        loader._iterator = None
 
 
 class _SeededBatch(list):
@@ -155,6 +171,7 @@ class ResumableLoader:
         self._prepared = _Prepared()
         # several loaders read together (CombinedLoader): their generators and samplers are the epoch's too
         self.parts = [ResumableLoader(x) for x in getattr(loader, "flattened", ()) if isinstance(x, DataLoader)]
+        self._live: Any = lambda: None  # a weak reference to the last epoch's iterator with workers
         if self.is_dataloader and loader.num_workers > 0 and loader.persistent_workers:
             _PERSISTENT.add(loader)
 
@@ -226,6 +243,12 @@ class ResumableLoader:
             now["dataset"] = state["dataset"]
         self._restore_loader(now)
 
+    def close(self) -> None:
+        """End the workers this loader started: the last epoch's iterator (still alive when an error
+        ended the epoch, its traceback holds it) and those a persistent loader keeps."""
+        end_iterator(self._live())
+        end_workers(self.loader)
+
     # ---------------------------------------------------------------- iteration
     def epoch_iterator(self, epoch: int, skip: int = 0, resume: dict[str, Any] | None = None) -> tuple[Iterator, int]:
         """An iterator over the epoch's batches starting after ``skip`` consumed ones.
@@ -284,6 +307,7 @@ class ResumableLoader:
             it = iter(loader)
             if loader.num_workers > 0:
                 _WITH_WORKERS.add(it)
+                self._live = weakref.ref(it)
             return it
         finally:
             loader.worker_init_fn = user_fn

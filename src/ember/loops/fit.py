@@ -176,6 +176,7 @@ class FitLoop(ManualSteps):
         n, p = self.settings.reload_dataloaders_every_n_epochs, self.progress
         if n and p.epoch > 0 and p.epoch % n == 0 and p.batch == 0 and self.parts.reload is not None:
             train, val = self.parts.reload()
+            self.parts.end_workers()  # the old loaders' persistent workers
             train = map_loaders(train, self.parts.shard) if self.parts.shard else train
             self.parts.train_data = ResumableLoader(as_train_data(train))
             self.parts.val_loaders = val_loaders_of(self.parts.module, val)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from ember.loops.data import ResumableLoader
+from ember.loops.data import ResumableLoader, end_workers
 from ember.errors import MisconfigurationError
 from ember.loops.optim import SchedulerConfig, parse_optimizers
 from ember.loops.precision import Precision
@@ -46,6 +46,12 @@ class FitParts:
         return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
                    train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val), device=device,
                    reload=reload, training_step=step, shard=shard)
+
+    def end_workers(self) -> None:
+        """Stop the DataLoader workers this fit started (Lightning does when a fit ends, or fails)."""
+        self.train_data.close()
+        for loader in self.val_loaders:
+            end_workers(loader)
 
 
 def as_loaders(loaders: Any) -> list:

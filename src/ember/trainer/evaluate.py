@@ -5,9 +5,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ember.checkpoint import resume
 from ember.checkpoint.state import unwrap_model
+from ember.loops.data import end_workers
 from ember.core.datamodule import LOADER_METHODS, loaders_for, split_datamodule
+from ember.checkpoint import resume
 from ember.errors import MisconfigurationError
 from ember.loops.evaluation import STAGES, EvalLoop, print_results
 from ember.loops.hooks import Hooks
@@ -61,7 +62,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         raise MisconfigurationError(f"trainer.{stage}() needs {type(model).__name__}.{names.step}(batch, batch_idx); "
                                     "define it.")
     hooks = trainer._attach(model, datamodule)
-    settings = trainer.settings
+    settings, loaders = trainer.settings, None
     trainer.profiler.setup(stage, trainer.local_rank if trainer.world_size > 1 else None, trainer.log_dir)
     trainer._last_fn, trainer._interrupted = stage, False  # trainer.state
     try:
@@ -87,6 +88,8 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         hooks("on_exception", e)
         raise
     finally:
+        for loader in as_loaders(loaders):
+            end_workers(loader)  # a persistent loader's workers, as Lightning's teardown does
         model.__dict__["_logged"] = None
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.save()

@@ -195,6 +195,8 @@ class Trainer(TrainerFacts):
             model.__dict__["_logged"] = None
             self.fitting = False
             self.profiler.describe()  # the profile report (nothing without a profiler)
+            if self.fit_loop is not None:
+                self.fit_loop.parts.end_workers()
             if self.is_global_zero:
                 group = _loggers.LoggerGroup(self.loggers)
                 group.flush()
