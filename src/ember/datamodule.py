@@ -12,7 +12,7 @@ from argparse import Namespace
 from typing import Any, Mapping
 
 from ember.errors import MisconfigurationError
-from ember.module import AttributeDict, _init_arguments
+from ember.module import AttributeDict, _init_arguments, dropped_for_pickling
 
 LOADER_METHODS = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader",
                   "predict": "predict_dataloader"}
@@ -36,6 +36,9 @@ class LightningDataModule:
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_ember_wrapped", False):
             cls.__init__ = _capturing(init)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dropped_for_pickling(self.__dict__)  # no Trainer, no recorded __init__ calls
 
     def __init__(self) -> None:
         self.__dict__.setdefault("_hparams", AttributeDict())

@@ -251,6 +251,7 @@ class MetricsHub:
     def publish(self, views: Views, *, to_logger: bool, step: int, epoch: int) -> None:
         self.callback.update(views.callback)
         self.pbar.update(views.pbar)
+        if views.log:
+            self.logged.update(views.log)  # Lightning's logged_metrics: the latest values, sent or not
         if to_logger and views.log and self.logger is not None:
-            self.logged.update(views.log)
             self.logger.log_metrics({k: as_float(v) for k, v in views.log.items()}, step=step, epoch=epoch)

@@ -97,6 +97,9 @@ class Module(ModelHooks, nn.Module):
                 return name
         return None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return dropped_for_pickling(self.__dict__)  # as Lightning: pickles without the Trainer
+
     def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None) -> None:
         """Save the ``__init__`` arguments as ``self.hparams`` (and so in every checkpoint).
 
@@ -246,9 +249,13 @@ class Module(ModelHooks, nn.Module):
         strict: bool = True,
         hparams_file=None,
         storage_options: dict | None = None,
+        weights_only: bool | None = None,
         **kwargs: Any,
     ):
         """Build the model from the checkpoint (a path or a URL) and load its weights.
+
+        ``weights_only`` (Lightning's torch.load flag) is accepted and changes nothing: ember files hold no
+        pickle; Lightning ``.ckpt`` files go through ember's restricted unpickler (plain data only).
 
         ``map_location`` takes what ``torch.load`` takes: a device, a dict ``{"cpu": "cuda:0"}`` or a
         function ``(storage, location) -> storage`` (ember files are saved from the CPU: location
@@ -300,6 +307,12 @@ Module.__jit_unused_properties__ = [n for k in Module.__mro__ if k not in nn.Mod
                                     for n, v in vars(k).items() if isinstance(v, property)]
 
 LightningModule = Module
+
+
+def dropped_for_pickling(state: dict[str, Any]) -> dict[str, Any]:
+    """An instance's ``__dict__`` to pickle: no Trainer, no log sink, no recorded ``__init__`` calls."""
+    out = {k: v for k, v in state.items() if k != "_ember_init_calls"}
+    return {**out, **{k: None for k in ("_trainer", "_logged", "trainer") if k in out}}
 
 
 def _init_arguments(module: Module) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import torch
 
 from ember import compat
 from ember.callbacks.base import Callback
+from ember.callbacks.deadline import max_time_callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import lightning
 from ember.checkpoint import state as run_state
@@ -36,19 +37,22 @@ from ember.progress import ProgressBar
 from ember.settings import FitSettings, device_for
 from ember import trainer_args, trainer_eval
 from ember.trainer_facts import TrainerFacts
+from ember.utilities.compiled import unwrap_compiled
 
 
 class Trainer(TrainerFacts):
     """Fits an ember.Module, checkpointing as it goes; validates, tests and predicts (Lightning's API).
 
     Checkpointing is on by default: a ``ModelCheckpoint`` saves after every epoch to
-    ``<default_root_dir>/checkpoints/`` keeping the latest. ``default_root_dir`` defaults to the
+    ``<default_root_dir>/lightning_logs/version_N/checkpoints/`` (the default logger's folder, as Lightning)
+    keeping the latest. ``default_root_dir`` defaults to the
     working directory (the seed's name ``default_save_path`` works too). Fit settings are checked in
     ``ember.settings.FitSettings``; old argument names are translated in ``ember.compat``; Lightning
     arguments ember does not implement are refused by name (``ember.trainer_args``).
     ``reduce(tensor, op)``, when set (distributed runs), combines ``self.log(..., sync_dist=True)`` values.
     """
 
+    @trainer_args.defaults_from_env
     def __init__(
         self,
         accelerator: str = "auto",
@@ -88,6 +92,8 @@ class Trainer(TrainerFacts):
         resume_from_checkpoint: str | os.PathLike | None = None,
         default_save_path: str | os.PathLike | None = None,
         storage_options: dict | None = None,
+        max_time: Any = None,
+        overfit_batches: int | float = 0.0,
         **kwargs: Any,
     ) -> None:
         trainer_args.check_unknown(kwargs)
@@ -99,6 +105,8 @@ class Trainer(TrainerFacts):
              enable_checkpointing, checkpoint_callback) = (1, n, 0, 1.0, 1, None, False, False)
             limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
             callbacks = _without_checkpoints(callbacks)
+        self.overfit_batches, limit_train_batches, limit_val_batches = trainer_args.overfit(
+            overfit_batches, limit_train_batches, limit_val_batches)
         self.default_root_dir = compat.root_dir(default_root_dir, default_save_path)
         self.settings = FitSettings(
             max_epochs=max_epochs, max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches,
@@ -117,6 +125,8 @@ class Trainer(TrainerFacts):
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
+        timer = max_time_callback(max_time, self.callbacks)  # Lightning's Timer(duration=max_time)
+        self.callbacks += [timer] if timer is not None else []
         self._set_outputs(logger, enable_progress_bar)
         self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self.strategy, "timeout", None))
                                   if self._sharded else CheckpointWriter())
@@ -138,7 +148,6 @@ class Trainer(TrainerFacts):
     def _set_outputs(self, logger, enable_progress_bar: bool) -> None:
         """The loggers (they log on rank 0 only) and the progress bar (rank 0 only)."""
         self.loggers = _loggers.resolve_loggers(logger, self.default_root_dir, self.storage_options)
-        self._default_ckpt_dir = lambda: _loggers.checkpoint_dir(logger, self.loggers, self.default_root_dir)
         enabled = enable_progress_bar and self.is_global_zero and not replaces_default_bar(self.callbacks)
         self._bar = ProgressBar(enabled)
 
@@ -150,6 +159,10 @@ class Trainer(TrainerFacts):
     @logger.setter
     def logger(self, value) -> None:
         self.loggers = [] if value is None else [value]
+
+    def _default_ckpt_dir(self) -> str:
+        """Where checkpoints go without a ``dirpath`` (``ember.loggers.checkpoint_dir``: Lightning's folder)."""
+        return _loggers.checkpoint_dir(self.loggers, self.default_root_dir)
 
     @property
     def log_dir(self) -> str:
@@ -168,6 +181,7 @@ class Trainer(TrainerFacts):
         """Train ``model``; ``ckpt_path`` (a path or URL, ``"last"`` or ``"best"``) resumes a run.
         Loaders come from the arguments, else ``datamodule``, else the module's ``*_dataloader()``."""
         train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
+        model = unwrap_compiled(model)  # torch.compile(model): its module, with compiled step methods
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
         hooks = self._attach(model, datamodule)
         strategy, self._failing, self.fitting = self.strategy, False, True
@@ -194,8 +208,9 @@ class Trainer(TrainerFacts):
     def _fit(self, model, hooks: Hooks, train, val, ckpt_path) -> None:
         dm = self.datamodule
         trainer_eval.setup(self, hooks, "fit")
-        train = self._train_loader = loaders_for("fit", train, dm, model)
+        train = self._train_loader = trainer_args.for_overfit(loaders_for("fit", train, dm, model), self, "train")
         val = loaders_for("validate", val, dm, model) if hasattr(model, "validation_step") else val
+        val = trainer_args.for_overfit(val, self, "val")
         reload = lambda: (loaders_for("fit", None, dm, model), loaders_for("validate", None, dm, model))  # noqa: E731
         strategy = self.strategy
         wrapped = strategy.setup_module(model, self.device) if strategy is not None else model  # before the optimizers

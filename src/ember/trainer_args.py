@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import logging
 import os
 import warnings
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, RandomSampler
 
 from ember.errors import MisconfigurationError
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
-    "max_time": None, "overfit_batches": 0.0, "plugins": None, "sync_batchnorm": False,
+    "plugins": None, "sync_batchnorm": False,
     "use_distributed_sampler": True, "barebones": False, "model_registry": None,
 }  # fmt: skip
 REMOVED = {  # Lightning 1.x names that Lightning 2.x no longer takes, and what replaced them
@@ -131,3 +135,52 @@ def with_module_callbacks(callbacks: list, module) -> list:
     out = [cb for cb in out if not isinstance(cb, ModelCheckpoint)] + [cb for cb in out if isinstance(cb, ModelCheckpoint)]
     keyed(out)
     return out
+
+
+def overfit(overfit_batches: int | float, limit_train: int | float, limit_val: int | float) -> tuple:
+    """``(overfit_batches, limit_train_batches, limit_val_batches)``: with ``overfit_batches`` (an int count or
+    a float fraction) set, Lightning trains and validates on that many first batches every epoch."""
+    v = overfit_batches
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and v > 1.0):
+        raise MisconfigurationError(f"overfit_batches must be an int >= 0 (batches) or a float in [0, 1]; "
+                                    f"received {v!r}.")
+    return (v, v, v) if v else (v, limit_train, limit_val)
+
+
+def for_overfit(loaders: Any, trainer: Any, kind: str) -> Any:
+    """With ``overfit_batches``, fit's loaders read in order (Lightning turns shuffling off, warning)."""
+    if not trainer.overfit_batches or loaders is None:
+        return loaders
+    if isinstance(loaders, (list, tuple)):
+        return type(loaders)(for_overfit(dl, trainer, kind) for dl in loaders)
+    if type(loaders) is not DataLoader or not isinstance(loaders.sampler, RandomSampler):
+        return loaders  # already in order, or a loader ember cannot rebuild: left as it is
+    warnings.warn(f"You requested to overfit but enabled {kind} dataloader shuffling. We are turning off the {kind} "
+                  "dataloader shuffling for you.", stacklevel=3)
+    dl = loaders
+    extra = dict(prefetch_factor=dl.prefetch_factor, persistent_workers=dl.persistent_workers) if dl.num_workers else {}
+    return DataLoader(dl.dataset, batch_size=dl.batch_size, shuffle=False, num_workers=dl.num_workers,
+                      collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, drop_last=dl.drop_last, timeout=dl.timeout,
+                      worker_init_fn=dl.worker_init_fn, multiprocessing_context=dl.multiprocessing_context,
+                      generator=dl.generator, **extra)
+
+
+def defaults_from_env(init):
+    """Lightning's ``PL_<CLASS>_<ARGUMENT>`` environment defaults (``PL_TRAINER_MAX_EPOCHS=3``): read for
+    every ``__init__`` argument not passed, values parsed as Python literals (else kept as strings)."""
+
+    @functools.wraps(init)
+    def with_env_defaults(self, *args: Any, **kwargs: Any) -> None:
+        names = [n for n in inspect.signature(init).parameters if n not in ("self", "kwargs")]
+        kwargs.update(zip(names, args))
+        prefix = f"PL_{type(self).__name__.upper()}_"
+        for name in names:
+            raw = os.environ.get(prefix + name.upper())
+            if raw and name not in kwargs:
+                try:
+                    kwargs[name] = ast.literal_eval(raw)
+                except (ValueError, SyntaxError):
+                    kwargs[name] = raw
+        init(self, **kwargs)
+
+    return with_env_defaults

@@ -4,7 +4,6 @@ place in checkpoints (its state under its class's name, its hparams under
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
@@ -19,13 +18,29 @@ from ember.evaluation import STAGES, EvalLoop, print_results
 from ember.hooks import Hooks
 from ember.fit_parts import as_loaders
 from ember.precision import Precision
+from ember.utilities.compiled import unwrap_compiled
 
 DATAMODULE_HPARAMS = "datamodule_hyper_parameters"
+
+
+REMOVED_HOOKS = {"fit": ("training_epoch_end", "validation_epoch_end"), "validate": ("validation_epoch_end",),
+                 "test": ("test_epoch_end",), "predict": ()}  # Lightning 1.x hooks that 2.x refuses
+
+
+def check_removed_hooks(module: Any, stage: str) -> None:
+    """A Lightning 1.x epoch-end hook on the module would never run: refuse it, naming its replacement."""
+    for name in REMOVED_HOOKS[stage]:
+        if callable(getattr(module, name, None)):
+            raise NotImplementedError(
+                f"Support for `{name}` has been removed in Lightning 2.0 (and ember): `{type(module).__name__}` "
+                f"implements this method. Use the `on_{name.replace('training', 'train')}` hook instead; to reach "
+                "the step outputs, keep them in a list attribute in the step and read (then clear) it there.")
 
 
 def setup(trainer, hooks: Hooks, stage: str) -> None:
     """Lightning's order: prepare_data (datamodule, module; once per node), then setup(stage) of the
     datamodule, the callbacks and the module, then configure_model."""
+    check_removed_hooks(trainer.module, stage)
     dm = trainer.datamodule
     if trainer.local_rank == 0:
         _call(dm, "prepare_data")
@@ -52,6 +67,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
              return_predictions: bool = False) -> list:
     """One validate/test/predict call: connect, set up, load ``ckpt_path``'s weights, run, tear down."""
     dataloaders, datamodule = split_datamodule(dataloaders, datamodule)
+    model = unwrap_compiled(model)  # torch.compile(model): its module, with compiled step methods
     if model is None:
         model = trainer.module
         if model is None:
@@ -114,7 +130,7 @@ def load_for_evaluation(trainer, ckpt_path) -> None:
                 "first); pass the checkpoint's path instead.")
     else:
         trainer.checkpoint_writer.wait()
-        default_dir = os.path.join(trainer.default_root_dir, "checkpoints")
+        default_dir = trainer._default_ckpt_dir()
         path = resolve_ckpt_path(ckpt_path, trainer.checkpoint_managers, default_dir, trainer.storage_options)
         if path is None:
             raise MisconfigurationError(f"ckpt_path='last' found no checkpoint in {default_dir}; pass a path.")
