@@ -56,3 +56,42 @@ def test_max_time_stops_training_like_lightning(tmp_path):
     lightning, ours = run_both(slow, tmp_path, max_time={"seconds": 1}, max_epochs=50)
     assert lightning.global_step == 4
     assert_same_run(lightning, ours)
+
+
+def with_datamodule(lib):
+    """A datamodule whose loaders are rebuilt every epoch (their count is compared)."""
+
+    class Data(lib.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            self.built = []
+
+        def train_dataloader(self):
+            self.built.append("train")
+            return loader()
+
+        def val_dataloader(self):
+            self.built.append("val")
+            return loader(16)
+
+    data = Data()
+    model = classifier(lib)
+    model.data = data
+    return model, {"datamodule": data, "train_dataloaders": None, "val_dataloaders": None}
+
+
+def test_reload_dataloaders_every_n_epochs_with_a_datamodule(tmp_path):
+    lightning, ours = run_both(with_datamodule, tmp_path, reload_dataloaders_every_n_epochs=1, max_epochs=3)
+    assert ours.model.data.built.count("train") == lightning.model.data.built.count("train") == 3
+    assert_same_run(lightning, ours)
+
+
+def test_validation_step_set_to_none_skips_validation(tmp_path):
+    def no_validation(lib):
+        model = classifier(lib)
+        model.validation_step = None
+        return model
+
+    lightning, ours = run_both(no_validation, tmp_path, reload_dataloaders_every_n_epochs=1)
+    assert not any(h[0] == "on_validation_start" for h in lightning.hooks)
+    assert_same_run(lightning, ours)

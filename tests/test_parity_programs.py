@@ -191,3 +191,11 @@ def test_pl_trainer_environment_variables_give_defaults(monkeypatch):
     trainer = ember.Trainer(log_every_n_steps=5, logger=False)
     assert trainer.max_epochs == 7 and trainer.log_every_n_steps == 5  # passed arguments win, as in Lightning
     assert pl.Trainer(log_every_n_steps=5, logger=False).max_epochs == 7  # what Lightning does, pinned
+
+
+def test_fit_from_a_missing_checkpoint_raises_file_not_found(tmp_path):
+    trainer = ember.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        trainer.fit(classifier(ember), loader(), ckpt_path=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(ember.errors.CheckpointError):  # still ember's error too
+        ember.load_checkpoint(tmp_path / "missing.ckpt")

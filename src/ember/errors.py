@@ -7,6 +7,10 @@ class CheckpointError(Exception):
     """A checkpoint could not be read or written. Subclasses say why."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the path given (also a FileNotFoundError, which Lightning raises there)."""
+
+
 class CheckpointCorruptError(CheckpointError):
     """The file is not a complete, intact checkpoint: truncated, bit-flipped or malformed."""
 

@@ -55,7 +55,7 @@ def as_loaders(loaders: Any) -> list:
 
 
 def val_loaders_of(model, val: Any) -> list:
-    return as_loaders(val) if hasattr(model, "validation_step") else []
+    return as_loaders(val) if callable(getattr(model, "validation_step", None)) else []  # None: no validation
 
 
 def batch_outputs(output: Any, accum: int) -> dict:

@@ -206,12 +206,12 @@ class Trainer(TrainerFacts):
                 group.finalize("success" if sys.exc_info()[0] is None else "failed")
 
     def _fit(self, model, hooks: Hooks, train, val, ckpt_path) -> None:
-        dm = self.datamodule
+        dm, given = self.datamodule, (train, val)  # a reload re-asks the datamodule/module; passed loaders stay
         trainer_eval.setup(self, hooks, "fit")
         train = self._train_loader = trainer_args.for_overfit(loaders_for("fit", train, dm, model), self, "train")
-        val = loaders_for("validate", val, dm, model) if hasattr(model, "validation_step") else val
+        val = loaders_for("validate", val, dm, model) if callable(getattr(model, "validation_step", None)) else val
         val = trainer_args.for_overfit(val, self, "val")
-        reload = lambda: (loaders_for("fit", None, dm, model), loaders_for("validate", None, dm, model))  # noqa: E731
+        reload = lambda: (loaders_for("fit", given[0], dm, model), loaders_for("validate", given[1], dm, model))  # noqa: E731
         strategy = self.strategy
         wrapped = strategy.setup_module(model, self.device) if strategy is not None else model  # before the optimizers
         parts = FitParts.build(model, train, val, self.settings.precision, self.device, reload=reload,

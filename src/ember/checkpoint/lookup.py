@@ -14,7 +14,7 @@ from ember.checkpoint.sharded import full as sharded
 from ember.checkpoint.sharded import layout as sharded_layout
 from ember.checkpoint.sharded import metadata as sharded_metadata
 from ember.checkpoint.store import Storage, open_store, resolve
-from ember.errors import CheckpointError, MisconfigurationError
+from ember.errors import CheckpointError, CheckpointNotFoundError, MisconfigurationError
 
 
 def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_dir: str,
@@ -48,7 +48,7 @@ def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_
             raise CheckpointError(f"cannot resume from {location}: it is a folder, not a checkpoint (no complete "
                                   "sharded checkpoint in it either). Pass a checkpoint inside it, or "
                                   "ckpt_path='last' to pick the newest one.")
-        raise CheckpointError(
+        raise CheckpointNotFoundError(
             f"cannot resume from {location}: no such file. Pass an existing checkpoint, 'last' or 'best'.")
     return location
 
