@@ -199,3 +199,10 @@ def test_fit_from_a_missing_checkpoint_raises_file_not_found(tmp_path):
         trainer.fit(classifier(ember), loader(), ckpt_path=str(tmp_path / "missing.ckpt"))
     with pytest.raises(ember.errors.CheckpointError):  # still ember's error too
         ember.load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_ddp_spawn_is_accepted_and_runs_as_ddp(tmp_path):
+    trainer = ember.Trainer(strategy="ddp_spawn", devices=1, accelerator="cpu", max_epochs=1, logger=False,
+                            enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer.fit(classifier(ember), loader())  # one device: one process, as Lightning
+    assert trainer.global_step == 3

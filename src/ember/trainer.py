@@ -53,6 +53,7 @@ class Trainer(TrainerFacts):
     """
 
     @trainer_args.defaults_from_env
+    @trainer_args.documented
     def __init__(
         self,
         accelerator: str = "auto",
@@ -104,7 +105,7 @@ class Trainer(TrainerFacts):
             (max_epochs, max_steps, num_sanity_val_steps, val_check_interval, check_val_every_n_epoch, logger,
              enable_checkpointing, checkpoint_callback) = (1, n, 0, 1.0, 1, None, False, False)
             limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
-            callbacks = _without_checkpoints(callbacks)
+            callbacks = trainer_args.without_checkpoints(callbacks)
         self.overfit_batches, limit_train_batches, limit_val_batches = trainer_args.overfit(
             overfit_batches, limit_train_batches, limit_val_batches)
         self.default_root_dir = compat.root_dir(default_root_dir, default_save_path)
@@ -177,9 +178,10 @@ class Trainer(TrainerFacts):
 
     # ---------------------------------------------------------------- fit
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None,
-            ckpt_path: str | os.PathLike | None = None):
+            ckpt_path: str | os.PathLike | None = None, weights_only: bool | None = None):
         """Train ``model``; ``ckpt_path`` (a path or URL, ``"last"`` or ``"best"``) resumes a run.
-        Loaders come from the arguments, else ``datamodule``, else the module's ``*_dataloader()``."""
+        Loaders come from the arguments, else ``datamodule``, else the module's ``*_dataloader()``.
+        ``weights_only`` (Lightning's torch.load flag) changes nothing: ember files hold no pickle."""
         train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
         model = unwrap_compiled(model)  # torch.compile(model): its module, with compiled step methods
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
@@ -187,7 +189,7 @@ class Trainer(TrainerFacts):
         strategy, self._failing, self.fitting = self.strategy, False, True
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
-                with self._stop_requests, _anomaly(self.detect_anomaly):
+                with self._stop_requests, trainer_args.anomaly(self.detect_anomaly):
                     self._fit(model, hooks, train_dataloaders, val_dataloaders, ckpt_path)
                 self.checkpoint_writer.wait()  # fit returns only once the last save is committed
                 if strategy is not None:
@@ -268,17 +270,19 @@ class Trainer(TrainerFacts):
         return hooks
 
     # ---------------------------------------------------------------- evaluation
-    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None):
+    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
+                 weights_only: bool | None = None):
         """Run one validation pass; returns ``[{metric: value}]``, one dict per loader (Lightning's shape).
         ``ckpt_path``: None (the model as it is), ``"best"``, ``"last"`` or a path: its weights are loaded."""
         return trainer_eval.evaluate(self, "validate", model, dataloaders, ckpt_path, verbose, datamodule)
 
-    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None):
+    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
+             weights_only: bool | None = None):
         """Run the test loop (``test_step``); returns ``[{metric: value}]``, one dict per loader."""
         return trainer_eval.evaluate(self, "test", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
-                ckpt_path=None):
+                ckpt_path=None, weights_only: bool | None = None):
         """Run ``predict_step`` over the loaders; returns its outputs (a list per loader when several)."""
         return trainer_eval.evaluate(self, "predict", model, dataloaders, ckpt_path, False, datamodule,
                                      return_predictions=True if return_predictions is None else return_predictions)
@@ -381,17 +385,3 @@ class Trainer(TrainerFacts):
         trainer_eval.restore_datamodule(self.datamodule, ckpt)
         for cb in self.callbacks:
             cb.on_load_checkpoint(self, module, ckpt)
-
-
-def _without_checkpoints(callbacks) -> list:
-    return [cb for cb in ([callbacks] if isinstance(callbacks, Callback) else callbacks or [])
-            if not isinstance(cb, ModelCheckpoint)]
-
-
-@contextlib.contextmanager
-def _anomaly(enabled: bool):
-    if not enabled:
-        yield
-        return
-    with torch.autograd.set_detect_anomaly(True):
-        yield

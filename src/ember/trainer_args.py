@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import inspect
 import logging
@@ -17,7 +18,7 @@ from ember.errors import MisconfigurationError
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
     "plugins": None, "sync_batchnorm": False,
-    "use_distributed_sampler": True, "barebones": False, "model_registry": None,
+    "use_distributed_sampler": True, "barebones": False, "model_registry": None, "enable_autolog_hparams": True,
 }  # fmt: skip
 REMOVED = {  # Lightning 1.x names that Lightning 2.x no longer takes, and what replaced them
     "gpus": "accelerator='gpu', devices=N", "tpu_cores": "accelerator='tpu', devices=N",
@@ -165,14 +166,24 @@ def for_overfit(loaders: Any, trainer: Any, kind: str) -> Any:
                       generator=dl.generator, **extra)
 
 
+NONE_IS_DEFAULT = ("logger", "enable_checkpointing", "enable_progress_bar", "log_every_n_steps", "enable_model_summary",
+                   "num_sanity_val_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+                   "limit_predict_batches", "val_check_interval", "precision", "accumulate_grad_batches")
+
+
 def defaults_from_env(init):
     """Lightning's ``PL_<CLASS>_<ARGUMENT>`` environment defaults (``PL_TRAINER_MAX_EPOCHS=3``): read for
-    every ``__init__`` argument not passed, values parsed as Python literals (else kept as strings)."""
+    every ``__init__`` argument not passed, values parsed as Python literals (else kept as strings).
+    As in Lightning, None passed for the arguments of ``NONE_IS_DEFAULT`` means their default (a
+    configuration printed by Lightning's CLI has ``logger: null``, ``limit_train_batches: null``, ...)."""
 
     @functools.wraps(init)
     def with_env_defaults(self, *args: Any, **kwargs: Any) -> None:
         names = [n for n in inspect.signature(init).parameters if n not in ("self", "kwargs")]
         kwargs.update(zip(names, args))
+        for name in NONE_IS_DEFAULT:
+            if name in kwargs and kwargs[name] is None:
+                del kwargs[name]
         prefix = f"PL_{type(self).__name__.upper()}_"
         for name in names:
             raw = os.environ.get(prefix + name.upper())
@@ -184,3 +195,82 @@ def defaults_from_env(init):
         init(self, **kwargs)
 
     return with_env_defaults
+
+
+def without_checkpoints(callbacks) -> list:
+    """fast_dev_run: the callbacks without checkpointing ones."""
+    from ember.callbacks.base import Callback
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+    return [cb for cb in ([callbacks] if isinstance(callbacks, Callback) else callbacks or [])
+            if not isinstance(cb, ModelCheckpoint)]
+
+
+@contextlib.contextmanager
+def anomaly(enabled: bool):
+    """``detect_anomaly=True``: autograd's anomaly detection around fit."""
+    if not enabled:
+        yield
+        return
+    with torch.autograd.set_detect_anomaly(True):
+        yield
+
+
+INIT_DOC = """Set up a Trainer (every argument has Lightning's meaning; ``help(ember.Trainer)`` lists them).
+
+Args:
+    accelerator: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"gpu"``.
+    strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"`` (run as ``"ddp"``), ``"fsdp"``, or a strategy object.
+    devices: how many devices (or which), ``"auto"`` for all the accelerator has.
+    num_nodes: machines in a multi-node job.
+    precision: ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (16, "bf16" and the like are accepted).
+    logger: True (the default TensorBoardLogger, a CSVLogger without tensorboard, in
+        ``<default_root_dir>/lightning_logs/version_N``), False for none, a logger or a list of loggers.
+    callbacks: a callback or a list of them (a ModelCheckpoint is added when checkpointing is on).
+    fast_dev_run: True or n: run n batches of every stage once, without checkpoints or loggers.
+    max_epochs: stop after this many epochs (None with max_steps unset: 1000; -1: no limit).
+    min_epochs: a stop request (EarlyStopping, should_stop) waits until this many epochs are done.
+    max_steps: stop after this many optimizer steps (-1 or None: no limit).
+    min_steps: a stop request waits until this many optimizer steps are taken.
+    limit_train_batches: batches per training epoch: an int count or a float fraction of the loader.
+    limit_val_batches: batches per validation: an int count or a float fraction.
+    limit_test_batches: batches per test loader: an int count or a float fraction.
+    limit_predict_batches: batches per prediction loader: an int count or a float fraction.
+    val_check_interval: validate every n training batches (int), or n times per epoch (float fraction).
+    check_val_every_n_epoch: validate at the end of every n-th epoch.
+    num_sanity_val_steps: validation batches run before training to catch bugs early (-1: all, 0: none).
+    log_every_n_steps: send the step values to the loggers every n optimizer steps.
+    enable_checkpointing: add the default ModelCheckpoint (latest epoch kept) when none is given.
+    enable_progress_bar: draw the progress bar (on the global-zero process).
+    enable_model_summary: print the table of the model's layers and parameter counts at fit start.
+    accumulate_grad_batches: batches whose gradients are summed before each optimizer step.
+    gradient_clip_val: clip gradients to this norm (or value) before each step; None or 0: no clipping.
+    gradient_clip_algorithm: ``"norm"`` (the default) or ``"value"``.
+    deterministic: True uses deterministic algorithms only, ``"warn"`` warns about the others.
+    benchmark: set ``torch.backends.cudnn.benchmark``.
+    inference_mode: validate/test/predict under ``torch.inference_mode`` (False: ``torch.no_grad``);
+        fit's own validation always runs under ``torch.no_grad``.
+    profiler: profile the run (None: not profiled).
+    detect_anomaly: turn on autograd's anomaly detection during fit.
+    reload_dataloaders_every_n_epochs: ask the datamodule or module for fresh loaders every n epochs.
+    default_root_dir: where logs and checkpoints go when no logger or dirpath says otherwise (a path or
+        a URL); the working directory by default.
+    checkpoint_callback: the seed's name: False turns checkpointing off, a ModelCheckpoint replaces the
+        default one.
+    resume_from_checkpoint: the seed's name for ``fit(ckpt_path=...)``.
+    default_save_path: the seed's name for ``default_root_dir``.
+    storage_options: options for the fsspec backend of URL paths (credentials, endpoint).
+    max_time: stop training after this wall-clock time: ``"DD:HH:MM:SS"``, a ``timedelta`` or a dict such
+        as ``{"hours": 1}`` (checked after every batch; Lightning's Timer).
+    overfit_batches: train and validate on this many first batches (int) or fraction (float) every
+        epoch, in order (training shuffling is turned off), to check that the model can overfit.
+    kwargs: Lightning's other arguments (plugins, sync_batchnorm, use_distributed_sampler, barebones,
+        model_registry, enable_autolog_hparams) are accepted at their defaults and refused otherwise,
+        naming what ember does not implement; Lightning 1.x names are refused naming their replacement.
+"""
+
+
+def documented(init):
+    """Give ``Trainer.__init__`` its Args section (kept here so that trainer.py stays small)."""
+    init.__doc__ = INIT_DOC
+    return init
