@@ -206,3 +206,37 @@ def test_ddp_spawn_is_accepted_and_runs_as_ddp(tmp_path):
                             enable_progress_bar=False, default_root_dir=str(tmp_path))
     trainer.fit(classifier(ember), loader())  # one device: one process, as Lightning
     assert trainer.global_step == 3
+
+
+def test_fit_reports_the_summary_and_why_it_stopped(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ember")
+    ember.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  default_root_dir=str(tmp_path)).fit(classifier(ember), loader())
+    text = caplog.text
+    assert "| Name  | Type   | Params" in text and "10        Total params" in text  # Lightning's table
+    assert "`Trainer.fit` stopped: `max_epochs=2` reached." in text
+
+
+def test_max_steps_stop_is_reported(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ember")
+    ember.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, default_root_dir=str(tmp_path)).fit(classifier(ember), loader())
+    assert "`Trainer.fit` stopped: `max_steps=2` reached." in caplog.text and "Params" not in caplog.text
+
+
+def test_unset_max_epochs_and_a_long_logging_interval_warn_as_lightning(tmp_path):
+    trainer = ember.Trainer(max_steps=-1, enable_checkpointing=False, enable_progress_bar=False,
+                            limit_train_batches=1, max_time={"seconds": 30}, default_root_dir=str(tmp_path))
+    assert trainer.max_epochs == -1  # max_time set: no epoch limit
+    trainer = ember.Trainer(enable_checkpointing=False, enable_progress_bar=False, limit_train_batches=1,
+                            limit_val_batches=0, default_root_dir=str(tmp_path))
+    model = classifier(ember)
+    model.on_train_batch_end = lambda *args: setattr(model.trainer, "should_stop", True)  # one step is enough
+    with pytest.warns(UserWarning, match="`max_epochs` was not set. Setting it to 1000 epochs"):
+        with pytest.warns(UserWarning, match=r"number of training batches \(1\) is smaller than the logging interval"):
+            trainer.fit(model, loader())
+    assert trainer.max_epochs == 1000

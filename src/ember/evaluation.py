@@ -7,6 +7,7 @@ the module overrides ``on_*_model_train``)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -39,6 +40,7 @@ STAGES = {
     "test": Stage("test", "test_step", "on_test_model_eval", "on_test_model_train", "Test"),
     "predict": Stage("predict", "predict_step", "on_predict_model_eval", None, "Predict"),
 }
+BAR_TITLES = {"validate": "Validation", "sanity": "Sanity Checking", "test": "Testing", "predict": "Predicting"}
 
 
 class LogSink:
@@ -68,11 +70,12 @@ class EvalLoop:
 
     def __init__(self, stage: str, module, hooks: Hooks, sink: LogSink, hub: MetricsHub, *, device: torch.device,
                  precision, inference_mode: bool = True, reduce: Callable | None = None,
-                 step: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+                 step: Callable[[], tuple[int, int]] = lambda: (0, 0), bar: Any = None) -> None:
         self.stage, self.names = stage, STAGES[stage]
         self.module, self.hooks, self.sink, self.hub = module, hooks, sink, hub
         self.device, self.precision, self.inference_mode, self.reduce = device, precision, inference_mode, reduce
         self.step = step  # (global step, epoch) for the logger
+        self.bar = bar  # the Trainer's ProgressBar (None: no bars)
         self.with_batch_idx = takes_batch_idx(getattr(module, self.names.step, None))  # step(self, batch) works
 
     def run(self, loaders: list, limit: int | float, return_predictions: bool = False) -> list:
@@ -108,9 +111,19 @@ class EvalLoop:
         return _per_loader(views.returned, len(loaders))
 
     def _run_loader(self, loader, i: int, several: bool, limit, outputs: list | None) -> None:
-        call, n, sink = self.hooks, self.names, self.sink
         extra = (i,) if several else ()
         n_batches = limit_batches(limit, length(loader))
+        bar = None
+        if self.bar is not None:
+            bar = self.bar.start_eval(BAR_TITLES[self.stage], i, None if math.isinf(n_batches) else int(n_batches))
+        try:
+            self._batches(loader, i, extra, n_batches, outputs, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _batches(self, loader, i: int, extra: tuple, n_batches, outputs: list | None, bar) -> None:
+        call, n, sink = self.hooks, self.names, self.sink
         for batch_idx, batch in enumerate(loader):
             if batch_idx >= n_batches:
                 break
@@ -127,6 +140,8 @@ class EvalLoop:
             if step_views.log:
                 self._publish(step_views)
             call(f"on_{n.prefix}_batch_end", out, batch, batch_idx, *extra)
+            if bar is not None:
+                bar.update()
 
     def _end(self, results: Results):
         call, n = self.hooks, self.names

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -64,11 +64,14 @@ class FitSettings:
     """Send step metrics to the logger every n optimizer steps."""
     precision: str = "32"
     """``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (aliases such as 16 and "bf16" are accepted)."""
+    epochs_defaulted: bool = field(default=False, init=False)
+    """max_epochs and max_steps were both unset: max_epochs became 1000."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         max_steps = None if self.max_steps == -1 else self.max_steps
         max_epochs = self.max_epochs
+        set_(self, "epochs_defaulted", max_epochs is None and max_steps is None)  # fit warns, as Lightning
         if max_epochs is None and max_steps is None:
             max_epochs = 1000
         for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps)):

@@ -20,6 +20,7 @@ from ember.checkpoint.io import load_from
 from ember.checkpoint.lookup import resolve_ckpt_path
 from ember.checkpoint.store import resolve
 from ember.checkpoint.writer import CheckpointWriter
+from ember.data import length, limit_batches
 from ember.datamodule import loaders_for, split_datamodule
 from ember.errors import CheckpointError, MisconfigurationError
 from ember.evaluation import LogSink
@@ -110,14 +111,14 @@ class Trainer(TrainerFacts):
             overfit_batches, limit_train_batches, limit_val_batches)
         self.default_root_dir = compat.root_dir(default_root_dir, default_save_path)
         self.settings = FitSettings(
-            max_epochs=max_epochs, max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches,
-            gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm or "norm",
+            max_epochs=trainer_args.epoch_limit(max_epochs, max_steps, max_time, limit_train_batches),
+            max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm or "norm", min_epochs=min_epochs, min_steps=min_steps,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
             check_val_every_n_epoch=check_val_every_n_epoch, val_check_interval=val_check_interval,
             log_every_n_steps=log_every_n_steps, precision=precision, num_sanity_val_steps=num_sanity_val_steps,
-            min_epochs=min_epochs, min_steps=min_steps, inference_mode=inference_mode,
-            reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
+            inference_mode=inference_mode, reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
         self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
         self.strategy = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
         self.device = self.strategy.setup() if self.strategy is not None else device_for(accelerator)
@@ -234,6 +235,7 @@ class Trainer(TrainerFacts):
             ckpt_path, self.checkpoint_managers, default_dir, self.storage_options))
         if self.ckpt_path is not None:
             self._restore(self.ckpt_path)
+        trainer_args.fit_hints(self, limit_batches(self.settings.limit_train_batches, length(train)))
         hooks("on_fit_start")
         if self.enable_model_summary and self.is_global_zero and not any(
                 "ModelSummary" in type(cb).__name__ for cb in self.callbacks):
@@ -245,6 +247,7 @@ class Trainer(TrainerFacts):
             self.sanity_checking = False
         hooks("on_train_start")
         loop.run()
+        trainer_args.log_stop(self)
         hooks("on_train_end")
         hooks("on_fit_end")
         trainer_eval.teardown(self, hooks, "fit")

@@ -88,37 +88,39 @@ def check_profiler(profiler: Any) -> None:
                                     "profilers yet; leave profiler=None (use torch.profiler around fit instead).")
 
 
-def log_summary(module: torch.nn.Module) -> None:
-    """The summary at fit start, on the ``ember`` logger at INFO: shown where logging is configured
-    (``logging.basicConfig(level=logging.INFO)``), silent otherwise, so stdout and stderr stay the program's."""
+def console() -> logging.Logger:
+    """The ``ember`` logger, set up as Lightning sets up its own: INFO messages (the model summary, why fit
+    stopped, hints about the flags) to stderr, unless the program configured logging itself (a root
+    handler: then they go there, at the level it chose)."""
     log = logging.getLogger("ember")
-    if log.isEnabledFor(logging.INFO):
-        log.info("\n%s", model_summary(module))
+    if not log.handlers and not logging.getLogger().hasHandlers():
+        log.setLevel(logging.INFO)
+        log.addHandler(logging.StreamHandler())
+        log.propagate = False
+    return log
 
 
-def model_summary(module: torch.nn.Module) -> str:
-    """A short table of the module's direct children: name, type, parameters; then the totals.
+def log_summary(module: torch.nn.Module) -> None:
+    """The model summary table at fit start (Lightning prints it by default; enable_model_summary=False
+    turns it off)."""
+    from ember.utilities.model_summary import ModelSummary
 
-    Kept tiny on purpose; the ModelSummary callback (``ember.callbacks.model_summary``), where
-    present, is the full one."""
-    rows = [(name, type(child).__name__, sum(p.numel() for p in child.parameters()))
-            for name, child in module.named_children()]
-    total = sum(p.numel() for p in module.parameters())
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    w = max([len(r[0]) for r in rows] + [4])
-    t = max([len(r[1]) for r in rows] + [4])
-    lines = [f"  | {'Name':<{w}} | {'Type':<{t}} | Params", "-" * (w + t + 18)]
-    lines += [f"{i} | {n:<{w}} | {k:<{t}} | {_count(c)}" for i, (n, k, c) in enumerate(rows)]
-    lines += ["-" * (w + t + 18), f"{_count(trainable)} Trainable params",
-              f"{_count(total - trainable)} Non-trainable params", f"{_count(total)} Total params"]
-    return "\n".join(lines)
+    console().info("\n%s", ModelSummary(module, max_depth=1))
 
 
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return str(n)
+def log_stop(trainer: Any) -> None:
+    """Lightning's closing line of fit: which limit ended it."""
+    s, p = trainer.settings, trainer.fit_loop.progress
+    if s.max_steps is not None and 0 <= s.max_steps <= p.global_step:
+        reason = f"`max_steps={s.max_steps}` reached"
+    elif trainer.should_stop:
+        reason = "`trainer.should_stop` was set"
+    elif s.max_epochs is not None and 0 <= s.max_epochs <= trainer.current_epoch:
+        reason = f"`max_epochs={s.max_epochs}` reached"
+    else:
+        return
+    if trainer.is_global_zero:
+        console().info("`Trainer.fit` stopped: %s.", reason)
 
 
 def with_module_callbacks(callbacks: list, module) -> list:
@@ -274,3 +276,24 @@ def documented(init):
     """Give ``Trainer.__init__`` its Args section (kept here so that trainer.py stays small)."""
     init.__doc__ = INIT_DOC
     return init
+
+
+def epoch_limit(max_epochs: int | None, max_steps: int | None, max_time: Any, limit_train_batches: Any) -> int | None:
+    """The epoch limit, as Lightning sets it: unset with max_time, none (-1); unset with no other limit, None
+    (FitSettings makes it 1000, and fit warns: ``fit_hints``). Also Lightning's note that
+    ``limit_train_batches=1`` means one batch."""
+    if isinstance(limit_train_batches, int) and not isinstance(limit_train_batches, bool) and limit_train_batches == 1:
+        console().info("`Trainer(limit_train_batches=1)` was configured so 1 batch per epoch will be used.")
+    return -1 if max_epochs is None and (max_steps is None or max_steps == -1) and max_time is not None else max_epochs
+
+
+def fit_hints(trainer: Any, n_batches: Any) -> None:
+    """Lightning's warnings at fit start: max_epochs left unset; fewer batches than the logging interval."""
+    s = trainer.settings
+    if s.epochs_defaulted:
+        warnings.warn("`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit, set "
+                      "`max_epochs=-1`.", stacklevel=4)
+    if trainer.loggers and isinstance(n_batches, int) and n_batches < s.log_every_n_steps and not trainer.fast_dev_run:
+        warnings.warn(f"The number of training batches ({n_batches}) is smaller than the logging interval "
+                      f"Trainer(log_every_n_steps={s.log_every_n_steps}). Set a lower value for log_every_n_steps if "
+                      "you want to see logs for the training epoch.", stacklevel=4)

@@ -97,7 +97,8 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
             load_for_evaluation(trainer, ckpt_path)
         loop = EvalLoop(stage, model, hooks, trainer._sink, trainer._hub, device=trainer.device,
                         precision=Precision(settings.precision, trainer.device), inference_mode=settings.inference_mode,
-                        reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch))
+                        reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch),
+                        bar=trainer._bar)
         limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
                  "predict": settings.limit_predict_batches}[stage]
         out = loop.run(as_loaders(loaders), limit, return_predictions)
