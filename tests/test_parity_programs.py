@@ -240,3 +240,37 @@ def test_unset_max_epochs_and_a_long_logging_interval_warn_as_lightning(tmp_path
         with pytest.warns(UserWarning, match=r"number of training batches \(1\) is smaller than the logging interval"):
             trainer.fit(model, loader())
     assert trainer.max_epochs == 1000
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda m: m.log("x", 1.0, reduce_fx="MAX", on_epoch=True), None),
+    (lambda m: m.log("x", 1.0, reduce_fx="median"), "reduce_fx"),
+    (lambda m: (m.log("x", 1.0, prog_bar=True), m.log("x", 2.0)), "twice in `training_step` with different"),
+    (lambda m: m.log("x", {"a": 1.0}), None),
+    (lambda m: m.log("x", torch.ones(3)), None),
+], ids=["reduce_fx_upper_case", "unknown_reduce_fx", "twice_with_other_arguments", "dict_value", "vector_value"])
+def test_self_log_misuse_fails_where_lightning_fails(tmp_path, call, error):
+    outcomes = []
+    for lib in (pl, ember):
+        model = classifier(lib)
+        step = model.training_step
+        model.training_step = lambda batch, batch_idx, m=model, s=step: (call(m), s(batch, batch_idx))[1]
+        kw = dict(accelerator="cpu", devices=1) if lib is pl else {}
+        trainer = lib.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                              enable_model_summary=False, default_root_dir=str(tmp_path), **kw)
+        try:
+            trainer.fit(model, loader())
+            outcomes.append(None)
+        except Exception as e:  # noqa: BLE001 - compared below
+            outcomes.append(e)
+    theirs, ours = outcomes
+    assert (theirs is None) == (ours is None), (theirs, ours)
+    if ours is not None:
+        assert isinstance(ours, ValueError) or type(theirs).__name__ == "MisconfigurationException"
+    if error:
+        assert error in str(ours)
+
+
+def test_self_log_without_a_trainer_warns_as_lightning():
+    with pytest.warns(UserWarning, match="the `self.trainer` reference is not registered"):
+        classifier(ember).log("x", 1.0)

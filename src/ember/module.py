@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from argparse import Namespace
 from typing import Any, Mapping
 
@@ -166,6 +167,11 @@ class Module(ModelHooks, nn.Module):
         batch size, sum, max, min); both levels give ``name_step`` and ``name_epoch``. ``value`` may be a
         metric object (``update``/``compute``/``reset``), computed and reset at the epoch's end."""
         sink = self.__dict__.get("_logged")
+        if sink is None and self.__dict__.get("_trainer") is None:  # Lightning: a warning, and nothing logged
+            warnings.warn("You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
+                          "model yet. This is most likely because the model hasn't been passed to the `Trainer`",
+                          stacklevel=2)
+            return
         if sink is None:
             raise MisconfigurationError(
                 f"self.log({name!r}, ...) was called outside trainer.fit() (or validate/test); log from a step "
