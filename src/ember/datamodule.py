@@ -12,7 +12,8 @@ from argparse import Namespace
 from typing import Any, Mapping
 
 from ember.errors import MisconfigurationError
-from ember.module import AttributeDict, _init_arguments, dropped_for_pickling
+from ember.module import AttributeDict, _init_arguments
+from ember.utilities.pickling import dropped_for_pickling
 
 LOADER_METHODS = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader",
                   "predict": "predict_dataloader"}

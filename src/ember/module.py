@@ -99,6 +99,8 @@ class Module(ModelHooks, nn.Module):
         return None
 
     def __getstate__(self) -> dict[str, Any]:
+        from ember.utilities.pickling import dropped_for_pickling
+
         return dropped_for_pickling(self.__dict__)  # as Lightning: pickles without the Trainer
 
     def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None) -> None:
@@ -169,8 +171,7 @@ class Module(ModelHooks, nn.Module):
         sink = self.__dict__.get("_logged")
         if sink is None and self.__dict__.get("_trainer") is None:  # Lightning: a warning, and nothing logged
             warnings.warn("You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
-                          "model yet. This is most likely because the model hasn't been passed to the `Trainer`",
-                          stacklevel=2)
+                          "model yet. This is most likely because the model hasn't been passed to the `Trainer`", stacklevel=2)
             return
         if sink is None:
             raise MisconfigurationError(
@@ -260,8 +261,7 @@ class Module(ModelHooks, nn.Module):
     ):
         """Build the model from the checkpoint (a path or a URL) and load its weights.
 
-        ``weights_only`` (Lightning's torch.load flag) is accepted and changes nothing: ember files hold no
-        pickle; Lightning ``.ckpt`` files go through ember's restricted unpickler (plain data only).
+        ``weights_only`` changes nothing (ember files hold no pickle; Lightning files: a restricted unpickler).
 
         ``map_location`` takes what ``torch.load`` takes: a device, a dict ``{"cpu": "cuda:0"}`` or a
         function ``(storage, location) -> storage`` (ember files are saved from the CPU: location
@@ -313,12 +313,6 @@ Module.__jit_unused_properties__ = [n for k in Module.__mro__ if k not in nn.Mod
                                     for n, v in vars(k).items() if isinstance(v, property)]
 
 LightningModule = Module
-
-
-def dropped_for_pickling(state: dict[str, Any]) -> dict[str, Any]:
-    """An instance's ``__dict__`` to pickle: no Trainer, no log sink, no recorded ``__init__`` calls."""
-    out = {k: v for k, v in state.items() if k != "_ember_init_calls"}
-    return {**out, **{k: None for k in ("_trainer", "_logged", "trainer") if k in out}}
 
 
 def _init_arguments(module: Module) -> dict[str, Any]:
