@@ -231,8 +231,9 @@ class Trainer(TrainerFacts):
         from_rank0 = strategy.broadcast_object if strategy is not None else None
         for manager in self.checkpoint_managers:
             manager.bind(default_dir, self.checkpoint_writer, lambda: self.is_global_zero, from_rank0)
-        self.ckpt_path = self._on_rank0(lambda: resolve_ckpt_path(
-            ckpt_path, self.checkpoint_managers, default_dir, self.storage_options))
+        self.ckpt_path = self._on_rank0(lambda: resolve_ckpt_path(  # "last": this run's folder, then earlier runs'
+            ckpt_path, self.checkpoint_managers, [default_dir, *_loggers.earlier_checkpoint_dirs(self.loggers)],
+            self.storage_options))
         if self.ckpt_path is not None:
             self._restore(self.ckpt_path)
         trainer_args.fit_hints(self, limit_batches(self.settings.limit_train_batches, length(train)))

@@ -17,20 +17,21 @@ from ember.checkpoint.store import Storage, open_store, resolve
 from ember.errors import CheckpointError, CheckpointNotFoundError, MisconfigurationError
 
 
-def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_dir: str,
+def resolve_ckpt_path(ckpt_path, managers: Sequence[CheckpointManager], default_dir: str | Sequence[str],
                       storage_options: dict | None = None) -> str | None:
     """The location to resume from (None: start fresh)."""
     if ckpt_path is None:
         return None
-    if ckpt_path == "last":
+    if ckpt_path == "last":  # default_dir: a folder, or folders to try in order (this run's, then earlier ones)
         stores = {m.store.describe(): m.store for m in managers if m.store is not None}
-        default = open_store(default_dir, storage_options)
-        stores.setdefault(default.describe(), default)
-        found = find_last(list(stores.values()))
-        if found is None:
-            print(f"ember: no checkpoint found in {', '.join(stores)}; ckpt_path='last' starts a fresh run.", flush=True)
-            return None
-        return found[0].describe(found[1])
+        for folder in [default_dir] if isinstance(default_dir, (str, os.PathLike)) else default_dir:
+            default = open_store(folder, storage_options)
+            stores.setdefault(default.describe(), default)
+            found = find_last(list(stores.values()))
+            if found is not None:
+                return found[0].describe(found[1])
+        print(f"ember: no checkpoint found in {', '.join(stores)}; ckpt_path='last' starts a fresh run.", flush=True)
+        return None
     if ckpt_path == "best":
         best = [m.location(m.best.name) for m in managers if m.monitor is not None and m.best]
         if not best:

@@ -64,6 +64,23 @@ def checkpoint_dir(loggers: list, default_root_dir: str | os.PathLike) -> str:
     return _join(save_dir, *parts, version, "checkpoints")
 
 
+def earlier_checkpoint_dirs(loggers: list) -> list[str]:
+    """The checkpoint folders of the first logger's earlier versions, newest first
+    (``lightning_logs/version_1/checkpoints``, ``version_0/...``): where ``ckpt_path="last"`` looks when
+    this run's own folder (a new version) holds none, so a new process resumes the run it replaces."""
+    if not loggers or not isinstance(getattr(loggers[0], "version", None), int):
+        return []
+    first = loggers[0]
+    save_dir, name = getattr(first, "save_dir", None), getattr(first, "name", None)
+    if save_dir is None or "://" in os.fspath(save_dir):
+        return []
+    root = os.path.join(os.fspath(save_dir), str(name)) if name else os.fspath(save_dir)
+    found = [int(n[len("version_"):]) for n in (os.listdir(root) if os.path.isdir(root) else [])
+             if n.startswith("version_") and n[len("version_"):].isdigit()]
+    return [os.path.join(root, f"version_{v}", "checkpoints") for v in sorted(found, reverse=True)
+            if v != first.version]
+
+
 def _join(root: str, *parts: str) -> str:
     """os.path.join for local folders; '/' for URLs (s3://bucket/...)."""
     if "://" in root:
