@@ -203,3 +203,15 @@ def test_tensorboard_log_graph_records_the_model_graph_at_fit_start(tmp_path):
     assert events.Graph() is not None
     with pytest.raises(ValueError, match="log_graph=True needs an input"):
         TensorBoardLogger(tmp_path, log_graph=True).log_graph(TinyModel())
+
+
+def test_last_resumes_from_the_previous_version_folder(tmp_path):
+    """A new process gets a new version folder (Lightning's layout); ckpt_path='last' still finds the run it
+    replaces, in the newest earlier version that holds a checkpoint."""
+    first = fit(tmp_path, True, epochs=1)
+    assert first.logger.version == 0
+    trainer = ember.Trainer(default_root_dir=str(tmp_path), max_epochs=2, enable_progress_bar=False)
+    trainer.fit(TinyModel(), make_loader(), ckpt_path="last")
+    assert trainer.logger.version == 1
+    assert trainer.ckpt_path == str(tmp_path / "lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt")
+    assert trainer.global_step == 8
