@@ -100,16 +100,17 @@ def main() -> None:
     print(f"best checkpoint: {best}")
     print(f"validation accuracy of the loaded model: {accuracy(model, val):.3f}")
 
-    print(f"\ncheckpoints in {root / 'checkpoints'}:")
-    for p in sorted((root / "checkpoints").glob("*.ckpt")):
+    folder = Path(second.checkpoint_callback.dirpath)  # lightning_logs/version_1/checkpoints: Lightning's layout
+    print(f"\ncheckpoints in {folder}:")
+    for p in sorted(folder.glob("*.ckpt")):
         print(f"  {p.name:28s} {p.stat().st_size / 1024:6.1f} KiB")
-    print("  (the 2 best by val_acc and last.ckpt: after the resume the run still manages the files it wrote before)")
-    print(f"metrics logged to {second.logger.metrics_file}")
+    print("  (the 2 best by val_acc and last.ckpt of this run; the first run's files stay in its version_0 folder)")
+    print(f"metrics logged to {second.log_dir} (TensorBoard: tensorboard --logdir {root / 'lightning_logs'})")
 
-    print(f"\n== 4. what a checkpoint holds: ember ckpt inspect {root / 'checkpoints' / 'last.ckpt'} ==")
+    print(f"\n== 4. what a checkpoint holds: ember ckpt inspect {folder / 'last.ckpt'} ==")
     from ember.cli import main as ember_cli
 
-    ember_cli(["ckpt", "inspect", str(root / "checkpoints" / "last.ckpt")])
+    ember_cli(["ckpt", "inspect", str(folder / "last.ckpt")])
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
 

@@ -102,8 +102,9 @@ def test_lr_monitor_step_interval_groups_and_momentum(tmp_path):
 
     lr = LearningRateMonitor(logging_interval="step", log_momentum=True)
     fit(tmp_path, TwoGroups(), lr, epochs=1, logger=CSVLogger(tmp_path), log_every_n_steps=2)
-    assert set(lr.lrs) == {"lr-SGD/pg1", "lr-SGD/pg2", "lr-SGD/pg1-momentum", "lr-SGD/pg2-momentum"}
-    assert lr.lrs["lr-SGD/pg2"] == [0.01, 0.01] and lr.lrs["lr-SGD/pg1-momentum"] == [0.9, 0.9]  # steps 0 and 2
+    assert set(lr.lrs) == {"lr-SGD/pg1", "lr-SGD/pg2"}  # as Lightning: momentum in last_momentum_values
+    assert lr.lrs["lr-SGD/pg2"] == [0.01, 0.01]  # Lightning's logging steps 1 and 3
+    assert lr.last_momentum_values == {"lr-SGD/pg1-momentum": 0.9, "lr-SGD/pg2-momentum": 0.9}
 
 
 def test_lr_monitor_needs_a_logger(tmp_path):

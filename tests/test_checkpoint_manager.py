@@ -125,11 +125,12 @@ def test_step_saves_before_the_first_validation_warn_once_and_start_when_the_met
     assert names(tmp_path / "c") == ["step=6.ckpt", "step=8.ckpt"]  # after epoch 0's validation
 
 
-def test_validation_every_second_epoch_does_not_stop_epoch_saves(tmp_path):
+def test_validation_every_second_epoch_saves_after_each_validation(tmp_path):
+    """Lightning's rule (tests/test_parity_checkpoints.py runs it against Lightning): with
+    check_val_every_n_epoch > 1 the saves follow the validations, where the monitored value is new."""
     cb = ModelCheckpoint(dirpath=tmp_path / "c", filename="{epoch}", monitor="score", save_top_k=-1)
-    with pytest.warns(UserWarning, match="has not been logged yet"):
-        fit(tmp_path, 4, [cb], check_val_every_n_epoch=2)
-    assert names(tmp_path / "c") == ["epoch=1.ckpt", "epoch=2.ckpt", "epoch=3.ckpt"]
+    fit(tmp_path, 4, [cb], check_val_every_n_epoch=2)
+    assert names(tmp_path / "c") == ["epoch=1.ckpt", "epoch=3.ckpt"]
 
 
 # ----------------------------------------------------------------------------- file names stay in dirpath

@@ -122,7 +122,7 @@ def test_a_value_logged_in_on_train_epoch_end_reaches_metrics_and_the_logger(tmp
         def on_train_epoch_end(self):
             self.log("te", 3.0)
 
-    t = trainer(tmp_path, max_epochs=1, logger=True)
+    t = trainer(tmp_path, max_epochs=1, logger=ember.loggers.CSVLogger(tmp_path, name="logs"))
     t.fit(M(), make_loader())
     assert float(t.callback_metrics["te"]) == 3.0 and float(t.logged_metrics["te"]) == 3.0
     rows = list(csv.DictReader(open(tmp_path / "logs/version_0/metrics.csv")))

@@ -39,7 +39,7 @@ def test_fit_builds_everything_from_the_command_line_and_saves_the_config(tmp_pa
                                               "--model.lr", "0.03", "--data.batch_size", "16")])
     assert cli.subcommand == "fit" and cli.trainer.current_epoch == 2 and cli.trainer.global_step == 4
     assert cli.model.hparams.lr == 0.03 and cli.datamodule.batch_size == 16
-    saved = yaml.safe_load(open(tmp_path / "logs/version_0/config.yaml"))
+    saved = yaml.safe_load(open(tmp_path / "lightning_logs/version_0/config.yaml"))
     assert saved["model"]["lr"] == 0.03 and saved["trainer"]["max_epochs"] == 2 and saved["data"]["batch_size"] == 16
     assert isinstance(saved["seed_everything"], int)  # True picked a seed and recorded it
 
@@ -88,7 +88,7 @@ def test_run_false_builds_the_objects_without_running(tmp_path):
     cli = LightningCLI(TinyModel, Data, run=False, args=base(tmp_path, "--trainer.max_epochs", "1"))
     assert cli.subcommand is None and cli.trainer.global_step == 0
     cli.trainer.fit(cli.model, cli.datamodule.train_dataloader())
-    assert cli.trainer.global_step == 4 and (tmp_path / "logs/version_0/config.yaml").exists()
+    assert cli.trainer.global_step == 4 and (tmp_path / "lightning_logs/version_0/config.yaml").exists()
 
 
 def test_an_existing_config_is_not_overwritten_unless_asked(tmp_path):

@@ -52,8 +52,6 @@ KNOWN_GAPS = {
     "LightningDataModule.on_exception": "ember does not call datamodule hooks on exceptions yet",
     "LightningDataModule.load_from_checkpoint": "ember checkpoints do not hold datamodule hyperparameters yet",
     "ModelCheckpoint(enable_version_counter=)": "issue 18 behaviour list",
-    "ModelCheckpoint(save_on_exception=)": "issue 18 behaviour list (OnExceptionCheckpoint does it now)",
-    "ModelCheckpoint(save_on_train_epoch_end=)": "issue 18 behaviour list",
     "ModelSummary(summarize_kwargs=)": "RichModelSummary branch",
 }
 

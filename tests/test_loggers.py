@@ -45,11 +45,44 @@ def test_a_second_run_takes_the_next_version(tmp_path):
     assert trainer.checkpoint_callback.best_model_path.startswith(str(tmp_path / "exp/version_1/checkpoints"))
 
 
-def test_the_default_logger_keeps_the_documented_paths(tmp_path):
+def test_the_default_logger_is_lightnings_tensorboard_logger_in_lightning_logs(tmp_path):
     trainer = fit(tmp_path, True, epochs=1)
-    assert isinstance(trainer.logger, CSVLogger) and trainer.loggers == [trainer.logger]
-    assert (tmp_path / "logs/version_0/metrics.csv").exists()
+    assert isinstance(trainer.logger, TensorBoardLogger) and trainer.loggers == [trainer.logger]
+    assert type(trainer.logger.experiment).__name__ == "SummaryWriter"  # callbacks call add_image etc. on it
+    assert (tmp_path / "lightning_logs/version_0/hparams.yaml").exists()
+    assert rel(tmp_path, "*.ckpt") == ["lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt"]
+
+
+def test_without_tensorboard_the_default_logger_is_a_csv_logger_in_lightning_logs(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    trainer = fit(tmp_path, True, epochs=1)
+    assert isinstance(trainer.logger, CSVLogger)
+    assert (tmp_path / "lightning_logs/version_0/metrics.csv").exists()
+    assert rel(tmp_path, "*.ckpt") == ["lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt"]
+
+
+def test_without_loggers_checkpoints_go_to_the_root(tmp_path):
+    fit(tmp_path, False, epochs=1)
     assert rel(tmp_path, "*.ckpt") == ["checkpoints/epoch=0-step=4.ckpt"]
+
+
+def test_the_default_checkpoint_folder_is_lightnings(tmp_path):
+    """The same run under real Lightning and ember leaves its checkpoint at the same relative path."""
+    pl = pytest.importorskip("pytorch_lightning")
+    import warnings
+
+    from parity import classifier, loader
+
+    found = []
+    for lib, kw in ((pl, {"accelerator": "cpu", "devices": 1}), (ember, {})):
+        root = tmp_path / lib.__name__
+        trainer = lib.Trainer(default_root_dir=str(root), max_epochs=1, enable_progress_bar=False,
+                              enable_model_summary=False, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(classifier(lib), loader())
+        found.append((rel(root, "*.ckpt"), type(trainer.logger).__name__))
+    assert found[0] == found[1] == (["lightning_logs/version_0/checkpoints/epoch=0-step=3.ckpt"], "TensorBoardLogger")
 
 
 def test_csv_logger_writes_through_storage_urls(tmp_path):
@@ -74,7 +107,7 @@ def test_tensorboard_logger_writes_scalars_and_hparams(tmp_path):
     events.Reload()
     tags = events.Tags()["scalars"]
     assert {"train_loss", "val_loss", "epoch", "hp_metric"} <= set(tags)
-    assert [e.step for e in events.Scalars("val_loss")] == [4, 8]
+    assert [e.step for e in events.Scalars("val_loss")] == [3, 7]  # Lightning's numbering
     assert yaml.safe_load(open(tmp_path / "lightning_logs/version_0/hparams.yaml"))["lr"] == 0.05
     assert trainer.checkpoint_callback.dirpath == str(tmp_path / "lightning_logs/version_0/checkpoints")
 
@@ -120,7 +153,7 @@ def test_a_custom_logger_subclass_gets_hparams_metrics_and_finalize(tmp_path):
     assert rec.calls[0] == ("hparams", {"in_dim": 4, "out_dim": 2, "lr": 0.05, "scheduler": None})
     assert rec.calls[-1] == ("finalize", "success")
     metric_calls = [c for c in rec.calls if c[0] == "metrics"]
-    assert metric_calls[0][1] == 1 and metric_calls[0][2]["epoch"] == 0
+    assert metric_calls[0][1] == 0 and metric_calls[0][2]["epoch"] == 0  # Lightning's first logged step is 0
 
 
 def test_a_failed_fit_finalizes_with_failed(tmp_path):
@@ -170,3 +203,15 @@ def test_tensorboard_log_graph_records_the_model_graph_at_fit_start(tmp_path):
     assert events.Graph() is not None
     with pytest.raises(ValueError, match="log_graph=True needs an input"):
         TensorBoardLogger(tmp_path, log_graph=True).log_graph(TinyModel())
+
+
+def test_last_resumes_from_the_previous_version_folder(tmp_path):
+    """A new process gets a new version folder (Lightning's layout); ckpt_path='last' still finds the run it
+    replaces, in the newest earlier version that holds a checkpoint."""
+    first = fit(tmp_path, True, epochs=1)
+    assert first.logger.version == 0
+    trainer = ember.Trainer(default_root_dir=str(tmp_path), max_epochs=2, enable_progress_bar=False)
+    trainer.fit(TinyModel(), make_loader(), ckpt_path="last")
+    assert trainer.logger.version == 1
+    assert trainer.ckpt_path == str(tmp_path / "lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt")
+    assert trainer.global_step == 8

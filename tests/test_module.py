@@ -155,9 +155,14 @@ def test_load_from_checkpoint_honours_map_location(tmp_path):
     assert TinyModel.load_from_checkpoint(path, map_location="cpu").device == torch.device("cpu")
 
 
-def test_log_outside_fit_says_where_to_log():
-    with pytest.raises(ember.MisconfigurationError, match="outside trainer.fit"):
-        TinyModel().log("x", 1.0)
+def test_log_outside_fit_says_where_to_log(tmp_path):
+    model = TinyModel()
+    with pytest.warns(UserWarning, match="not registered on the model yet"):  # no Trainer yet: Lightning warns
+        model.log("x", 1.0)
+    ember.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                  default_root_dir=str(tmp_path)).fit(model, make_loader())
+    with pytest.raises(ember.MisconfigurationError, match="outside trainer.fit"):  # after fit: an error
+        model.log("x", 1.0)
 
 
 def test_attribute_dict_names_missing_entries():

@@ -44,13 +44,13 @@ def test_automatic_saving_is_on_by_default_in_the_working_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     trainer = pl.Trainer(max_epochs=1, enable_progress_bar=False)
     trainer.fit(LitModel())
-    assert ckpt_files(tmp_path) == ["checkpoints/epoch=0-step=4.ckpt"]
+    assert ckpt_files(tmp_path) == ["lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt"]  # Lightning's
 
 
 def test_default_save_path_moves_the_checkpoints(tmp_path):
     trainer = pl.Trainer(default_save_path=str(tmp_path / "your/path"), max_epochs=1, enable_progress_bar=False)
     trainer.fit(LitModel(), make_loader())
-    assert ckpt_files(tmp_path) == ["your/path/checkpoints/epoch=0-step=4.ckpt"]
+    assert ckpt_files(tmp_path) == ["your/path/lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt"]
 
 
 def test_the_seed_defaults_callback_runs(tmp_path, monkeypatch, capsys):
@@ -156,7 +156,7 @@ def test_load_with_explicit_init_arguments(tmp_path):
                                        batch_size=4)
     trainer = pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), enable_progress_bar=False)
     trainer.fit(model, data)
-    PATH = str(tmp_path / "checkpoints" / "epoch=0-step=2.ckpt")
+    PATH = str(tmp_path / "lightning_logs/version_0/checkpoints" / "epoch=0-step=2.ckpt")
     restored = MyModel.load_from_checkpoint(PATH, in_dim=128, out_dim=10)
     assert torch.equal(restored.l1.weight, model.l1.weight)
 
@@ -165,7 +165,7 @@ def test_resume_from_checkpoint_restores_the_training_state(tmp_path):
     first = pl.Trainer(max_epochs=2, default_root_dir=str(tmp_path), enable_progress_bar=False)
     model = LitModel()
     first.fit(model, make_loader())
-    path = str(tmp_path / "checkpoints" / "epoch=1-step=8.ckpt")
+    path = str(tmp_path / "lightning_logs/version_0/checkpoints" / "epoch=1-step=8.ckpt")
 
     model = LitModel()
     trainer = pl.Trainer(resume_from_checkpoint=path, max_epochs=3, default_root_dir=str(tmp_path / "b"),

@@ -34,8 +34,10 @@ def memory_root():
 def test_a_memory_url_root_writes_there_and_not_to_a_local_folder(memory_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fit(memory_root, 1, logger=True)
-    assert listing(memory_root + "/checkpoints") == ["epoch=0-step=4.ckpt"]
-    assert listing(memory_root + "/logs") == ["version_0/hparams.yaml", "version_0/metrics.csv"]
+    logs = memory_root + "/lightning_logs"  # a URL root: the default logger is a CSVLogger (it writes through fsspec)
+    assert listing(logs + "/version_0/checkpoints") == ["epoch=0-step=4.ckpt"]
+    assert listing(logs) == ["version_0/checkpoints/epoch=0-step=4.ckpt", "version_0/hparams.yaml",
+                             "version_0/metrics.csv"]
     assert list(tmp_path.iterdir()) == []  # no folder named "memory:" in the working directory
 
 

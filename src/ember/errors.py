@@ -7,6 +7,10 @@ class CheckpointError(Exception):
     """A checkpoint could not be read or written. Subclasses say why."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the path given (also a FileNotFoundError, which Lightning raises there)."""
+
+
 class CheckpointCorruptError(CheckpointError):
     """The file is not a complete, intact checkpoint: truncated, bit-flipped or malformed."""
 
@@ -21,10 +25,6 @@ class CheckpointVersionError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """The checkpoint does not fit the model or training setup it is loaded into."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No checkpoint where one was named: ``except FileNotFoundError`` catches it too (as in Lightning)."""
 
 
 class MisconfigurationError(ValueError):

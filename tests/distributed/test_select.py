@@ -30,7 +30,7 @@ def test_a_bad_devices_value_is_refused(devices):
 
 
 def test_an_unknown_strategy_is_refused():
-    with pytest.raises(MisconfigurationError, match=r"strategy must be one of \['auto', 'ddp', 'fsdp'\].*'deepspeed'"):
+    with pytest.raises(MisconfigurationError, match=r"strategy must be one of \['auto', 'ddp', 'fsdp', 'ddp_spawn'\].*'deepspeed'"):
         ember.Trainer(accelerator="cpu", strategy="deepspeed")
 
 

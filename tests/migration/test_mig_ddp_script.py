@@ -18,9 +18,6 @@ import torch.distributed
 import ember
 
 SCRIPT = '''
-import json
-import os
-import sys
 
 import torch
 from torch import nn
@@ -90,7 +87,8 @@ def test_plain_python_ddp_script_syncs_metrics_and_writes_one_checkpoint(tmp_pat
     assert ranks[0]["metrics"] == ranks[1]["metrics"]  # every synced value equal on both ranks
     assert ranks[0]["metrics"]["rank_mean"] == 0.5
 
-    assert os.listdir(tmp_path / "checkpoints") == ["epoch=1-step=8.ckpt"]  # written once, by rank 0
-    checkpoint = ember.load_checkpoint(tmp_path / "checkpoints" / "epoch=1-step=8.ckpt")
+    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"  # both ranks agreed on one version
+    assert os.listdir(folder) == ["epoch=1-step=8.ckpt"]  # written once, by rank 0
+    checkpoint = ember.load_checkpoint(folder / "epoch=1-step=8.ckpt")
     assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 8)
     assert checkpoint["hyper_parameters"] == {"lr": 0.05}

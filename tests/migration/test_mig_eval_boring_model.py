@@ -77,6 +77,7 @@ def test_boring_model_fits_and_tests(tmp_path):
     assert trainer.global_step == 1 and trainer.current_epoch == 1
     assert list(results[0]) == ["test_loss"]
     assert set(trainer.callback_metrics) == {"test_loss"}  # each trainer call starts its metrics afresh
-    assert (tmp_path / "checkpoints").is_dir() and (tmp_path / "logs").is_dir()
-    loaded = BoringModel.load_from_checkpoint(next((tmp_path / "checkpoints").iterdir()))
+    folder = tmp_path / "lightning_logs" / "version_0"  # Lightning's default logger and checkpoint layout
+    assert (folder / "checkpoints").is_dir() and (folder / "hparams.yaml").is_file()
+    loaded = BoringModel.load_from_checkpoint(next((folder / "checkpoints").iterdir()))
     assert torch.equal(loaded.layer.weight, model.layer.weight)

@@ -175,9 +175,9 @@ def test_progress_bar_callback_property(tmp_path):
 def test_default_root_dir_holds_logs_and_checkpoints(tmp_path):
     trainer, _ = fit(tmp_path, max_epochs=1, logger=True)
     assert trainer.default_root_dir == str(tmp_path)
-    # ember's default layout (README "Coming from Lightning"): logs/version_N and checkpoints/
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch=0-step=8.ckpt"]
-    assert "metrics.csv" in os.listdir(tmp_path / "logs" / "version_0")
+    # Lightning's default layout: lightning_logs/version_N holds the logs and checkpoints/
+    assert sorted(os.listdir(tmp_path / "lightning_logs" / "version_0" / "checkpoints")) == ["epoch=0-step=8.ckpt"]
+    assert "hparams.yaml" in os.listdir(tmp_path / "lightning_logs" / "version_0")
 
 
 def test_callbacks_list_is_called_and_listed(tmp_path):
@@ -220,7 +220,7 @@ def test_bf16_mixed_on_cpu_autocasts_the_step_and_keeps_float32_weights(tmp_path
 
 
 def test_an_unimplemented_flag_is_refused_by_name(tmp_path):
-    with pytest.raises(pl.MisconfigurationError, match="max_time"):
-        pl.Trainer(max_time="00:00:01:00", default_root_dir=tmp_path)
-    with pytest.raises(pl.MisconfigurationError, match="overfit_batches"):
-        pl.Trainer(overfit_batches=0.1, default_root_dir=tmp_path)
+    with pytest.raises(pl.MisconfigurationError, match="sync_batchnorm"):
+        pl.Trainer(sync_batchnorm=True, default_root_dir=tmp_path)
+    with pytest.raises(pl.MisconfigurationError, match="plugins"):
+        pl.Trainer(plugins=["x"], default_root_dir=tmp_path)

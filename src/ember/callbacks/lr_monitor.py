@@ -13,20 +13,6 @@ from ember.errors import MisconfigurationError
 _INTERVALS = (None, "step", "epoch")
 
 
-def _schedule_intervals(trainer) -> dict[int, str]:
-    """``id(optimizer) -> "step" | "epoch"`` for the optimizers an LR scheduler drives."""
-    configs = getattr(trainer, "lr_scheduler_configs", None)
-    if configs is None:
-        loop = getattr(trainer, "fit_loop", None)
-        configs = getattr(getattr(loop, "parts", None), "schedulers", None) or []
-    out: dict[int, str] = {}
-    for cfg in configs:
-        opt = getattr(getattr(cfg, "scheduler", None), "optimizer", None)
-        if opt is not None:
-            out[id(opt)] = getattr(cfg, "interval", "epoch")
-    return out
-
-
 def _setting(trainer, name: str, default: Any) -> Any:
     if hasattr(type(trainer), name):
         return getattr(trainer, name)
@@ -47,7 +33,9 @@ class LearningRateMonitor(Callback):
         self.logging_interval = logging_interval
         self.log_momentum = log_momentum
         self.log_weight_decay = log_weight_decay
-        self.lrs: dict[str, list[float]] = defaultdict(list)
+        self.lrs: dict[str, list[float]] = {}
+        self.last_momentum_values: dict[str, float | None] = {}
+        self.last_weight_decay_values: dict[str, float | None] = {}
         self._last_step: int | None = None
 
     def on_train_start(self, trainer, module) -> None:
@@ -56,35 +44,61 @@ class LearningRateMonitor(Callback):
             raise MisconfigurationError(
                 "LearningRateMonitor needs a logger, and this Trainer has none (logger=False); pass "
                 "logger=True or a logger such as CSVLogger(...), or remove the callback.")
+        for names in self._named(trainer).values():
+            for name in names:
+                self.lrs.setdefault(name, [])
+                if self.log_momentum:
+                    self.last_momentum_values.setdefault(f"{name}-momentum", None)
+                if self.log_weight_decay:
+                    self.last_weight_decay_values.setdefault(f"{name}-weight_decay", None)
+
+    def _named(self, trainer) -> dict[int, list[str]]:
+        """``id(optimizer) -> [name of each parameter group]``, as Lightning names them: optimizers driven by a
+        scheduler first (the scheduler's ``name`` if it has one, else ``lr-<Optimizer>``), then the others;
+        ``-1``, ``-2`` for later optimizers of one class; ``/pg2`` (or the group's ``"name"``) per group."""
+        out: dict[int, list[str]] = {}
+        count: dict[type, int] = defaultdict(int)
+        pairs = [(c.scheduler.optimizer, getattr(c, "name", None)) for c in trainer.lr_scheduler_configs
+                 if getattr(c.scheduler, "optimizer", None) is not None]
+        pairs += [(o, None) for o in trainer.optimizers if id(o) not in {id(p) for p, _ in pairs}]
+        for opt, given in pairs:
+            if id(opt) in out:
+                continue
+            base = given
+            if given is None:
+                count[type(opt)] += 1
+                n = count[type(opt)]
+                base = f"lr-{type(opt).__name__}" + (f"-{n - 1}" if n > 1 else "")
+            out[id(opt)] = _group_names(base, opt.param_groups)
+        return out
 
     def names(self, trainer) -> list[list[str]]:
-        """Per optimizer, the name of each parameter group's learning rate."""
-        seen: dict[str, int] = defaultdict(int)
-        out = []
-        for opt in trainer.optimizers:
-            base = f"lr-{type(opt).__name__}"
-            n = seen[base]
-            seen[base] += 1
-            name = base if n == 0 else f"{base}-{n}"
-            groups = opt.param_groups
-            out.append([name] if len(groups) == 1 else [f"{name}/pg{i + 1}" for i in range(len(groups))])
-        return out
+        """Per optimizer of ``trainer.optimizers``, the name of each parameter group's learning rate."""
+        named = self._named(trainer)
+        return [named[id(o)] for o in trainer.optimizers if id(o) in named]
 
     def stats(self, trainer, interval: str) -> dict[str, float]:
         """The values to log at ``interval`` (``"step"`` or ``"epoch"``)."""
-        scheduled = _schedule_intervals(trainer)
+        scheduled = {id(c.scheduler.optimizer): c.interval for c in trainer.lr_scheduler_configs
+                     if getattr(c.scheduler, "optimizer", None) is not None}
+        by_id = {id(o): o for o in trainer.optimizers}
+        by_id.update({id(c.scheduler.optimizer): c.scheduler.optimizer for c in trainer.lr_scheduler_configs
+                      if getattr(c.scheduler, "optimizer", None) is not None})
         out: dict[str, float] = {}
-        for opt, names in zip(trainer.optimizers, self.names(trainer)):
-            wanted = self.logging_interval or scheduled.get(id(opt), "step")
-            if wanted != interval:
+        for key, names in self._named(trainer).items():
+            opt = by_id[key]
+            wanted = self.logging_interval or scheduled.get(key, "step")
+            if wanted != interval and not (self.logging_interval is None and key not in scheduled):
                 continue
+            use_betas = "betas" in opt.defaults
             for name, group in zip(names, opt.param_groups):
                 out[name] = float(group["lr"])
                 if self.log_momentum:
-                    momentum = group.get("momentum", group.get("betas", (0.0,))[0])
-                    out[f"{name}-momentum"] = float(momentum)
-                if self.log_weight_decay and "weight_decay" in group:
-                    out[f"{name}-weight_decay"] = float(group["weight_decay"])
+                    momentum = group["betas"][0] if use_betas else group.get("momentum", 0)
+                    out[f"{name}-momentum"] = self.last_momentum_values[f"{name}-momentum"] = float(momentum)
+                if self.log_weight_decay:
+                    decay = group.get("weight_decay", 0)
+                    out[f"{name}-weight_decay"] = self.last_weight_decay_values[f"{name}-weight_decay"] = float(decay)
         return out
 
     def _log(self, trainer, interval: str) -> None:
@@ -92,16 +106,37 @@ class LearningRateMonitor(Callback):
         if not values:
             return
         for k, v in values.items():
-            self.lrs[k].append(v)
+            if not k.endswith(("-momentum", "-weight_decay")):
+                self.lrs.setdefault(k, []).append(v)
+        trainer._hub.callback.update(values)  # Lightning puts them in callback_metrics too
+        step = _batches_stepped(trainer)
         for lg in trainer.loggers:
-            lg.log_metrics(values, step=trainer.global_step)
+            lg.log_metrics(values, step=step)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
         every = _setting(trainer, "log_every_n_steps", 1) or 1
-        step = trainer.global_step
-        if step % every == 0 and step != self._last_step:  # once per optimizer step, not per accumulated batch
+        step = _batches_stepped(trainer)
+        if (step + 1) % every == 0 and step != self._last_step:  # Lightning's count; once per optimizer step
             self._last_step = step
             self._log(trainer, "step")
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._log(trainer, "epoch")
+
+
+def _batches_stepped(trainer) -> int:
+    """Lightning's logging step: batches that ended in an optimizer step so far."""
+    loop = getattr(trainer, "fit_loop", None)
+    return loop.progress.batches_stepped if loop is not None else trainer.global_step
+
+
+def _group_names(base: str, groups: list[dict]) -> list[str]:
+    """One name per parameter group: the group's ``"name"`` or ``pg<i>`` after a ``/`` when there are several."""
+    names = [g.get("name") for g in groups]
+    given = [n for n in names if n is not None]
+    if len(given) != len(set(given)):
+        raise MisconfigurationError(f"an optimizer has parameter groups with the same 'name' ({given}); "
+                                    f"LearningRateMonitor logs each under its name ({base}/<name>): make them unique.")
+    if len(groups) == 1:
+        return [f"{base}/{names[0]}" if names[0] else base]
+    return [f"{base}/{n if n else f'pg{i + 1}'}" for i, n in enumerate(names)]

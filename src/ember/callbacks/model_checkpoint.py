@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 from typing import Any
@@ -37,6 +38,11 @@ class ModelCheckpoint(Checkpoint):
             plus ``[monitor:mode]`` when monitoring). Give two ModelCheckpoints different keys.
         storage_options: passed to the fsspec backend of a URL ``dirpath`` (credentials, endpoint).
         filepath, prefix: the seed's names. ``filepath`` is a folder, or a folder plus a template.
+        save_on_train_epoch_end: save at the end of the training epoch (True) or after validation
+            (False). None, as Lightning: after validation when it runs other than once per epoch
+            (``val_check_interval`` < 1, ``check_val_every_n_epoch`` > 1), else at the epoch's end.
+        save_on_exception: when fit raises, save the state of the last completed batch (as
+            ``last.ckpt``, resumable with ``fit(ckpt_path="last")``), then let the exception go on.
     """
 
     def __init__(
@@ -59,8 +65,12 @@ class ModelCheckpoint(Checkpoint):
         keep_every_n_train_steps: int | None = None,
         state_key: str | None = None,
         storage_options: dict | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        save_on_exception: bool = False,
     ) -> None:
         dirpath, filename = compat.split_filepath(filepath, dirpath, filename)
+        if dirpath is not None and "://" not in os.fspath(dirpath):
+            dirpath = os.path.expanduser(dirpath)  # Lightning expands ~ (a URL is left alone)
         if mode not in ("min", "max"):
             raise MisconfigurationError(f"ModelCheckpoint mode must be 'min' or 'max'; received {mode!r}.")
         save_top_k = int(save_top_k) if isinstance(save_top_k, bool) else save_top_k
@@ -84,6 +94,7 @@ class ModelCheckpoint(Checkpoint):
         self.save_last, self.save_weights_only, self.verbose = save_last, save_weights_only, verbose
         self.prefix = prefix
         self._state_key = state_key
+        self._save_on_train_epoch_end, self.save_on_exception = save_on_train_epoch_end, save_on_exception
         self.manager = CheckpointManager(
             when=_when(every_n_epochs, every_n_train_steps, train_time_interval),
             keep=_keep(monitor, mode, save_top_k, keep_every_n_train_steps),
@@ -150,22 +161,54 @@ class ModelCheckpoint(Checkpoint):
         self.manager.start(trainer.global_step)  # fresh: nothing to save yet; resumed: already on disk
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
-        self.manager.on_step(trainer.dump_checkpoint, **_facts(trainer))
+        self.manager.on_step(trainer.dump_checkpoint, **self._facts(trainer))
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        self.manager.on_epoch_end(trainer.dump_checkpoint, **_facts(trainer))
+        if self._saves_at_epoch_end(trainer):
+            self.manager.on_epoch_end(trainer.dump_checkpoint, **self._facts(trainer))
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.fitting and not trainer.sanity_checking and not self._saves_at_epoch_end(trainer):
+            self.manager.on_epoch_end(trainer.dump_checkpoint, **self._facts(trainer))
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        if self.save_on_exception and trainer.fitting and not trainer.sanity_checking:
+            self.manager.save_for_resume(trainer.dump_checkpoint)
+            if trainer.is_global_zero:
+                print(f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to "
+                      f"{self.last_model_path}", flush=True)
+
+    def _saves_at_epoch_end(self, trainer) -> bool:
+        """Lightning's rule: at the training epoch's end, unless validation runs other than once per epoch."""
+        if self._save_on_train_epoch_end is not None:
+            return self._save_on_train_epoch_end
+        s, loop = trainer.settings, trainer.fit_loop
+        if s.check_val_every_n_epoch != 1:
+            return False
+        if loop is None or not loop.parts.val_loaders or not s.limit_val_batches:
+            return True
+        return s.val_check_interval == 1.0
 
     def on_train_end(self, trainer, module) -> None:
-        self.manager.on_train_end(trainer.dump_checkpoint, **_facts(trainer))
+        self.manager.on_train_end(trainer.dump_checkpoint, **self._facts(trainer))
+
+    def _facts(self, trainer) -> dict[str, Any]:
+        """What a save decision sees. As Lightning's monitor candidates: ``epoch`` and ``step`` can be
+        monitored, and a NaN monitored value ranks as the worst possible (+inf for min, -inf for max)."""
+        epoch, step = trainer.fit_loop.progress.epoch, trainer.global_step
+        metrics = trainer.callback_metrics_float()
+        metrics.setdefault("epoch", float(epoch))
+        metrics.setdefault("step", float(step))
+        if self.monitor in metrics and math.isnan(metrics[self.monitor]):
+            metrics[self.monitor] = math.inf if self.mode == "min" else -math.inf
+        return {"epoch": epoch, "global_step": step, "metrics": metrics}
 
 
 def _tensor(score: float | None) -> torch.Tensor | None:
     return None if score is None else torch.tensor(float(score))
 
 
-def _facts(trainer) -> dict[str, Any]:
-    return {"epoch": trainer.fit_loop.progress.epoch, "global_step": trainer.global_step,
-            "metrics": trainer.callback_metrics_float()}
+
 
 
 def _same_place(a: str, b: str) -> bool:

@@ -163,3 +163,16 @@ def _stage(stage: Any) -> str:
     if value not in STAGES:
         raise MisconfigurationError(f"Timer stages are {list(STAGES)}; received {stage!r}.")
     return value
+
+
+def max_time_callback(max_time: Any, callbacks: list) -> Timer | None:
+    """The callback that enforces ``Trainer(max_time=...)``: Lightning's ``Timer(duration=max_time,
+    interval="step")``; None without a limit, or when a Timer is among ``callbacks`` (the one given wins).
+
+    Args:
+        max_time: ``"DD:HH:MM:SS"``, a ``timedelta``, a dict such as ``{"hours": 1}``, or None.
+        callbacks: the Trainer's callbacks so far.
+    """
+    if max_time is None or any(isinstance(cb, Timer) for cb in callbacks):
+        return None
+    return Timer(duration=max_time, interval="step")

@@ -76,8 +76,8 @@ class CheckpointManager:
         self.book = Bookkeeping()
         self._pending: Bookkeeping | None = None  # what the file being written records (itself included)
         self._writer = None
-        self._may_write: Callable[[], bool] = lambda: True
-        self._from_rank0: Callable[[Any], Any] = lambda decision: decision
+        self._may_write: Callable[[], bool] = _always  # module-level functions: the callback pickles
+        self._from_rank0: Callable[[Any], Any] = _as_is
         self._last_save_time = time.monotonic()
         self._last_step: int | None = None
         self._warned_missing: set[str] = set()
@@ -102,7 +102,7 @@ class CheckpointManager:
         if self.store is None or self.store.describe() != store.describe():
             self.book = Bookkeeping()  # a new place: nothing there is this manager's
         self.store, self._writer, self._may_write = store, writer, may_write
-        self._from_rank0 = from_rank0 or (lambda decision: decision)
+        self._from_rank0 = from_rank0 or _as_is
         self._warned_missing = set()
         if may_write():
             try:  # leftovers of writers killed mid-save (old temporaries, incomplete multipart uploads)
@@ -340,6 +340,14 @@ def _plain_name(name: Any) -> str:
     if not isinstance(name, str) or not name.endswith(EXTENSION) or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"not a checkpoint file name: {name!r:.80}")
     return name
+
+
+def _always() -> bool:
+    return True
+
+
+def _as_is(decision: Any) -> Any:
+    return decision
 
 
 def _score(metrics: dict[str, float], monitor: str | None) -> float | None:

@@ -43,6 +43,9 @@ class Place:
     """``default_root_dir``: where ``"hpc"`` checkpoints are looked for."""
     storage_options: dict | None = None
     """Options for the backend of a URL (credentials, endpoint)."""
+    earlier_dirs: Sequence[str] = ()
+    """Default folders of earlier runs (each process logs to a new ``version_N``), newest first: ``"last"``
+    looks there when this run's folders hold nothing, so a restarted job resumes."""
 
 
 def locate(ckpt_path: Any, place: Place, *, entry: str = "fit") -> str | None:
@@ -83,9 +86,12 @@ def locate_path(location: Any, storage_options: dict | None = None) -> str:
 
 def _last(place: Place, entry: str) -> str | None:
     stores = {m.store.describe(): m.store for m in place.managers if m.store is not None}
-    default = open_store(place.default_dir, place.storage_options)
-    stores.setdefault(default.describe(), default)
-    found = find_last(list(stores.values()))
+    for folder in (place.default_dir, *place.earlier_dirs):
+        default = open_store(folder, place.storage_options)
+        stores.setdefault(default.describe(), default)
+        found = find_last(list(stores.values()))
+        if found is not None:
+            break
     if found is None:
         warnings.warn(f"{entry}(ckpt_path='last') found no checkpoint in {', '.join(stores)}: nothing is loaded"
                       + (" and a fresh run starts." if entry == "fit" else "."), stacklevel=4)

@@ -35,11 +35,12 @@ def _require_jsonargparse() -> None:
 
 
 def LightningArgumentParser(*args: Any, **kwargs: Any):  # noqa: N802 - Lightning's name for the parser class
-    """A ``jsonargparse.ArgumentParser`` (what ``add_arguments_to_parser`` receives)."""
+    """A ``jsonargparse.ArgumentParser`` with Lightning's ``add_lightning_class_args``, ``add_optimizer_args``
+    and ``add_lr_scheduler_args`` (what ``add_arguments_to_parser`` receives; ``ember.cli.parser``)."""
     _require_jsonargparse()
-    from jsonargparse import ArgumentParser
+    from ember.cli.parser import parser_class
 
-    return ArgumentParser(*args, **kwargs)
+    return parser_class()(*args, **kwargs)
 
 
 def log_dir_of(trainer) -> str:
@@ -84,8 +85,8 @@ class LightningCLI:
     records it in the configuration; an int seeds with it; False does not seed. ``args``: a list,
     a dict or None (``sys.argv``). ``run=False`` parses without subcommands and only builds the objects.
     ``parser_kwargs`` go to every parser, or per subcommand as ``{"fit": {...}}``.
-    ``auto_configure_optimizers`` is accepted for compatibility; ``--optimizer``/``--lr_scheduler``
-    are not added (the model's ``configure_optimizers`` decides).
+    ``auto_configure_optimizers``: add ``--optimizer`` and ``--lr_scheduler`` (``--optimizer=Adam
+    --optimizer.lr=0.01``); when given, they replace the model's ``configure_optimizers``.
     """
 
     def __init__(self, model_class: type | Callable | None = None, datamodule_class: type | Callable | None = None,
@@ -102,6 +103,7 @@ class LightningCLI:
         self.trainer_defaults = dict(trainer_defaults or {})
         self.seed_everything_default = seed_everything_default
         self.parser_kwargs = parser_kwargs or {}
+        self.auto_configure_optimizers = auto_configure_optimizers
         self.model_class = model_class or Module
         self._model_subclass = model_class is None or subclass_mode_model
         self.datamodule_class = datamodule_class
@@ -134,20 +136,34 @@ class LightningCLI:
         plain = {k: v for k, v in self.trainer_defaults.items() if _is_plain(v)}
         parser.add_class_arguments(self.trainer_class, "trainer", fail_untyped=False, instantiate=False,
                                    sub_configs=True)
+        _add_lightning_only_trainer_args(parser)
         if plain:
             parser.set_defaults({f"trainer.{k}": v for k, v in plain.items()})
         if self._model_subclass:
             parser.add_subclass_arguments(self.model_class, "model", fail_untyped=False, required=True)
         else:
             parser.add_class_arguments(self.model_class, "model", fail_untyped=False, sub_configs=True)
-        if self.datamodule_class is not None or self._data_subclass:
-            base = self.datamodule_class or object
-            if self._data_subclass and self.datamodule_class is not None:
-                parser.add_subclass_arguments(base, "data", fail_untyped=False, required=False)
-            elif self.datamodule_class is not None:
-                parser.add_class_arguments(base, "data", fail_untyped=False, sub_configs=True)
+        if self._data_subclass:  # as Lightning: any LightningDataModule, or none (``data: null``)
+            from ember.core.datamodule import LightningDataModule
+
+            base = self.datamodule_class or LightningDataModule
+            parser.add_subclass_arguments(base, "data", fail_untyped=False, required=False)
+        else:
+            parser.add_class_arguments(self.datamodule_class, "data", fail_untyped=False, sub_configs=True)
         self.add_arguments_to_parser(parser)
+        if self.auto_configure_optimizers:
+            if not parser._optimizers:
+                parser.add_optimizer_args()
+            if not parser._lr_schedulers:
+                parser.add_lr_scheduler_args()
         return parser
+
+    @staticmethod
+    def configure_optimizers(lightning_module, optimizer, lr_scheduler=None) -> Any:
+        """What the model's configure_optimizers returns with ``--optimizer``/``--lr_scheduler`` (override to change)."""
+        from ember.cli.parser import configure_optimizers
+
+        return configure_optimizers(lightning_module, optimizer, lr_scheduler)
 
     def _build_parser(self, run: bool):
         kwargs = dict(self.parser_kwargs)
@@ -191,11 +207,17 @@ class LightningCLI:
         init = self._section(self.config_init)
         self.datamodule = init.get("data")
         self.model = init["model"]
+        parser = self._subcommand_parsers.get(self.subcommand, self.parser)
+        from ember.cli.parser import add_configure_optimizers
+
+        add_configure_optimizers(self, parser, init)
+        self._extra_callbacks = [init[k] for k in getattr(parser, "callback_keys", []) if init.get(k) is not None]
         self.trainer = self.instantiate_trainer(dict(init["trainer"]))
 
     def instantiate_trainer(self, kwargs: dict) -> Any:
         objects = {k: v for k, v in self.trainer_defaults.items() if not _is_plain(v)}
         callbacks = _as_list(kwargs.pop("callbacks", None)) + _as_list(objects.pop("callbacks", None))
+        callbacks += getattr(self, "_extra_callbacks", [])  # those of add_lightning_class_args
         if self.save_config_callback is not None and self._run_subcommand_is_fit():
             parser = self._subcommand_parsers.get(self.subcommand, self.parser)  # the file works as --config
             callbacks.append(self.save_config_callback(parser, self._section(self.config), **self.save_config_kwargs))
@@ -229,6 +251,18 @@ def _loaders_for(name: str, datamodule: Any, params: Mapping[str, Any]) -> dict[
     if name == "fit":
         return {"train_dataloaders": loader("train_dataloader"), "val_dataloaders": loader("val_dataloader")}
     return {"dataloaders": loader(_LOADER_OF[name])} if "dataloaders" in params else {}
+
+
+def _add_lightning_only_trainer_args(parser) -> None:
+    """Lightning's Trainer arguments that ember takes only at their defaults (``ember.trainer.arguments``): in the
+    parser too, so that a configuration printed by Lightning's ``--print_config`` is accepted."""
+    from ember.trainer.arguments import NOT_IMPLEMENTED
+
+    known = {a.dest for a in parser._actions}
+    for name, default in NOT_IMPLEMENTED.items():
+        if f"trainer.{name}" not in known:
+            parser.add_argument(f"--trainer.{name}", type=Any, default=default,
+                                help=f"Lightning's; ember runs with the default ({default!r}) only")
 
 
 def _is_plain(value: Any) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from ember.errors import MisconfigurationError
 from ember.core.module import AttributeDict, _init_arguments
+from ember.core.pickling import dropped_for_pickling
 from ember.core.hooks import HparamsSurface
 
 LOADER_METHODS = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader",
@@ -40,6 +41,9 @@ class LightningDataModule(HparamsSurface):
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_ember_wrapped", False):
             cls.__init__ = _capturing(init)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dropped_for_pickling(self.__dict__)  # no Trainer, no recorded __init__ calls
 
     def __init__(self) -> None:
         self.__dict__.setdefault("_hparams", AttributeDict())

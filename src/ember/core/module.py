@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import warnings
 import os
 from argparse import Namespace
 from typing import Any, Mapping
@@ -101,6 +102,11 @@ class Module(ModelHooks, nn.Module):
                 return name
         return None
 
+    def __getstate__(self) -> dict[str, Any]:
+        from ember.core.pickling import dropped_for_pickling
+
+        return dropped_for_pickling(self.__dict__)  # as Lightning: pickles without the Trainer
+
     def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None) -> None:
         """Save the ``__init__`` arguments as ``self.hparams`` (and so in every checkpoint).
 
@@ -173,6 +179,10 @@ class Module(ModelHooks, nn.Module):
         batch size, sum, max, min); both levels give ``name_step`` and ``name_epoch``. ``value`` may be a
         metric object (``update``/``compute``/``reset``), computed and reset at the epoch's end."""
         sink = self.__dict__.get("_logged")
+        if sink is None and self.__dict__.get("_trainer") is None:  # Lightning: a warning, and nothing logged
+            warnings.warn("You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
+                          "model yet. This is most likely because the model hasn't been passed to the `Trainer`", stacklevel=2)
+            return
         if sink is None:
             raise MisconfigurationError(
                 f"self.log({name!r}, ...) was called outside trainer.fit() (or validate/test); log from a step "
@@ -256,9 +266,12 @@ class Module(ModelHooks, nn.Module):
         strict: bool = True,
         hparams_file=None,
         storage_options: dict | None = None,
+        weights_only: bool | None = None,
         **kwargs: Any,
     ):
         """Build the model from the checkpoint (a path or a URL) and load its weights.
+
+        ``weights_only`` changes nothing (ember files hold no pickle; Lightning files: a restricted unpickler).
 
         ``map_location`` takes what ``torch.load`` takes: a device, a dict ``{"cpu": "cuda:0"}`` or a
         function ``(storage, location) -> storage`` (ember files are saved from the CPU: location

@@ -15,7 +15,8 @@ from ember.distributed.launcher import launch
 from ember.distributed.strategy import DDPStrategy, ParallelStrategy
 from ember.errors import MisconfigurationError
 
-STRATEGIES = ("auto", "ddp", "fsdp")
+STRATEGIES = ("auto", "ddp", "fsdp", "ddp_spawn")
+ALIASES = {"ddp_spawn": "ddp"}  # ember launches processes that re-run the script (Lightning's "ddp" launch)
 
 
 def _devices(devices: Any, accelerator: str) -> int:
@@ -42,6 +43,7 @@ def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
         raise MisconfigurationError(
             f"strategy must be one of {list(STRATEGIES)}, DDPStrategy(...) or FSDPStrategy(...); received "
             f"strategy={strategy!r}.")
+    strategy = ALIASES.get(strategy, strategy) if isinstance(strategy, str) else strategy
     n = _devices(devices, accelerator)
     job = JobEnv.detect()
     if job is None and num_nodes > 1:

@@ -1,8 +1,10 @@
-"""Loggers (Lightning's names): ``Logger`` the interface, ``CSVLogger`` (the Trainer's default) and
-``TensorBoardLogger``. ``Trainer(logger=True | False | Logger | [Logger, ...])``."""
+"""Loggers (Lightning's names): ``Logger`` the interface, ``CSVLogger`` and
+``TensorBoardLogger`` (the Trainer's default when tensorboard is installed). ``Trainer(logger=True | False |
+Logger | [Logger, ...])``."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -18,16 +20,26 @@ globals().update(_not_supported.install("loggers"))
 LightningLoggerBase = Logger  # the name in PyTorch Lightning < 1.7
 
 __all__ = ["CSVLogger", "CometLogger", "DummyLogger", "LightningLoggerBase", "LitLogger", "Logger", "LoggerGroup",
-           "MLFlowLogger", "TensorBoardLogger", "WandbLogger", "checkpoint_dir", "rank_zero_experiment",
+           "MLFlowLogger", "TensorBoardLogger", "WandbLogger", "checkpoint_dir", "default_logger", "rank_zero_experiment",
            "resolve_loggers", "run_dir"]
 
-DEFAULT_NAME = "logs"  # the Trainer's own CSVLogger: <default_root_dir>/logs/version_N (the README's path)
+DEFAULT_NAME = "lightning_logs"  # the Trainer's own logger: <default_root_dir>/lightning_logs/version_N (Lightning's)
+
+
+def default_logger(default_root_dir: str | os.PathLike, storage_options: dict | None = None) -> Logger:
+    """``Trainer(logger=True)``: Lightning's default, a TensorBoardLogger under ``lightning_logs/version_N/``
+    when tensorboard is installed, a CSVLogger there otherwise (and for remote folders: it writes through
+    fsspec, TensorBoard's writer does not take ``storage_options``)."""
+    root = os.fspath(default_root_dir)
+    if "://" not in root and importlib.util.find_spec("tensorboard") is not None:
+        return TensorBoardLogger(root, name=DEFAULT_NAME)
+    return CSVLogger(root, name=DEFAULT_NAME, storage_options=storage_options)
 
 
 def resolve_loggers(logger: Any, default_root_dir: str | os.PathLike, storage_options: dict | None = None) -> list:
-    """``Trainer(logger=...)`` -> the list of loggers: True is a CSVLogger under the root, False/None none."""
+    """``Trainer(logger=...)`` -> the list of loggers: True is ``default_logger``, False/None none."""
     if logger is True:
-        return [CSVLogger(default_root_dir, name=DEFAULT_NAME, storage_options=storage_options)]
+        return [default_logger(default_root_dir, storage_options)]
     if logger is False or logger is None:
         return []
     loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
@@ -39,15 +51,45 @@ def resolve_loggers(logger: Any, default_root_dir: str | os.PathLike, storage_op
     return loggers
 
 
-def checkpoint_dir(logger: Any, loggers: list, default_root_dir: str | os.PathLike) -> str:
-    """Where checkpoints go when no dirpath is given: ``<default_root_dir>/checkpoints`` with the
-    default logger (the seed page's path), ``<log_dir of the first logger>/checkpoints`` when loggers
-    were given (Lightning's ``lightning_logs/version_N/checkpoints``)."""
+def checkpoint_dir(loggers: list, default_root_dir: str | os.PathLike) -> str:
+    """THE default checkpoint folder (a ModelCheckpoint without ``dirpath``; ``ckpt_path="last"``), as
+    Lightning places it: ``<save_dir>/<name>/<version>/checkpoints`` of the first logger (the default
+    logger's ``lightning_logs/version_N/checkpoints``), ``<default_root_dir>/checkpoints`` without loggers."""
     root = os.fspath(default_root_dir)
-    if logger is True or not loggers:
-        return os.path.join(root, "checkpoints")
-    log_dir = getattr(loggers[0], "log_dir", None)
-    return os.path.join(root, "checkpoints") if log_dir is None else f"{os.fspath(log_dir).rstrip('/')}/checkpoints"
+    if not loggers:
+        return _join(root, "checkpoints")
+    first = loggers[0]
+    save_dir = getattr(first, "save_dir", None)
+    save_dir = root if save_dir is None else os.fspath(save_dir)
+    version = getattr(first, "version", None)
+    version = version if isinstance(version, str) else f"version_{version}"
+    name = getattr(first, "name", None)
+    parts = [str(name)] if name else []  # Lightning's os.path.join drops an empty name
+    return _join(save_dir, *parts, version, "checkpoints")
+
+
+def earlier_checkpoint_dirs(loggers: list) -> list[str]:
+    """The checkpoint folders of the first logger's earlier versions, newest first
+    (``lightning_logs/version_1/checkpoints``, ``version_0/...``): where ``ckpt_path="last"`` looks when
+    this run's own folder (a new version) holds none, so a new process resumes the run it replaces."""
+    if not loggers or not isinstance(getattr(loggers[0], "version", None), int):
+        return []
+    first = loggers[0]
+    save_dir, name = getattr(first, "save_dir", None), getattr(first, "name", None)
+    if save_dir is None or "://" in os.fspath(save_dir):
+        return []
+    root = os.path.join(os.fspath(save_dir), str(name)) if name else os.fspath(save_dir)
+    found = [int(n[len("version_"):]) for n in (os.listdir(root) if os.path.isdir(root) else [])
+             if n.startswith("version_") and n[len("version_"):].isdigit()]
+    return [os.path.join(root, f"version_{v}", "checkpoints") for v in sorted(found, reverse=True)
+            if v != first.version]
+
+
+def _join(root: str, *parts: str) -> str:
+    """os.path.join for local folders; '/' for URLs (s3://bucket/...)."""
+    if "://" in root:
+        return "/".join([root.rstrip("/"), *parts])
+    return os.path.join(root, *parts)
 
 
 def run_dir(logger: Any, default_root_dir: str | os.PathLike) -> str:

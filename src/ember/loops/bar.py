@@ -11,6 +11,22 @@ class _NoBar:
     def close(self) -> None: ...
 
 
+class _EvalBar:
+    """A sanity-check, validation, test or prediction pass over one loader (Lightning's
+    ``Validation DataLoader 0``): drawn below the epoch's bar and cleared when done."""
+
+    def __init__(self, desc: str, total: int | None) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False, mininterval=0.2)
+
+    def update(self, *args: Any) -> None:
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 class _EpochBar:
     EVERY = 16  # batches per redraw check: tqdm and reading the loss (a device sync) cost per call
 
@@ -50,3 +66,7 @@ class FitBar:
 
     def start_epoch(self, epoch: int, total: int | None, initial: int):
         return _EpochBar(epoch, total, initial) if self.enabled else _NoBar()
+
+    def start_eval(self, title: str, dataloader_idx: int, total: int | None):
+        """The bar of one loader's evaluation pass (``title``: "Sanity Checking", "Validation", ...)."""
+        return _EvalBar(f"{title} DataLoader {dataloader_idx}", total) if self.enabled else _NoBar()

@@ -7,6 +7,7 @@ the module overrides ``on_*_model_train``)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,7 +16,7 @@ import torch
 
 from ember import compat
 from ember.loops.data import length, limit_batches
-from ember.loops.hooks import Hooks
+from ember.loops.hooks import Hooks, takes_batch_idx
 from ember.loops.results import MetricsHub, Results, as_float, defaults_for
 from ember.seed import preserved_rng
 
@@ -39,6 +40,7 @@ STAGES = {
     "test": Stage("test", "test_step", "on_test_model_eval", "on_test_model_train", "Test"),
     "predict": Stage("predict", "predict_step", "on_predict_model_eval", None, "Predict"),
 }
+BAR_TITLES = {"validate": "Validation", "sanity": "Sanity Checking", "test": "Testing", "predict": "Predicting"}
 
 
 class LogSink:
@@ -68,11 +70,13 @@ class EvalLoop:
 
     def __init__(self, stage: str, module, hooks: Hooks, sink: LogSink, hub: MetricsHub, *, device: torch.device,
                  precision, inference_mode: bool = True, reduce: Callable | None = None,
-                 step: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+                 step: Callable[[], tuple[int, int]] = lambda: (0, 0), bar: Any = None) -> None:
         self.stage, self.names = stage, STAGES[stage]
         self.module, self.hooks, self.sink, self.hub = module, hooks, sink, hub
         self.device, self.precision, self.inference_mode, self.reduce = device, precision, inference_mode, reduce
         self.step = step  # (global step, epoch) for the logger
+        self.bar = bar  # the Trainer's ProgressBar (None: no bars)
+        self.with_batch_idx = takes_batch_idx(getattr(module, self.names.step, None))  # step(self, batch) works
 
     def run(self, loaders: list, limit: int | float, return_predictions: bool = False) -> list:
         """Validate/test: one dict of epoch metrics per loader. Predict: the predict_step outputs
@@ -107,41 +111,59 @@ class EvalLoop:
         return _per_loader(views.returned, len(loaders))
 
     def _run_loader(self, loader, i: int, several: bool, limit, outputs: list | None) -> None:
-        call, n, sink = self.hooks, self.names, self.sink
         extra = (i,) if several else ()
         n_batches = limit_batches(limit, length(loader))
+        bar = None
+        if self.bar is not None:
+            bar = self.bar.start_eval(BAR_TITLES[self.stage], i, None if math.isinf(n_batches) else int(n_batches))
+        try:
+            self._batches(loader, i, extra, n_batches, outputs, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _batches(self, loader, i: int, extra: tuple, n_batches, outputs: list | None, bar) -> None:
+        call, n, sink = self.hooks, self.names, self.sink
         for batch_idx, batch in enumerate(loader):
             if batch_idx >= n_batches:
                 break
             batch = sink.batch = call.transfer(batch, self.device, i)
             call(f"on_{n.prefix}_batch_start", batch, batch_idx, *extra)
             with self.precision.autocast():
-                out = call.module_hook(n.step, batch, batch_idx, *extra)
+                out = call.module_hook(n.step, batch, *((batch_idx,) if self.with_batch_idx else ()), *extra)
             if self.stage in ("validate", "sanity"):
                 for k, v in compat.validation_outputs(out).items():  # the seed's dict-returning validation_step
                     sink(k, v, on_step=False, on_epoch=True)
             if outputs is not None:
                 outputs.append(out)
             step_views = sink.results.take_step()
-            if self.stage != "sanity" and step_views.log:
-                self.hub.publish(step_views, to_logger=True, step=self.step()[0], epoch=self.step()[1])
+            if step_views.log:
+                self._publish(step_views)
             call(f"on_{n.prefix}_batch_end", out, batch, batch_idx, *extra)
+            if bar is not None:
+                bar.update()
 
     def _end(self, results: Results):
         call, n = self.hooks, self.names
-        live = self.stage != "sanity"
-        if live:
-            self.hub.live = results  # callbacks see what on_*_epoch_end logs while the hooks run
+        self.hub.live = results  # callbacks see what on_*_epoch_end logs while the hooks run
         try:
             call(f"on_{n.prefix}_epoch_end")
         finally:
             self.hub.live = None
         views = results.epoch()
-        if live:
-            step, epoch = self.step()
-            self.hub.publish(views, to_logger=True, step=step, epoch=epoch)
+        self._publish(views)
         call(f"on_{n.prefix}_end")
         return views
+
+    def _publish(self, views) -> None:
+        """The values to the Trainer's dicts and the logger. The sanity check's reach the dicts only (as in
+        Lightning, callbacks see them until training starts); the logger never gets them."""
+        if self.stage == "sanity":
+            self.hub.callback.update(views.callback)
+            self.hub.logged.update(views.log)
+            return
+        step, epoch = self.step()
+        self.hub.publish(views, to_logger=True, step=step, epoch=epoch)
 
     def _restore_modes(self, modes: list) -> None:
         train_hook = self.names.model_train

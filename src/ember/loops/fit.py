@@ -17,8 +17,8 @@ from ember.checkpoint.state import gradients, restore_gradients
 from ember.loops.data import ResumableLoader, length, limit_batches
 from ember.errors import MisconfigurationError
 from ember.loops.evaluation import EvalLoop, LogSink
-from ember.loops.parts import FitParts, batch_outputs, val_loaders_of  # noqa: F401 - FitParts: re-exported
-from ember.loops.hooks import Hooks, overrides
+from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  # noqa: F401 - re-exported
+from ember.loops.hooks import Hooks, overrides, takes_batch_idx
 from ember.core.optimizer import ManualSteps, StepCounted, Toggled, check_manual_settings
 from ember.loops.results import MetricsHub, Results, as_float
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
@@ -35,6 +35,7 @@ class Progress:
     batch: int = 0            # batches consumed in this epoch
     global_step: int = 0      # optimizer steps taken
     epoch_done: bool = False  # the epoch finished (validation, schedulers and epoch-end hooks ran)
+    batches_stepped: int = 0  # batches that ended in an optimizer step (all, by hand): the loggers' step count
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,17 +43,7 @@ class Progress:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k in ("epoch", "batch", "global_step", "epoch_done"):
             setattr(self, k, state[k])
-
-
-def loss_of(output: Any) -> torch.Tensor | None:
-    if output is None or isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict) and "loss" in output:
-        return output["loss"]
-    raise MisconfigurationError(
-        f"training_step must return a loss tensor, a dict with a 'loss' entry, or None (skip the batch); "
-        f"received {type(output).__name__}{' with keys ' + str(sorted(output)) if isinstance(output, dict) else ''}."
-    )
+        self.batches_stepped = state.get("batches_stepped", self.global_step)  # files written before it existed
 
 
 class FitLoop(ManualSteps):
@@ -76,6 +67,7 @@ class FitLoop(ManualSteps):
         self.optimizer_stepped = False
         self.is_last_batch = False
         self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
+        self.ended_part_way = False  # training ended mid-epoch after the epoch's hooks (max_steps, should_stop)
         self.last_loss: torch.Tensor | None = None
         self.results = sink.results = Results(training=True)  # on_train_start may log too
         self.reduce = reduce
@@ -86,10 +78,12 @@ class FitLoop(ManualSteps):
                                 for o in parts.optimizers]
         self.toggled = Toggled()
         self._pending_grads = False  # backward ran since the last optimizer step (a window is open)
+        self._last_stepped = False  # the latest batch ended in an optimizer step (or was a manual one)
         self._in_step = False  # inside the loop's own optimizer step (module.optimizer_step may step)
         self._resume: dict[str, Any] | None = None  # the checkpoint's loop state, consumed by the first epoch
         module = parts.module
         self.per_optimizer = "optimizer_idx" in inspect.signature(module.training_step).parameters
+        self.with_batch_idx = takes_batch_idx(module.training_step)  # training_step(self, batch) is fine
         from ember.core.module import Module
 
         self._custom = {h: overrides(module, Module, h) for h in
@@ -149,11 +143,18 @@ class FitLoop(ManualSteps):
         n = self.settings.num_sanity_val_steps
         if n and self.parts.val_loaders and self.settings.limit_val_batches:
             self.eval_loop("sanity").run(self.parts.val_loaders, 1.0 if n == -1 else n)
+            self.hub.reset()  # Lightning: what the sanity check logged is gone when training starts
 
     def eval_loop(self, stage: str) -> EvalLoop:
+        """Under ``no_grad`` whatever ``inference_mode`` says (Lightning's): a step may ``enable_grad()``."""
         return EvalLoop(stage, self.parts.module, self.call, self.sink, self.hub, device=self.parts.device,
-                        precision=self.parts.precision, inference_mode=self.settings.inference_mode,
-                        reduce=self.reduce, step=lambda: (self.progress.global_step, self.progress.epoch))
+                        precision=self.parts.precision, inference_mode=False,
+                        reduce=self.reduce, step=lambda: (self.log_step(), self.progress.epoch), bar=self.bar)
+
+    def log_step(self) -> int:
+        """The step the loggers get, as Lightning numbers it: batches that stepped before the latest one
+        (so ``log_every_n_steps=4`` logs at 3, 7, ...; epoch-end values at the last batch's number)."""
+        return self.progress.batches_stepped - int(self._last_stepped)
 
     def _start_epoch(self, validated_after):
         """The epoch's batch iterator, resumed part-way when the loop was restored mid-epoch.
@@ -208,7 +209,7 @@ class FitLoop(ManualSteps):
             p.batch = batch_idx + 1
             self.after_batch()
             self.call("on_train_batch_end", outputs, batch, batch_idx)
-            if val_every and p.batch % val_every == 0 and not is_last:
+            if not is_last and self._validate_now(val_every):
                 self.validate()
             bar.update(p.global_step, self.last_loss, self.hub.pbar, self.hub.pbar.keys())
             batch_idx += 1
@@ -219,6 +220,7 @@ class FitLoop(ManualSteps):
                 if not is_last and (self._stop_now() or self.settings.limits_reached(p.epoch, p.global_step)):
                     bar.close()
                     self.epoch_end_hooks()  # Lightning: ended part-way, but the epoch's hooks still run
+                    self.ended_part_way = True  # ... and then counts the epoch as done (current_epoch)
                     return
         self.sink.batch = None
         if self._pending_grads and not self.manual:  # a loader without a length ended inside a window
@@ -226,6 +228,14 @@ class FitLoop(ManualSteps):
             self.after_batch()
         bar.close()
         self.end_epoch(validate=self._val_due(val_every, p.batch))
+
+    def _validate_now(self, val_every: int) -> bool:
+        """Validation after this batch: every ``val_every`` batches, or (Lightning) before a stop part-way
+        through an epoch that validates (``max_time``'s Timer, ``trainer.should_stop`` in a batch hook)."""
+        if val_every and self.progress.batch % val_every == 0:
+            return True
+        boundary = self.optimizer_stepped or self.manual
+        return boundary and self._stop_now() and self._val_due(0, self.progress.batch)
 
     def _stop_now(self) -> bool:
         return self.should_stop and self.settings.minimum_reached(self.progress.epoch, self.progress.global_step)
@@ -260,7 +270,7 @@ class FitLoop(ManualSteps):
         finally:
             self.in_epoch_end = False
             self.hub.live = None
-        self.hub.publish(self.results.epoch(), to_logger=True, step=p.global_step, epoch=p.epoch)
+        self.hub.publish(self.results.epoch(), to_logger=True, step=self.log_step(), epoch=p.epoch)
         if self.hub.logger is not None:
             self.hub.logger.flush()
 
@@ -303,16 +313,16 @@ class FitLoop(ManualSteps):
         try:
             if self.manual:
                 with self.parts.precision.autocast():
-                    out = (self.parts.training_step or module.training_step)(batch, batch_idx)
+                    out = (self.parts.training_step or module.training_step)(*self._step_args(batch, batch_idx))
                 if isinstance(out, torch.Tensor) or (isinstance(out, dict) and "loss" in out):
                     self.last_loss = loss_of(out).detach()  # shown, never stepped: training_step steps
                 return batch_outputs(out, 1)
             accum = self.accumulate_grad_batches
             if self.per_optimizer:
-                outputs = [self._backward_for(opt, (batch, batch_idx, i), accum, batch_idx)
+                outputs = [self._backward_for(opt, (*self._step_args(batch, batch_idx), i), accum, batch_idx)
                            for i, opt in enumerate(self.parts.optimizers)]
             else:
-                outputs = self._backward_for(None, (batch, batch_idx), accum, batch_idx)
+                outputs = self._backward_for(None, self._step_args(batch, batch_idx), accum, batch_idx)
         finally:
             call.current_fx = outer
         if (batch_idx + 1) % accum == 0 or is_last:
@@ -320,6 +330,9 @@ class FitLoop(ManualSteps):
         if self.per_optimizer:
             return [batch_outputs(o, accum) for o in outputs]
         return batch_outputs(outputs, accum)
+
+    def _step_args(self, batch: Any, batch_idx: int) -> tuple:
+        return (batch, batch_idx) if self.with_batch_idx else (batch,)
 
     def _backward_for(self, optimizer, step_args: tuple, accum: int, batch_idx: int) -> Any:
         """training_step(*step_args) and its backward (with only ``optimizer``'s parameters, if given)."""
@@ -384,6 +397,8 @@ class FitLoop(ManualSteps):
                 if cfg.interval == "step" and step % cfg.frequency == 0:
                     self.step_scheduler(cfg, self.hub.callback)
         views = self.results.take_step()
-        boundary = self.optimizer_stepped or self.manual
-        self.hub.publish(views, to_logger=boundary and step % self.settings.log_every_n_steps == 0,
-                         step=step, epoch=self.progress.epoch)
+        p, self._last_stepped = self.progress, self.optimizer_stepped or self.manual
+        p.batches_stepped += self._last_stepped
+        logged = self.log_step()  # Lightning logs every n-th batch by this count
+        due = self._last_stepped and (logged + 1) % self.settings.log_every_n_steps == 0  # not mid-window
+        self.hub.publish(views, to_logger=due or self.should_stop, step=logged, epoch=p.epoch)

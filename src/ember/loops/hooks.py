@@ -3,6 +3,7 @@ dispatch of one hook to the module and every callback that overrides it."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from ember.core.callback import Callback
@@ -126,3 +127,17 @@ def _targets(module, callbacks: list[Callback], hook: str, monitoring: bool | No
     if monitoring is not True and callable(getattr(module, hook, None)) and overrides(module, Module, hook):
         targets.append((getattr(module, hook), False))
     return targets
+
+
+def takes_batch_idx(step: Callable[..., Any] | None) -> bool:
+    """Whether a step method takes ``batch_idx`` (Lightning reads the signature: ``training_step(self, batch)``
+    is called without it). Yes when it names ``batch_idx``, takes ``*args`` or has two positional parameters."""
+    if step is None:
+        return True
+    try:
+        params = list(inspect.signature(step).parameters.values())
+    except (TypeError, ValueError):  # a builtin or an odd callable: pass everything
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return (any(p.name == "batch_idx" for p in params) or any(p.kind is p.VAR_POSITIONAL for p in params)
+            or len(positional) >= 2)

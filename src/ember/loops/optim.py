@@ -28,6 +28,7 @@ class SchedulerConfig:
     frequency: int = 1
     monitor: str | None = None
     strict: bool = True
+    name: str | None = None  # LearningRateMonitor logs this scheduler's optimizer under it (Lightning's key)
 
     @property
     def reduce_on_plateau(self) -> bool:
@@ -57,6 +58,7 @@ def _scheduler_config(item: Any, monitor: str | None = None) -> SchedulerConfig:
             frequency=item.get("frequency", 1),
             monitor=item.get("monitor", monitor),
             strict=item.get("strict", True),
+            name=item.get("name"),
         )
     else:
         cfg = SchedulerConfig(scheduler=item, monitor=monitor)

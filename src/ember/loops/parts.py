@@ -62,7 +62,7 @@ def as_loaders(loaders: Any) -> list:
 
 
 def val_loaders_of(model, val: Any) -> list:
-    return as_loaders(val) if hasattr(model, "validation_step") else []
+    return as_loaders(val) if callable(getattr(model, "validation_step", None)) else []  # None: no validation
 
 
 def batch_outputs(output: Any, accum: int) -> dict:
@@ -78,3 +78,14 @@ def batch_outputs(output: Any, accum: int) -> dict:
             return {**output, "loss": loss.detach() / accum if accum > 1 else loss.detach()}
         return dict(output)
     return output  # manual optimization may return anything
+
+
+def loss_of(output: Any) -> torch.Tensor | None:
+    if output is None or isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict) and "loss" in output:
+        return output["loss"]
+    raise MisconfigurationError(
+        f"training_step must return a loss tensor, a dict with a 'loss' entry, or None (skip the batch); "
+        f"received {type(output).__name__}{' with keys ' + str(sorted(output)) if isinstance(output, dict) else ''}."
+    )

@@ -83,7 +83,7 @@ def batch_size_of(batch: Any) -> int:
 
 def reduce_name(reduce_fx: Any) -> str:
     """``"mean"``/``"sum"``/``"max"``/``"min"``, also given as torch.mean, torch.sum, max, min..."""
-    name = reduce_fx if isinstance(reduce_fx, str) else getattr(reduce_fx, "__name__", None)
+    name = reduce_fx.lower() if isinstance(reduce_fx, str) else getattr(reduce_fx, "__name__", None)  # "MAX" too
     name = {"avg": "mean", "amax": "max", "amin": "min"}.get(name, name)
     if name not in REDUCTIONS:
         raise MisconfigurationError(f"reduce_fx must be one of {list(REDUCTIONS)} (or torch.mean, torch.sum, "
@@ -112,7 +112,7 @@ class Views:
 
 class _Entry:
     __slots__ = ("name", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync", "metric", "total",
-                 "weight", "step_value")
+                 "weight", "step_value", "fx")
 
     def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str,
                  sync: bool) -> None:
@@ -168,9 +168,13 @@ class Results:
             sync_dist: bool = False, batch_size: int | None = None, batch: Any = None) -> None:
         on_step, on_epoch = defaults_for(fx, on_step, on_epoch, name)
         entry = self.entries.get(name)
+        if entry is not None and entry.fx == fx and not _same_call(entry, on_step, on_epoch, prog_bar, logger, reduce_fx):
+            raise MisconfigurationError(f"You called `self.log({name}, ...)` twice in `{fx}` with different arguments. "
+                                        "This is not allowed (Lightning refuses it too): log it once per step.")
         if entry is None or (entry.on_step, entry.on_epoch) != (on_step, on_epoch):
             entry = self.entries[name] = _Entry(name, on_step, on_epoch, bool(prog_bar), bool(logger),
                                                 reduce_name(reduce_fx), bool(sync_dist))
+            entry.fx = fx
         if not isinstance(value, (torch.Tensor, float, int)) and is_metric(value):
             entry.metric = value
             if on_step:
@@ -228,6 +232,13 @@ class Results:
         return out
 
 
+def _same_call(entry: _Entry, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce_fx: Any) -> bool:
+    """Whether a second ``self.log`` of one name in one hook has the arguments of the first (Lightning requires it)."""
+    if (entry.on_step, entry.on_epoch, entry.prog_bar, entry.logger) != (on_step, on_epoch, bool(prog_bar), bool(logger)):
+        return False
+    return entry.reduce == (reduce_fx if reduce_fx == "mean" else reduce_name(reduce_fx))
+
+
 class MetricsHub:
     """The Trainer's view of everything logged: the three dicts, and the logger they are sent to.
     ``live`` is a stage whose epoch has ended but whose epoch-end hooks are still running: its values
@@ -251,6 +262,7 @@ class MetricsHub:
     def publish(self, views: Views, *, to_logger: bool, step: int, epoch: int) -> None:
         self.callback.update(views.callback)
         self.pbar.update(views.pbar)
+        if views.log:
+            self.logged.update(views.log)  # Lightning's logged_metrics: the latest values, sent or not
         if to_logger and views.log and self.logger is not None:
-            self.logged.update(views.log)
             self.logger.log_metrics({k: as_float(v) for k, v in views.log.items()}, step=step, epoch=epoch)

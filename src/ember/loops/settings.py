@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -64,6 +65,8 @@ class FitSettings:
     """Send step metrics to the logger every n optimizer steps."""
     precision: str = "32"
     """``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (aliases such as 16 and "bf16" are accepted)."""
+    epochs_defaulted: bool = field(default=False, init=False)
+    """max_epochs and max_steps were both unset: max_epochs became 1000."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -72,6 +75,7 @@ class FitSettings:
                 set_(self, f.name, f.default)
         max_steps = None if self.max_steps == -1 else self.max_steps
         max_epochs = self.max_epochs
+        set_(self, "epochs_defaulted", max_epochs is None and max_steps is None)  # fit warns, as Lightning
         if max_epochs is None and max_steps is None:
             max_epochs = 1000
         for name, value in (("max_epochs", max_epochs), ("max_steps", max_steps)):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import functools
+import inspect
 import logging
 import os
 import warnings
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, RandomSampler
 
 from ember import compat
 from ember.callbacks.model_checkpoint import ModelCheckpoint
@@ -16,8 +21,8 @@ from ember.errors import MisconfigurationError
 from ember.loops.hooks import keyed
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
-    "max_time": None, "overfit_batches": 0.0, "plugins": None, "sync_batchnorm": False,
-    "use_distributed_sampler": True, "barebones": False, "model_registry": None,
+    "plugins": None, "sync_batchnorm": False,
+    "use_distributed_sampler": True, "barebones": False, "model_registry": None, "enable_autolog_hparams": True,
 }  # fmt: skip
 NOT_IMPLEMENTED["enable_autolog_hparams"] = True  # ember always logs hyperparameters (not_supported.py)
 REMOVED = {  # Lightning 1.x names that Lightning 2.x no longer takes, and what replaced them
@@ -154,37 +159,39 @@ def apply_backend_flags(deterministic: bool | str | None, benchmark: bool | None
         torch.backends.cudnn.benchmark = False
 
 
-def log_summary(module: torch.nn.Module) -> None:
-    """The summary at fit start, on the ``ember`` logger at INFO: shown where logging is configured
-    (``logging.basicConfig(level=logging.INFO)``), silent otherwise, so stdout and stderr stay the program's."""
+def console() -> logging.Logger:
+    """The ``ember`` logger, set up as Lightning sets up its own: INFO messages (the model summary, why fit
+    stopped, hints about the flags) to stderr, unless the program configured logging itself (a root
+    handler: then they go there, at the level it chose)."""
     log = logging.getLogger("ember")
-    if log.isEnabledFor(logging.INFO):
-        log.info("\n%s", model_summary(module))
+    if not log.handlers and not logging.getLogger().hasHandlers():
+        log.setLevel(logging.INFO)
+        log.addHandler(logging.StreamHandler())
+        log.propagate = False
+    return log
 
 
-def model_summary(module: torch.nn.Module) -> str:
-    """A short table of the module's direct children: name, type, parameters; then the totals.
+def log_summary(module: torch.nn.Module) -> None:
+    """The model summary table at fit start (Lightning prints it by default; enable_model_summary=False
+    turns it off)."""
+    from ember.utilities.model_summary import ModelSummary
 
-    Kept tiny on purpose; the ModelSummary callback (``ember.callbacks.model_summary``), where
-    present, is the full one."""
-    rows = [(name, type(child).__name__, sum(p.numel() for p in child.parameters()))
-            for name, child in module.named_children()]
-    total = sum(p.numel() for p in module.parameters())
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    w = max([len(r[0]) for r in rows] + [4])
-    t = max([len(r[1]) for r in rows] + [4])
-    lines = [f"  | {'Name':<{w}} | {'Type':<{t}} | Params", "-" * (w + t + 18)]
-    lines += [f"{i} | {n:<{w}} | {k:<{t}} | {_count(c)}" for i, (n, k, c) in enumerate(rows)]
-    lines += ["-" * (w + t + 18), f"{_count(trainable)} Trainable params",
-              f"{_count(total - trainable)} Non-trainable params", f"{_count(total)} Total params"]
-    return "\n".join(lines)
+    console().info("\n%s", ModelSummary(module, max_depth=1))
 
 
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return str(n)
+def log_stop(trainer: Any) -> None:
+    """Lightning's closing line of fit: which limit ended it."""
+    s, p = trainer.settings, trainer.fit_loop.progress
+    if s.max_steps is not None and 0 <= s.max_steps <= p.global_step:
+        reason = f"`max_steps={s.max_steps}` reached"
+    elif trainer.should_stop:
+        reason = "`trainer.should_stop` was set"
+    elif s.max_epochs is not None and 0 <= s.max_epochs <= trainer.current_epoch:
+        reason = f"`max_epochs={s.max_epochs}` reached"
+    else:
+        return
+    if trainer.is_global_zero:
+        console().info("`Trainer.fit` stopped: %s.", reason)
 
 
 def with_module_callbacks(callbacks: list, module) -> list:
@@ -217,3 +224,162 @@ def build_callbacks(enable_checkpointing, checkpoint_callback, callbacks) -> lis
         out.append(ModelCheckpoint())
     keyed(out)
     return out
+
+
+def overfit(overfit_batches: int | float, limit_train: int | float, limit_val: int | float) -> tuple:
+    """``(overfit_batches, limit_train_batches, limit_val_batches)``: with ``overfit_batches`` (an int count or
+    a float fraction) set, Lightning trains and validates on that many first batches every epoch."""
+    v = overfit_batches
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and v > 1.0):
+        raise MisconfigurationError(f"overfit_batches must be an int >= 0 (batches) or a float in [0, 1]; "
+                                    f"received {v!r}.")
+    return (v, v, v) if v else (v, limit_train, limit_val)
+
+
+def for_overfit(loaders: Any, trainer: Any, kind: str) -> Any:
+    """With ``overfit_batches``, fit's loaders read in order (Lightning turns shuffling off, warning)."""
+    if not trainer.overfit_batches or loaders is None:
+        return loaders
+    if isinstance(loaders, (list, tuple)):
+        return type(loaders)(for_overfit(dl, trainer, kind) for dl in loaders)
+    if type(loaders) is not DataLoader or not isinstance(loaders.sampler, RandomSampler):
+        return loaders  # already in order, or a loader ember cannot rebuild: left as it is
+    warnings.warn(f"You requested to overfit but enabled {kind} dataloader shuffling. We are turning off the {kind} "
+                  "dataloader shuffling for you.", stacklevel=3)
+    dl = loaders
+    extra = dict(prefetch_factor=dl.prefetch_factor, persistent_workers=dl.persistent_workers) if dl.num_workers else {}
+    return DataLoader(dl.dataset, batch_size=dl.batch_size, shuffle=False, num_workers=dl.num_workers,
+                      collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, drop_last=dl.drop_last, timeout=dl.timeout,
+                      worker_init_fn=dl.worker_init_fn, multiprocessing_context=dl.multiprocessing_context,
+                      generator=dl.generator, **extra)
+
+
+NONE_IS_DEFAULT = ("logger", "enable_checkpointing", "enable_progress_bar", "log_every_n_steps", "enable_model_summary",
+                   "num_sanity_val_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+                   "limit_predict_batches", "val_check_interval", "precision", "accumulate_grad_batches")
+
+
+def defaults_from_env(init):
+    """Lightning's ``PL_<CLASS>_<ARGUMENT>`` environment defaults (``PL_TRAINER_MAX_EPOCHS=3``): read for
+    every ``__init__`` argument not passed, values parsed as Python literals (else kept as strings).
+    As in Lightning, None passed for the arguments of ``NONE_IS_DEFAULT`` means their default (a
+    configuration printed by Lightning's CLI has ``logger: null``, ``limit_train_batches: null``, ...)."""
+
+    @functools.wraps(init)
+    def with_env_defaults(self, *args: Any, **kwargs: Any) -> None:
+        names = [n for n in inspect.signature(init).parameters if n not in ("self", "kwargs")]
+        kwargs.update(zip(names, args))
+        for name in NONE_IS_DEFAULT:
+            if name in kwargs and kwargs[name] is None:
+                del kwargs[name]
+        prefix = f"PL_{type(self).__name__.upper()}_"
+        for name in names:
+            raw = os.environ.get(prefix + name.upper())
+            if raw and name not in kwargs:
+                try:
+                    kwargs[name] = ast.literal_eval(raw)
+                except (ValueError, SyntaxError):
+                    kwargs[name] = raw
+        init(self, **kwargs)
+
+    return with_env_defaults
+
+
+def without_checkpoints(callbacks) -> list:
+    """fast_dev_run: the callbacks without checkpointing ones."""
+    from ember.core.callback import Callback
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+    return [cb for cb in ([callbacks] if isinstance(callbacks, Callback) else callbacks or [])
+            if not isinstance(cb, ModelCheckpoint)]
+
+
+@contextlib.contextmanager
+def anomaly(enabled: bool):
+    """``detect_anomaly=True``: autograd's anomaly detection around fit."""
+    if not enabled:
+        yield
+        return
+    with torch.autograd.set_detect_anomaly(True):
+        yield
+
+
+INIT_DOC = """Set up a Trainer (every argument has Lightning's meaning; ``help(ember.Trainer)`` lists them).
+
+Args:
+    accelerator: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"gpu"``.
+    strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"`` (run as ``"ddp"``), ``"fsdp"``, or a strategy object.
+    devices: how many devices (or which), ``"auto"`` for all the accelerator has.
+    num_nodes: machines in a multi-node job.
+    precision: ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (16, "bf16" and the like are accepted).
+    logger: True (the default TensorBoardLogger, a CSVLogger without tensorboard, in
+        ``<default_root_dir>/lightning_logs/version_N``), False for none, a logger or a list of loggers.
+    callbacks: a callback or a list of them (a ModelCheckpoint is added when checkpointing is on).
+    fast_dev_run: True or n: run n batches of every stage once, without checkpoints or loggers.
+    max_epochs: stop after this many epochs (None with max_steps unset: 1000; -1: no limit).
+    min_epochs: a stop request (EarlyStopping, should_stop) waits until this many epochs are done.
+    max_steps: stop after this many optimizer steps (-1 or None: no limit).
+    min_steps: a stop request waits until this many optimizer steps are taken.
+    limit_train_batches: batches per training epoch: an int count or a float fraction of the loader.
+    limit_val_batches: batches per validation: an int count or a float fraction.
+    limit_test_batches: batches per test loader: an int count or a float fraction.
+    limit_predict_batches: batches per prediction loader: an int count or a float fraction.
+    val_check_interval: validate every n training batches (int), or n times per epoch (float fraction).
+    check_val_every_n_epoch: validate at the end of every n-th epoch.
+    num_sanity_val_steps: validation batches run before training to catch bugs early (-1: all, 0: none).
+    log_every_n_steps: send the step values to the loggers every n optimizer steps.
+    enable_checkpointing: add the default ModelCheckpoint (latest epoch kept) when none is given.
+    enable_progress_bar: draw the progress bar (on the global-zero process).
+    enable_model_summary: print the table of the model's layers and parameter counts at fit start.
+    accumulate_grad_batches: batches whose gradients are summed before each optimizer step.
+    gradient_clip_val: clip gradients to this norm (or value) before each step; None or 0: no clipping.
+    gradient_clip_algorithm: ``"norm"`` (the default) or ``"value"``.
+    deterministic: True uses deterministic algorithms only, ``"warn"`` warns about the others.
+    benchmark: set ``torch.backends.cudnn.benchmark``.
+    inference_mode: validate/test/predict under ``torch.inference_mode`` (False: ``torch.no_grad``);
+        fit's own validation always runs under ``torch.no_grad``.
+    profiler: profile the run (None: not profiled).
+    detect_anomaly: turn on autograd's anomaly detection during fit.
+    reload_dataloaders_every_n_epochs: ask the datamodule or module for fresh loaders every n epochs.
+    default_root_dir: where logs and checkpoints go when no logger or dirpath says otherwise (a path or
+        a URL); the working directory by default.
+    checkpoint_callback: the seed's name: False turns checkpointing off, a ModelCheckpoint replaces the
+        default one.
+    resume_from_checkpoint: the seed's name for ``fit(ckpt_path=...)``.
+    default_save_path: the seed's name for ``default_root_dir``.
+    storage_options: options for the fsspec backend of URL paths (credentials, endpoint).
+    max_time: stop training after this wall-clock time: ``"DD:HH:MM:SS"``, a ``timedelta`` or a dict such
+        as ``{"hours": 1}`` (checked after every batch; Lightning's Timer).
+    overfit_batches: train and validate on this many first batches (int) or fraction (float) every
+        epoch, in order (training shuffling is turned off), to check that the model can overfit.
+    kwargs: Lightning's other arguments (plugins, sync_batchnorm, use_distributed_sampler, barebones,
+        model_registry, enable_autolog_hparams) are accepted at their defaults and refused otherwise,
+        naming what ember does not implement; Lightning 1.x names are refused naming their replacement.
+"""
+
+
+def documented(init):
+    """Give ``Trainer.__init__`` its Args section (kept here so that trainer.py stays small)."""
+    init.__doc__ = INIT_DOC
+    return init
+
+
+def epoch_limit(max_epochs: int | None, max_steps: int | None, max_time: Any, limit_train_batches: Any) -> int | None:
+    """The epoch limit, as Lightning sets it: unset with max_time, none (-1); unset with no other limit, None
+    (FitSettings makes it 1000, and fit warns: ``fit_hints``). Also Lightning's note that
+    ``limit_train_batches=1`` means one batch."""
+    if isinstance(limit_train_batches, int) and not isinstance(limit_train_batches, bool) and limit_train_batches == 1:
+        console().info("`Trainer(limit_train_batches=1)` was configured so 1 batch per epoch will be used.")
+    return -1 if max_epochs is None and (max_steps is None or max_steps == -1) and max_time is not None else max_epochs
+
+
+def fit_hints(trainer: Any, n_batches: Any) -> None:
+    """Lightning's warnings at fit start: max_epochs left unset; fewer batches than the logging interval."""
+    s = trainer.settings
+    if s.epochs_defaulted:
+        warnings.warn("`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit, set "
+                      "`max_epochs=-1`.", stacklevel=4)
+    if trainer.loggers and isinstance(n_batches, int) and n_batches < s.log_every_n_steps and not trainer.fast_dev_run:
+        warnings.warn(f"The number of training batches ({n_batches}) is smaller than the logging interval "
+                      f"Trainer(log_every_n_steps={s.log_every_n_steps}). Set a lower value for log_every_n_steps if "
+                      "you want to see logs for the training epoch.", stacklevel=4)

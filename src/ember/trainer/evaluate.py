@@ -14,11 +14,27 @@ from ember.loops.evaluation import STAGES, EvalLoop, print_results
 from ember.loops.hooks import Hooks
 from ember.loops.parts import as_loaders
 from ember.loops.precision import Precision
+from ember.utilities.compile import unwrap_compiled
+
+
+REMOVED_HOOKS = {"fit": ("training_epoch_end", "validation_epoch_end"), "validate": ("validation_epoch_end",),
+                 "test": ("test_epoch_end",), "predict": ()}  # Lightning 1.x hooks that 2.x refuses
+
+
+def check_removed_hooks(module: Any, stage: str) -> None:
+    """A Lightning 1.x epoch-end hook on the module would never run: refuse it, naming its replacement."""
+    for name in REMOVED_HOOKS[stage]:
+        if callable(getattr(module, name, None)):
+            raise NotImplementedError(
+                f"Support for `{name}` has been removed in Lightning 2.0 (and ember): `{type(module).__name__}` "
+                f"implements this method. Use the `on_{name.replace('training', 'train')}` hook instead; to reach "
+                "the step outputs, keep them in a list attribute in the step and read (then clear) it there.")
 
 
 def setup(trainer, hooks: Hooks, stage: str) -> None:
     """Lightning's order: prepare_data (datamodule, module; once per node), then setup(stage) of the
     datamodule, the callbacks and the module, then configure_model."""
+    check_removed_hooks(trainer.module, stage)
     dm = trainer.datamodule
     if trainer.local_rank == 0:
         _call(dm, "prepare_data")
@@ -45,6 +61,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
              return_predictions: bool = False) -> list:
     """One validate/test/predict call: connect, set up, load ``ckpt_path``'s weights, run, tear down."""
     dataloaders, datamodule = split_datamodule(dataloaders, datamodule)
+    model = unwrap_compiled(model)  # torch.compile(model): its module, with compiled step methods
     if model is None:
         model = trainer.module
         if model is None:
@@ -77,7 +94,8 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
             load_for_evaluation(trainer, stage, ckpt_path)
         loop = EvalLoop(stage, model, hooks, trainer._sink, trainer._hub, device=trainer.device,
                         precision=Precision(settings.precision, trainer.device), inference_mode=settings.inference_mode,
-                        reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch))
+                        reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch),
+                        bar=trainer._bar)
         limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
                  "predict": settings.limit_predict_batches}[stage]
         # trainer.{stage}_dataloaders and BasePredictionWriter (the batch indices) read them there

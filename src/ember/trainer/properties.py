@@ -72,14 +72,22 @@ class TrainerFacts:
     def num_sanity_val_steps(self) -> int:
         return self.settings.num_sanity_val_steps
 
+    @property
+    def log_every_n_steps(self) -> int:
+        return self.settings.log_every_n_steps
+
     # ---------------------------------------------------------------- facts
     @property
     def current_epoch(self) -> int:
-        """The epoch being trained; after an epoch's end hooks, the next one (so max_epochs after fit)."""
+        """The epoch being trained; after an epoch's end hooks, the next one (so max_epochs after fit, and
+        the stopped epoch + 1 after a stop part-way through it, as Lightning counts; the loop's own
+        position, which exact resume uses, is unchanged)."""
         if self.fit_loop is None:
             return 0
-        p = self.fit_loop.progress
-        return p.epoch + 1 if p.epoch_done and not self.fit_loop.in_epoch_end else p.epoch
+        loop = self.fit_loop
+        p = loop.progress
+        done = (p.epoch_done or loop.ended_part_way) and not loop.in_epoch_end
+        return p.epoch + 1 if done else p.epoch
 
     @property
     def global_step(self) -> int:

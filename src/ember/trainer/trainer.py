@@ -12,11 +12,13 @@ import torch
 
 from ember import compat
 from ember.core.callback import Callback
+from ember.callbacks.timer import max_time_callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import resume
 from ember.checkpoint import state as run_state
 from ember.checkpoint.storage.locations import resolve
 from ember.checkpoint.writer import CheckpointWriter
+from ember.loops.data import length, limit_batches
 from ember.core.datamodule import loaders_for, split_datamodule
 from ember.errors import CheckpointError, MisconfigurationError
 from ember.loops.evaluation import LogSink
@@ -29,11 +31,12 @@ from ember.checkpoint.sharded.saves import ShardedWriter
 from ember.loops.fit import FitLoop, FitParts, Progress
 from ember.loops.results import MetricsHub
 from ember.loops.preemption import StopRequests
-from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
-from ember.tuner.session import TunerExit
 from ember.loops.settings import FitSettings, device_for
 from ember.trainer import arguments, evaluate
 from ember.trainer.properties import TrainerFacts
+from ember.utilities.compile import unwrap_compiled
+from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
+from ember.tuner.session import TunerExit
 from ember.loops.bar import FitBar
 
 
@@ -41,13 +44,16 @@ class Trainer(TrainerFacts):
     """Fits an ember.Module, checkpointing as it goes; validates, tests and predicts (Lightning's API).
 
     Checkpointing is on by default: a ``ModelCheckpoint`` saves after every epoch to
-    ``<default_root_dir>/checkpoints/`` keeping the latest. ``default_root_dir`` defaults to the
+    ``<default_root_dir>/lightning_logs/version_N/checkpoints/`` (the default logger's folder, as Lightning)
+    keeping the latest. ``default_root_dir`` defaults to the
     working directory (the seed's name ``default_save_path`` works too). Fit settings are checked in
     ``ember.loops.settings.FitSettings``; old argument names are translated in ``ember.compat``; Lightning
     arguments ember does not implement are refused by name (``ember.trainer.arguments``).
     ``reduce(tensor, op)``, when set (distributed runs), combines ``self.log(..., sync_dist=True)`` values.
     """
 
+    @arguments.defaults_from_env
+    @arguments.documented
     def __init__(
         self,
         accelerator: str = "auto",
@@ -87,6 +93,8 @@ class Trainer(TrainerFacts):
         resume_from_checkpoint: str | os.PathLike | None = None,
         default_save_path: str | os.PathLike | None = None,
         storage_options: dict | None = None,
+        max_time: Any = None,
+        overfit_batches: int | float = 0.0,
         **kwargs: Any,
     ) -> None:
         arguments.check_unknown(kwargs)
@@ -101,17 +109,19 @@ class Trainer(TrainerFacts):
             (max_epochs, max_steps, num_sanity_val_steps, val_check_interval, check_val_every_n_epoch, logger,
              enable_checkpointing, checkpoint_callback) = (1, n, 0, 1.0, 1, None, False, False)
             limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
-            callbacks = _without_checkpoints(callbacks)
+            callbacks = arguments.without_checkpoints(callbacks)
+        self.overfit_batches, limit_train_batches, limit_val_batches = arguments.overfit(
+            overfit_batches, limit_train_batches, limit_val_batches)
         self.default_root_dir = compat.root_dir(default_root_dir, default_save_path)
         self.settings = FitSettings(
-            max_epochs=max_epochs, max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches,
-            gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm or "norm",
+            max_epochs=arguments.epoch_limit(max_epochs, max_steps, max_time, limit_train_batches),
+            max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm or "norm", min_epochs=min_epochs, min_steps=min_steps,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
             limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
             check_val_every_n_epoch=check_val_every_n_epoch, val_check_interval=val_check_interval,
             log_every_n_steps=log_every_n_steps, precision=precision, num_sanity_val_steps=num_sanity_val_steps,
-            min_epochs=min_epochs, min_steps=min_steps, inference_mode=inference_mode,
-            reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
+            inference_mode=inference_mode, reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
         self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
         self.strategy = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
         self.device = self.strategy.setup() if self.strategy is not None else device_for(accelerator)
@@ -120,6 +130,8 @@ class Trainer(TrainerFacts):
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = arguments.build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
+        timer = max_time_callback(max_time, self.callbacks)  # Lightning's Timer(duration=max_time)
+        self.callbacks += [timer] if timer is not None else []
         self._set_outputs(logger, enable_progress_bar)
         self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self.strategy, "timeout", None))
                                   if self._sharded else CheckpointWriter())
@@ -141,7 +153,6 @@ class Trainer(TrainerFacts):
     def _set_outputs(self, logger, enable_progress_bar: bool) -> None:
         """The loggers (they log on rank 0 only) and the progress bar (rank 0 only)."""
         self.loggers = _loggers.resolve_loggers(logger, self.default_root_dir, self.storage_options)
-        self._default_ckpt_dir = lambda: _loggers.checkpoint_dir(logger, self.loggers, self.default_root_dir)
         enabled = enable_progress_bar and self.is_global_zero and not replaces_default_bar(self.callbacks)
         self._bar = FitBar(enabled)
 
@@ -153,6 +164,10 @@ class Trainer(TrainerFacts):
     @logger.setter
     def logger(self, value) -> None:
         self.loggers = [] if value is None else [value]
+
+    def _default_ckpt_dir(self) -> str:
+        """Where checkpoints go without a ``dirpath`` (``ember.loggers.checkpoint_dir``: Lightning's folder)."""
+        return _loggers.checkpoint_dir(self.loggers, self.default_root_dir)
 
     @property
     def log_dir(self) -> str:
@@ -167,10 +182,12 @@ class Trainer(TrainerFacts):
 
     # ---------------------------------------------------------------- fit
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None,
-            ckpt_path: str | os.PathLike | None = None):
+            ckpt_path: str | os.PathLike | None = None, weights_only: bool | None = None):
         """Train ``model``; ``ckpt_path`` (a path or URL, ``"last"`` or ``"best"``) resumes a run.
-        Loaders come from the arguments, else ``datamodule``, else the module's ``*_dataloader()``."""
+        Loaders come from the arguments, else ``datamodule``, else the module's ``*_dataloader()``.
+        ``weights_only`` (Lightning's torch.load flag) changes nothing: ember files hold no pickle."""
         train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
+        model = unwrap_compiled(model)  # torch.compile(model): its module, with compiled step methods
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
         hooks = self._attach(model, datamodule)
         self.profiler.setup("fit", self.local_rank if self.world_size > 1 else None, self.log_dir)
@@ -178,7 +195,7 @@ class Trainer(TrainerFacts):
         self._last_fn, self._interrupted = "fit", False  # trainer.state
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
-                with self._stop_requests, _anomaly(self.detect_anomaly):
+                with self._stop_requests, arguments.anomaly(self.detect_anomaly):
                     self._fit(model, hooks, train_dataloaders, val_dataloaders, ckpt_path)
                 self.checkpoint_writer.wait()  # fit returns only once the last save is committed
                 if strategy is not None:
@@ -203,11 +220,12 @@ class Trainer(TrainerFacts):
                 group.finalize("success" if sys.exc_info()[0] is None else "failed")
 
     def _fit(self, model, hooks: Hooks, train, val, ckpt_path) -> None:
-        dm = self.datamodule
+        dm, given = self.datamodule, (train, val)  # a reload re-asks the datamodule/module; passed loaders stay
         evaluate.setup(self, hooks, "fit")
-        train = self._train_loader = loaders_for("fit", train, dm, model)
-        val = loaders_for("validate", val, dm, model) if hasattr(model, "validation_step") else val
-        reload = lambda: (loaders_for("fit", None, dm, model), loaders_for("validate", None, dm, model))  # noqa: E731
+        train = self._train_loader = arguments.for_overfit(loaders_for("fit", train, dm, model), self, "train")
+        val = loaders_for("validate", val, dm, model) if callable(getattr(model, "validation_step", None)) else val
+        val = arguments.for_overfit(val, self, "val")
+        reload = lambda: (loaders_for("fit", given[0], dm, model), loaders_for("validate", given[1], dm, model))  # noqa: E731
         strategy = self.strategy
         wrapped = strategy.setup_module(model, self.device) if strategy is not None else model  # before the optimizers
         parts = FitParts.build(model, train, val, self.settings.precision, self.device, reload=reload,
@@ -227,6 +245,7 @@ class Trainer(TrainerFacts):
         self.ckpt_path = self._on_rank0(lambda: resume.locate(ckpt_path, self._checkpoint_place(), entry="fit"))
         if self.ckpt_path is not None:
             self._restore(self.ckpt_path)
+        arguments.fit_hints(self, limit_batches(self.settings.limit_train_batches, length(train)))
         hooks("on_fit_start")
         if self.enable_model_summary and self.is_global_zero and not any(
                 "ModelSummary" in type(cb).__name__ for cb in self.callbacks):
@@ -238,6 +257,7 @@ class Trainer(TrainerFacts):
             self.sanity_checking = False
         hooks("on_train_start")
         loop.run()
+        arguments.log_stop(self)
         hooks("on_train_end")
         hooks("on_fit_end")
         evaluate.teardown(self, hooks, "fit")
@@ -264,17 +284,19 @@ class Trainer(TrainerFacts):
         return hooks
 
     # ---------------------------------------------------------------- evaluation
-    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None):
+    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
+                 weights_only: bool | None = None):
         """Run one validation pass; returns ``[{metric: value}]``, one dict per loader (Lightning's shape).
         ``ckpt_path``: None (the model as it is), ``"best"``, ``"last"`` or a path: its weights are loaded."""
         return evaluate.evaluate(self, "validate", model, dataloaders, ckpt_path, verbose, datamodule)
 
-    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None):
+    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
+             weights_only: bool | None = None):
         """Run the test loop (``test_step``); returns ``[{metric: value}]``, one dict per loader."""
         return evaluate.evaluate(self, "test", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
-                ckpt_path=None):
+                ckpt_path=None, weights_only: bool | None = None):
         """Run ``predict_step`` over the loaders; returns its outputs (a list per loader when several)."""
         return evaluate.evaluate(self, "predict", model, dataloaders, ckpt_path, False, datamodule,
                                      return_predictions=True if return_predictions is None else return_predictions)
@@ -362,7 +384,7 @@ class Trainer(TrainerFacts):
     def _checkpoint_place(self) -> resume.Place:
         """Where this run's checkpoints are, for ``ckpt_path`` (the same for fit and evaluation)."""
         return resume.Place(self.checkpoint_managers, self._default_ckpt_dir(), os.fspath(self.default_root_dir),
-                            self.storage_options)
+                            self.storage_options, _loggers.earlier_checkpoint_dirs(self.loggers))
 
     def _restore(self, location: str) -> None:
         """Resume the whole run from ``location`` (fit); under FSDP every rank reads its own shards."""
@@ -373,17 +395,3 @@ class Trainer(TrainerFacts):
                       callbacks=self.callbacks,
                       adapt=lambda c: sharding.optimizer_states_for(c, module, run.optimizers, self._sharded),
                       load_sharded_state=self.strategy.load_state if self._sharded else None)
-
-
-def _without_checkpoints(callbacks) -> list:
-    return [cb for cb in ([callbacks] if isinstance(callbacks, Callback) else callbacks or [])
-            if not isinstance(cb, ModelCheckpoint)]
-
-
-@contextlib.contextmanager
-def _anomaly(enabled: bool):
-    if not enabled:
-        yield
-        return
-    with torch.autograd.set_detect_anomaly(True):
-        yield

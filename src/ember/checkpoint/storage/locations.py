@@ -12,7 +12,7 @@ from typing import BinaryIO, Iterator
 
 from ember.checkpoint.storage.contract import Info, Storage, register_scheme, registered
 from ember.checkpoint.storage.local import LocalStorage
-from ember.errors import CheckpointError, MisconfigurationError
+from ember.errors import CheckpointError, CheckpointNotFoundError, MisconfigurationError
 
 __all__ = ["Info", "Storage", "open_checkpoint", "open_store", "reading", "register_scheme", "registered", "resolve"]
 
@@ -65,7 +65,7 @@ def open_checkpoint(store: Storage, name: str, label: str | None = None) -> Iter
         except IsADirectoryError:
             raise CheckpointError(f"no checkpoint at {label}: it is a directory; pass the checkpoint file inside it") from None
         except FileNotFoundError:
-            raise CheckpointError(f"no checkpoint at {label}: the file does not exist. Check the path.") from None
+            raise CheckpointNotFoundError(f"no checkpoint at {label}: the file does not exist. Check the path.") from None
         except OSError as e:
             raise CheckpointError(f"cannot open checkpoint {label}: {e.strerror or e}") from None
         yield handle

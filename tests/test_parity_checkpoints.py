@@ -1,0 +1,89 @@
+"""ModelCheckpoint under real Lightning and ember (the parity harness): which files a run leaves, and
+that files of one name hold the same epoch, step and weights."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+
+import ember
+from parity import classifier, run_with_checkpoints
+
+
+@pytest.mark.parametrize("checkpoint_kw, trainer_kw", [
+    ({"save_top_k": -1}, {}),
+    ({"save_top_k": -1}, {"check_val_every_n_epoch": 2, "max_epochs": 4}),
+    ({"save_top_k": -1}, {"val_check_interval": 0.5}),
+    ({"save_top_k": -1, "every_n_epochs": 2}, {"max_epochs": 4}),
+    ({"save_top_k": -1, "save_on_train_epoch_end": True}, {"val_check_interval": 0.5}),
+    ({"monitor": "epoch", "mode": "max", "save_top_k": 2}, {"max_epochs": 3}),
+    ({"monitor": "step", "save_top_k": 1}, {"max_epochs": 3}),
+    ({"monitor": "val_loss", "save_top_k": 2, "save_last": True}, {"max_epochs": 3}),
+], ids=["every_epoch", "check_val_every_2", "val_twice_per_epoch", "every_n_epochs", "on_train_epoch_end",
+        "monitor_epoch", "monitor_step", "top2_and_last"])
+def test_the_same_checkpoints_are_saved(tmp_path, checkpoint_kw, trainer_kw):
+    theirs, ours = run_with_checkpoints(classifier, tmp_path, checkpoint_kw, **trainer_kw)
+    assert theirs, "Lightning saved nothing: the case tests nothing"
+    assert ours == theirs
+
+
+def nan_after_first_epoch(lib):
+    model = classifier(lib)
+
+    def validation_step(batch, batch_idx):
+        model.log("val_loss", float("nan") if model.current_epoch >= 1 else 1.0)
+
+    model.validation_step = validation_step
+    return model
+
+
+def test_a_nan_monitor_value_is_never_best(tmp_path):
+    theirs, ours = run_with_checkpoints(nan_after_first_epoch, tmp_path, {"monitor": "val_loss", "save_top_k": 1},
+                                        max_epochs=3)
+    assert ours == theirs == ["epoch=0-step=3.ckpt"]
+
+
+def test_a_nan_first_value_is_saved_and_scored_as_the_worst(tmp_path):
+    model = classifier(ember)
+    model.validation_step = lambda batch, batch_idx: model.log("val_loss", float("nan"))
+    cb = ember.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", monitor="val_loss")
+    trainer = ember.Trainer(max_epochs=1, logger=False, callbacks=[cb], enable_progress_bar=False,
+                            default_root_dir=str(tmp_path))
+    from parity import loader
+    trainer.fit(model, loader(), loader(16))
+    assert cb.best_model_path.endswith("epoch=0-step=3.ckpt") and float(cb.best_model_score) == math.inf
+
+
+def test_tilde_in_dirpath_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cb = ember.callbacks.ModelCheckpoint(dirpath="~/ckpts")
+    assert cb.dirpath == str(tmp_path / "ckpts")
+
+
+def test_model_checkpoint_pickles():
+    cb = pickle.loads(pickle.dumps(ember.callbacks.ModelCheckpoint(monitor="val_loss", save_top_k=2)))
+    assert (cb.monitor, cb.save_top_k) == ("val_loss", 2)
+
+
+def test_save_on_exception_saves_before_the_error_goes_on(tmp_path):
+    model = classifier(ember)
+    step = model.training_step
+
+    def failing(batch, batch_idx):
+        if model.global_step == 2:
+            raise RuntimeError("boom")
+        return step(batch, batch_idx)
+
+    model.training_step = failing
+    cb = ember.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_on_exception=True)
+    trainer = ember.Trainer(max_epochs=1, logger=False, callbacks=[cb], enable_progress_bar=False,
+                            default_root_dir=str(tmp_path))
+    from parity import loader
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, loader())
+    assert ember.load_checkpoint(tmp_path / "c" / "last.ckpt")["global_step"] == 2
+    torch.testing.assert_close(ember.load_checkpoint(tmp_path / "c" / "last.ckpt")["state_dict"]["layer.weight"],
+                               model.layer.weight)
