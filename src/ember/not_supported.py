@@ -147,9 +147,6 @@ NOT_YET: tuple[Refusal, ...] = (
             "enable_checkpointing=False, logger=False, enable_progress_bar=False, enable_model_summary=False"),
     Refusal(("Trainer(enable_autolog_hparams=False)",), "ember always logs the hyperparameters to every logger",
             "leave enable_autolog_hparams=True; log nothing by not calling save_hyperparameters"),
-    Refusal(("Trainer(max_time=...)",), "a wall-clock limit is not built yet", "max_epochs or max_steps"),
-    Refusal(("Trainer(overfit_batches=...)",), "overfit_batches is not built yet",
-            "limit_train_batches=N with a loader that does not shuffle"),
 )
 
 
