@@ -26,6 +26,7 @@ from ember.hooks import Hooks, build_callbacks, keyed
 from ember import loggers as _loggers
 from ember.callbacks.progress_bar import replaces_default_bar
 from ember.checkpoint.sharded import is_sharded_checkpoint
+from ember.checkpoint.sharded.objects import is_sharded_at_url
 from ember.distributed import sharding
 from ember.distributed.select import strategy_for
 from ember.distributed.sharded_saves import ShardedWriter
@@ -350,7 +351,8 @@ class Trainer(TrainerFacts):
 
     def _restore(self, location: str) -> None:
         module = run_state.unwrap_model(self.module)
-        if self._sharded and is_sharded_checkpoint(location):  # every rank reads its own shards, resharded
+        if self._sharded and (is_sharded_checkpoint(location) or is_sharded_at_url(location, self.storage_options)):
+            # every rank reads its own shards, resharded
             from ember.checkpoint.sharded import load_sharded
 
             ckpt = load_sharded(self.strategy.state_for_save(module, self._run.optimizers), location,
