@@ -41,7 +41,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
         from ember.checkpoint.sharded import objects
 
         store, name = resolve(path, storage_options)
-        if objects.is_url(path) and objects.committed(store, name):  # a sharded folder at a URL
+        if objects.is_url(path) and (objects.committed(store, name) or store.list(f"{name}/")):
+            # a sharded folder at a URL (one without its metadata is refused, saying so)
             from ember.checkpoint.sharded.full import read_full
 
             with objects.staged(os.fspath(path), storage_options) as folder:
