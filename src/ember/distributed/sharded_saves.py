@@ -74,9 +74,16 @@ class ShardedWriter:
 
     def _leave(self) -> None:
         """At exit: the save in flight finishes (its collectives run on this writer's group), then the
-        group is let go of, so that it can be destroyed with its worker threads (group.py)."""
+        group is let go of, so that it can be destroyed with its worker threads (group.py). After a
+        failure (this rank's or a peer's) nothing is waited for: the peers may be gone."""
+        from ember.distributed import group
+        from ember.distributed.failure import reported_here
+
+        watch = group.watch()
+        failed = reported_here() or (watch is not None and watch.peer_failure() is not None)
         try:
-            self.wait()
+            if not failed:
+                self.wait()
         finally:
             self._group = None
 
