@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
 
 from parity import assert_same_run, classifier, loader, run_both
 

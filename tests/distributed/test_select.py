@@ -7,6 +7,7 @@ import pytest
 
 import ember
 import jobrunner
+from ember.distributed.env import DistributedError
 from ember.distributed.select import strategy_for
 from ember.errors import MisconfigurationError
 
@@ -34,6 +35,24 @@ def test_an_unknown_strategy_is_refused():
         ember.Trainer(accelerator="cpu", strategy="deepspeed")
 
 
-def test_many_nodes_without_torchrun_says_how_to_start_them():
-    with pytest.raises(MisconfigurationError, match=r"num_nodes=2 needs a job started by torchrun"):
+def test_many_nodes_without_torchrun_or_node_variables_says_how_to_start_them():
+    with pytest.raises(DistributedError, match=r"num_nodes=2 without torchrun needs NODE_RANK, MASTER_ADDR and "
+                                               r"MASTER_PORT on every node \(NODE_RANK, MASTER_ADDR, MASTER_PORT not set"):
         ember.Trainer(accelerator="cpu", devices=2, num_nodes=2)
+
+
+def test_a_node_rank_outside_the_nodes_is_refused(monkeypatch):
+    monkeypatch.setenv("NODE_RANK", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with pytest.raises(DistributedError, match=r"NODE_RANK must be an integer in \[0, 2\).*received NODE_RANK='2'"):
+        ember.Trainer(accelerator="cpu", devices=1, num_nodes=2)
+
+
+def test_a_job_of_another_size_than_devices_times_nodes_is_refused(monkeypatch):
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(MisconfigurationError, match=r"devices=1, num_nodes=3\) asks for 3 processes, but the job "
+                                                    r"has WORLD_SIZE=2"):
+        ember.Trainer(accelerator="cpu", devices=1, num_nodes=3)

@@ -44,6 +44,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
         from ember.checkpoint.sharded.full import read_full
 
         return read_full(path, map_location=map_location)
+    if "://" in os.fspath(path):
+        from ember.checkpoint.sharded import objects
+
+        store, name = resolve(path, storage_options)
+        if objects.is_url(path) and (objects.committed(store, name) or store.list(f"{name}/")):
+            # a sharded folder at a URL (one without its metadata is refused, saying so)
+            from ember.checkpoint.sharded.full import read_full
+
+            with objects.staged(os.fspath(path), storage_options) as folder:
+                return read_full(folder, map_location=map_location)
     return load_any(path, map_location=map_location, verify=verify, mmap=mmap, storage_options=storage_options)
 
 
@@ -59,6 +69,14 @@ def load_from(store: Storage, name: str, map_location: Any = None, verify: bool 
         from ember.checkpoint.sharded.full import read_full
 
         return read_full(local, map_location=map_location)
+    if local is None:
+        from ember.checkpoint.sharded import objects
+
+        if objects.committed(store, name):  # a sharded folder in an object store
+            from ember.checkpoint.sharded.full import read_full
+
+            with objects.staged_in(store, name) as folder:
+                return read_full(folder, map_location=map_location)
     return load_in(store, name, map_location=map_location, verify=verify, mmap=mmap)
 
 

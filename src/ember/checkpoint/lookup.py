@@ -9,30 +9,34 @@ from typing import Any, Sequence
 
 from ember.checkpoint.format import codec
 from ember.checkpoint.io import header_in, verify_in
-from ember.checkpoint.manager import EXTENSION
+from ember.compat import EXTENSION
 from ember.checkpoint.sharded import full as sharded
 from ember.checkpoint.sharded import layout as sharded_layout
 from ember.checkpoint.sharded import metadata as sharded_metadata
 from ember.checkpoint.storage.locations import Storage
 from ember.errors import CheckpointError
+from ember.checkpoint.sharded import objects as sharded_objects
 
 
 def checkpoint_names(store: Storage) -> list[str]:
     """The names of the checkpoints directly in ``store``: single ``*.ckpt`` files, and ``*.ckpt``
-    folders holding a sharded checkpoint's metadata (on local disk; complete or not, see ``_is_folder``)."""
+    folders holding a sharded checkpoint's metadata (complete or not, see ``_is_folder``; in an object
+    store the metadata object is the commit, so a folder without it is never listed)."""
     names = []
     for n in store.list(""):
         head, slash, rest = n.partition("/")
         if not slash and n.endswith(EXTENSION):
             names.append(n)
-        elif rest == sharded_layout.METADATA and head.endswith(EXTENSION) and store.local_path(head) is not None:
+        elif rest == sharded_layout.METADATA and head.endswith(EXTENSION):
             names.append(head)
     return names
 
 
 def _is_folder(store: Storage, name: str) -> bool:
     local = store.local_path(name)
-    return local is not None and local.is_dir()
+    if local is None:
+        return sharded_objects.committed(store, name)
+    return local.is_dir()
 
 
 def _state_tree(store: Storage, name: str) -> tuple[Any, float] | None:
@@ -40,6 +44,10 @@ def _state_tree(store: Storage, name: str) -> tuple[Any, float] | None:
     a file that is not ember's."""
     if _is_folder(store, name):
         folder = store.local_path(name)
+        if folder is None:  # an object store: its metadata object alone
+            with sharded_objects.staged_in(store, name, files=False) as staged:
+                meta = sharded_metadata.read(staged)
+            return meta.tree, store.stat(f"{name}/{sharded_layout.METADATA}").mtime
         meta = sharded_metadata.read(folder)
         return meta.tree, os.stat(folder / sharded_layout.METADATA).st_mtime
     header = header_in(store, name)
@@ -50,7 +58,12 @@ def _state_tree(store: Storage, name: str) -> tuple[Any, float] | None:
 
 def _verify(store: Storage, name: str) -> None:
     if _is_folder(store, name):
-        sharded.verify_sharded(store.local_path(name))
+        local = store.local_path(name)
+        if local is None:
+            with sharded_objects.staged_in(store, name) as staged:
+                sharded.verify_sharded(staged)
+        else:
+            sharded.verify_sharded(local)
     else:
         verify_in(store, name)
 

@@ -107,6 +107,10 @@ class CheckpointManager:
         if may_write():
             try:  # leftovers of writers killed mid-save (old temporaries, incomplete multipart uploads)
                 store.cleanup()
+                if store.local_path("") is None:  # sharded folders in an object store whose save never committed
+                    from ember.checkpoint.sharded.objects import remove_uncommitted
+
+                    remove_uncommitted(store)
             except Exception as e:  # noqa: BLE001 - cleaning up is a courtesy; training goes on
                 warnings.warn(f"could not clean up leftovers of interrupted saves in {store.describe()}: {e}",
                               stacklevel=3)

@@ -23,6 +23,7 @@ from ember.checkpoint.lightning import is_lightning, to_ember
 from ember.checkpoint.lookup import find_last
 from ember.checkpoint.manager import CheckpointManager
 from ember.checkpoint.sharded import full as sharded
+from ember.checkpoint.sharded import objects as sharded_objects
 from ember.checkpoint.storage.locations import open_store, resolve
 from ember.errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, MisconfigurationError
 
@@ -74,6 +75,8 @@ def locate_path(location: Any, storage_options: dict | None = None) -> str:
     if store.exists(name):
         return location
     local = store.local_path(name)
+    if local is None and sharded_objects.committed(store, name):
+        return location  # a sharded folder in an object store
     if local is not None and local.is_dir():
         if sharded.is_sharded_checkpoint(local):
             return location
@@ -127,7 +130,8 @@ def read(location: str, *, storage_options: dict | None = None, map_location: An
     """Ember's checkpoint dict at ``location``, whatever wrote it. ``reshard_into`` (the run's sharded state,
     FSDP) makes a sharded folder load shard by shard into it, each rank reading only its own part.
     ``resuming``: a Lightning file saved mid-epoch warns that its remaining batches come from a new pass."""
-    if reshard_into is not None and sharded.is_sharded_checkpoint(location):
+    if reshard_into is not None and (sharded.is_sharded_checkpoint(location)
+                                     or sharded_objects.is_sharded_at_url(location, storage_options)):
         from ember.checkpoint.sharded import load_sharded
 
         return load_sharded(reshard_into, location, storage_options=storage_options)

@@ -12,7 +12,10 @@ KIND = "ember-sharded"
 
 
 def is_folder(path: str) -> bool:
-    return "://" not in path and os.path.isdir(path)
+    """A local folder, or a URL naming a committed sharded folder in an object store."""
+    from ember.checkpoint.sharded.objects import is_sharded_at_url
+
+    return os.path.isdir(path) if "://" not in path else is_sharded_at_url(path)
 
 
 def _incomplete(path: str, e: CheckpointError) -> str:
@@ -28,8 +31,17 @@ def folder_header(path: str) -> dict:
     ``rank_files``, ``mtime``); CheckpointError (saying so when it is incomplete) otherwise."""
     from ember.checkpoint.sharded.full import folder_summary
 
+    from ember.checkpoint.sharded import objects
+
     try:
-        s = folder_summary(path)
+        with objects.local(path, files=False) as local:  # a URL: its metadata object, copied here
+            s = folder_summary(local)
+        if objects.is_url(path):
+            from ember.checkpoint.sharded.layout import METADATA
+            from ember.checkpoint.storage.locations import resolve
+
+            store, name = resolve(path)
+            s["metadata_mtime"] = store.stat(f"{name}/{METADATA}").mtime
     except CheckpointError as e:
         raise CheckpointError(_incomplete(path, e)) from None
     return {"path": path, "kind": KIND, "format_version": 1, "ember_version": s["ember_version"],
@@ -40,8 +52,11 @@ def folder_header(path: str) -> dict:
 def verify_folder(path: str) -> tuple[bool, str]:
     from ember.checkpoint.sharded.full import verify_sharded
 
+    from ember.checkpoint.sharded import objects
+
     try:
-        verify_sharded(path)
+        with objects.local(path) as local:  # a URL: the folder copied here, then every byte verified
+            verify_sharded(local)
     except CheckpointError as e:
         return False, _incomplete(path, e)
     return True, "every byte verified (sharded folder)"
@@ -51,8 +66,11 @@ def consolidate_command(src: str, dst: str) -> int:
     from ember.checkpoint.sharded.full import consolidate
     from ember.cli.text import _escape, _say
 
+    from ember.checkpoint.sharded import objects
+
     try:
-        where = consolidate(src, dst)
+        with objects.local(src) as local:  # a URL: the folder copied here first
+            where = consolidate(local, dst)
     except CheckpointError as e:
         print(_escape(f"ember: error: {e}"), file=sys.stderr)
         return 1

@@ -125,10 +125,7 @@ def _ls_entry(store: Storage, name: str, what: str, verify: bool) -> dict:
     try:
         if what == "folder":
             row["size"] = sum(store.stat(n).size for n in store.list(name + "/"))
-            if store.local_path(name) is not None:
-                row.update(_ls_folder(path))
-            else:
-                row["note"] = "sharded checkpoint folder in a remote store: read sharded checkpoints from local folders"
+            row.update(_ls_folder(path))  # in an object store: its metadata object alone is read
         else:
             info = store.stat(name)
             row["size"], row["mtime"] = info.size, info.mtime

@@ -5,18 +5,36 @@ started): gloo on CPU, NCCL on CUDA with this process's device set from ``LOCAL_
 collective then times out after ``timeout`` seconds instead of torch's 10 minutes (NCCL) or 30
 (gloo), and a failure watchdog runs (``ember.distributed.failure``). ``teardown()`` stops the
 watchdog, waits for every rank, and destroys the group.
+
+Leaving at interpreter exit (``init`` registers it; users need not call anything). Each gloo group
+runs worker threads that execute the collectives; a worker lets go of a finished collective (and
+of the tensors it used) only after the caller has been told it is done. When Python has dropped
+those tensors meanwhile, letting go needs the GIL; if the interpreter is already finalizing, Python
+ends the worker thread inside a C++ destructor and the process aborts ("terminate called without an
+active exception", SIGABRT) though the job succeeded. ``destroy_process_group`` does not stop the
+workers while any object (a DDP wrapper, an FSDP module, a background save's group) still refers
+to the group; the group's destructor does, and waits for them. So the exit handler, while the
+interpreter is whole: waits for ember's background saves (their collectives run on a group of their
+own), stops the watchdog, destroys the groups, lets go of what ember holds that refers to them
+(``on_leave`` callbacks) and collects garbage, so a group nothing else refers to is destructed there
+and its workers joined; DDP and FSDP keep theirs alive to the end, so it then waits, the GIL
+released, until their workers are idle (``settle.py``) before finalization begins.
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 from datetime import timedelta
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 
+from ember.checkpoint.sharded import api as _sharded_api
 from ember.distributed.env import DistributedError, JobEnv
 from ember.distributed.failure import FailureBoard, FailureWatch
+from ember.distributed.settle import settle_gloo_workers
 
 DEFAULT_TIMEOUT = 600.0   # seconds a collective may wait for the slowest rank
 DEFAULT_GRACE = 30.0      # seconds a rank may take to stop on its own after a peer failed
@@ -24,6 +42,7 @@ DEFAULT_GRACE = 30.0      # seconds a rank may take to stop on its own after a p
 _watch: FailureWatch | None = None
 _device: torch.device | None = None
 _atexit = False
+_on_leave: list[Callable[[], None]] = []  # run before the groups are destroyed at exit (see the docstring)
 
 
 def backend_for(accelerator: str) -> tuple[str, bool]:
@@ -49,7 +68,7 @@ def init(accelerator: str = "auto", *, timeout: float = DEFAULT_TIMEOUT, grace: 
     ``timeout`` (seconds) bounds every collective; ``grace`` is how long a rank may take to stop on
     its own after another rank failed before the watchdog ends it.
     """
-    global _watch, _device, _atexit
+    global _watch, _device
     backend, cuda = backend_for(accelerator)
     job = JobEnv.detect()
     if job is None:
@@ -71,9 +90,7 @@ def init(accelerator: str = "auto", *, timeout: float = DEFAULT_TIMEOUT, grace: 
         return _device
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout), rank=job.rank, world_size=job.world_size,
                             device_id=device if cuda else None)
-    if not _atexit:  # a process that never calls teardown() still leaves the group cleanly
-        atexit.register(teardown, wait=False)
-        _atexit = True
+    leave_at_exit()
     _device = device
     _watch = _start_watch(job, grace)
     return device
@@ -110,3 +127,37 @@ def teardown(*, wait: bool = True) -> None:
         finally:
             dist.destroy_process_group()
     _device = None
+
+
+def leave_at_exit() -> None:
+    """Register the exit handler (once): a process that never calls teardown() still leaves its groups
+    cleanly, whether ember or the user joined them."""
+    global _atexit
+    if not _atexit:
+        atexit.register(_leave_at_exit)
+        _atexit = True
+
+
+def on_leave(callback: Callable[[], None]) -> None:
+    """Run ``callback`` when the process leaves the job at exit, before the groups are destroyed: wait
+    for background work that runs collectives, and let go of objects that refer to a group."""
+    _on_leave.append(callback)
+
+
+def _leave_at_exit() -> None:
+    """The exit handler (see the module docstring). Never waits for peers: they may be gone."""
+    callbacks = list(_on_leave)
+    _on_leave.clear()
+    for callback in reversed(callbacks):
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - a failed background save was reported by its owner, or is moot now
+            pass
+    teardown(wait=False)
+    gc.collect()  # groups no one else refers to are destructed here: their worker threads are joined
+    settle_gloo_workers()  # the others' workers: idle, every collective released (settle.py)
+
+
+# save_sharded/load_sharded on a group the user joined register the exit handler too (checkpoint sits below
+# distributed and cannot import it: it calls the hooks registered here)
+_sharded_api.AT_FIRST_COLLECTIVE.append(leave_at_exit)

@@ -136,17 +136,37 @@ class _Launched:
 _launched: _Launched | None = None
 
 
-def launch(devices: int, *, grace: float = group.DEFAULT_GRACE, join_timeout: float = 60.0) -> None:
-    """Make this process rank 0 of a ``devices``-process job on this machine, starting the others.
+def node_env(num_nodes: int) -> tuple[int, str, int]:
+    """(NODE_RANK, MASTER_ADDR, MASTER_PORT) of this machine in a ``num_nodes``-machine job started by
+    hand: the same command on every machine, each with its own ``NODE_RANK`` and the address and port
+    of node 0 (where rank 0 hosts the job's store)."""
+    missing = [k for k in ("NODE_RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if missing:
+        raise DistributedError(
+            f"num_nodes={num_nodes} without torchrun needs NODE_RANK, MASTER_ADDR and MASTER_PORT on every node "
+            f"({', '.join(missing)} not set): run the same command on each machine with NODE_RANK=0..{num_nodes - 1}, "
+            "MASTER_ADDR=<node 0's address> and MASTER_PORT=<a free port there>, or start it with torchrun --nnodes.")
+    values = {k: os.environ[k] for k in ("NODE_RANK", "MASTER_PORT")}
+    if not all(v.isdigit() for v in values.values()) or not 0 <= int(values["NODE_RANK"]) < num_nodes:
+        raise DistributedError(f"NODE_RANK must be an integer in [0, {num_nodes}) and MASTER_PORT a port number; "
+                               f"received NODE_RANK={values['NODE_RANK']!r}, MASTER_PORT={values['MASTER_PORT']!r}.")
+    return int(values["NODE_RANK"]), os.environ["MASTER_ADDR"], int(values["MASTER_PORT"])
+
+
+def launch(devices: int, *, num_nodes: int = 1, grace: float = group.DEFAULT_GRACE, join_timeout: float = 60.0) -> None:
+    """Make this process the first of a ``devices``-process job on this machine, starting the others.
 
     Returns in every process with the job's variables set; call ``init(accelerator)`` next. Under
     torchrun, or in a process this function started, it only checks ``devices`` against the job.
-    ``devices=1`` does nothing.
+    ``num_nodes > 1``: this machine is node ``NODE_RANK`` of a job of ``num_nodes * devices``
+    processes whose rank 0 is at ``MASTER_ADDR:MASTER_PORT`` (``node_env``); its processes take ranks
+    ``NODE_RANK * devices ...``. ``devices=1`` on one node does nothing.
     """
     global _launched
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
         raise DistributedError(f"devices must be an int >= 1; received devices={devices!r}.")
-    job = JobEnv.detect()
+    by_hand = num_nodes > 1 and "RANK" not in os.environ  # MASTER_ADDR/PORT are node 0's, not a job yet
+    job = None if by_hand else JobEnv.detect()
     if job is not None:
         if job.local_world_size != devices:
             raise DistributedError(
@@ -155,28 +175,29 @@ def launch(devices: int, *, grace: float = group.DEFAULT_GRACE, join_timeout: fl
                 f"with --nproc-per-node {devices}.")
         _tie_to_parent()
         return
-    if devices == 1 or _launched is not None:
+    if (devices == 1 and num_nodes == 1) or _launched is not None:
         return
     if threading.current_thread() is not threading.main_thread():
         raise DistributedError("launch() must be called from the main thread: the processes it starts end when the "
                                "thread that started them ends.")
     command = _command()
-    port = _free_port()
+    node, addr, port = node_env(num_nodes) if num_nodes > 1 else (0, "127.0.0.1", _free_port())
+    first = node * devices
     base = dict(os.environ)
-    base.update({"WORLD_SIZE": str(devices), "LOCAL_WORLD_SIZE": str(devices), "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(port), "NODE_RANK": "0", "GROUP_RANK": "0"})
+    base.update({"WORLD_SIZE": str(devices * num_nodes), "LOCAL_WORLD_SIZE": str(devices), "MASTER_ADDR": addr,
+                 "MASTER_PORT": str(port), "NODE_RANK": str(node), "GROUP_RANK": str(node)})
     children = []
     try:
-        for rank in range(1, devices):
-            env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank), **{PARENT_ENV: str(os.getpid())})
-            children.append(_Child(rank, subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)))
+        for local in range(1, devices):
+            env = dict(base, RANK=str(first + local), LOCAL_RANK=str(local), **{PARENT_ENV: str(os.getpid())})
+            children.append(_Child(first + local, subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)))
     except OSError as e:
         for child in children:
             child.process.kill()
         raise DistributedError(f"could not start the processes of a {devices}-process job with {command}: {e}") from e
     os.environ.update({k: base[k] for k in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                                             "NODE_RANK", "GROUP_RANK")})
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0"})
+    os.environ.update({"RANK": str(first), "LOCAL_RANK": "0"})
     _launched = _Launched(children, grace, join_timeout)
 
 

@@ -1,11 +1,14 @@
 """Which strategy a Trainer runs with, from its ``accelerator``, ``devices``, ``num_nodes`` and ``strategy``.
 
 One process (None) unless the job has more than one process: ``devices > 1`` in a plain ``python``
-process (ember starts the others, each re-running the script), or a job started by torchrun.
+process (ember starts the others, each re-running the script), a job started by torchrun, or
+``num_nodes > 1`` started by hand on each machine with ``NODE_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT`` (ember starts each machine's processes).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -45,11 +48,14 @@ def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
             f"strategy={strategy!r}.")
     strategy = ALIASES.get(strategy, strategy) if isinstance(strategy, str) else strategy
     n = _devices(devices, accelerator)
+    if num_nodes > 1 and "RANK" not in os.environ:  # started by hand on each node: NODE_RANK, MASTER_ADDR/PORT
+        launch(n, num_nodes=num_nodes)
     job = JobEnv.detect()
-    if job is None and num_nodes > 1:
+    if job is not None and devices not in (None, "auto", -1) and job.world_size != n * num_nodes:
         raise MisconfigurationError(
-            f"num_nodes={num_nodes} needs a job started by torchrun on every node (ember starts processes on one "
-            "machine only): torchrun --nnodes N --nproc-per-node D ... train.py")
+            f"Trainer(devices={devices}, num_nodes={num_nodes}) asks for {n * num_nodes} processes, but the job has "
+            f"WORLD_SIZE={job.world_size}. Start {n} processes on each of {num_nodes} nodes (torchrun --nnodes "
+            f"{num_nodes} --nproc-per-node {n}), or pass the devices and num_nodes the job was started with.")
     if job is None and n == 1:
         return None
     if job is not None and job.world_size == 1:

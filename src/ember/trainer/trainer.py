@@ -27,7 +27,7 @@ from ember import loggers as _loggers
 from ember.callbacks.progress.tqdm_progress import replaces_default_bar
 from ember.distributed import sharding
 from ember.distributed.select import strategy_for
-from ember.checkpoint.sharded.saves import ShardedWriter
+from ember.distributed.sharded_saves import ShardedWriter
 from ember.loops.fit import FitLoop, FitParts, Progress
 from ember.loops.results import MetricsHub
 from ember.loops.preemption import StopRequests

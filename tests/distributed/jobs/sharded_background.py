@@ -20,7 +20,7 @@ from torch.distributed.fsdp import fully_shard
 import ember
 from ember.checkpoint.storage.locations import resolve
 from ember.distributed import launch
-from ember.checkpoint.sharded.saves import ShardedWriter
+from ember.distributed.sharded_saves import ShardedWriter
 
 
 def main() -> None:

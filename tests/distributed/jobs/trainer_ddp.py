@@ -8,6 +8,7 @@ weights). Data: 48 samples, shuffled, batch 4: 6 batches per rank per epoch, 3 e
 usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--accelerator cpu|gpu] [--max-epochs E] [--max-steps S] [--resume [PATH]]
                              [--stop-rank R --stop-step S] [--fail-rank R --fail-step S] [--launch N]
                              [--weights-at-start OUT] [--fail-save-rank R] [--every-step] [--configure-model]
+                             [--ckpt-dir PATH_OR_URL] [--num-nodes N]
 Writes ROOT/final.ckpt (trainer.save_checkpoint, called on every rank) and ROOT/rank<R>.ckpt (each
 rank's own weights, whole, and global step) when fit returns; checkpoints go to ROOT/ckpts (save_last).
 ``--weights-at-start OUT``: rank 0 writes the whole weights as training starts (after a resume's restore).
@@ -115,12 +116,15 @@ def main() -> None:
     ap.add_argument("--fail-save-rank", type=int, default=-1)
     ap.add_argument("--every-step", action="store_true")
     ap.add_argument("--configure-model", action="store_true")
+    ap.add_argument("--ckpt-dir", default=None, help="where checkpoints go (a path or URL; default ROOT/ckpts)")
+    ap.add_argument("--num-nodes", type=int, default=1)
     ap.add_argument("--grace", type=float, default=None, help="seconds a rank may take to stop after a peer failed")
     args = ap.parse_args()
     ember.seed_everything(0)
     model = (ShardsItself if args.configure_model else Net)(args.fail_rank, args.fail_step)
     every = {"every_n_train_steps": 1} if args.every_step else {}
-    callbacks = [ModelCheckpoint(dirpath=os.path.join(args.root, "ckpts"), save_last=True, **every)]
+    ckpt_dir = args.ckpt_dir or os.path.join(args.root, "ckpts")
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, save_last=True, **every)]
     if args.fail_save_rank >= 0:
         callbacks.append(FailWhileSaving(args.fail_save_rank))
     if args.stop_rank >= 0:
@@ -134,7 +138,7 @@ def main() -> None:
         strategy = {"ddp": DDPStrategy, "fsdp": FSDPStrategy}[args.strategy](accelerator=args.accelerator,
                                                                              grace=args.grace)
     trainer = ember.Trainer(accelerator=args.accelerator, devices=args.launch or "auto", strategy=strategy,
-                            max_epochs=args.max_epochs,
+                            num_nodes=args.num_nodes, max_epochs=args.max_epochs,
                             max_steps=args.max_steps, callbacks=callbacks, enable_progress_bar=False, logger=False,
                             default_root_dir=args.root)
     ember.seed_everything(100 + trainer.global_rank)
@@ -142,7 +146,7 @@ def main() -> None:
     data = TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
     loader = DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(5))
     trainer.fit(model, loader, ckpt_path=args.resume)
-    trainer.save_checkpoint(os.path.join(args.root, "final.ckpt"))
+    trainer.save_checkpoint(os.path.join(ckpt_dir if args.ckpt_dir else args.root, "final.ckpt"))
     ember.save_checkpoint({"state_dict": whole(model), "global_step": trainer.global_step,
                            "world_size": trainer.world_size, "configure_model_calls": ShardsItself.calls},
                           os.path.join(args.root, f"rank{trainer.global_rank}.ckpt"))

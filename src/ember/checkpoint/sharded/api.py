@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
 
-from ember.checkpoint.sharded import commit
+from ember.checkpoint.sharded import commit, objects
 from ember.checkpoint.sharded import metadata as _meta
 from ember.checkpoint.sharded.layout import local_folder
 from ember.checkpoint.sharded.dcp_reader import ShardReader
@@ -29,6 +29,17 @@ def _distributed() -> bool:
 
 def _rank() -> int:
     return dist.get_rank() if _distributed() else 0
+
+
+AT_FIRST_COLLECTIVE: list = []
+"""Called before a save or load runs collectives on a group: ``ember.distributed.group`` registers its exit
+handler here (when ember is imported), so a group the user joined still leaves cleanly at exit."""
+
+
+def _leave_cleanly() -> None:
+    if _distributed():
+        for hook in AT_FIRST_COLLECTIVE:
+            hook()
 
 
 def _from_rank0(value: str | None, group: dist.ProcessGroup | None = None) -> str:
@@ -78,8 +89,18 @@ def save_sharded(state: dict, location: str | os.PathLike, *, storage_options: d
     metadata, written last. The folder is written under a temporary name and swapped in only once
     complete: an existing checkpoint at ``location`` stays intact until then.
     """
-    target = local_folder(location, storage_options)
     tree, tensors = split(state)  # an unstorable value fails here, on every rank, before any write
+    _leave_cleanly()
+    if objects.is_url(location):  # an object store: committed by the order of writes (objects.py)
+        def save(writer: ShardWriter) -> None:
+            with _dcp_errors():
+                dcp.save(tensors, storage_writer=writer, planner=DefaultSavePlanner(flatten_state_dict=False),
+                         no_dist=not _distributed(), process_group=process_group)
+
+        objects.save_to_store(tensors, tree, os.fspath(location), storage_options=storage_options,
+                              process_group=process_group, save=save)
+        return
+    target = local_folder(location, storage_options)
     tmp, error = _prepare(target) if _rank() == 0 else (None, None)
     name = _from_rank0(f"!{error}" if error else str(tmp), process_group)
     if name.startswith("!"):
@@ -131,13 +152,15 @@ def load_sharded(state: dict, location: str | os.PathLike, *, storage_options: d
     on any number of ranks; each rank reads the pieces its shards need) and return the whole checkpoint
     dict: every value as saved, with the state's own (now loaded) tensor objects in their places and
     whole CPU tensors for the ones the state did not hold. Collective like ``save_sharded``."""
-    folder = local_folder(location, storage_options)
-    meta = _meta.read(folder)
-    _, tensors = split(state)
-    targets = _targets(meta, tensors, folder)
-    with _dcp_errors():
-        dcp.load(targets, storage_reader=ShardReader(folder, meta),
-                 planner=DefaultLoadPlanner(flatten_state_dict=False), no_dist=not _distributed())
+    _leave_cleanly()
+    with objects.local(location, storage_options) as staged:  # a URL: each rank reads a local copy
+        folder = local_folder(staged, None if staged is not location else storage_options)
+        meta = _meta.read(folder)
+        _, tensors = split(state)
+        targets = _targets(meta, tensors, folder)
+        with _dcp_errors():
+            dcp.load(targets, storage_reader=ShardReader(folder, meta),
+                     planner=DefaultLoadPlanner(flatten_state_dict=False), no_dist=not _distributed())
     return join(meta.tree, targets)
 
 

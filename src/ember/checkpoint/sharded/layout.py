@@ -64,10 +64,10 @@ def local_folder(location: str | os.PathLike, storage_options: dict | None = Non
     head, sep, _ = text.partition("://")
     if sep and head.isidentifier():
         raise CheckpointError(
-            f"sharded checkpoints are read and written in local folders only (a path, or file://), received "
-            f"{text!r}. To save: give a local or mounted folder, then `ember ckpt consolidate FOLDER "
-            f"{head}://.../NAME.ckpt` writes it as one single-file checkpoint there (those load from URLs). "
-            "To read a sharded folder kept on a remote store: copy it to a local folder first")
+            f"this function reads sharded checkpoints in local folders only (a path, or file://), received "
+            f"{text!r}. For a sharded folder at a URL use save_sharded/load_sharded or "
+            f"ember.load_checkpoint({text!r}) (they take URLs), or `ember ckpt verify|consolidate` from the "
+            "command line")
     if storage_options:
         raise CheckpointError(f"storage_options are for URLs; {text!r} is a local folder: pass storage_options=None")
     return Path(text)

@@ -1,40 +1,39 @@
 """Checkpoints at fsspec URLs: ``s3://``, ``gs://``, ``az://``, ``memory://`` and any other store fsspec knows.
 
-Importing this module registers ``FsspecStorage`` for every URL scheme that has no backend of its
-own (``register_scheme("default", ...)``); ``store.open_store`` imports it on the first URL it sees.
-``file://`` URLs still go to ``LocalStorage`` (fsync + rename, and a local path for mmap).
+Importing this module registers ``FsspecStorage`` for every URL scheme that has no backend of its own
+(``register_scheme("default", ...)``); ``store.open_store`` imports it on the first URL it sees. ``file://``
+URLs still go to ``LocalStorage`` (fsync + rename, and a local path for mmap).
 
-Credentials and endpoints come from each backend's own configuration (for S3: the AWS environment
-variables and config files, ``AWS_ENDPOINT_URL`` included) or from ``storage_options``, spelt as
-fsspec spells them (``{"key": ..., "secret": ..., "endpoint_url": ...}`` for s3fs).
+Credentials and endpoints come from each backend's own configuration (for S3: the AWS environment variables and
+config files, ``AWS_ENDPOINT_URL`` included) or from ``storage_options``, spelt as fsspec spells them (``{"key":
+..., "secret": ..., "endpoint_url": ...}`` for s3fs).
 
 How a write becomes final (the name shows the previous object or the complete new one, never a part):
 
-- **S3** (s3fs): the bytes stream up as a multipart upload while the writer produces them — parts
-  of ``part_size`` bytes, up to ``concurrency`` in flight; the first part is held back until the
-  end, so at most ``(concurrency + 2) * part_size`` bytes are held in memory.
-  ``CompleteMultipartUpload`` on a clean exit makes the object appear whole; an exception aborts
-  the upload. A file no larger than one part is a single PUT. A writer killed outright leaves an incomplete multipart upload: never listed or readable,
-  but stored (and billed) until aborted — ``cleanup()`` aborts those older than an age, as does an
-  S3 lifecycle rule ``AbortIncompleteMultipartUpload``. ``copy`` is server-side (``CopyObject``;
-  parallel ``UploadPartCopy`` above 5 GiB), so ``last.ckpt`` is a real object.
-- **Every other store**: the bytes go to a temporary name (``temporaries.temp_name``: the same
-  ``.ember-tmp-...part`` spelling as local temporaries) next to the target, which is then moved onto the target. On ``memory://`` and ``file://`` the
-  move is a rename (atomic). On ``gs://`` and ``az://`` fsspec moves by a server-side copy and a
-  delete: the target appears whole (object creation is atomic there) but the bytes are copied once
-  more inside the store. A killed writer leaves the temporary, which ``list`` hides and ``cleanup()``
-  removes.
+- **S3** (s3fs): the bytes stream up as a multipart upload while the writer produces them — parts of
+  ``part_size`` bytes, up to ``concurrency`` in flight; the first part is held back until the end, so at most
+  ``(concurrency + 2) * part_size`` bytes are held in memory. ``CompleteMultipartUpload`` on a clean exit makes
+  the object appear whole; an exception aborts the upload. A file no larger than one part is a single PUT. A
+  writer killed outright leaves an incomplete multipart upload: never listed or readable, but stored (and
+  billed) until aborted — ``cleanup()`` aborts those older than an age, as does an S3 lifecycle rule
+  ``AbortIncompleteMultipartUpload``. ``copy`` is server-side (``CopyObject``; parallel ``UploadPartCopy`` above
+  5 GiB), so ``last.ckpt`` is a real object.
+- **Every other store**: the bytes go to a temporary name (``temporaries.temp_name``: the same ``.ember-
+  tmp-...part`` spelling as local temporaries) next to the target, which is then moved onto the target. On
+  ``memory://`` and ``file://`` the move is a rename (atomic). On ``gs://`` and ``az://`` fsspec moves by a
+  server-side copy and a delete: the target appears whole (object creation is atomic there) but the bytes are
+  copied once more inside the store. A killed writer leaves the temporary, which ``list`` hides and
+  ``cleanup()`` removes.
 
-Writers on S3 are seekable within the held-back first part and the part being filled (cheap: no
-bytes are re-sent), which is what ember's format writer needs to fill in the header's checksums at
-the end while the tensors stream up. Writers of gs:// and az:// (fsspec's buffered files) are not
-seekable; the format writer then checksums first and streams once. Readers of
-remote (async) stores stream over ranged GETs: a first range of 1 MiB (a header read costs one small
-GET), then, while reads stay sequential, ranges that double up to ``read_chunk`` bytes with up to
-``read_ahead`` in flight at once (so at most ``read_ahead * read_chunk`` bytes held). On S3 every
-range is pinned to the ETag seen at open: an object replaced mid-read is an error, not a mix of two
-files. Local and memory stores hand out their own file objects. Folders (``copy`` of a folder name)
-are copied file by file: not atomic as a whole on any store here.
+Writers on S3 are seekable within the held-back first part and the part being filled (cheap: no bytes are re-
+sent), which is what ember's format writer needs to fill in the header's checksums at the end while the tensors
+stream up. Writers of gs:// and az:// (fsspec's buffered files) are not seekable; the format writer then
+checksums first and streams once. Readers of remote (async) stores stream over ranged GETs: a first range of 1
+MiB (a header read costs one small GET), then, while reads stay sequential, ranges that double up to
+``read_chunk`` bytes with up to ``read_ahead`` in flight at once (so at most ``read_ahead * read_chunk`` bytes
+held). On S3 every range is pinned to the ETag seen at open: an object replaced mid-read is an error, not a mix
+of two files. Local and memory stores hand out their own file objects. Folders (``copy`` of a folder name) are
+copied file by file: not atomic as a whole on any store here.
 """
 
 from __future__ import annotations
@@ -64,17 +63,11 @@ from ember.errors import CheckpointError, MisconfigurationError
 __all__ = ["FsspecStorage", "TMP_PREFIX", "TMP_SUFFIX"]
 
 S3_MAX_COPY = 5 << 30  # the largest object one CopyObject call copies
+MARKER = "metadata.json"  # a sharded folder's commit marker, its last-written object (sharded/layout.py)
 
 # scheme -> (package, extra) for the error that names what to install
-_EXTRAS = {
-    "s3": ("s3fs", "s3"),
-    "s3a": ("s3fs", "s3"),
-    "gs": ("gcsfs", "gcs"),
-    "gcs": ("gcsfs", "gcs"),
-    "az": ("adlfs", "azure"),
-    "abfs": ("adlfs", "azure"),
-    "abfss": ("adlfs", "azure"),
-}
+_EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
+           "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure")}
 
 
 def _missing_backend(scheme: str, url: str, detail: str = "") -> ImportError:
@@ -217,9 +210,9 @@ class FsspecStorage(Storage):
         self._fresh(path)
 
     def copy(self, src: str, dst: str) -> None:
-        """A file: one atomic copy (server-side where the store has it). A folder: file by file, then
-        what the old ``dst`` folder held beyond them is removed; not atomic as a whole, so a folder
-        checkpoint's own last-written metadata object must be what marks it complete."""
+        """A file: one atomic copy (server-side where the store has it). A folder: file by file, not
+        atomic as a whole: ``dst``'s commit marker is deleted first, what the old ``dst`` held beyond
+        ``src``'s files is removed, and ``src``'s marker is copied last."""
         check_name(dst)
         try:
             size = self._info(src)["size"]
@@ -229,13 +222,19 @@ class FsspecStorage(Storage):
         self._copy_file(src, dst, size)
 
     def _copy_folder(self, src: str, dst: str) -> None:
-        names = [n[len(src) + 1 :] for n in self.list(src.rstrip("/") + "/")]
+        """``dst``'s commit marker (``MARKER``) goes first, ``src``'s is copied last: see ``copy``."""
+        names = sorted((n[len(src) + 1 :] for n in self.list(src.rstrip("/") + "/")), key=lambda n: n == MARKER)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(f"{dst}/{MARKER}"))
         with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
             sizes = list(pool.map(lambda n: self._info(f"{src}/{n}")["size"], names))
-            list(pool.map(lambda n, size: self._copy_file(f"{src}/{n}", f"{dst}/{n}", size), names, sizes))
+            copy = lambda n, size: self._copy_file(f"{src}/{n}", f"{dst}/{n}", size)  # noqa: E731
+            list(pool.map(copy, names[:-1] if names[-1:] == [MARKER] else names, sizes))
         stale = set(self.list(dst.rstrip("/") + "/")) - {f"{dst}/{n}" for n in names}
         if stale:
             self.fs.rm([self._path(n) for n in sorted(stale)])
+        if names[-1:] == [MARKER]:
+            copy(MARKER, sizes[-1])
         with contextlib.suppress(FileNotFoundError):
             if self.fs.isfile(self._path(dst)):
                 self.fs.rm_file(self._path(dst))

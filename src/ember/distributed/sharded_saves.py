@@ -65,9 +65,27 @@ class ShardedWriter:
         """A gloo group of every rank for the background saves' collectives (made once, on every rank at
         the same save: new_group is itself a collective)."""
         if self._group is None:
+            from ember.distributed import group
+
             kwargs = {} if self.timeout is None else {"timeout": _timedelta(self.timeout)}
             self._group = dist.new_group(backend="gloo", **kwargs)
+            group.on_leave(self._leave)
         return self._group
+
+    def _leave(self) -> None:
+        """At exit: the save in flight finishes (its collectives run on this writer's group), then the
+        group is let go of, so that it can be destroyed with its worker threads (group.py). After a
+        failure (this rank's or a peer's) nothing is waited for: the peers may be gone."""
+        from ember.distributed import group
+        from ember.distributed.failure import reported_here
+
+        watch = group.watch()
+        failed = reported_here() or (watch is not None and watch.peer_failure() is not None)
+        try:
+            if not failed:
+                self.wait()
+        finally:
+            self._group = None
 
     def wait(self) -> None:
         """Wait for the save in flight; raise its error if it failed."""
