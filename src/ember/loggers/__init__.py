@@ -25,7 +25,14 @@ DEFAULT_NAME = "logs"  # the Trainer's own CSVLogger: <default_root_dir>/logs/ve
 
 
 def resolve_loggers(logger: Any, default_root_dir: str | os.PathLike, storage_options: dict | None = None) -> list:
-    """``Trainer(logger=...)`` -> the list of loggers: True is a CSVLogger under the root, False/None none."""
+    """``Trainer(logger=...)`` -> the list of loggers: True is a CSVLogger under the root, False/None none.
+
+    Args:
+        logger: True, False, None, a Logger or a list of them; anything without ``log_metrics`` raises
+            ``MisconfigurationError``.
+        default_root_dir: the Trainer's root folder (the default CSVLogger writes under ``<root>/logs``).
+        storage_options: options for the backend when the root is a URL.
+    """
     if logger is True:
         return [CSVLogger(default_root_dir, name=DEFAULT_NAME, storage_options=storage_options)]
     if logger is False or logger is None:
@@ -42,7 +49,13 @@ def resolve_loggers(logger: Any, default_root_dir: str | os.PathLike, storage_op
 def checkpoint_dir(logger: Any, loggers: list, default_root_dir: str | os.PathLike) -> str:
     """Where checkpoints go when no dirpath is given: ``<default_root_dir>/checkpoints`` with the
     default logger (the seed page's path), ``<log_dir of the first logger>/checkpoints`` when loggers
-    were given (Lightning's ``lightning_logs/version_N/checkpoints``)."""
+    were given (Lightning's ``lightning_logs/version_N/checkpoints``).
+
+    Args:
+        logger: what ``Trainer(logger=...)`` was given.
+        loggers: the loggers ``resolve_loggers`` made of it.
+        default_root_dir: the Trainer's root folder.
+    """
     root = os.fspath(default_root_dir)
     if logger is True or not loggers:
         return os.path.join(root, "checkpoints")
@@ -51,6 +64,11 @@ def checkpoint_dir(logger: Any, loggers: list, default_root_dir: str | os.PathLi
 
 
 def run_dir(logger: Any, default_root_dir: str | os.PathLike) -> str:
-    """``trainer.log_dir``: the first logger's ``log_dir``, else ``default_root_dir``."""
+    """``trainer.log_dir``: the first logger's ``log_dir``, else ``default_root_dir``.
+
+    Args:
+        logger: the first logger, or None.
+        default_root_dir: the Trainer's root folder.
+    """
     folder = getattr(logger, "log_dir", None) if logger is not None else None
     return os.fspath(folder if folder is not None else default_root_dir)
