@@ -142,6 +142,11 @@ def launch(devices: int, *, grace: float = group.DEFAULT_GRACE, join_timeout: fl
     Returns in every process with the job's variables set; call ``init(accelerator)`` next. Under
     torchrun, or in a process this function started, it only checks ``devices`` against the job.
     ``devices=1`` does nothing.
+
+    Args:
+        devices: the number of processes on this machine (an int >= 1, else ``DistributedError``).
+        grace: seconds a rank may take to stop after a peer failed.
+        join_timeout: seconds the other ranks may keep running after rank 0 finished before they are killed.
     """
     global _launched
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
