@@ -37,7 +37,13 @@ class LearningRateMonitor(Callback):
     """``logging_interval``: ``"step"`` or ``"epoch"`` logs every optimizer then; ``None`` logs each at
     its scheduler's interval (optimizers without a scheduler at every logged step).
     ``log_momentum`` adds ``momentum`` (or Adam's ``betas[0]``); ``log_weight_decay`` adds it.
-    Values logged so far are in ``self.lrs`` (``{name: [value, ...]}``)."""
+    Values logged so far are in ``self.lrs`` (``{name: [value, ...]}``).
+
+    Args:
+        logging_interval: "step", "epoch" or None, as above; another raises ``MisconfigurationError``.
+        log_momentum: also log each group's momentum (or Adam's ``betas[0]``).
+        log_weight_decay: also log each group's weight decay.
+    """
 
     def __init__(self, logging_interval: str | None = None, log_momentum: bool = False,
                  log_weight_decay: bool = False) -> None:
@@ -58,7 +64,11 @@ class LearningRateMonitor(Callback):
                 "logger=True or a logger such as CSVLogger(...), or remove the callback.")
 
     def names(self, trainer) -> list[list[str]]:
-        """Per optimizer, the name of each parameter group's learning rate."""
+        """Per optimizer, the name of each parameter group's learning rate.
+
+        Args:
+            trainer: the Trainer whose optimizers are named.
+        """
         seen: dict[str, int] = defaultdict(int)
         out = []
         for opt in trainer.optimizers:
@@ -71,7 +81,12 @@ class LearningRateMonitor(Callback):
         return out
 
     def stats(self, trainer, interval: str) -> dict[str, float]:
-        """The values to log at ``interval`` (``"step"`` or ``"epoch"``)."""
+        """The values to log at ``interval`` (``"step"`` or ``"epoch"``).
+
+        Args:
+            trainer: the Trainer whose optimizers are read.
+            interval: "step" or "epoch"; only optimizers logged at that interval are included.
+        """
         scheduled = _schedule_intervals(trainer)
         out: dict[str, float] = {}
         for opt, names in zip(trainer.optimizers, self.names(trainer)):
