@@ -66,7 +66,8 @@ class DeviceStatsMonitor(Callback):
     training on the CPU), True (also when training on a GPU) or False (never).
 
     Args:
-        cpu_stats: None, True or False, as above; CPU statistics come from ``/proc`` (or ``psutil``).
+        cpu_stats: None, True or False, as above; CPU statistics come from ``psutil`` when installed, else
+            from ``/proc``.
 
     The Trainer must have a logger (else ``MisconfigurationError`` at setup).
     """

@@ -100,7 +100,8 @@ class BatchSizeFinder(Callback):
 
         Args:
             trainer: the Trainer running; its state is restored after the search.
-            pl_module: the LightningModule (or its datamodule) whose batch size is searched.
+            pl_module: the LightningModule; ``batch_arg_name`` is looked up on it, its hparams, then the
+                datamodule and its hparams.
         """
         self.optimal_batch_size = scale_batch_size(
             trainer, pl_module, mode=self._mode, steps_per_trial=self._steps_per_trial, init_val=self._init_val,
