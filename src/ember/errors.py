@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 class CheckpointError(Exception):
-    """A checkpoint could not be read or written. Subclasses say why."""
+    """A checkpoint could not be read or written. Subclasses say why.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -12,23 +16,43 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class CheckpointCorruptError(CheckpointError):
-    """The file is not a complete, intact checkpoint: truncated, bit-flipped or malformed."""
+    """The file is not a complete, intact checkpoint: truncated, bit-flipped or malformed.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """The file could only be loaded by running code from it (an arbitrary pickle), so it is refused."""
+    """The file could only be loaded by running code from it (an arbitrary pickle), so it is refused.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
 
 
 class CheckpointVersionError(CheckpointError):
-    """The file was written by a newer ember in a format version this one cannot read."""
+    """The file was written by a newer ember in a format version this one cannot read.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
 
 
 class CheckpointMismatchError(CheckpointError):
-    """The checkpoint does not fit the model or training setup it is loaded into."""
+    """The checkpoint does not fit the model or training setup it is loaded into.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
 
 
 class MisconfigurationError(ValueError):
-    """A setting or a combination of settings is invalid; the message says which and how to fix it."""
+    """A setting or a combination of settings is invalid; the message says which and how to fix it.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
 
 
 class NotSupportedError(MisconfigurationError, NotImplementedError):

@@ -18,7 +18,12 @@ except ImportError:  # pragma: no cover - exercised only without numpy
 
 
 def seed_everything(seed: int) -> int:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device).
+
+    Args:
+        seed: the seed (an int; anything else, a bool included, raises ``TypeError``); NumPy gets it modulo
+            2**32, and it is exported in ``PL_GLOBAL_SEED`` for tools written for Lightning. It is returned.
+    """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed_everything takes an int; received {seed!r}")
     os.environ[compat.GLOBAL_SEED_ENV] = str(seed)  # read by tools written for Lightning

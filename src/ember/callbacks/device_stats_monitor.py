@@ -63,7 +63,14 @@ def cpu_stats(cpu: _ProcCpu | None = None) -> dict[str, float]:
 class DeviceStatsMonitor(Callback):
     """Logs ``DeviceStatsMonitor.<hook>/<stat>`` to every logger before and after each training and
     validation batch, every ``log_every_n_steps`` steps. ``cpu_stats``: None (CPU statistics when
-    training on the CPU), True (also when training on a GPU) or False (never)."""
+    training on the CPU), True (also when training on a GPU) or False (never).
+
+    Args:
+        cpu_stats: None, True or False, as above; CPU statistics come from ``psutil`` when installed, else
+            from ``/proc``.
+
+    The Trainer must have a logger (else ``MisconfigurationError`` at setup).
+    """
 
     def __init__(self, cpu_stats: bool | None = None) -> None:
         self._cpu_stats = cpu_stats

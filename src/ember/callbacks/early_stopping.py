@@ -17,7 +17,11 @@ _MODES = ("min", "max")
 
 
 class EarlyStoppingReason(Enum):
-    """Why EarlyStopping stopped the run (``EarlyStopping.stopping_reason``), as Lightning names it."""
+    """Why EarlyStopping stopped the run (``EarlyStopping.stopping_reason``), as Lightning names it.
+
+    Args:
+        value: a member's number, to look it up (``EarlyStoppingReason(3)`` is ``PATIENCE_EXHAUSTED``).
+    """
 
     NOT_STOPPED = 0
     STOPPING_THRESHOLD = 1
@@ -33,6 +37,20 @@ class EarlyStopping(Callback):
     when validation runs mid-epoch (``check_on_train_epoch_end=False`` forces that). Also stops when
     the value is not finite (``check_finite``), reaches ``stopping_threshold``, or is worse than
     ``divergence_threshold``. ``strict`` raises when the metric was never logged (else warns once).
+
+    Args:
+        monitor: the logged metric to watch.
+        min_delta: the smallest change that counts as an improvement (its absolute value is used).
+        patience: checks without improvement before stopping (>= 0, else ``MisconfigurationError``).
+        verbose: print why the run stopped (on global zero).
+        mode: "min" (lower is better, default) or "max"; another raises ``MisconfigurationError``.
+        strict: raise when ``monitor`` was never logged (False: warn once).
+        check_finite: stop when the metric is NaN or infinite.
+        stopping_threshold: stop as soon as the metric is better than this (None: never).
+        divergence_threshold: stop as soon as the metric is worse than this (None: never).
+        check_on_train_epoch_end: check at each training epoch's end; False checks after each validation;
+            None picks as above.
+        log_rank_zero_only: stored for Lightning's API.
     """
 
     def __init__(self, monitor: str, min_delta: float = 0.0, patience: int = 3, verbose: bool = False,

@@ -105,10 +105,20 @@ class BaseFinetuning(Callback):
             self._store(pl_module, i, before, optimizer.param_groups)
 
     def finetune_function(self, pl_module, epoch: int, optimizer: torch.optim.Optimizer) -> None:
-        """Override: unfreeze modules (``unfreeze_and_add_param_group``) when ``epoch`` comes."""
+        """Override: unfreeze modules (``unfreeze_and_add_param_group``) when ``epoch`` comes.
+
+        Args:
+            pl_module: the LightningModule being trained.
+            epoch: the training epoch about to start (``trainer.current_epoch``, from 0).
+            optimizer: one of the Trainer's optimizers (the hook runs once for each).
+        """
 
     def freeze_before_training(self, pl_module) -> None:
-        """Override: freeze modules (``self.freeze(pl_module.backbone)``) before the optimizers are made."""
+        """Override: freeze modules (``self.freeze(pl_module.backbone)``) before the optimizers are made.
+
+        Args:
+            pl_module: the LightningModule about to be trained.
+        """
 
     # ---------------------------------------------------------------- helpers (Lightning's static methods)
     @staticmethod
@@ -198,7 +208,24 @@ class BackboneFinetuning(BaseFinetuning):
     """Freeze ``pl_module.backbone`` until epoch ``unfreeze_backbone_at_epoch``, then train it with its
     own learning rate: ``backbone_initial_lr`` (default: the current lr times
     ``backbone_initial_ratio_lr``), multiplied by ``lambda_func(epoch + 1)`` every later epoch and,
-    with ``should_align``, never above the rest of the model's lr."""
+    with ``should_align``, never above the rest of the model's lr.
+
+    Args:
+        unfreeze_backbone_at_epoch: the epoch (from 0) the backbone starts training.
+        lambda_func: ``epoch -> factor`` the backbone's lr is multiplied by every epoch after that
+            (default: 2.0, doubling).
+        backbone_initial_ratio_lr: the backbone's first lr as a fraction of the first param group's lr
+            (default 0.1), when ``backbone_initial_lr`` is None.
+        backbone_initial_lr: the backbone's first lr, or None to use the ratio.
+        should_align: cap the backbone's lr at the first param group's lr.
+        initial_denom_lr: passed to ``unfreeze_and_add_param_group``; no effect here, the lr is always given.
+        train_bn: also train the backbone's BatchNorm layers once unfrozen.
+        verbose: log both learning rates at each change.
+        rounding: the decimals of the logged learning rates.
+
+    The module must have a ``backbone`` attribute that is an ``nn.Module`` (else ``MisconfigurationError``
+    at setup).
+    """
 
     def __init__(self, unfreeze_backbone_at_epoch: int = 10, lambda_func: Callable = multiplicative,
                  backbone_initial_ratio_lr: float = 10e-2, backbone_initial_lr: float | None = None,

@@ -14,6 +14,10 @@ class GradientAccumulationScheduler(Callback):
 
     Example: ``GradientAccumulationScheduler({0: 8, 4: 4, 8: 1})``. Leave the Trainer's
     ``accumulate_grad_batches`` at 1, and use automatic optimization.
+
+    Args:
+        scheduling: a non-empty dict of epoch (an int >= 0) to batches per step (an int >= 1); anything else
+            raises ``MisconfigurationError``.
     """
 
     def __init__(self, scheduling: dict[int, int]) -> None:
@@ -37,7 +41,11 @@ class GradientAccumulationScheduler(Callback):
         return any(v > 1 for v in self.scheduling.values())
 
     def get_accumulate_grad_batches(self, epoch: int) -> int:
-        """The number of batches per optimizer step in ``epoch``."""
+        """The number of batches per optimizer step in ``epoch``.
+
+        Args:
+            epoch: the training epoch, from 0.
+        """
         value = 1
         for start, n in self.scheduling.items():
             if epoch >= start:

@@ -25,6 +25,10 @@ class LambdaCallback(Callback):
     (``trainer, pl_module, ...``); hooks not given do nothing.
 
     Example: ``LambdaCallback(on_train_epoch_end=lambda trainer, module: print(trainer.current_epoch))``.
+
+    Args:
+        **hooks: hook name (one of ``HOOKS``, e.g. ``on_fit_start``) to the function run as it, or None for
+            none; an unknown name or a value that is not callable raises ``MisconfigurationError``.
     """
 
     def __init__(self, **hooks: Callable | None) -> None:

@@ -23,7 +23,13 @@ class LearningRateMonitor(Callback):
     """``logging_interval``: ``"step"`` or ``"epoch"`` logs every optimizer then; ``None`` logs each at
     its scheduler's interval (optimizers without a scheduler at every logged step).
     ``log_momentum`` adds ``momentum`` (or Adam's ``betas[0]``); ``log_weight_decay`` adds it.
-    Values logged so far are in ``self.lrs`` (``{name: [value, ...]}``)."""
+    Values logged so far are in ``self.lrs`` (``{name: [value, ...]}``).
+
+    Args:
+        logging_interval: "step", "epoch" or None, as above; another raises ``MisconfigurationError``.
+        log_momentum: also log each group's momentum (or Adam's ``betas[0]``).
+        log_weight_decay: also log each group's weight decay.
+    """
 
     def __init__(self, logging_interval: str | None = None, log_momentum: bool = False,
                  log_weight_decay: bool = False) -> None:
@@ -73,12 +79,21 @@ class LearningRateMonitor(Callback):
         return out
 
     def names(self, trainer) -> list[list[str]]:
-        """Per optimizer of ``trainer.optimizers``, the name of each parameter group's learning rate."""
+        """Per optimizer of ``trainer.optimizers``, the name of each parameter group's learning rate.
+
+        Args:
+            trainer: the Trainer whose optimizers are named.
+        """
         named = self._named(trainer)
         return [named[id(o)] for o in trainer.optimizers if id(o) in named]
 
     def stats(self, trainer, interval: str) -> dict[str, float]:
-        """The values to log at ``interval`` (``"step"`` or ``"epoch"``)."""
+        """The values to log at ``interval`` (``"step"`` or ``"epoch"``).
+
+        Args:
+            trainer: the Trainer whose optimizers are read.
+            interval: "step" or "epoch"; only optimizers logged at that interval are included.
+        """
         scheduled = {id(c.scheduler.optimizer): c.interval for c in trainer.lr_scheduler_configs
                      if getattr(c.scheduler, "optimizer", None) is not None}
         by_id = {id(o): o for o in trainer.optimizers}

@@ -12,6 +12,11 @@ class OnExceptionCheckpoint(Checkpoint):
     """Save ``<dirpath>/<filename>.ckpt`` when fit raises (KeyboardInterrupt included), then re-raise.
 
     The file holds the state after the last completed batch; resume with ``fit(ckpt_path=path)``.
+
+    Args:
+        dirpath: the folder (or URL) the checkpoint goes to.
+        filename: the checkpoint's name without ``.ckpt`` (a trailing ``.ckpt`` is dropped); default
+            "on_exception".
     """
 
     def __init__(self, dirpath: str | os.PathLike, filename: str = "on_exception") -> None:

@@ -30,6 +30,10 @@ class BasePredictionWriter(Callback):
     (None for a loader without one, e.g. an ``IterableDataset``). With a shuffling sampler they are
     the indices of the order the loader really uses: the sampler is read once ahead with the random
     state saved and put back.
+
+    Args:
+        write_interval: "batch" (default), "epoch" or "batch_and_epoch"; another raises
+            ``MisconfigurationError``.
     """
 
     def __init__(self, write_interval: str = "batch") -> None:
@@ -43,13 +47,30 @@ class BasePredictionWriter(Callback):
 
     def write_on_batch_end(self, trainer, pl_module, prediction: Any, batch_indices: list | None, batch: Any,
                            batch_idx: int, dataloader_idx: int) -> None:
-        """Write one batch's ``prediction`` (called after each predict batch with interval "batch")."""
+        """Write one batch's ``prediction`` (called after each predict batch with interval "batch").
+
+        Args:
+            trainer: the Trainer running.
+            pl_module: the LightningModule predicting.
+            prediction: what ``predict_step`` returned for the batch.
+            batch_indices: the dataset indices of the batch's samples, or None when unknown.
+            batch: the batch.
+            batch_idx: the batch's index in the loader.
+            dataloader_idx: the index of the loader.
+        """
         raise NotImplementedError(f"{type(self).__name__} has write_interval={self.interval!r} but does not "
                                   "override write_on_batch_end(); override it.")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions: list, batch_indices: list) -> None:
         """Write every prediction of the epoch (a list per loader when there are several); ``batch_indices``
-        is always a list per loader of each batch's indices."""
+        is always a list per loader of each batch's indices.
+
+        Args:
+            trainer: the Trainer running.
+            pl_module: the LightningModule predicting.
+            predictions: every batch's prediction, in order (a list per loader with several loaders).
+            batch_indices: per loader, each batch's dataset indices.
+        """
         raise NotImplementedError(f"{type(self).__name__} has write_interval={self.interval!r} but does not "
                                   "override write_on_epoch_end(); override it.")
 

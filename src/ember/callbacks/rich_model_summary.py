@@ -16,7 +16,14 @@ def require_rich(what: str) -> None:
 
 class RichModelSummary(ModelSummary):
     """As ``ModelSummary`` (``max_depth`` levels of layers), drawn as a rich table on the global-zero
-    process. ``summarize_kwargs`` are accepted for Lightning's signature and not used."""
+    process. ``summarize_kwargs`` are accepted for Lightning's signature and not used.
+
+    Args:
+        max_depth: how many levels of nested layers the table shows (0 prints nothing).
+        **summarize_kwargs: accepted for Lightning's signature; not used.
+
+    Raises ``ImportError`` when ``rich`` is not installed.
+    """
 
     def __init__(self, max_depth: int = 1, **summarize_kwargs: Any) -> None:
         require_rich("RichModelSummary")

@@ -33,6 +33,17 @@ class StochasticWeightAveraging(Callback):
     A model with BatchNorm layers gets its running statistics recomputed for the averaged weights when
     training ends: one pass of ``training_step`` over the training data without gradients (Lightning
     runs the same pass as an extra epoch, counted in ``current_epoch``).
+
+    Args:
+        swa_lrs: the SWA learning rate: a positive float for every param group, or a list, one per group.
+        swa_epoch_start: the first averaged epoch: an int >= 1 (1-based), or a float in (0, 1], a fraction of
+            ``max_epochs``.
+        annealing_epochs: the epochs (an int >= 0) SWALR takes to reach ``swa_lrs``.
+        annealing_strategy: "cos" (default) or "linear" annealing.
+        avg_fn: ``(averaged, current, n_averaged) -> tensor``, the averaging rule (None: the running mean).
+        device: where the averaged copy lives (default the CPU; None: the model's device).
+
+    Bad values raise ``MisconfigurationError``.
     """
 
     def __init__(self, swa_lrs: float | list[float], swa_epoch_start: int | float = 0.8, annealing_epochs: int = 10,
@@ -183,7 +194,11 @@ class StochasticWeightAveraging(Callback):
         n_averaged += 1
 
     def reset_batch_norm_and_save_state(self, pl_module: nn.Module) -> None:
-        """Zero every BatchNorm's running statistics and make it average over all batches (momentum None)."""
+        """Zero every BatchNorm's running statistics and make it average over all batches (momentum None).
+
+        Args:
+            pl_module: the module whose BatchNorm layers are reset; their momenta are kept in ``self.momenta``.
+        """
         self.momenta = {}
         for m in pl_module.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
@@ -194,6 +209,7 @@ class StochasticWeightAveraging(Callback):
                 m.num_batches_tracked *= 0
 
     def reset_momenta(self) -> None:
+        """Put back the BatchNorm momenta that ``reset_batch_norm_and_save_state`` saved."""
         for m, momentum in self.momenta.items():
             m.momentum = momentum
 

@@ -51,6 +51,14 @@ class Timer(Callback):
     ``start_time(stage)``, ``end_time(stage)``, ``time_elapsed(stage)`` and ``time_remaining(stage)``
     (seconds; stage ``"train"`` by default, or ``"validate"``, ``"test"``, ``"predict"``,
     ``"sanity_check"``) tell how long each stage ran.
+
+    Args:
+        duration: the training time limit: ``"DD:HH:MM:SS"``, a ``datetime.timedelta``, a dict of its keywords
+            (``{"hours": 2}``), or None to only measure.
+        interval: when the limit is checked: "step" (after every batch) or "epoch".
+        verbose: print a line when the limit stops training.
+
+    Bad values raise ``MisconfigurationError``.
     """
 
     def __init__(self, duration: str | timedelta | dict[str, int] | None = None, interval: str = Interval.step,
@@ -72,15 +80,27 @@ class Timer(Callback):
         return self._duration
 
     def start_time(self, stage: str = "train") -> float | None:
-        """When ``stage`` last started (``time.monotonic()``), or None."""
+        """When ``stage`` last started (``time.monotonic()``), or None.
+
+        Args:
+            stage: "train" (default), "validate", "test", "predict" or "sanity_check".
+        """
         return self._start[_stage(stage)]
 
     def end_time(self, stage: str = "train") -> float | None:
-        """When ``stage`` last ended (``time.monotonic()``), or None while it runs or before it ran."""
+        """When ``stage`` last ended (``time.monotonic()``), or None while it runs or before it ran.
+
+        Args:
+            stage: "train" (default), "validate", "test", "predict" or "sanity_check".
+        """
         return self._end[_stage(stage)]
 
     def time_elapsed(self, stage: str = "train") -> float:
-        """Seconds ``stage`` has run (training includes the time before a resume)."""
+        """Seconds ``stage`` has run (training includes the time before a resume).
+
+        Args:
+            stage: "train" (default), "validate", "test", "predict" or "sanity_check".
+        """
         stage = _stage(stage)
         start, end = self._start[stage], self._end[stage]
         offset = self._offset if stage == "train" else 0.0
@@ -89,7 +109,11 @@ class Timer(Callback):
         return offset + ((end if end is not None else time.monotonic()) - start)
 
     def time_remaining(self, stage: str = "train") -> float | None:
-        """Seconds left of ``duration`` (None without a duration)."""
+        """Seconds left of ``duration`` (None without a duration).
+
+        Args:
+            stage: the stage whose elapsed time counts: "train" (default) or another stage's name.
+        """
         if self._duration is None:
             return None
         return self._duration - self.time_elapsed(stage)

@@ -19,7 +19,13 @@ __all__ = ["save_checkpoint", "load_checkpoint", "load_from", "header_in", "veri
 
 def save_checkpoint(state: dict, path: str | os.PathLike, *, storage_options: dict | None = None) -> str:
     """Write ``state`` to ``path`` (a local path or a URL) atomically; returns where it was written.
-    An unstorable value fails before any byte is written."""
+    An unstorable value fails before any byte is written.
+
+    Args:
+        state: the checkpoint dict (tensors, numbers, strings, lists, dicts... nested).
+        path: the destination: a local file path or a URL (``s3://...``, ``memory://...``).
+        storage_options: options for the backend of a URL (credentials, endpoint); unused for a local path.
+    """
     tree, tensors = codec.flatten(state)
     return write_file(resolve(path, storage_options), tree, tensors, progress=True)
 
@@ -39,6 +45,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
 
     A local folder is read as a sharded checkpoint (``sharded.read_full``: every tensor whole, every
     byte verified; ``verify``/``mmap`` do not apply): the same dict a single-file checkpoint gives.
+
+    Args:
+        path: the checkpoint: a local file or sharded folder, or a URL.
+        map_location: the device tensors go to: None (the CPU), a str or a ``torch.device``; another type
+            raises ``TypeError``.
+        verify: check every byte's checksum before returning (default True).
+        mmap: None or True map a local file copy-on-write; False reads every tensor into its own memory.
+        storage_options: options for the backend of a URL (credentials, endpoint).
     """
     if "://" not in os.fspath(path) and os.path.isdir(path):
         from ember.checkpoint.sharded.full import read_full
@@ -63,6 +77,13 @@ def load_from(store: Storage, name: str, map_location: Any = None, verify: bool 
 
     Raises a CheckpointError subclass naming ``store.describe(name)`` for a missing, corrupt or unsafe file.
     A local folder is read as a sharded checkpoint (``sharded.read_full``), as ``load_checkpoint`` does.
+
+    Args:
+        store: the Storage holding the checkpoint.
+        name: the checkpoint's name inside ``store``.
+        map_location: where tensors go, as in ``load_checkpoint``.
+        verify: check every byte's checksum before returning.
+        mmap: map a local file copy-on-write, as in ``load_checkpoint``.
     """
     local = store.local_path(name)
     if local is not None and local.is_dir():
@@ -82,13 +103,24 @@ def load_from(store: Storage, name: str, map_location: Any = None, verify: bool 
 
 def header_in(store: Storage, name: str, *, verify: bool = True) -> dict:
     """``container.read_header`` of the object ``name`` in ``store``: the header only, checked
-    (structure, checksum, state tree), tensors not read."""
+    (structure, checksum, state tree), tensors not read.
+
+    Args:
+        store: the Storage holding the checkpoint.
+        name: the checkpoint's name inside ``store``.
+        verify: check the header's checksum and state tree (default True).
+    """
     with open_checkpoint(store, name) as (f, size):
         return container.read_header_stream(f, size, store.describe(name), verify=verify)
 
 
 def verify_in(store: Storage, name: str) -> None:
     """``container.verify_file`` of the object ``name`` in ``store``: every byte against its checksum
-    and the state tree as loading checks it; CheckpointError naming ``store.describe(name)`` on failure."""
+    and the state tree as loading checks it; CheckpointError naming ``store.describe(name)`` on failure.
+
+    Args:
+        store: the Storage holding the checkpoint.
+        name: the checkpoint's name inside ``store``.
+    """
     with open_checkpoint(store, name) as (f, size):
         container.verify_stream(f, size, store.describe(name))

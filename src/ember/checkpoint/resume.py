@@ -34,7 +34,14 @@ _HPC = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
 
 @dataclass(frozen=True)
 class Place:
-    """Where a run's checkpoints are: its managers' stores, and the default folder (``dirpath`` unset)."""
+    """Where a run's checkpoints are: its managers' stores, and the default folder (``dirpath`` unset).
+
+    Args:
+        managers: the run's checkpoint managers (``ModelCheckpoint.manager``), in callback order.
+        default_dir: the folder checkpoints go to when a ``ModelCheckpoint`` has no ``dirpath``.
+        root_dir: ``default_root_dir``, where ``"hpc"`` checkpoints are looked for.
+        storage_options: options for the backend of a URL (credentials, endpoint).
+    """
 
     managers: Sequence[CheckpointManager]
     """The run's checkpoint managers (``ModelCheckpoint.manager``), in callback order."""
@@ -54,7 +61,13 @@ def locate(ckpt_path: Any, place: Place, *, entry: str = "fit") -> str | None:
     (with a warning: nothing is loaded). ``entry`` names the caller in messages (``fit``, ``validate``...).
 
     Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``) for a path that holds no checkpoint, and
-    ``MisconfigurationError`` for ``"best"``/``"hpc"`` with nothing to point at."""
+    ``MisconfigurationError`` for ``"best"``/``"hpc"`` with nothing to point at.
+
+    Args:
+        ckpt_path: None, ``"last"``, ``"best"``, ``"hpc"``, or a path or URL.
+        place: where the run's checkpoints are.
+        entry: the calling Trainer method, for messages.
+    """
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
@@ -69,7 +82,12 @@ def locate(ckpt_path: Any, place: Place, *, entry: str = "fit") -> str | None:
 def locate_path(location: Any, storage_options: dict | None = None) -> str:
     """``location`` (a path or URL, never a keyword) if a checkpoint is there: a file, or a complete sharded
     folder. ``CheckpointNotFoundError`` (a ``FileNotFoundError``) if nothing is; ``CheckpointError`` for a
-    folder that holds no checkpoint."""
+    folder that holds no checkpoint.
+
+    Args:
+        location: a path (str or ``os.PathLike``) or URL.
+        storage_options: options for the backend of a URL.
+    """
     location = os.fspath(location)
     store, name = resolve(location, storage_options)
     if store.exists(name):
@@ -129,7 +147,15 @@ def read(location: str, *, storage_options: dict | None = None, map_location: An
          reshard_into: Any = None, resuming: bool = False) -> dict:
     """Ember's checkpoint dict at ``location``, whatever wrote it. ``reshard_into`` (the run's sharded state,
     FSDP) makes a sharded folder load shard by shard into it, each rank reading only its own part.
-    ``resuming``: a Lightning file saved mid-epoch warns that its remaining batches come from a new pass."""
+    ``resuming``: a Lightning file saved mid-epoch warns that its remaining batches come from a new pass.
+
+    Args:
+        location: the checkpoint's path or URL (from ``locate``).
+        storage_options: options for the backend of a URL.
+        map_location: the device tensors go to (default "cpu"), a str or a ``torch.device``.
+        reshard_into: the run's sharded state to load a sharded folder into, or None to read it whole.
+        resuming: True when the dict resumes a run (keeps the mid-epoch warning of Lightning files).
+    """
     if reshard_into is not None and (sharded.is_sharded_checkpoint(location)
                                      or sharded_objects.is_sharded_at_url(location, storage_options)):
         from ember.checkpoint.sharded import load_sharded
@@ -145,7 +171,16 @@ def read(location: str, *, storage_options: dict | None = None, map_location: An
 
 
 def restore_weights(module: Any, ckpt: dict, location: str, *, datamodule: Any = None, strict: bool = True) -> None:
-    """The module's weights (and the datamodule's state) from ``ckpt``, after ``module.on_load_checkpoint``."""
+    """The module's weights (and the datamodule's state) from ``ckpt``, after ``module.on_load_checkpoint``.
+
+    Args:
+        module: the LightningModule to load the weights into.
+        ckpt: ember's checkpoint dict (from ``read``); without a ``state_dict`` it raises
+            ``CheckpointMismatchError``.
+        location: where ``ckpt`` came from, for messages.
+        datamodule: the LightningDataModule whose saved state is restored, or None.
+        strict: require the weights' keys to match the module's exactly.
+    """
     module.on_load_checkpoint(ckpt)
     if "state_dict" not in ckpt:
         raise CheckpointMismatchError(f"{location} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}.")
@@ -158,7 +193,19 @@ def resume(run: run_state.RunState, ckpt: dict, location: str, *, trainer: Any, 
            load_sharded_state: Callable | None = None) -> None:
     """The whole run from ``ckpt``: checked first (nothing is changed if it cannot be resumed), then the module,
     optimizers, schedulers, scaler, callbacks, loop position and RNG. ``adapt`` puts optimizer states in the
-    layout the run loads (numbered, or named under FSDP)."""
+    layout the run loads (numbered, or named under FSDP).
+
+    Args:
+        run: the run's state (module, optimizers, schedulers, scaler, loops) to restore into.
+        ckpt: ember's checkpoint dict (from ``read``).
+        location: where ``ckpt`` came from, for messages.
+        trainer: the Trainer, passed to each callback's ``on_load_checkpoint``.
+        module: the LightningModule; its ``on_load_checkpoint`` runs first.
+        datamodule: the LightningDataModule whose saved state is restored, or None.
+        callbacks: the callbacks whose ``on_load_checkpoint`` runs last.
+        adapt: turns ``ckpt`` into the layout the run loads (default: unchanged).
+        load_sharded_state: loads a sharded (FSDP) model and optimizer state, or None.
+    """
     ckpt = adapt(ckpt)
     run_state.check_resumable(ckpt, location, run)
     module.on_load_checkpoint(ckpt)

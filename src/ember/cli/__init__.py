@@ -87,7 +87,12 @@ def _convert_command(src: str, dst: str, to: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``ember`` command; returns the exit code (0 ok, 1 a file failed, 2 usage error)."""
+    """Run the ``ember`` command; returns the exit code (0 ok, 1 a file failed, 2 usage error).
+
+    Args:
+        argv: the command's arguments without the program name (``["ckpt", "verify", "a.ckpt"]``); None reads
+            ``sys.argv``.
+    """
     parser = _parser()
     try:
         args = parser.parse_args(argv)

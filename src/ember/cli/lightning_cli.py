@@ -36,7 +36,12 @@ def _require_jsonargparse() -> None:
 
 def LightningArgumentParser(*args: Any, **kwargs: Any):  # noqa: N802 - Lightning's name for the parser class
     """A ``jsonargparse.ArgumentParser`` with Lightning's ``add_lightning_class_args``, ``add_optimizer_args``
-    and ``add_lr_scheduler_args`` (what ``add_arguments_to_parser`` receives; ``ember.cli.parser``)."""
+    and ``add_lr_scheduler_args`` (what ``add_arguments_to_parser`` receives; ``ember.cli.parser``).
+
+    Args:
+        *args: passed to ``jsonargparse.ArgumentParser``.
+        **kwargs: passed to ``jsonargparse.ArgumentParser``.
+    """
     _require_jsonargparse()
     from ember.cli.parser import parser_class
 
@@ -44,13 +49,25 @@ def LightningArgumentParser(*args: Any, **kwargs: Any):  # noqa: N802 - Lightnin
 
 
 def log_dir_of(trainer) -> str:
-    """Where a run's files go: ``trainer.log_dir`` (the first logger's, else ``default_root_dir``)."""
+    """Where a run's files go: ``trainer.log_dir`` (the first logger's, else ``default_root_dir``).
+
+    Args:
+        trainer: the Trainer of the run.
+    """
     return os.fspath(trainer.log_dir)
 
 
 class SaveConfigCallback(Callback):
     """Writes the resolved configuration to ``<log dir>/<config_filename>`` when fit starts, on the
-    global-zero process. An existing file is an error unless ``overwrite=True``."""
+    global-zero process. An existing file is an error unless ``overwrite=True``.
+
+    Args:
+        parser: the jsonargparse parser that parsed ``config`` (it writes the file).
+        config: the parsed configuration to save.
+        config_filename: the file's name inside the log folder (default "config.yaml").
+        overwrite: replace an existing file instead of raising ``RuntimeError``.
+        multifile: accepted for Lightning's signature; the configuration is saved as one file.
+    """
 
     def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
                  multifile: bool = False) -> None:
@@ -87,6 +104,21 @@ class LightningCLI:
     ``parser_kwargs`` go to every parser, or per subcommand as ``{"fit": {...}}``.
     ``auto_configure_optimizers``: add ``--optimizer`` and ``--lr_scheduler`` (``--optimizer=Adam
     --optimizer.lr=0.01``); when given, they replace the model's ``configure_optimizers``.
+
+    Args:
+        model_class: the LightningModule class (or a function returning one), or None for any subclass.
+        datamodule_class: the LightningDataModule class (or a function returning one), or None for any class.
+        save_config_callback: the callback class that saves the configuration at fit start; None saves none.
+        save_config_kwargs: keyword arguments of ``save_config_callback`` (e.g. ``{"overwrite": True}``).
+        trainer_class: the Trainer class to build (default ``ember.Trainer``).
+        trainer_defaults: Trainer arguments used as defaults (objects given there are passed as they are).
+        seed_everything_default: True, an int, or False, as above.
+        parser_kwargs: keyword arguments of the parsers, for all, or per subcommand.
+        subclass_mode_model: accept any subclass of ``model_class`` chosen with ``--model.class_path``.
+        subclass_mode_data: accept any subclass of ``datamodule_class`` chosen with ``--data.class_path``.
+        args: the arguments to parse: a list, a dict, or None for ``sys.argv``.
+        run: parse a subcommand and run it (default); False only builds the objects.
+        auto_configure_optimizers: add ``--optimizer`` and ``--lr_scheduler`` (default True).
     """
 
     def __init__(self, model_class: type | Callable | None = None, datamodule_class: type | Callable | None = None,
@@ -121,7 +153,11 @@ class LightningCLI:
 
     # ---------------------------------------------------------------- parser
     def add_arguments_to_parser(self, parser) -> None:
-        """Override to add arguments (e.g. ``parser.link_arguments(...)``)."""
+        """Override to add arguments (e.g. ``parser.link_arguments(...)``).
+
+        Args:
+            parser: the ``LightningArgumentParser`` being built (the main one, or a subcommand's).
+        """
 
     def before_instantiate_classes(self) -> None:
         """Override to change ``self.config`` before the objects are built."""
@@ -195,6 +231,7 @@ class LightningCLI:
         return config[self.subcommand] if self.subcommand else config
 
     def instantiate_classes(self) -> None:
+        """Seed (``seed_everything`` setting), then build ``self.model``, ``self.datamodule`` and ``self.trainer``."""
         section = self._section(self.config)
         seed = section["seed_everything"]
         if seed is True:
@@ -215,6 +252,12 @@ class LightningCLI:
         self.trainer = self.instantiate_trainer(dict(init["trainer"]))
 
     def instantiate_trainer(self, kwargs: dict) -> Any:
+        """Build the Trainer, with the configuration's callbacks, those of ``trainer_defaults`` and, for fit,
+        the ``save_config_callback``.
+
+        Args:
+            kwargs: the Trainer's arguments from the parsed configuration.
+        """
         objects = {k: v for k, v in self.trainer_defaults.items() if not _is_plain(v)}
         callbacks = _as_list(kwargs.pop("callbacks", None)) + _as_list(objects.pop("callbacks", None))
         callbacks += getattr(self, "_extra_callbacks", [])  # those of add_lightning_class_args

@@ -55,7 +55,13 @@ class LightningDataModule(HparamsSurface):
         return self.__dict__.setdefault("_hparams", AttributeDict())
 
     def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None) -> None:
-        """Save ``__init__``'s arguments (all, some by name, or a dict/Namespace) as ``self.hparams``."""
+        """Save ``__init__``'s arguments (all, some by name, or a dict/Namespace) as ``self.hparams``.
+
+        Args:
+            *args: names of ``__init__`` arguments to save (an unknown name raises ``MisconfigurationError``),
+                or one dict/``argparse.Namespace`` saved as it is; none saves them all.
+            ignore: a name, or names, not to save.
+        """
         if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
             values = dict(vars(args[0])) if isinstance(args[0], Namespace) else dict(args[0])
         else:
@@ -75,27 +81,45 @@ class LightningDataModule(HparamsSurface):
         """Download or write data once, before setup; do not assign state here."""
 
     def setup(self, stage: str) -> None:
-        """Build datasets for ``stage``: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``."""
+        """Build datasets for ``stage``: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
 
-    def teardown(self, stage: str) -> None: ...
+        Args:
+            stage: the Trainer method about to run.
+        """
+
+    def teardown(self, stage: str) -> None:
+        """Release what ``setup`` built, after ``stage`` ends; does nothing by default.
+
+        Args:
+            stage: the Trainer method that ended: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+        """
 
     def train_dataloader(self):
+        """The training DataLoader(s); define it to fit (the default raises ``MisconfigurationError``)."""
         raise _missing(self, "train_dataloader", "fit")
 
     def val_dataloader(self):
+        """The validation DataLoader(s); define it to validate (the default raises ``MisconfigurationError``)."""
         raise _missing(self, "val_dataloader", "validate")
 
     def test_dataloader(self):
+        """The test DataLoader(s); define it to test (the default raises ``MisconfigurationError``)."""
         raise _missing(self, "test_dataloader", "test")
 
     def predict_dataloader(self):
+        """The prediction DataLoader(s); define it to predict (the default raises ``MisconfigurationError``)."""
         raise _missing(self, "predict_dataloader", "predict")
 
     def state_dict(self) -> dict[str, Any]:
         """State saved in checkpoints (under the class's name); empty by default."""
         return {}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, when a checkpoint is loaded; does nothing by default.
+
+        Args:
+            state_dict: the dict saved for this datamodule.
+        """
 
     @classmethod
     def from_datasets(cls, train_dataset=None, val_dataset=None, test_dataset=None, predict_dataset=None,

@@ -56,6 +56,10 @@ class Module(ModelHooks, nn.Module):
     ``train/val/test/predict_dataloader()``; every Lightning hook (``ember.core.hooks``).
     ``automatic_optimization = False`` hands the optimizer steps to ``training_step``
     (``self.optimizers()``, ``self.manual_backward(loss)``).
+
+    Args:
+        *args: passed to ``torch.nn.Module.__init__`` (normally none).
+        **kwargs: passed to ``torch.nn.Module.__init__`` (normally none).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -112,6 +116,11 @@ class Module(ModelHooks, nn.Module):
 
         ``save_hyperparameters()`` takes them all; ``save_hyperparameters("lr", "width")`` some;
         ``save_hyperparameters(namespace_or_dict)`` that object; ``ignore=[...]`` leaves names out.
+
+        Args:
+            *args: names of ``__init__`` arguments to save (an unknown name raises ``MisconfigurationError``),
+                or one dict/``argparse.Namespace`` saved as it is.
+            ignore: a name, or names, of ``__init__`` arguments not to save.
         """
         ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
         if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
@@ -177,7 +186,26 @@ class Module(ModelHooks, nn.Module):
         """Record a metric, as Lightning's ``LightningModule.log``: in ``training_step`` per step, in
         validation/test steps and epoch hooks the epoch's value (``reduce_fx``: mean weighted by
         batch size, sum, max, min); both levels give ``name_step`` and ``name_epoch``. ``value`` may be a
-        metric object (``update``/``compute``/``reset``), computed and reset at the epoch's end."""
+        metric object (``update``/``compute``/``reset``), computed and reset at the epoch's end.
+
+        Args:
+            name: the metric's key.
+            value: a number, a scalar tensor or a metric object.
+            prog_bar: also show the value in the progress bar.
+            logger: send it to the Trainer's loggers (None: True).
+            on_step: log the step's value (None: Lightning's default for the hook, True in ``training_step``).
+            on_epoch: log the epoch's reduced value (None: Lightning's default, True outside ``training_step``).
+            reduce_fx: how the epoch's value is reduced: "mean" (weighted by ``batch_size``), "sum", "max", "min".
+            enable_graph: accepted for Lightning's API; values are always detached.
+            sync_dist: reduce the value across processes.
+            sync_dist_group: accepted for Lightning's API; the whole world is reduced over.
+            add_dataloader_idx: suffix the name with ``/dataloader_idx_N`` when there are several loaders.
+            batch_size: the batch's size for the weighted mean (None: inferred from the batch).
+            metric_attribute: accepted for Lightning's API (the attribute holding a metric object).
+            rank_zero_only: accepted for Lightning's API.
+
+        Raises ``MisconfigurationError`` when called outside a Trainer run.
+        """
         sink = self.__dict__.get("_logged")
         if sink is None and self.__dict__.get("_trainer") is None:  # Lightning: a warning, and nothing logged
             warnings.warn("You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
@@ -195,6 +223,22 @@ class Module(ModelHooks, nn.Module):
                  on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
                  enable_graph: bool = False, sync_dist: bool = False, sync_dist_group: Any = None,
                  add_dataloader_idx: bool = True, batch_size: int | None = None, rank_zero_only: bool = False) -> None:
+        """Record several metrics at once: ``self.log(key, value, ...)`` for each item of ``dictionary``.
+
+        Args:
+            dictionary: metric names to values (a dict, or a torchmetrics ``MetricCollection``).
+            prog_bar: also show the value in the progress bar.
+            logger: send it to the Trainer's loggers (None: True).
+            on_step: log the step's value (None: Lightning's default for the hook, True in ``training_step``).
+            on_epoch: log the epoch's reduced value (None: Lightning's default, True outside ``training_step``).
+            reduce_fx: how the epoch's value is reduced: "mean" (weighted by ``batch_size``), "sum", "max", "min".
+            enable_graph: accepted for Lightning's API; values are always detached.
+            sync_dist: reduce the value across processes.
+            sync_dist_group: accepted for Lightning's API; the whole world is reduced over.
+            add_dataloader_idx: suffix the name with ``/dataloader_idx_N`` when there are several loaders.
+            batch_size: the batch's size for the weighted mean (None: inferred from the batch).
+            rank_zero_only: accepted for Lightning's API.
+        """
         for k, v in dictionary.items():  # a torchmetrics MetricCollection gives its metrics by name
             self.log(k, v, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx,
                      sync_dist=sync_dist, add_dataloader_idx=add_dataloader_idx, batch_size=batch_size)
@@ -217,7 +261,13 @@ class Module(ModelHooks, nn.Module):
 
     def optimizers(self, use_pl_optimizer: bool = True):
         """The optimizers of configure_optimizers() (one, or a list), wrapped so that ``step()``
-        goes through the Trainer (precision, global_step, checkpoint safety)."""
+        goes through the Trainer (precision, global_step, checkpoint safety).
+
+        Args:
+            use_pl_optimizer: True (default) gives the wrapped optimizers; False the raw ``torch.optim`` ones.
+
+        Raises ``MisconfigurationError`` outside ``trainer.fit()``.
+        """
         loop = self._fit_loop("optimizers()")
         opts = loop.optimizer_views if use_pl_optimizer else loop.parts.optimizers
         return opts[0] if len(opts) == 1 else list(opts)
@@ -229,33 +279,63 @@ class Module(ModelHooks, nn.Module):
         return None if not scheds else scheds[0] if len(scheds) == 1 else scheds
 
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """``loss.backward()`` through the Trainer: precision scaling and the backward hooks."""
+        """``loss.backward()`` through the Trainer: precision scaling and the backward hooks.
+
+        Args:
+            loss: the tensor to backpropagate from.
+            *args: passed on to ``loss.backward``.
+            **kwargs: passed on to ``loss.backward``.
+        """
         self._fit_loop("manual_backward()").manual_backward(loss, *args, **kwargs)
 
     def toggle_optimizer(self, optimizer) -> None:
-        """Only ``optimizer``'s parameters require grad until ``untoggle_optimizer``."""
+        """Only ``optimizer``'s parameters require grad until ``untoggle_optimizer``.
+
+        Args:
+            optimizer: one of ``self.optimizers()`` (wrapped or raw).
+        """
         loop = self._fit_loop("toggle_optimizer()")
         loop.toggled.toggle(optimizer, loop.parts.optimizers)
 
     def untoggle_optimizer(self, optimizer=None) -> None:
+        """Give back ``requires_grad`` to the parameters ``toggle_optimizer`` turned off.
+
+        Args:
+            optimizer: accepted for Lightning's API; the last toggle is undone whichever is given.
+        """
         self._fit_loop("untoggle_optimizer()").toggled.untoggle()
 
     # ------------------------------------------------------------------ hooks (override)
     def training_step(self, batch: Any, batch_idx: int):
+        """Compute and return the loss of one training batch (a tensor, a dict with ``"loss"``, or None to skip).
+
+        Args:
+            batch: the batch the training loader gave, moved to the module's device.
+            batch_idx: the batch's index in the epoch.
+        """
         raise MisconfigurationError(
             f"{type(self).__name__} has no training_step(batch, batch_idx); define one that returns the loss."
         )
 
     def configure_optimizers(self):
+        """Return the optimizer(s), and optionally LR schedulers, as Lightning accepts them."""
         raise MisconfigurationError(
             f"{type(self).__name__} has no configure_optimizers(); define one that returns an optimizer."
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Add to (or edit) the checkpoint dict before it is written."""
+        """Add to (or edit) the checkpoint dict before it is written.
+
+        Args:
+            checkpoint: the dict about to be saved; edit it in place.
+        """
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Read what on_save_checkpoint added, before the weights are loaded."""
+        """Read what on_save_checkpoint added, before the weights are loaded.
+
+        Args:
+            checkpoint: the loaded checkpoint dict.
+        """
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -302,13 +382,26 @@ class Module(ModelHooks, nn.Module):
 
     # ------------------------------------------------------------------ export
     def to_torchscript(self, file_path=None, method: str = "script", example_inputs=None, **kwargs: Any):
-        """This model as TorchScript (``"script"`` or ``"trace"``), saved to ``file_path`` if given."""
+        """This model as TorchScript (``"script"`` or ``"trace"``), saved to ``file_path`` if given.
+
+        Args:
+            file_path: where to save the TorchScript module, or None not to save.
+            method: "script" (default) or "trace"; another raises ``ValueError``.
+            example_inputs: the input traced with (default ``self.example_input_array``).
+            **kwargs: passed to ``torch.jit.script`` or ``torch.jit.trace``.
+        """
         from ember.core.export import to_torchscript
 
         return to_torchscript(self, file_path, method, example_inputs, **kwargs)
 
     def to_onnx(self, file_path, input_sample=None, **kwargs: Any) -> None:
-        """Export this model to ONNX (needs the ``onnx`` package)."""
+        """Export this model to ONNX (needs the ``onnx`` package).
+
+        Args:
+            file_path: the ``.onnx`` file to write.
+            input_sample: the input exported with (default ``self.example_input_array``).
+            **kwargs: passed to ``torch.onnx.export``.
+        """
         from ember.core.export import to_onnx
 
         to_onnx(self, file_path, input_sample, **kwargs)

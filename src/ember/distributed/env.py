@@ -18,12 +18,26 @@ REQUIRED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 class DistributedError(RuntimeError):
-    """A distributed job could not be started, joined or continued; the message says why and what to do."""
+    """A distributed job could not be started, joined or continued; the message says why and what to do.
+
+    Args:
+        *args: the message (one string), as for ``RuntimeError``.
+    """
 
 
 @dataclass(kw_only=True, frozen=True)
 class JobEnv:
-    """This process's place in a torchrun-style job, as its environment states it."""
+    """This process's place in a torchrun-style job, as its environment states it.
+
+    Args:
+        rank: the process's rank in the whole job (in [0, world_size), else ``DistributedError``).
+        local_rank: its rank on this machine (in [0, local_world_size), else ``DistributedError``).
+        world_size: the number of processes in the job.
+        local_world_size: the number of processes on this machine.
+        master_addr: the host of the job's rendezvous store.
+        master_port: its port.
+        restart: torchrun's restart count (default 0).
+    """
 
     rank: int
     """The process's rank in the whole job (``RANK``)."""
@@ -54,6 +68,9 @@ class JobEnv:
         """The job described by ``environ`` (default ``os.environ``), or None when no job variable is set.
 
         Some variables set but not all is an error: a half-configured job would hang at rendezvous.
+
+        Args:
+            environ: the environment to read (None: ``os.environ``).
         """
         environ = os.environ if environ is None else environ
         present = [k for k in REQUIRED if k in environ]
@@ -122,6 +139,9 @@ def rank_zero_only(fn: F) -> F:
 
     The rank is read at each call, so a function decorated at import time is right after the
     launcher has set the environment.
+
+    Args:
+        fn: the function to guard.
     """
 
     @functools.wraps(fn)

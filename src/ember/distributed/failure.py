@@ -42,7 +42,13 @@ def reported_here() -> bool:
 
 
 class PeerFailedError(DistributedError):
-    """Another rank of the job failed, so this one cannot continue. ``rank`` names it."""
+    """Another rank of the job failed, so this one cannot continue. ``rank`` names it.
+
+    Args:
+        rank: the rank that failed.
+        message: what it reported (its error, in one line).
+        here: this process's rank, for the message.
+    """
 
     def __init__(self, rank: int, message: str, here: int) -> None:
         self.rank, self.message = rank, message

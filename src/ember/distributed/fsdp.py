@@ -43,13 +43,18 @@ STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
 class FSDPStrategy(ParallelStrategy):
     """Fully sharded data parallelism (FSDP2) over the processes of one job: each rank holds a shard
     of every parameter, gradient and optimizer state; parameters are all-gathered for each forward
-    and backward, gradients reduce-scattered (averaged over the ranks, as DDP does)."""
+    and backward, gradients reduce-scattered (averaged over the ranks, as DDP does).
+
+    Args:
+        accelerator: "cpu" (gloo), "cuda"/"gpu" (NCCL) or "auto"; a wrong name raises ``DistributedError``.
+        timeout: seconds any collective may wait (default 600).
+        grace: seconds a rank may take to stop on its own after another failed (default 30).
+        **fsdp_kwargs: keyword arguments of every ``fully_shard`` call ember makes (``reshard_after_forward``,
+            ``mp_policy``, ``offload_policy``).
+    """
 
     def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
                  grace: float = group.DEFAULT_GRACE, **fsdp_kwargs: Any) -> None:
-        """``timeout``: seconds any collective may wait; ``grace``: seconds a rank may take to stop on its
-        own after another failed; other keyword arguments (``reshard_after_forward``, ``mp_policy``,
-        ``offload_policy``) go to every ``fully_shard`` call ember makes."""
         super().__init__(accelerator=accelerator, timeout=timeout, grace=grace)
         self.fsdp_kwargs = fsdp_kwargs
         self.device_mesh: DeviceMesh | None = None
@@ -63,6 +68,11 @@ class FSDPStrategy(ParallelStrategy):
         return device
 
     def teardown(self, *, wait: bool = True) -> None:
+        """Leave the job and drop the device mesh.
+
+        Args:
+            wait: wait at a barrier for every rank first (default True; False when leaving on an error).
+        """
         super().teardown(wait=wait)
         self.device_mesh = None
 
@@ -79,7 +89,12 @@ class FSDPStrategy(ParallelStrategy):
         whose parameters are shared with another module is left to its parent). The root is sharded
         last, unless ``configure_model`` did it, and the module's ``training_step`` /
         ``validation_step`` / ``test_step`` / ``predict_step`` run with FSDP's forward hooks (each is
-        then a collective: every rank must call it). A module already sharded is returned as it is."""
+        then a collective: every rank must call it). A module already sharded is returned as it is.
+
+        Args:
+            module: the LightningModule to shard.
+            device: the device to move it to (None: this rank's).
+        """
         if isinstance(module, FSDPModule):
             return module
         self._require_group("setup_module()")
@@ -105,7 +120,13 @@ class FSDPStrategy(ParallelStrategy):
 
     def training_step(self, wrapped: nn.Module, *args: Any, **kwargs: Any) -> Any:
         """``wrapped.training_step(*args, **kwargs)``: ``setup_module`` registered it with FSDP, so the
-        root's parameters are gathered first and the backward of its loss reduce-scatters the gradients."""
+        root's parameters are gathered first and the backward of its loss reduce-scatters the gradients.
+
+        Args:
+            wrapped: the module ``setup_module`` returned.
+            *args: the arguments of ``training_step`` (batch, batch_idx).
+            **kwargs: its keyword arguments.
+        """
         return wrapped.training_step(*args, **kwargs)
 
     # ---------------------------------------------------------------- checkpoints
@@ -115,7 +136,12 @@ class FSDPStrategy(ParallelStrategy):
         data position), returned on *every* rank, with rank 0's ``keys`` entries at the top as in a
         single-process checkpoint: every rank writes its part of a folder checkpoint, and their
         non-tensor entries must agree. Other entries stay this rank's own (``accumulated_grads`` holds
-        this rank's gradient shards as DTensors). Resume with ``scatter_loop_state``."""
+        this rank's gradient shards as DTensors). Resume with ``scatter_loop_state``.
+
+        Args:
+            state: this rank's loop state.
+            keys: the per-rank entries to gather (default: RNG states and data position).
+        """
         gathered = per_rank.gather(state, keys)
         ranks = self.broadcast_object(gathered.get(per_rank.RANKS) if gathered is not None else None)
         if ranks is None:  # no joined group: one process
@@ -129,7 +155,12 @@ class FSDPStrategy(ParallelStrategy):
 
         Also the template to load into: a fresh sharded module and its optimizers give this, the
         reader fills it in place (resharding), and ``load_state`` puts it back. An optimizer that
-        has not stepped yet gets its state created by a step with zero gradients and ``lr=0``."""
+        has not stepped yet gets its state created by a step with zero gradients and ``lr=0``.
+
+        Args:
+            module: the sharded module (from ``setup_module``).
+            optimizers: its optimizers.
+        """
         options = StateDictOptions(full_state_dict=False)
         return {"state_dict": get_model_state_dict(module, options=options),
                 "optimizer_states": [get_optimizer_state_dict(module, opt, options=options) for opt in optimizers]}
@@ -139,7 +170,14 @@ class FSDPStrategy(ParallelStrategy):
         """Collective: put ``ckpt["state_dict"]`` and ``ckpt["optimizer_states"]`` back into the sharded
         ``module`` and its ``optimizers``. Either as ``state_for_save`` gave them (sharded DTensors,
         after the folder reader filled them), or full tensors on every rank (a single-file checkpoint;
-        turn its numbered optimizer states into named ones with ``optimizer_state_from_plain``)."""
+        turn its numbered optimizer states into named ones with ``optimizer_state_from_plain``).
+
+        Args:
+            module: the sharded module (from ``setup_module``).
+            optimizers: its optimizers, as many as ``ckpt["optimizer_states"]`` (else
+                ``CheckpointMismatchError``).
+            ckpt: the checkpoint dict with ``state_dict`` and ``optimizer_states``.
+        """
         weights, opts = ckpt["state_dict"], list(ckpt.get("optimizer_states", []))
         if len(opts) != len(optimizers):
             raise CheckpointMismatchError(

@@ -47,7 +47,12 @@ _on_leave: list[Callable[[], None]] = []  # run before the groups are destroyed 
 
 def backend_for(accelerator: str) -> tuple[str, bool]:
     """(backend, uses CUDA) for an accelerator name: "cpu" -> gloo; "cuda"/"gpu" -> nccl;
-    "auto" -> nccl when CUDA is available, else gloo."""
+    "auto" -> nccl when CUDA is available, else gloo.
+
+    Args:
+        accelerator: "cpu", "cuda", "gpu" or "auto" (any case); another name, or CUDA without a GPU, raises
+            ``DistributedError``.
+    """
     name = str(accelerator).lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,6 +72,13 @@ def init(accelerator: str = "auto", *, timeout: float = DEFAULT_TIMEOUT, grace: 
 
     ``timeout`` (seconds) bounds every collective; ``grace`` is how long a rank may take to stop on
     its own after another rank failed before the watchdog ends it.
+
+    Args:
+        accelerator: "cpu" (gloo), "cuda"/"gpu" (NCCL; ``DistributedError`` without CUDA) or "auto".
+        timeout: seconds any collective may wait (default 600).
+        grace: seconds a rank may take to stop after a peer failed (default 30).
+
+    Raises ``DistributedError`` when the environment describes no job.
     """
     global _watch, _device
     backend, cuda = backend_for(accelerator)
@@ -115,7 +127,11 @@ def device() -> torch.device:
 def teardown(*, wait: bool = True) -> None:
     """Leave the job: stop the watchdog, wait for every rank (bounded by the group's timeout; pass
     ``wait=False`` when leaving because of an error: the peers may be gone), destroy the group.
-    Does nothing when no group is joined."""
+    Does nothing when no group is joined.
+
+    Args:
+        wait: wait at a barrier for every rank before leaving (default True).
+    """
     global _watch, _device
     if _watch is not None:
         _watch.stop()

@@ -161,6 +161,11 @@ def launch(devices: int, *, num_nodes: int = 1, grace: float = group.DEFAULT_GRA
     ``num_nodes > 1``: this machine is node ``NODE_RANK`` of a job of ``num_nodes * devices``
     processes whose rank 0 is at ``MASTER_ADDR:MASTER_PORT`` (``node_env``); its processes take ranks
     ``NODE_RANK * devices ...``. ``devices=1`` on one node does nothing.
+
+    Args:
+        devices: the number of processes on this machine (an int >= 1, else ``DistributedError``).
+        grace: seconds a rank may take to stop after a peer failed.
+        join_timeout: seconds the other ranks may keep running after rank 0 finished before they are killed.
     """
     global _launched
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:

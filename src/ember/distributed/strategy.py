@@ -33,12 +33,16 @@ _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceO
 class ParallelStrategy:
     """What every strategy over the processes of one job shares (gloo on CPU, NCCL on CUDA): joining
     and leaving, ranks, sharding the training data, agreeing on values, loop state, failures.
-    Subclasses add ``setup_module`` and ``training_step``."""
+    Subclasses add ``setup_module`` and ``training_step``.
+
+    Args:
+        accelerator: "cpu" (gloo), "cuda"/"gpu" (NCCL) or "auto"; a wrong name raises ``DistributedError``.
+        timeout: seconds any collective may wait (default 600).
+        grace: seconds a rank may take to stop on its own after another failed (default 30).
+    """
 
     def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
                  grace: float = group.DEFAULT_GRACE) -> None:
-        """``timeout``: seconds any collective may wait; ``grace``: seconds a rank may take to stop on its
-        own after another failed."""
         group.backend_for(accelerator)  # a wrong name fails here, before any process is joined
         self.accelerator, self.timeout, self.grace = accelerator, timeout, grace
         self.device: torch.device | None = None
@@ -50,7 +54,11 @@ class ParallelStrategy:
         return self.device
 
     def teardown(self, *, wait: bool = True) -> None:
-        """Leave the job (``wait=False`` when leaving because of an error)."""
+        """Leave the job (``wait=False`` when leaving because of an error).
+
+        Args:
+            wait: wait at a barrier for every rank first (default True).
+        """
         group.teardown(wait=wait)
         self.device = None
 
@@ -87,6 +95,10 @@ class ParallelStrategy:
         used everywhere. Returned as it is: anything but a plain DataLoader over a map-style dataset
         with a random or sequential sampler, or one that already has a DistributedSampler, or any
         loader when no group is joined.
+
+        Args:
+            loader: the DataLoader to shard.
+            shuffle: shuffle each epoch's shard; None keeps what the loader does.
         """
         if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
             return loader  # an iterable stream shards itself (or not): nothing to sample
@@ -121,7 +133,12 @@ class ParallelStrategy:
     def reduce(self, value: Any, op: str = "mean") -> torch.Tensor:
         """Collective: ``value`` (a tensor or number) reduced over every rank: "mean", "sum", "max" or
         "min". Returns a new tensor on ``value``'s device (floating for "mean"); ``value`` is not
-        changed. Without a joined group, ``value`` as a tensor."""
+        changed. Without a joined group, ``value`` as a tensor.
+
+        Args:
+            value: a tensor or a number.
+            op: "mean" (default), "sum", "max" or "min".
+        """
         if op not in _OPS:
             raise MisconfigurationError(f"reduce op must be one of {sorted(_OPS)}; received op={op!r}.")
         t = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
@@ -136,7 +153,11 @@ class ParallelStrategy:
         return work.to(t.device)
 
     def any_rank(self, flag: bool) -> bool:
-        """Collective: True on every rank when ``flag`` is True on any (a stop request, say)."""
+        """Collective: True on every rank when ``flag`` is True on any (a stop request, say).
+
+        Args:
+            flag: this rank's value.
+        """
         return bool(self.reduce(torch.tensor(int(bool(flag))), op="max").item())
 
     def barrier(self) -> None:
@@ -145,7 +166,12 @@ class ParallelStrategy:
             dist.barrier()
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        """Collective: rank ``src``'s ``obj`` on every rank (pickled between the job's own processes)."""
+        """Collective: rank ``src``'s ``obj`` on every rank (pickled between the job's own processes).
+
+        Args:
+            obj: the object to send (used on rank ``src`` only).
+            src: the rank that sends (default 0).
+        """
         if not dist.is_initialized():
             return obj
         box = [obj]
@@ -159,11 +185,21 @@ class ParallelStrategy:
     def gather_loop_state(self, state: dict[str, Any],
                           keys: tuple[str, ...] = per_rank.PER_RANK_KEYS) -> dict[str, Any] | None:
         """Collective: every rank's ``keys`` entries (RNG states and data position) gathered into rank
-        0's loop state (``loops.fit.ranks``); None on other ranks. See ``ember.checkpoint.ranks``."""
+        0's loop state (``loops.fit.ranks``); None on other ranks. See ``ember.checkpoint.ranks``.
+
+        Args:
+            state: this rank's loop state.
+            keys: the per-rank entries to gather (default: RNG states and data position).
+        """
         return per_rank.gather(state, keys)
 
     def scatter_loop_state(self, saved: dict[str, Any], path: Any = "the checkpoint") -> dict[str, Any]:
-        """This rank's own loop state from a checkpoint's (no communication: every rank reads the file)."""
+        """This rank's own loop state from a checkpoint's (no communication: every rank reads the file).
+
+        Args:
+            saved: the checkpoint's loop state (with ``loops.fit.ranks``).
+            path: where the checkpoint came from, for messages.
+        """
         return per_rank.scatter(saved, path)
 
     # ---------------------------------------------------------------- failures
@@ -187,19 +223,30 @@ class ParallelStrategy:
 
 class DDPStrategy(ParallelStrategy):
     """Data-parallel training over the processes of one job: every rank holds the whole model, and
-    DistributedDataParallel all-reduces the gradients."""
+    DistributedDataParallel all-reduces the gradients.
+
+    Args:
+        accelerator: "cpu" (gloo), "cuda"/"gpu" (NCCL) or "auto"; a wrong name raises ``DistributedError``.
+        timeout: seconds any collective may wait (default 600).
+        grace: seconds a rank may take to stop on its own after another failed (default 30).
+        find_unused_parameters: passed to ``DistributedDataParallel`` (default False).
+        **ddp_kwargs: other keyword arguments of ``DistributedDataParallel``.
+    """
 
     def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
                  grace: float = group.DEFAULT_GRACE, find_unused_parameters: bool = False, **ddp_kwargs: Any) -> None:
-        """``timeout``: seconds any collective may wait; ``grace``: seconds a rank may take to stop on its
-        own after another failed; other keyword arguments go to ``DistributedDataParallel``."""
         super().__init__(accelerator=accelerator, timeout=timeout, grace=grace)
         self.ddp_kwargs = dict(ddp_kwargs, find_unused_parameters=find_unused_parameters)
 
     def setup_module(self, module: torch.nn.Module, device: torch.device | None = None) -> DistributedDataParallel:
         """``module`` moved to ``device`` (default: this rank's) and wrapped in DistributedDataParallel,
         which copies rank 0's parameters and buffers to every rank. Unwrap with
-        ``checkpoint.state.unwrap_model``. An already wrapped module is returned as it is."""
+        ``checkpoint.state.unwrap_model``. An already wrapped module is returned as it is.
+
+        Args:
+            module: the LightningModule to wrap.
+            device: the device to move it to (None: this rank's).
+        """
         if isinstance(module, DistributedDataParallel):
             return module
         self._require_group("setup_module()")
@@ -212,7 +259,13 @@ class DDPStrategy(ParallelStrategy):
     def training_step(self, wrapped: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
         """``module.training_step(*args, **kwargs)`` run through DistributedDataParallel's forward, so
         that the backward of its loss all-reduces the gradients (calling ``training_step`` on the bare
-        module would skip DDP's hooks and leave every rank with its own gradients)."""
+        module would skip DDP's hooks and leave every rank with its own gradients).
+
+        Args:
+            wrapped: the module ``setup_module`` returned.
+            *args: the arguments of ``training_step`` (batch, batch_idx).
+            **kwargs: its keyword arguments.
+        """
         if not isinstance(wrapped, DistributedDataParallel):
             return wrapped.training_step(*args, **kwargs)
         module = wrapped.module

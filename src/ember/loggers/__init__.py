@@ -29,7 +29,12 @@ DEFAULT_NAME = "lightning_logs"  # the Trainer's own logger: <default_root_dir>/
 def default_logger(default_root_dir: str | os.PathLike, storage_options: dict | None = None) -> Logger:
     """``Trainer(logger=True)``: Lightning's default, a TensorBoardLogger under ``lightning_logs/version_N/``
     when tensorboard is installed, a CSVLogger there otherwise (and for remote folders: it writes through
-    fsspec, TensorBoard's writer does not take ``storage_options``)."""
+    fsspec, TensorBoard's writer does not take ``storage_options``).
+
+    Args:
+        default_root_dir: the Trainer's root folder (a path or a URL).
+        storage_options: options for the backend when the root is a URL.
+    """
     root = os.fspath(default_root_dir)
     if "://" not in root and importlib.util.find_spec("tensorboard") is not None:
         return TensorBoardLogger(root, name=DEFAULT_NAME)
@@ -37,7 +42,15 @@ def default_logger(default_root_dir: str | os.PathLike, storage_options: dict | 
 
 
 def resolve_loggers(logger: Any, default_root_dir: str | os.PathLike, storage_options: dict | None = None) -> list:
-    """``Trainer(logger=...)`` -> the list of loggers: True is ``default_logger``, False/None none."""
+    """``Trainer(logger=...)`` -> the list of loggers: True is ``default_logger``, False/None none.
+
+    Args:
+        logger: True, False, None, a Logger or a list of them; anything without ``log_metrics`` raises
+            ``MisconfigurationError``.
+        default_root_dir: the Trainer's root folder (the default logger writes under
+            ``<root>/lightning_logs``).
+        storage_options: options for the backend when the root is a URL.
+    """
     if logger is True:
         return [default_logger(default_root_dir, storage_options)]
     if logger is False or logger is None:
@@ -54,7 +67,12 @@ def resolve_loggers(logger: Any, default_root_dir: str | os.PathLike, storage_op
 def checkpoint_dir(loggers: list, default_root_dir: str | os.PathLike) -> str:
     """THE default checkpoint folder (a ModelCheckpoint without ``dirpath``; ``ckpt_path="last"``), as
     Lightning places it: ``<save_dir>/<name>/<version>/checkpoints`` of the first logger (the default
-    logger's ``lightning_logs/version_N/checkpoints``), ``<default_root_dir>/checkpoints`` without loggers."""
+    logger's ``lightning_logs/version_N/checkpoints``), ``<default_root_dir>/checkpoints`` without loggers.
+
+    Args:
+        loggers: the Trainer's loggers (``resolve_loggers``).
+        default_root_dir: the Trainer's root folder.
+    """
     root = os.fspath(default_root_dir)
     if not loggers:
         return _join(root, "checkpoints")
@@ -93,6 +111,11 @@ def _join(root: str, *parts: str) -> str:
 
 
 def run_dir(logger: Any, default_root_dir: str | os.PathLike) -> str:
-    """``trainer.log_dir``: the first logger's ``log_dir``, else ``default_root_dir``."""
+    """``trainer.log_dir``: the first logger's ``log_dir``, else ``default_root_dir``.
+
+    Args:
+        logger: the first logger, or None.
+        default_root_dir: the Trainer's root folder.
+    """
     folder = getattr(logger, "log_dir", None) if logger is not None else None
     return os.fspath(folder if folder is not None else default_root_dir)

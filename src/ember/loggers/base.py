@@ -48,23 +48,49 @@ class Logger:
         return None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record metric values (the base class raises ``NotImplementedError``: define it).
+
+        Args:
+            metrics: metric names to values (numbers or scalar tensors).
+            step: the global step they belong to, or None.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define log_metrics(metrics, step=None)")
 
     def log_hyperparams(self, params: Mapping[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """Record the run's hyperparameters (the base class raises ``NotImplementedError``: define it).
+
+        Args:
+            params: the hyperparameters: a dict or an ``argparse.Namespace`` (the module's ``hparams``).
+            *args: extra positional arguments of a subclass's signature.
+            **kwargs: extra keyword arguments of a subclass's signature.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define log_hyperparams(params)")
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
-        """Record the model's graph (loggers that cannot do so ignore it)."""
+        """Record the model's graph (loggers that cannot do so ignore it).
+
+        Args:
+            model: the LightningModule.
+            input_array: the example input to trace it with (None: ``model.example_input_array``).
+        """
 
     def save(self) -> None:
         """Make what was logged so far durable."""
 
     def finalize(self, status: str) -> None:
-        """Fit ended (``status`` is ``"success"`` or ``"failed"``): write what is left."""
+        """Fit ended (``status`` is ``"success"`` or ``"failed"``): write what is left.
+
+        Args:
+            status: ``"success"`` or ``"failed"``.
+        """
         self.save()
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """Called after a checkpoint callback saved (loggers that upload checkpoints use it)."""
+        """Called after a checkpoint callback saved (loggers that upload checkpoints use it).
+
+        Args:
+            checkpoint_callback: the ``ModelCheckpoint`` that saved.
+        """
 
 
 def _join(folder: str | os.PathLike, name: Any) -> str:
@@ -111,18 +137,33 @@ def agree_on_versions(loggers: list) -> None:
 
 class LoggerGroup:
     """What the fit loop writes to: ``log_metrics(metrics, step, epoch)`` and ``flush()`` reach every
-    logger, with the epoch added to the metrics as Lightning's loggers receive it."""
+    logger, with the epoch added to the metrics as Lightning's loggers receive it.
+
+    Args:
+        loggers: the Trainer's loggers.
+    """
 
     def __init__(self, loggers: list[Logger]) -> None:
         self.loggers = list(loggers)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        """Give ``metrics`` plus ``"epoch"`` to every logger's ``log_metrics``.
+
+        Args:
+            metrics: metric names to values.
+            step: the global step.
+            epoch: the current epoch, added to the metrics as ``"epoch"``.
+        """
         for lg in self.loggers:
             lg.log_metrics({**metrics, "epoch": epoch}, step=step)
 
     def start_fit(self, model: Any) -> None:
         """At fit start (on every process): the processes agree on each logger's version, then every
-        logger records the hyperparameters and (if it wants it) the graph."""
+        logger records the hyperparameters and (if it wants it) the graph.
+
+        Args:
+            model: the LightningModule being fitted (its ``hparams`` are logged).
+        """
         agree_on_versions(self.loggers)
         from ember.distributed import is_global_zero
 
@@ -135,9 +176,15 @@ class LoggerGroup:
                 log_graph(model)
 
     def flush(self) -> None:
+        """Call every logger's ``save``."""
         for lg in self.loggers:
             lg.save()
 
     def finalize(self, status: str) -> None:
+        """Call every logger's ``finalize``.
+
+        Args:
+            status: ``"success"`` or ``"failed"``.
+        """
         for lg in self.loggers:
             lg.finalize(status)

@@ -18,7 +18,17 @@ from ember.loggers.yaml_text import dump_yaml
 class CSVLogger(Logger):
     """One row per logged step or epoch; columns grow as new metrics appear. Each flush rewrites
     ``metrics.csv`` atomically, so the file is always complete, on object stores too. Rows are
-    written every ``flush_logs_every_n_steps`` rows and whenever the Trainer saves (each epoch's end)."""
+    written every ``flush_logs_every_n_steps`` rows and whenever the Trainer saves (each epoch's end).
+
+    Args:
+        save_dir: the root folder (or URL) of the logs (default the current folder).
+        name: the experiment's folder under ``save_dir``; None or "" writes the versions in ``save_dir``.
+        version: the run's version: an int (``version_<n>``), a string (the folder's name), or None for the
+            next free number.
+        prefix: put ``<prefix>-`` before every metric name.
+        flush_logs_every_n_steps: write the file every this many rows (at least 1, else ``ValueError``).
+        storage_options: options for the backend of a URL.
+    """
 
     def __init__(self, save_dir: str | os.PathLike = ".", name: str | None = "lightning_logs",
                  version: int | str | None = None, prefix: str = "", flush_logs_every_n_steps: int = 100,
@@ -82,6 +92,13 @@ class CSVLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, epoch: int | None = None) -> None:
+        """Add one row to ``metrics.csv`` (written every ``flush_logs_every_n_steps`` rows).
+
+        Args:
+            metrics: metric names to values (numbers or scalar tensors).
+            step: the row's step (None: the row's number).
+            epoch: the row's epoch, or None.
+        """
         if not metrics:
             return
         row: dict[str, Any] = {}

@@ -25,7 +25,11 @@ class DummyExperiment:
 
 
 def rank_zero_experiment(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Decorate a logger's ``experiment`` getter: rank 0 gets the real one, other ranks a DummyExperiment."""
+    """Decorate a logger's ``experiment`` getter: rank 0 gets the real one, other ranks a DummyExperiment.
+
+    Args:
+        fn: the getter, ``(self) -> experiment``.
+    """
 
     @functools.wraps(fn)
     def experiment(self: Any) -> Any:

@@ -23,7 +23,21 @@ class TensorBoardLogger(Logger):
     """Writes through ``torch.utils.tensorboard.SummaryWriter`` (``.experiment``); extra keyword
     arguments go to it. ``default_hp_metric`` logs ``hp_metric = -1`` with the hyperparameters, so
     TensorBoard's HPARAMS tab lists the run; ``log_graph`` records the model's graph at fit start
-    (from ``model.example_input_array``)."""
+    (from ``model.example_input_array``).
+
+    Args:
+        save_dir: the root folder of the logs.
+        name: the experiment's folder under ``save_dir``; None or "" writes the versions in ``save_dir``.
+        version: the run's version: an int (``version_<n>``), a string (the folder's name), or None for the
+            next free number.
+        log_graph: record the model's graph at fit start.
+        default_hp_metric: log ``hp_metric = -1`` with the hyperparameters when no metric is given.
+        prefix: put ``<prefix>-`` before every metric name.
+        sub_dir: a folder inside the version's folder to write the event files to.
+        **kwargs: passed to ``SummaryWriter``.
+
+    Raises ``ModuleNotFoundError`` without the ``tensorboard`` package.
+    """
 
     def __init__(self, save_dir: str | os.PathLike, name: str | None = "lightning_logs",
                  version: int | str | None = None, log_graph: bool = False, default_hp_metric: bool = True,
@@ -82,7 +96,12 @@ class TensorBoardLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: Any = None, metrics: Mapping[str, float] | None = None) -> None:
-        """Save ``params`` to ``hparams.yaml`` and TensorBoard's HPARAMS tab (``metrics`` with them)."""
+        """Save ``params`` to ``hparams.yaml`` and TensorBoard's HPARAMS tab (``metrics`` with them).
+
+        Args:
+            params: the hyperparameters: a dict or an ``argparse.Namespace``.
+            metrics: metrics shown with them (None: ``hp_metric = -1`` with ``default_hp_metric``).
+        """
         self.hparams.update(params_dict(params))
         os.makedirs(self.log_dir, exist_ok=True)
         with open(os.path.join(self.log_dir, "hparams.yaml"), "w", encoding="utf-8") as f:

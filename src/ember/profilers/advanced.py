@@ -14,7 +14,16 @@ from ember.profilers.profiler import Profiler
 class AdvancedProfiler(Profiler):
     """Runs one ``cProfile.Profile`` per action; the report lists each action's functions by cumulative
     time, cut to ``line_count_restriction`` (a count, or a fraction of the lines when < 1).
-    ``dump_stats`` also writes each action's raw statistics to ``<dirpath>/<stage>-<filename>-<action>.prof``."""
+    ``dump_stats`` also writes each action's raw statistics to ``<dirpath>/<stage>-<filename>-<action>.prof``.
+
+    Args:
+        dirpath: folder of the report (and ``.prof`` files); ``None`` uses the Trainer's ``log_dir``.
+        filename: name part of the report file; ``None`` prints the report to standard output.
+        line_count_restriction: how many lines of each action's statistics to keep: a count, or a fraction
+            of them when below 1 (default 1.0: all).
+        dump_stats: also write each action's raw ``pstats`` file; raises ``ValueError`` at summary time when
+            there is no ``dirpath``.
+    """
 
     def __init__(self, dirpath: str | Path | None = None, filename: str | None = None,
                  line_count_restriction: float = 1.0, dump_stats: bool = False) -> None:

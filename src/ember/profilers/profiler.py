@@ -17,7 +17,13 @@ from typing import Any, Callable, Iterator, TextIO
 
 
 class Profiler(ABC):
-    """Subclass it and define ``start(action_name)``, ``stop(action_name)`` and ``summary()``."""
+    """Subclass it and define ``start(action_name)``, ``stop(action_name)`` and ``summary()``.
+
+    Args:
+        dirpath: folder of the report file; ``None`` uses the Trainer's ``log_dir`` (given to ``setup``).
+        filename: name part of the report file ``<dirpath>/<stage>-<filename>.txt``; ``None`` prints the
+            report to standard output instead.
+    """
 
     def __init__(self, dirpath: str | Path | None = None, filename: str | None = None) -> None:
         self.dirpath = dirpath
@@ -29,11 +35,19 @@ class Profiler(ABC):
 
     @abstractmethod
     def start(self, action_name: str) -> None:
-        """Start recording ``action_name``."""
+        """Start recording ``action_name``.
+
+        Args:
+            action_name: the name of the action (hook, step or block) being timed.
+        """
 
     @abstractmethod
     def stop(self, action_name: str) -> None:
-        """Stop recording ``action_name`` (started by ``start``)."""
+        """Stop recording ``action_name`` (started by ``start``).
+
+        Args:
+            action_name: the name given to the matching ``start`` call.
+        """
 
     def summary(self) -> str:
         """The report ``describe()`` writes."""
@@ -41,7 +55,11 @@ class Profiler(ABC):
 
     @contextmanager
     def profile(self, action_name: str) -> Iterator[str]:
-        """``with profiler.profile("load data"): ...`` records the block as one call of the action."""
+        """``with profiler.profile("load data"): ...`` records the block as one call of the action.
+
+        Args:
+            action_name: the name of the action; the ``with`` statement yields it back.
+        """
         self.start(action_name)
         try:
             yield action_name
@@ -53,12 +71,22 @@ class Profiler(ABC):
         return 0 if self._local_rank is None else self._local_rank
 
     def setup(self, stage: str, local_rank: int | None = None, log_dir: str | None = None) -> None:
-        """Called by the Trainer before ``stage`` ("fit", "validate", "test" or "predict") runs."""
+        """Called by the Trainer before ``stage`` ("fit", "validate", "test" or "predict") runs.
+
+        Args:
+            stage: the stage about to run; it prefixes the report's file name and title.
+            local_rank: this process's rank on its node (``None``: a single process); only rank 0 prints.
+            log_dir: the Trainer's log folder, used as ``dirpath`` when none was given.
+        """
         self._stage, self._local_rank = stage, local_rank
         self.dirpath = self.dirpath or log_dir
 
     def teardown(self, stage: str | None) -> None:
-        """Close the report file, if one is open."""
+        """Close the report file, if one is open.
+
+        Args:
+            stage: the stage that ended (``None`` when not known, e.g. at garbage collection).
+        """
         self._write_stream = None
         if self._output_file is not None:
             self._output_file.close()

@@ -24,7 +24,23 @@ class PyTorchProfiler(Profiler):
     every action is a ``record_function`` range. The report is ``key_averages().table(...)`` sorted
     by ``sort_by_key`` (default: ``cuda_time_total`` with CUDA, else ``cpu_time_total``) with
     ``row_limit`` rows, grouped by input shapes with ``group_by_input_shapes``. ``export_to_chrome``
-    writes a Chrome trace ``<dirpath>/<stage>-<filename>.pt.trace.json`` when a filename is given."""
+    writes a Chrome trace ``<dirpath>/<stage>-<filename>.pt.trace.json`` when a filename is given.
+
+    Args:
+        dirpath: folder of the report and trace; ``None`` uses the Trainer's ``log_dir``.
+        filename: name part of the report and trace files; ``None`` prints the report and writes no trace.
+        group_by_input_shapes: group the table's rows by operator input shapes (turns on ``record_shapes``,
+            unless ``record_shapes=False`` is passed).
+        emit_nvtx: not supported; True raises ``MisconfigurationError``.
+        export_to_chrome: write the Chrome trace (default True; needs ``filename``).
+        row_limit: the number of rows of the report's table (default 20).
+        sort_by_key: the table's sort column, one of ``cpu_time``, ``cuda_time``, ``cpu_time_total``,
+            ``cuda_time_total``, the ``*_memory_usage`` keys or ``count``; another raises ``MisconfigurationError``.
+        record_module_names: stored as an attribute for Lightning's API; ember adds no per-module ranges.
+        table_kwargs: extra keyword arguments of ``key_averages().table``.
+        **profiler_kwargs: keyword arguments of ``torch.profiler.profile`` (``activities`` defaults to CPU, plus
+            CUDA when available).
+    """
 
     def __init__(self, dirpath: str | Path | None = None, filename: str | None = None,
                  group_by_input_shapes: bool = False, emit_nvtx: bool = False, export_to_chrome: bool = True,

@@ -12,7 +12,13 @@ from ember.profilers.profiler import Profiler
 
 class SimpleProfiler(Profiler):
     """Times every action; ``extended`` adds the number of calls, the total and each action's share
-    of the whole run to the report (else it shows mean and total only)."""
+    of the whole run to the report (else it shows mean and total only).
+
+    Args:
+        dirpath: folder of the report file; ``None`` uses the Trainer's ``log_dir``.
+        filename: name part of the report file; ``None`` prints the report to standard output.
+        extended: add calls, total and percentage columns (default True); False shows mean and total.
+    """
 
     def __init__(self, dirpath: str | Path | None = None, filename: str | None = None, extended: bool = True) -> None:
         super().__init__(dirpath=dirpath, filename=filename)

@@ -50,6 +50,51 @@ class Trainer(TrainerFacts):
     ``ember.loops.settings.FitSettings``; old argument names are translated in ``ember.compat``; Lightning
     arguments ember does not implement are refused by name (``ember.trainer.arguments``).
     ``reduce(tensor, op)``, when set (distributed runs), combines ``self.log(..., sync_dist=True)`` values.
+
+    Args:
+        accelerator: "cpu", "cuda"/"gpu" or "auto" (an Accelerator object is read by its name); unsupported ones
+            (``"tpu"``...) raise ``NotSupportedError``.
+        strategy: "auto", "ddp", "fsdp", "single_device", or a ``DDPStrategy``/``FSDPStrategy`` object.
+        devices: the number of processes on this machine, or "auto"; more than 1 starts the other processes.
+        num_nodes: machines in the job (an int >= 1; more than 1 needs torchrun on every node).
+        precision: "32" (default), "16-mixed" or "bf16-mixed" (16, "16", "bf16" are accepted too).
+        logger: True (a CSVLogger under ``<default_root_dir>/logs``), False/None (none), a Logger or a list.
+        callbacks: a callback or a list of them, added to the default ones.
+        fast_dev_run: True or an int n: run n batches (1 for True) of each stage, one epoch, without checkpoints
+            or loggers.
+        max_epochs: stop after this many epochs (-1: no limit; None: 1000 when ``max_steps`` is not set either).
+        min_epochs: train at least this many epochs, even when a callback asks to stop.
+        max_steps: stop after this many optimizer steps (None or -1: no limit).
+        min_steps: train at least this many optimizer steps.
+        limit_train_batches: batches per training epoch: an int, or a fraction in [0, 1] of the loader (default 1.0).
+        limit_val_batches: batches per validation run, as above.
+        limit_test_batches: batches per test run, as above.
+        limit_predict_batches: batches per prediction run, as above.
+        val_check_interval: validate every this many training batches (an int) or fraction of an epoch.
+        check_val_every_n_epoch: validate after every n-th training epoch.
+        num_sanity_val_steps: validation batches run before training as a check (0: none; -1: all).
+        log_every_n_steps: send logged training values to the loggers every this many steps.
+        enable_checkpointing: add a default ``ModelCheckpoint`` when the callbacks have none (None counts as True);
+            False with a ModelCheckpoint in ``callbacks`` raises ``MisconfigurationError``.
+        enable_progress_bar: show the progress bar on global zero (None counts as True).
+        enable_model_summary: log the model summary at fit start (None counts as True).
+        accumulate_grad_batches: batches whose gradients are summed before each optimizer step.
+        gradient_clip_val: clip gradients to this value before each step (None: no clipping).
+        gradient_clip_algorithm: "norm" (default) or "value".
+        deterministic: True, False or "warn": ``torch.use_deterministic_algorithms`` (None: unchanged).
+        benchmark: ``torch.backends.cudnn.benchmark`` (None: unchanged).
+        inference_mode: evaluate under ``torch.inference_mode`` (else ``torch.no_grad``).
+        profiler: None, "simple", "advanced", "pytorch" or a Profiler.
+        detect_anomaly: run fit with autograd anomaly detection on (slow; finds the op that made a NaN).
+        reload_dataloaders_every_n_epochs: rebuild the training and validation loaders every n epochs (0: never).
+        default_root_dir: the folder (or URL) for logs and checkpoints (default: the working directory).
+        checkpoint_callback: the old name: a ModelCheckpoint to add, or True/False as ``enable_checkpointing``.
+        resume_from_checkpoint: the old name of ``fit(ckpt_path=...)``; giving both raises
+            ``MisconfigurationError``.
+        default_save_path: the old name of ``default_root_dir`` (give one of them).
+        storage_options: options for the backend of URLs (credentials, endpoint).
+        **kwargs: Lightning arguments ember lacks, accepted at Lightning's default value only; another value, a
+            removed or an unknown name raises ``MisconfigurationError`` naming it.
     """
 
     @arguments.defaults_from_env
@@ -185,7 +230,16 @@ class Trainer(TrainerFacts):
             ckpt_path: str | os.PathLike | None = None, weights_only: bool | None = None):
         """Train ``model``; ``ckpt_path`` (a path or URL, ``"last"`` or ``"best"``) resumes a run.
         Loaders come from the arguments, else ``datamodule``, else the module's ``*_dataloader()``.
-        ``weights_only`` (Lightning's torch.load flag) changes nothing: ember files hold no pickle."""
+        ``weights_only`` (Lightning's torch.load flag) changes nothing: ember files hold no pickle.
+
+        Args:
+            model: the LightningModule to train.
+            train_dataloaders: the training DataLoader(s), or a LightningDataModule.
+            val_dataloaders: the validation DataLoader(s).
+            datamodule: the LightningDataModule giving the loaders.
+            ckpt_path: the checkpoint to resume from (None: a fresh run, unless ``resume_from_checkpoint``).
+            weights_only: accepted for Lightning's signature; changes nothing.
+        """
         train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
         model = unwrap_compiled(model)  # torch.compile(model): its module, with compiled step methods
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
@@ -287,17 +341,44 @@ class Trainer(TrainerFacts):
     def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
                  weights_only: bool | None = None):
         """Run one validation pass; returns ``[{metric: value}]``, one dict per loader (Lightning's shape).
-        ``ckpt_path``: None (the model as it is), ``"best"``, ``"last"`` or a path: its weights are loaded."""
+        ``ckpt_path``: None (the model as it is), ``"best"``, ``"last"`` or a path: its weights are loaded.
+
+        Args:
+            model: the LightningModule (None: the one last fitted).
+            dataloaders: the validation DataLoader(s), or a LightningDataModule.
+            ckpt_path: the weights to load first, as above.
+            verbose: print the results.
+            datamodule: the LightningDataModule giving the loaders.
+            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
+        """
         return evaluate.evaluate(self, "validate", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
              weights_only: bool | None = None):
-        """Run the test loop (``test_step``); returns ``[{metric: value}]``, one dict per loader."""
+        """Run the test loop (``test_step``); returns ``[{metric: value}]``, one dict per loader.
+
+        Args:
+            model: the LightningModule (None: the one last fitted).
+            dataloaders: the test DataLoader(s), or a LightningDataModule.
+            ckpt_path: the weights to load first: None, "best", "last" or a path.
+            verbose: print the results.
+            datamodule: the LightningDataModule giving the loaders.
+            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
+        """
         return evaluate.evaluate(self, "test", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
                 ckpt_path=None, weights_only: bool | None = None):
-        """Run ``predict_step`` over the loaders; returns its outputs (a list per loader when several)."""
+        """Run ``predict_step`` over the loaders; returns its outputs (a list per loader when several).
+
+        Args:
+            model: the LightningModule (None: the one last fitted).
+            dataloaders: the prediction DataLoader(s), or a LightningDataModule.
+            datamodule: the LightningDataModule giving the loaders.
+            return_predictions: return the outputs (None counts as True); False returns None.
+            ckpt_path: the weights to load first: None, "best", "last" or a path.
+            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
+        """
         return evaluate.evaluate(self, "predict", model, dataloaders, ckpt_path, False, datamodule,
                                      return_predictions=True if return_predictions is None else return_predictions)
 
@@ -347,7 +428,12 @@ class Trainer(TrainerFacts):
 
     # ---------------------------------------------------------------- checkpoints
     def dump_checkpoint(self, weights_only: bool = False) -> dict:
-        """The checkpoint dict of the current training state (after every on_save_checkpoint hook)."""
+        """The checkpoint dict of the current training state (after every on_save_checkpoint hook).
+
+        Args:
+            weights_only: keep only the weights and what loading them needs (no optimizer or loop state, and
+                the callbacks' ``on_save_checkpoint`` hooks are not run).
+        """
         if self.module is None:
             raise MisconfigurationError("save_checkpoint() needs a model: call trainer.fit(model) first.")
         run = self._run or run_state.RunState(model=self.module, loop=Progress())  # a model set without fit
@@ -372,6 +458,11 @@ class Trainer(TrainerFacts):
         ``blocking=False`` returns once the state is copied; a background thread writes and commits
         it. At most one save is in flight: the next one waits for it. ``wait_for_checkpoints()``
         waits for it and raises its error if it failed. Only the global-zero process writes.
+
+        Args:
+            filepath: the file to write: a local path or a URL.
+            weights_only: save only the weights (see ``dump_checkpoint``).
+            blocking: wait until the file is committed (default); False writes in the background.
         """
         state = self.dump_checkpoint(weights_only)
         if self.is_global_zero or self._sharded:  # a sharded checkpoint: every rank writes its shards

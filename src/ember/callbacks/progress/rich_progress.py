@@ -32,7 +32,17 @@ class RichProgressBar(ProgressBarCallback):
     """One rich bar per training epoch, redrawn every ``refresh_rate`` batches (0 turns it off), with
     the loss and the ``prog_bar`` metrics; ``leave=True`` keeps each finished epoch's bar;
     ``console_kwargs`` go to ``rich.console.Console``. Given in ``callbacks``, it replaces the
-    Trainer's own bar."""
+    Trainer's own bar.
+
+    Args:
+        refresh_rate: redraw every this many batches (default 100); 0 turns the bar off, below 0 raises
+            ``ValueError``.
+        leave: keep each epoch's finished bar.
+        theme: the styles of the bar's parts (``RichProgressBarTheme``).
+        console_kwargs: keyword arguments of ``rich.console.Console``.
+
+    Raises ``ImportError`` when ``rich`` is not installed.
+    """
 
     def __init__(self, refresh_rate: int = 100, leave: bool = False, theme: RichProgressBarTheme = RichProgressBarTheme(),
                  console_kwargs: dict[str, Any] | None = None) -> None:
@@ -58,9 +68,11 @@ class RichProgressBar(ProgressBarCallback):
         return not self.is_enabled
 
     def disable(self) -> None:
+        """Hide the bar until ``enable`` is called."""
         self._enabled = False
 
     def enable(self) -> None:
+        """Show the bar again after ``disable``."""
         self._enabled = True
 
     def _metrics_text(self, trainer, module) -> str:

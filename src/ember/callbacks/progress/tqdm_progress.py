@@ -15,7 +15,12 @@ class ProgressBarCallback(Callback):
     """The base of progress bar callbacks: a Trainer given one shows no bar of its own."""
 
     def get_metrics(self, trainer, module) -> dict[str, Any]:
-        """What the bar shows after the epoch and step: the loss and the metrics logged with prog_bar=True."""
+        """What the bar shows after the epoch and step: the loss and the metrics logged with prog_bar=True.
+
+        Args:
+            trainer: the Trainer running.
+            module: the LightningModule being trained.
+        """
         out: dict[str, Any] = {}
         loop = getattr(trainer, "fit_loop", None)
         loss = getattr(loop, "last_loss", None)
@@ -49,7 +54,13 @@ def replaces_default_bar(callbacks: list[Callback]) -> bool:
 
 class TQDMProgressBar(ProgressBarCallback):
     """A tqdm bar per training epoch, redrawn every ``refresh_rate`` batches (0 turns it off), on the
-    global-zero process only. ``leave=True`` keeps each epoch's finished bar on screen."""
+    global-zero process only. ``leave=True`` keeps each epoch's finished bar on screen.
+
+    Args:
+        refresh_rate: redraw every this many batches; 0 turns the bar off, below 0 raises ``ValueError``.
+        process_position: the bar's line offset, for several bars in one terminal (line ``2 * position``).
+        leave: keep each epoch's finished bar.
+    """
 
     def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
         if refresh_rate < 0:
@@ -73,12 +84,20 @@ class TQDMProgressBar(ProgressBarCallback):
         return not self.is_enabled
 
     def disable(self) -> None:
+        """Hide the bar until ``enable`` is called."""
         self._enabled = False
 
     def enable(self) -> None:
+        """Show the bar again after ``disable``."""
         self._enabled = True
 
     def init_train_tqdm(self, total: int | None, initial: int = 0):
+        """A new tqdm bar for a training epoch, written to standard error.
+
+        Args:
+            total: the number of batches of the epoch, or None when unknown.
+            initial: the batches already done (resuming mid-epoch).
+        """
         from tqdm.auto import tqdm
 
         return tqdm(total=total, initial=initial, desc="Training", position=2 * self._position,

@@ -39,7 +39,13 @@ __all__ = ["Info", "Storage", "register_scheme", "registered"]
 
 @dataclass(frozen=True)
 class Info:
-    """What a store knows about one committed object."""
+    """What a store knows about one committed object.
+
+    Args:
+        name: the object's name inside the store.
+        size: its size in bytes.
+        mtime: its modification time, in seconds since the epoch.
+    """
 
     name: str
     size: int
@@ -51,33 +57,67 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def open_write(self, name: str) -> ContextManager[BinaryIO]:
-        """A writable binary file committed atomically under ``name`` when the block exits cleanly."""
+        """A writable binary file committed atomically under ``name`` when the block exits cleanly.
+
+        Args:
+            name: the object's relative, ``/``-separated name.
+        """
 
     @abc.abstractmethod
     def open_read(self, name: str) -> ContextManager[tuple[BinaryIO, int]]:
-        """``(file, size)`` of the committed object ``name``; ``FileNotFoundError`` when missing."""
+        """``(file, size)`` of the committed object ``name``; ``FileNotFoundError`` when missing.
+
+        Args:
+            name: the object's relative, ``/``-separated name.
+        """
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> list[str]:
-        """Committed names that start with ``prefix``, sorted."""
+        """Committed names that start with ``prefix``, sorted.
+
+        Args:
+            prefix: the start of the names listed ("" lists all; ``"folder/"`` a folder's contents).
+        """
 
     @abc.abstractmethod
     def stat(self, name: str) -> Info:
-        """Size and modification time of ``name``; ``FileNotFoundError`` when missing."""
+        """Size and modification time of ``name``; ``FileNotFoundError`` when missing.
+
+        Args:
+            name: the object's relative, ``/``-separated name.
+        """
 
     @abc.abstractmethod
     def delete(self, name: str) -> None:
-        """Remove ``name`` (and everything under ``name/``); missing is fine."""
+        """Remove ``name`` (and everything under ``name/``); missing is fine.
+
+        Args:
+            name: the object's or folder's name.
+        """
 
     @abc.abstractmethod
     def copy(self, src: str, dst: str) -> None:
-        """Make ``dst`` a complete copy of ``src``, atomically."""
+        """Make ``dst`` a complete copy of ``src``, atomically.
+
+        Args:
+            src: the name of the object (or folder) copied.
+            dst: the name of the copy; what it held before is replaced.
+        """
 
     @abc.abstractmethod
     def describe(self, name: str = "") -> str:
-        """Where ``name`` lives, for messages: a path or a URL."""
+        """Where ``name`` lives, for messages: a path or a URL.
+
+        Args:
+            name: the object's name ("" describes the store's root).
+        """
 
     def exists(self, name: str) -> bool:
+        """Whether ``name`` is a committed object (a folder is not).
+
+        Args:
+            name: the object's relative, ``/``-separated name.
+        """
         try:
             self.stat(name)
         except (FileNotFoundError, IsADirectoryError):  # a folder is not an object
@@ -85,7 +125,11 @@ class Storage(abc.ABC):
         return True
 
     def local_path(self, name: str) -> Path | None:
-        """A local file holding ``name`` (for mmap), or None when the store is not a local disk."""
+        """A local file holding ``name`` (for mmap), or None when the store is not a local disk.
+
+        Args:
+            name: the object's relative, ``/``-separated name.
+        """
         return None
 
     def cleanup(self) -> list[str]:
@@ -94,7 +138,11 @@ class Storage(abc.ABC):
         return []
 
     def child(self, name: str) -> "Storage":
-        """The store rooted at the folder ``name`` inside this one."""
+        """The store rooted at the folder ``name`` inside this one.
+
+        Args:
+            name: the folder's name (leading and trailing ``/`` are ignored).
+        """
         return _Prefixed(self, name.strip("/"))
 
 
@@ -140,10 +188,19 @@ _SCHEMES: dict[str, Callable[[str, dict], Storage]] = {}
 
 
 def register_scheme(scheme: str, factory: Callable[[str, dict], Storage]) -> None:
-    """Route URLs ``scheme://...`` to ``factory(url_of_folder, storage_options)``."""
+    """Route URLs ``scheme://...`` to ``factory(url_of_folder, storage_options)``.
+
+    Args:
+        scheme: the URL scheme (``"s3"``), or ``"default"`` for every scheme not registered.
+        factory: builds the Storage from the folder's URL and the storage options; replaces an earlier one.
+    """
     _SCHEMES[scheme] = factory
 
 
 def registered(scheme: str) -> Callable[[str, dict], Storage] | None:
-    """The factory registered for ``scheme`` (``"default"``: the one for every other scheme), or None."""
+    """The factory registered for ``scheme`` (``"default"``: the one for every other scheme), or None.
+
+    Args:
+        scheme: the URL scheme.
+    """
     return _SCHEMES.get(scheme)
