@@ -35,7 +35,7 @@ def folder_header(path: str) -> dict:
 
     try:
         with objects.local(path, files=False) as local:  # a URL: its metadata object, copied here
-            s = folder_summary(local)
+            s = folder_summary(local, rank_files=not objects.is_url(path))
         if objects.is_url(path):
             from ember.checkpoint.sharded.layout import METADATA
             from ember.checkpoint.storage.locations import resolve

@@ -112,11 +112,12 @@ def consolidate(src: str | os.PathLike, dst: str | os.PathLike, *, storage_optio
     return where
 
 
-def folder_summary(location: str | os.PathLike) -> dict:
-    """What the metadata says (no rank file read): for ``ember ckpt inspect | ls``."""
+def folder_summary(location: str | os.PathLike, *, rank_files: bool = True) -> dict:
+    """What the metadata says (no tensor read): for ``ember ckpt inspect | ls``. ``rank_files=False``: the
+    rank files' headers are not checked against the metadata (a listing of a folder in an object store)."""
     folder = Path(local_folder(location))
-    meta = _meta.read(folder)
-    for file in meta.files:  # each rank file's header: bound to this save (no data read)
+    meta = _meta.read(folder, files=rank_files)
+    for file in meta.files if rank_files else ():  # each rank file's header: bound to this save (no data read)
         RankFile(folder, file, meta).close()
     return {
         "world_size": meta.world_size,

@@ -140,8 +140,10 @@ def _bad(label: str, msg: str) -> CheckpointCorruptError:
     return CheckpointCorruptError(f"corrupt sharded checkpoint {label}: {msg}")
 
 
-def read(folder: Path) -> ShardedMeta:
-    """The checked metadata of the folder; CheckpointError when it is not a complete sharded checkpoint."""
+def read(folder: Path, *, files: bool = True) -> ShardedMeta:
+    """The checked metadata of the folder; CheckpointError when it is not a complete sharded checkpoint.
+    ``files=False``: the rank files are not looked at (a folder in an object store whose metadata alone was
+    fetched, for listing); every reader of tensors checks them."""
     folder = Path(folder)
     refuse_torch_folder(folder)
     try:
@@ -158,7 +160,8 @@ def read(folder: Path) -> ShardedMeta:
     if len(raw) > MAX_METADATA:
         raise _bad(str(folder), f"{METADATA} grew past the {MAX_METADATA} bytes allowed while it was read")
     meta = parse(raw, str(folder))
-    check_files(folder, meta)
+    if files:
+        check_files(folder, meta)
     return meta
 
 
