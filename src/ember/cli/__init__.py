@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ember.cli.inspect import _inspect_safely, _print_inspect, _verify_safely
+from ember.cli.inspect import inspect_safely, print_inspect, verify_safely
 from ember.cli.ls import ls_command
-from ember.cli.text import OPTIONS, _escape, _json_doc, _say
+from ember.cli.text import OPTIONS, escape, json_doc, say
 
 __all__ = ["LightningArgumentParser", "LightningCLI", "ReduceLROnPlateau", "SaveConfigCallback", "instantiate_class",
            "instantiate_module", "main"]
@@ -80,9 +80,9 @@ def _convert_command(src: str, dst: str, to: str | None) -> int:
     try:
         where = convert(src, dst, to=to)
     except CheckpointError as e:
-        print(_escape(f"ember: error: {e}"), file=sys.stderr)
+        print(escape(f"ember: error: {e}"), file=sys.stderr)
         return 1
-    _say(f"wrote {where}")
+    say(f"wrote {where}")
     return 0
 
 
@@ -112,17 +112,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return consolidate_command(args.src, args.dst)
     if args.action == "inspect":
-        info, code = _inspect_safely(args.path, args.tensors)
+        info, code = inspect_safely(args.path, args.tensors)
         if args.json:
-            print(_json_doc(info))
+            print(json_doc(info))
         else:
-            _print_inspect(info)
+            print_inspect(info)
         return code
-    results = [(path, *_verify_safely(path)) for path in args.paths]
+    results = [(path, *verify_safely(path)) for path in args.paths]
     if args.json:
         doc = {"ok": all(ok for _, ok, _ in results), "files": [{"path": p, "ok": ok, "detail": d} for p, ok, d in results]}
-        print(_json_doc(doc))
+        print(json_doc(doc))
     else:
         for path, ok, detail in results:
-            _say(f"OK  {path}" if ok else f"FAIL {path}: {detail}")
+            say(f"OK  {path}" if ok else f"FAIL {path}: {detail}")
     return 0 if all(ok for _, ok, _ in results) else 1

@@ -64,7 +64,7 @@ def verify_folder(path: str) -> tuple[bool, str]:
 
 def consolidate_command(src: str, dst: str) -> int:
     from ember.checkpoint.sharded.full import consolidate
-    from ember.cli.text import _escape, _say
+    from ember.cli.text import escape, say
 
     from ember.checkpoint.sharded import objects
 
@@ -72,7 +72,7 @@ def consolidate_command(src: str, dst: str) -> int:
         with objects.local(src) as local:  # a URL: the folder copied here first
             where = consolidate(local, dst)
     except CheckpointError as e:
-        print(_escape(f"ember: error: {e}"), file=sys.stderr)
+        print(escape(f"ember: error: {e}"), file=sys.stderr)
         return 1
-    _say(f"wrote {where} (verified)")
+    say(f"wrote {where} (verified)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.cli.text import OPTIONS, _human, _jsonable, _key, _plain, _say, _size, _unexpected
+from ember.cli.text import OPTIONS, human, jsonable, key, plain, say, size, unexpected
 from ember.errors import CheckpointError, UnsafeCheckpointError
 
 _PARTS = (("weights", "state_dict."), ("optimizer", "optimizer_states."))
@@ -52,15 +52,15 @@ def _summarise_header(hdr: dict, with_tensors: bool) -> dict:
         "format_version": hdr["format_version"],
         "ember_version": hdr["ember_version"],
         "file_size": hdr["file_size"],
-        "epoch": _jsonable(state.get("epoch")),
-        "global_step": _jsonable(state.get("global_step")),
+        "epoch": jsonable(state.get("epoch")),
+        "global_step": jsonable(state.get("global_step")),
         "tensor_count": len(hdr["tensors"]),
         "tensor_bytes": sum(i["nbytes"] for i in hdr["tensors"].values()),
         "parts": parts,
         "dtypes": sorted(dtypes),
-        "hyper_parameters": _jsonable(state.get("hyper_parameters")),
-        "callbacks": [_key(k) for k in callbacks] if isinstance(callbacks, dict) else _jsonable(callbacks),
-        "keys": [_key(k) for k in state],
+        "hyper_parameters": jsonable(state.get("hyper_parameters")),
+        "callbacks": [key(k) for k in callbacks] if isinstance(callbacks, dict) else jsonable(callbacks),
+        "keys": [key(k) for k in state],
     }
     if with_tensors:
         out["tensors"] = tensors
@@ -120,20 +120,20 @@ def _inspect(path: str, with_tensors: bool) -> tuple[dict, int]:
         info["error"] = str(e)
         return info, 1
     info["note"] = "not an ember checkpoint: inspected only through a weights-only torch.load, no checksums"
-    info["keys"] = [_key(k) for k in state]
-    info["epoch"] = _jsonable(state.get("epoch"))
-    info["global_step"] = _jsonable(state.get("global_step"))
+    info["keys"] = [key(k) for k in state]
+    info["epoch"] = jsonable(state.get("epoch"))
+    info["global_step"] = jsonable(state.get("global_step"))
     return info, 0
 
 
-def _print_inspect(info: dict) -> None:
+def print_inspect(info: dict) -> None:
     def row(label: str, value: Any) -> None:
-        _say(f"{label:<13}{value}")
+        say(f"{label:<13}{value}")
 
     row("checkpoint", info["path"])
     kind = KINDS.get(info.get("kind") or "", info.get("kind") or "unknown")
     if info.get("format_version"):
-        kind += f", format {_plain(info['format_version'])}, written by ember {_plain(info['ember_version'])}"
+        kind += f", format {plain(info['format_version'])}, written by ember {plain(info['ember_version'])}"
     row("kind", kind)
     if "error" in info:
         row("error", info["error"])
@@ -142,24 +142,24 @@ def _print_inspect(info: dict) -> None:
         row("note", info["note"])
     for key, label in (("epoch", "epoch"), ("global_step", "global step")):
         if info.get(key) is not None:
-            row(label, _plain(info[key]))
+            row(label, plain(info[key]))
     if "tensor_count" in info:
-        row("tensors", f"{info['tensor_count']} tensors, {_size(info['tensor_bytes'])}")
+        row("tensors", f"{info['tensor_count']} tensors, {size(info['tensor_bytes'])}")
         for name, prefix in (*_PARTS, ("other", None)):
             part = info["parts"][name]
             where = f" ({prefix}*)" if prefix else ""
-            row(f"  {name}", f"{part['count']} tensors, {_size(part['bytes'])}{where}")
+            row(f"  {name}", f"{part['count']} tensors, {size(part['bytes'])}{where}")
         row("dtypes", ", ".join(info["dtypes"]) or "-")
     hp = info.get("hyper_parameters")
     if isinstance(hp, dict):
         row("hparams", "" if hp else "-")
         for k, v in hp.items():
-            _say(f"  {k:<20} {_human(v)}")
+            say(f"  {k:<20} {human(v)}")
     elif hp is not None:
-        row("hparams", _plain(hp))
+        row("hparams", plain(hp))
     if "callbacks" in info and info["callbacks"] is not None:
         callbacks = info["callbacks"]
-        row("callbacks", ", ".join(map(str, callbacks)) if isinstance(callbacks, list) else _plain(callbacks))
+        row("callbacks", ", ".join(map(str, callbacks)) if isinstance(callbacks, list) else plain(callbacks))
     if "ranks" in info:
         row("ranks", f"saved by {info['ranks']} ranks, {info['rank_files']} rank files")
     if "keys" in info:
@@ -169,25 +169,25 @@ def _print_inspect(info: dict) -> None:
         status = {"ok": "verified OK", "failed": "FAILED", "unavailable": "not available"}[c["status"]]
         row("checksums", f"{status} ({c['reason']})")
     for t in info.get("tensors", []):
-        _say(f"  {t['name']}  {tuple(t['shape'])}  {t['dtype']}  {_size(t['bytes'])}")
+        say(f"  {t['name']}  {tuple(t['shape'])}  {t['dtype']}  {size(t['bytes'])}")
 
 
-def _inspect_safely(path: str, with_tensors: bool) -> tuple[dict, int]:
+def inspect_safely(path: str, with_tensors: bool) -> tuple[dict, int]:
     try:
         return _inspect(path, with_tensors)
     except Exception as e:  # a hostile file must not end in a traceback
         if OPTIONS["traceback"]:
             raise
-        return {"path": path, "kind": None, "error": _unexpected(path, e)}, 1
+        return {"path": path, "kind": None, "error": unexpected(path, e)}, 1
 
 
-def _verify_safely(path: str) -> tuple[bool, str]:
+def verify_safely(path: str) -> tuple[bool, str]:
     try:
         return _verify(path)
     except Exception as e:  # a hostile file must not end in a traceback
         if OPTIONS["traceback"]:
             raise
-        return False, _unexpected(path, e)
+        return False, unexpected(path, e)
 
 
 def _verify(path: str) -> tuple[bool, str]:

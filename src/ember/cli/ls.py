@@ -12,8 +12,8 @@ from typing import Any
 from ember.checkpoint.storage.locations import Storage, open_store
 from ember.checkpoint.storage.temporaries import TMP_PREFIX
 from ember.cli.folders import KIND, folder_header
-from ember.cli.inspect import _verify_safely
-from ember.cli.text import OPTIONS, _escape, _json_doc, _jsonable, _plain, _say, _size, _unexpected
+from ember.cli.inspect import verify_safely
+from ember.cli.text import OPTIONS, escape, json_doc, jsonable, plain, say, size, unexpected
 from ember.errors import CheckpointError
 
 
@@ -92,10 +92,10 @@ def _ls_file(path: str) -> dict:
     except CheckpointError as e:
         row["error"] = str(e)
         return row
-    row["epoch"] = _jsonable(state.get("epoch"))
-    row["global_step"] = _jsonable(state.get("global_step"))
+    row["epoch"] = jsonable(state.get("epoch"))
+    row["global_step"] = jsonable(state.get("global_step"))
     row["monitor"], score = _monitored(state.get("callbacks"), path)
-    row["score"] = _jsonable(score)
+    row["score"] = jsonable(score)
     return row
 
 
@@ -110,10 +110,10 @@ def _ls_folder(path: str) -> dict:
         row["error"] = str(e)
         return row
     state = codec.unflatten(hdr["tree"], None)
-    row["epoch"] = _jsonable(state.get("epoch"))
-    row["global_step"] = _jsonable(state.get("global_step"))
+    row["epoch"] = jsonable(state.get("epoch"))
+    row["global_step"] = jsonable(state.get("global_step"))
     row["monitor"], score = _monitored(state.get("callbacks"), path)
-    row["score"] = _jsonable(score)
+    row["score"] = jsonable(score)
     row["mtime"] = hdr["mtime"]
     return row
 
@@ -135,7 +135,7 @@ def _ls_entry(store: Storage, name: str, what: str, verify: bool) -> dict:
     except Exception as e:  # a hostile file must not end the listing
         if OPTIONS["traceback"]:
             raise
-        row["error"] = _unexpected(path, e)
+        row["error"] = unexpected(path, e)
     if row["mtime"] is not None:
         row["modified"] = datetime.datetime.fromtimestamp(row["mtime"], datetime.timezone.utc).isoformat()
     if verify:
@@ -144,7 +144,7 @@ def _ls_entry(store: Storage, name: str, what: str, verify: bool) -> dict:
         elif what == "folder" and store.local_path(name) is None:
             row["verified"] = {"ok": None, "detail": "not checked: sharded checkpoints are verified in local folders"}
         else:
-            ok, detail = _verify_safely(path)
+            ok, detail = verify_safely(path)
             row["verified"] = {"ok": ok, "detail": detail}
     return row
 
@@ -168,13 +168,13 @@ def _metric_text(row: dict) -> str:
     if isinstance(score, float) and math.isfinite(score):
         value = f"{score:.6g}"
     else:
-        value = "?" if score is None else _plain(score)
+        value = "?" if score is None else plain(score)
     return f"{row['monitor']}={value}"
 
 
 def _print_ls(folder: str, rows: list[dict], verify: bool) -> None:
     if not rows:
-        _say(f"no checkpoints in {folder}")
+        say(f"no checkpoints in {folder}")
         return
     table = [("NAME", "EPOCH", "STEP", "METRIC", "SIZE", "MODIFIED", "STATUS" if verify else "")]
     for r in rows:
@@ -186,11 +186,11 @@ def _print_ls(folder: str, rows: list[dict], verify: bool) -> None:
         if "note" in r:
             status = f"{status} ({r['note']})" if status else r["note"]
         table.append((
-            _escape(r["name"]),
-            "-" if r["epoch"] is None else _escape(_plain(r["epoch"])),
-            "-" if r["global_step"] is None else _escape(_plain(r["global_step"])),
-            _escape(_metric_text(r)),
-            "-" if r["size"] is None else _size(r["size"]),
+            escape(r["name"]),
+            "-" if r["epoch"] is None else escape(plain(r["epoch"])),
+            "-" if r["global_step"] is None else escape(plain(r["global_step"])),
+            escape(_metric_text(r)),
+            "-" if r["size"] is None else size(r["size"]),
             "-" if r["mtime"] is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["mtime"])),
             status,
         ))
@@ -198,25 +198,25 @@ def _print_ls(folder: str, rows: list[dict], verify: bool) -> None:
     right = (False, True, True, False, True, False)
     for line in table:
         cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(line, widths, right)]
-        _say("  ".join([*cells, line[6]]).rstrip())
+        say("  ".join([*cells, line[6]]).rstrip())
 
 
 def ls_command(folder: str, verify: bool, as_json: bool) -> int:
     """``ember ckpt ls``: 0 listed, 1 a checkpoint failed --verify, 2 no such folder."""
     if "://" not in folder and not os.path.isdir(folder):
         why = "it is a file; `ember ckpt inspect` reads one checkpoint" if os.path.exists(folder) else "it does not exist"
-        print(_escape(f"ember: error: no folder at {folder}: {why}. Pass the folder that holds the .ckpt files."),
+        print(escape(f"ember: error: no folder at {folder}: {why}. Pass the folder that holds the .ckpt files."),
               file=sys.stderr)
         return 2
     try:
         store = open_store(folder)
         rows = _ls(store, verify)
     except (OSError, ValueError, CheckpointError) as e:  # an unreachable store, a missing bucket
-        print(_escape(f"ember: error: cannot list {folder}: {getattr(e, 'strerror', None) or e}"), file=sys.stderr)
+        print(escape(f"ember: error: cannot list {folder}: {getattr(e, 'strerror', None) or e}"), file=sys.stderr)
         return 2
     bad = any(r.get("verified", {}).get("ok") is False for r in rows)
     if as_json:
-        print(_json_doc({"folder": folder, "ok": not bad, "checkpoints": rows}))
+        print(json_doc({"folder": folder, "ok": not bad, "checkpoints": rows}))
     else:
         _print_ls(folder, rows, verify)
     return 1 if bad else 0

@@ -12,7 +12,7 @@ from typing import Any
 OPTIONS = {"traceback": False}  # `ember --traceback`: let unexpected errors through, for bug reports
 
 
-def _size(n: int) -> str:
+def size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
@@ -20,7 +20,7 @@ def _size(n: int) -> str:
     return ""
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """``text`` safe for a terminal: each character that is not printable (control characters such as
     ESC, bidi overrides, lone surrogates from undecodable file names) is shown as its escape, ``\\x1b``."""
     if text.isprintable():
@@ -28,9 +28,9 @@ def _escape(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _say(line: str = "") -> None:
+def say(line: str = "") -> None:
     """Print one line of human output; nothing taken from a file reaches the terminal unescaped."""
-    print(_escape(line))
+    print(escape(line))
 
 
 def _decimal(v: int) -> str | None:
@@ -50,8 +50,8 @@ def _int_text(v: int) -> str:
     return f"{'-' if v < 0 else ''}0x{h[:8]}…{h[-8:]} (an integer of about {digits} digits)"
 
 
-def _human(v: Any) -> str:
-    """A value for people: JSON-like, with huge integers abbreviated (escaping is ``_say``'s job)."""
+def human(v: Any) -> str:
+    """A value for people: JSON-like, with huge integers abbreviated (escaping is ``say``'s job)."""
     if isinstance(v, bool) or v is None:
         return json.dumps(v)
     if isinstance(v, int):
@@ -61,18 +61,18 @@ def _human(v: Any) -> str:
     if isinstance(v, float):
         return json.dumps(v) if math.isfinite(v) else repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_human(x) for x in v) + "]"
+        return "[" + ", ".join(human(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{_human(k)}: {_human(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{human(k)}: {human(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 
-def _plain(v: Any) -> Any:
-    """A value as it appears in a cell: strings unquoted, everything else as ``_human`` shows it."""
-    return v if isinstance(v, str) else _human(v)
+def plain(v: Any) -> Any:
+    """A value as it appears in a cell: strings unquoted, everything else as ``human`` shows it."""
+    return v if isinstance(v, str) else human(v)
 
 
-def _json_doc(doc: Any) -> str:
+def json_doc(doc: Any) -> str:
     """One JSON document. Integers Python will not write in decimal become their exact hex string."""
 
     def ints(v: Any) -> Any:
@@ -87,31 +87,31 @@ def _json_doc(doc: Any) -> str:
     return json.dumps(ints(doc), indent=2)
 
 
-def _unexpected(path: Any, e: Exception) -> str:
+def unexpected(path: Any, e: Exception) -> str:
     return (f"{path}: unexpected {type(e).__name__} while reading it: {e}. This is a bug in ember; please "
             "report it (`ember --traceback ...` shows where it happened).")
 
 
-def _key(k: Any) -> str:
+def key(k: Any) -> str:
     """A dict key from a file as text (an int key may be too long for str())."""
     if isinstance(k, str):
         return k
     try:
         return str(k)
     except ValueError:
-        return _human(k)
+        return human(k)
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     """Plain JSON for --json output: containers become lists/objects, everything else its repr."""
     if v is None or isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, float):
         return v if math.isfinite(v) else repr(v)
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, dict):
-        return {_key(k): _jsonable(x) for k, x in v.items()}
+        return {key(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, argparse.Namespace):
-        return _jsonable(vars(v))
+        return jsonable(vars(v))
     return repr(v)

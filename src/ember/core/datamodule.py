@@ -13,7 +13,7 @@ from argparse import Namespace
 from typing import Any, Mapping
 
 from ember.errors import MisconfigurationError
-from ember.core.module import AttributeDict, _init_arguments
+from ember.core.module import AttributeDict, init_arguments
 from ember.core.pickling import dropped_for_pickling
 from ember.core.hooks import HparamsSurface
 
@@ -65,7 +65,7 @@ class LightningDataModule(HparamsSurface):
         if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
             values = dict(vars(args[0])) if isinstance(args[0], Namespace) else dict(args[0])
         else:
-            values = _init_arguments(self)
+            values = init_arguments(self)
             unknown = [a for a in args if a not in values]
             if unknown:
                 raise MisconfigurationError(f"save_hyperparameters got names that are not __init__ arguments: "

@@ -101,7 +101,7 @@ class Module(ModelHooks, nn.Module):
 
     def _init_param_holding(self, value: Any) -> str | None:
         """The name of the __init__ argument that received ``value`` as a whole, if any."""
-        for name, arg in _init_arguments(self).items():
+        for name, arg in init_arguments(self).items():
             if arg is value:
                 return name
         return None
@@ -130,7 +130,7 @@ class Module(ModelHooks, nn.Module):
             raise MisconfigurationError(
                 "save_hyperparameters() must be called inside __init__ of an ember.Module subclass."
             )
-        values = _init_arguments(self)
+        values = init_arguments(self)
         if args:
             unknown = [a for a in args if a not in values]
             if unknown:
@@ -414,7 +414,7 @@ Module.__jit_unused_properties__ = [n for k in Module.__mro__ if k not in nn.Mod
 LightningModule = Module
 
 
-def _init_arguments(module: Module) -> dict[str, Any]:
+def init_arguments(module: Module) -> dict[str, Any]:
     """The named __init__ arguments of every class level; a subclass's values win over its parents'."""
     out: dict[str, Any] = {}
     for call in reversed(module.__dict__.get("_ember_init_calls", [])):

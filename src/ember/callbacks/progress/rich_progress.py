@@ -8,7 +8,7 @@ from ember.not_supported import placeholder
 from dataclasses import dataclass
 from typing import Any
 
-from ember.callbacks.progress.tqdm_progress import ProgressBarCallback, _batches_per_epoch
+from ember.callbacks.progress.tqdm_progress import ProgressBarCallback, batches_per_epoch
 from ember.callbacks.rich_model_summary import require_rich
 
 
@@ -95,7 +95,7 @@ class RichProgressBar(ProgressBarCallback):
                                      console=Console(**self._console_kwargs), auto_refresh=False)
             self.progress.start()
         self.train_progress_bar_id = self.progress.add_task(f"Epoch {trainer.current_epoch}",
-                                                            total=_batches_per_epoch(trainer), metrics="")
+                                                            total=batches_per_epoch(trainer), metrics="")
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
         if self.progress is None or self.train_progress_bar_id is None:

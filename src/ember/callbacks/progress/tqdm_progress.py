@@ -35,7 +35,7 @@ class ProgressBarCallback(Callback):
         return out
 
 
-def _batches_per_epoch(trainer) -> int | None:
+def batches_per_epoch(trainer) -> int | None:
     """``trainer.num_training_batches`` where the Trainer has it, else the loader's length (None: unknown)."""
     total = getattr(trainer, "num_training_batches", None)
     if total is None:
@@ -107,7 +107,7 @@ class TQDMProgressBar(ProgressBarCallback):
     def on_train_epoch_start(self, trainer, module) -> None:
         if not getattr(trainer, "is_global_zero", True) or self.is_disabled:
             return
-        self.train_progress_bar = self.init_train_tqdm(_batches_per_epoch(trainer))
+        self.train_progress_bar = self.init_train_tqdm(batches_per_epoch(trainer))
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:

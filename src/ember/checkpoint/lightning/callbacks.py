@@ -26,7 +26,7 @@ def _lightning_key_fields(key: str, cls: str) -> dict | None:
     return fields if isinstance(fields, dict) else None
 
 
-def _callbacks_to_ember(states: Mapping) -> dict[str, Any]:
+def callbacks_to_ember(states: Mapping) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, state in states.items():
         stopping = _lightning_key_fields(key, "EarlyStopping") if isinstance(key, str) else None
@@ -36,13 +36,13 @@ def _callbacks_to_ember(states: Mapping) -> dict[str, Any]:
             continue
         fields = _lightning_key_fields(key, "ModelCheckpoint") if isinstance(key, str) else None
         if fields is None or not isinstance(state, Mapping):
-            out[key] = _plain(state)
+            out[key] = plain(state)
             continue
         monitor = fields.get("monitor", state.get("monitor"))
         mode = fields.get("mode", "min")
         ember_key = "ModelCheckpoint" if monitor is None else f"ModelCheckpoint[{monitor}:{mode}]"
         if ember_key in out:  # two Lightning callbacks that ember would key alike: keep the second as it was
-            out[key] = _plain(state)
+            out[key] = plain(state)
             continue
         out[ember_key] = _model_checkpoint_to_ember(state, monitor, mode)
     return out
@@ -50,7 +50,7 @@ def _callbacks_to_ember(states: Mapping) -> dict[str, Any]:
 
 def _early_stopping(state: Mapping, score: Any) -> dict[str, Any]:
     """EarlyStopping's state (the same four entries in both libraries; Lightning keeps the score as a tensor)."""
-    out = {k: _plain(v) for k, v in state.items()}
+    out = {k: plain(v) for k, v in state.items()}
     if state.get("best_score") is not None:
         out["best_score"] = score(_score(state["best_score"]))
     return out
@@ -95,24 +95,24 @@ def _model_checkpoint_to_ember(state: Mapping, monitor: str | None, mode: str) -
     }
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     """``v`` with every dict subclass (AttributeDict) as a plain dict, which ember files can hold."""
     t = type(v)
     if isinstance(v, dict) and t not in (dict, OrderedDict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     if t is dict:
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     if t is list:
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if t is tuple:
-        return tuple(_plain(x) for x in v)
+        return tuple(plain(x) for x in v)
     return v
 
 
 # ----------------------------------------------------------------------------- ember -> Lightning
 
 
-def _callbacks_to_lightning(states: Mapping) -> dict[str, Any]:
+def callbacks_to_lightning(states: Mapping) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, state in states.items():
         stopping = re.fullmatch(r"EarlyStopping\[(.+):(min|max)\]", key) if isinstance(key, str) else None

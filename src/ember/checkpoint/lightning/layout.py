@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ember.checkpoint.lightning.callbacks import _callbacks_to_ember, _callbacks_to_lightning, _plain
+from ember.checkpoint.lightning.callbacks import callbacks_to_ember, callbacks_to_lightning, plain
 from ember.checkpoint.format.unpickle import AttributeDict
 from ember.errors import CheckpointError
 from ember.version import __version__
@@ -78,13 +78,13 @@ def to_ember(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
     out["state_dict"] = ckpt["state_dict"]
     if "hyper_parameters" in ckpt:
         hp = ckpt["hyper_parameters"]
-        out["hyper_parameters"] = _plain(dict(vars(hp)) if isinstance(hp, argparse.Namespace) else hp)
+        out["hyper_parameters"] = plain(dict(vars(hp)) if isinstance(hp, argparse.Namespace) else hp)
         out["hparams_type"] = "dict"
         out["hparams_name"] = ckpt.get("hparams_name")
     if full:
         out["optimizer_states"] = list(ckpt["optimizer_states"])
         out["lr_schedulers"] = list(ckpt.get("lr_schedulers") or [])
-        out["callbacks"] = _callbacks_to_ember(ckpt.get("callbacks") or {})
+        out["callbacks"] = callbacks_to_ember(ckpt.get("callbacks") or {})
         scaler = ckpt.get("MixedPrecision", ckpt.get("native_amp_scaling_state"))
         if scaler:
             out["amp_scaling_state"] = dict(scaler)
@@ -100,7 +100,7 @@ def to_ember(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
             )
     for k, v in ckpt.items():
         if k not in _LIGHTNING_KEYS and k not in out:
-            out[k] = _plain(v)
+            out[k] = plain(v)
     return out
 
 
@@ -218,7 +218,7 @@ def to_lightning(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
     if "optimizer_states" in ckpt and isinstance(fit, Mapping):
         batch = int(fit.get("batch", 0))
         out["loops"] = _lightning_loops(epoch, batch, global_step, bool(fit.get("epoch_done", False)))
-        out["callbacks"] = _callbacks_to_lightning(ckpt.get("callbacks") or {})
+        out["callbacks"] = callbacks_to_lightning(ckpt.get("callbacks") or {})
         out["optimizer_states"] = list(ckpt["optimizer_states"])
         out["lr_schedulers"] = list(ckpt.get("lr_schedulers") or [])
         if ckpt.get("amp_scaling_state"):
