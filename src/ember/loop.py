@@ -175,7 +175,7 @@ class FitLoop(ManualSteps):
         if n and p.epoch > 0 and p.epoch % n == 0 and p.batch == 0 and self.parts.reload is not None:
             train, val = self.parts.reload()
             self.parts.train_data = ResumableLoader(self.parts.shard(train) if self.parts.shard else train)
-            self.parts.val_loaders = val_loaders_of(self.parts.module, val)
+            self.parts.val_loaders = val_loaders_of(self.parts.module, val, self.parts.shard_val)
 
     def run_epoch(self) -> None:
         p, parts = self.progress, self.parts

@@ -29,6 +29,7 @@ from ember.checkpoint.sharded import is_sharded_checkpoint
 from ember.distributed import sharding
 from ember.distributed.select import strategy_for
 from ember.distributed.sharded_saves import ShardedWriter
+from ember.distributed.single import SingleDeviceStrategy
 from ember.loop import FitLoop, FitParts, Progress
 from ember.metrics import MetricsHub
 from ember.preemption import StopRequests
@@ -88,6 +89,7 @@ class Trainer(TrainerFacts):
         resume_from_checkpoint: str | os.PathLike | None = None,
         default_save_path: str | os.PathLike | None = None,
         storage_options: dict | None = None,
+        use_distributed_sampler: bool = True,
         **kwargs: Any,
     ) -> None:
         trainer_args.check_unknown(kwargs)
@@ -110,18 +112,20 @@ class Trainer(TrainerFacts):
             min_epochs=min_epochs, min_steps=min_steps, inference_mode=inference_mode,
             reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
         self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
-        self.strategy = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
-        self.device = self.strategy.setup() if self.strategy is not None else device_for(accelerator)
+        self._parallel = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
+        self.device = self._parallel.setup() if self._parallel is not None else device_for(accelerator)
+        self._single = SingleDeviceStrategy(self.device)  # trainer.strategy of a one-process run
+        self.use_distributed_sampler = bool(use_distributed_sampler)
         self.detect_anomaly = bool(detect_anomaly)
         self.enable_model_summary = bool(enable_model_summary)
         self.storage_options = storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
         self.callbacks = build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
         self._set_outputs(logger, enable_progress_bar)
-        self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self.strategy, "timeout", None))
+        self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self._parallel, "timeout", None))
                                   if self._sharded else CheckpointWriter())
         self._hub = MetricsHub(None)
-        self.reduce = self.strategy.reduce if self.strategy is not None else None  # self.log(..., sync_dist=True)
+        self.reduce = self._parallel.reduce if self._parallel is not None else None  # self.log(..., sync_dist=True)
         self._reset_run_state()
 
     def _reset_run_state(self) -> None:
@@ -160,7 +164,7 @@ class Trainer(TrainerFacts):
     def _sharded(self) -> bool:
         """Whether the weights and optimizer states are sharded across ranks (FSDP): checkpoints are
         folders written by every rank."""
-        return hasattr(self.strategy, "state_for_save")
+        return hasattr(self._parallel, "state_for_save")
 
     # ---------------------------------------------------------------- fit
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None,
@@ -170,7 +174,7 @@ class Trainer(TrainerFacts):
         train_dataloaders, datamodule = split_datamodule(train_dataloaders, datamodule)
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
         hooks = self._attach(model, datamodule)
-        strategy, self._failing, self.fitting = self.strategy, False, True
+        strategy, self._failing, self.fitting = self._parallel, False, True
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
                 with self._stop_requests, _anomaly(self.detect_anomaly):
@@ -197,10 +201,10 @@ class Trainer(TrainerFacts):
         train = self._train_loader = loaders_for("fit", train, dm, model)
         val = loaders_for("validate", val, dm, model) if hasattr(model, "validation_step") else val
         reload = lambda: (loaders_for("fit", None, dm, model), loaders_for("validate", None, dm, model))  # noqa: E731
-        strategy = self.strategy
+        strategy = self._parallel
         wrapped = strategy.setup_module(model, self.device) if strategy is not None else model  # before the optimizers
         parts = FitParts.build(model, train, val, self.settings.precision, self.device, reload=reload,
-                               strategy=strategy, wrapped=wrapped)
+                               strategy=strategy, wrapped=wrapped, distributed_sampler=self.use_distributed_sampler)
         loop = self.fit_loop = FitLoop(
             self.settings, parts, hooks=hooks, barrier=self.checkpoint_writer.snapshot_barrier,
             stop_requested=self._stop_requested, hub=self._hub, sink=self._sink, bar=self._bar, reduce=self.reduce)
@@ -279,13 +283,13 @@ class Trainer(TrainerFacts):
 
     def _on_rank0(self, fn):
         """``fn()`` run on rank 0 and its result (or its error) on every rank (a collective)."""
-        if self.strategy is None:
+        if self._parallel is None:
             return fn()
         try:
             outcome = (True, fn()) if self.is_global_zero else None
         except Exception as e:  # noqa: BLE001 - every rank raises it
             outcome = (False, e)
-        ok, value = self.strategy.broadcast_object(outcome)
+        ok, value = self._parallel.broadcast_object(outcome)
         if not ok:
             raise value
         return value
@@ -296,8 +300,8 @@ class Trainer(TrainerFacts):
         In a job of many processes the signal may reach one rank (or a callback may stop one rank):
         every rank learns it here, at the same step, and all stop together."""
         requested = self._stop_requests.requested
-        if self.strategy is not None:
-            flags = self.strategy.reduce(torch.tensor([int(requested), int(self.fit_loop.should_stop)]), "max")
+        if self._parallel is not None:
+            flags = self._parallel.reduce(torch.tensor([int(requested), int(self.fit_loop.should_stop)]), "max")
             requested = bool(flags[0])
             if flags[1]:
                 self.fit_loop.should_stop = True
@@ -322,9 +326,9 @@ class Trainer(TrainerFacts):
         if self._failing and self._sharded:
             raise CheckpointError("a sharded (FSDP) checkpoint is written by every rank together, so none can be "
                                   "saved while a rank is failing; resume from the last checkpoint saved before.")
-        distributed_run = self.strategy is not None and not self._failing
-        ckpt = run_state.collect(run, weights_only, self.strategy.gather_loop_state if distributed_run else None,
-                                 self.strategy.state_for_save if self._sharded else None)
+        distributed_run = self._parallel is not None and not self._failing
+        ckpt = run_state.collect(run, weights_only, self._parallel.gather_loop_state if distributed_run else None,
+                                 self._parallel.state_for_save if self._sharded else None)
         trainer_eval.dump_datamodule(self.datamodule, ckpt)
         module = run_state.unwrap_model(self.module)
         if not weights_only:
@@ -353,7 +357,7 @@ class Trainer(TrainerFacts):
         if self._sharded and is_sharded_checkpoint(location):  # every rank reads its own shards, resharded
             from ember.checkpoint.sharded import load_sharded
 
-            ckpt = load_sharded(self.strategy.state_for_save(module, self._run.optimizers), location,
+            ckpt = load_sharded(self._parallel.state_for_save(module, self._run.optimizers), location,
                                 storage_options=self.storage_options)
         else:
             ckpt = load_from(*resolve(location, self.storage_options), map_location="cpu")
@@ -362,7 +366,7 @@ class Trainer(TrainerFacts):
         ckpt = sharding.optimizer_states_for(ckpt, module, self._run.optimizers, self._sharded)
         run_state.check_resumable(ckpt, location, self._run)
         module.on_load_checkpoint(ckpt)
-        run_state.restore(self._run, ckpt, location, self.strategy.load_state if self._sharded else None)
+        run_state.restore(self._run, ckpt, location, self._parallel.load_state if self._sharded else None)
         trainer_eval.restore_datamodule(self.datamodule, ckpt)
         for cb in self.callbacks:
             cb.on_load_checkpoint(self, module, ckpt)

@@ -13,7 +13,7 @@ from ember.errors import MisconfigurationError
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
     "max_time": None, "overfit_batches": 0.0, "plugins": None, "sync_batchnorm": False,
-    "use_distributed_sampler": True, "barebones": False, "model_registry": None,
+    "barebones": False, "model_registry": None,
 }  # fmt: skip
 REMOVED = {  # Lightning 1.x names that Lightning 2.x no longer takes, and what replaced them
     "gpus": "accelerator='gpu', devices=N", "tpu_cores": "accelerator='tpu', devices=N",

@@ -84,7 +84,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
                         reduce=trainer.reduce, step=lambda: (trainer.global_step, trainer.current_epoch))
         limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
                  "predict": settings.limit_predict_batches}[stage]
-        out = loop.run(as_loaders(loaders), limit, return_predictions)
+        out = loop.run(shard_loaders(trainer, stage, as_loaders(loaders)), limit, return_predictions)
         teardown(trainer, hooks, stage)
     except BaseException as e:
         hooks("on_exception", e)
@@ -96,6 +96,16 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
     if verbose and stage != "predict" and trainer.is_global_zero:
         print_results(names.title, out)
     return out
+
+
+def shard_loaders(trainer, stage: str, loaders: list) -> list:
+    """Each loader with a DistributedSampler in a job of many processes (as Lightning's
+    ``use_distributed_sampler=True``): validate/test unshuffled and padded to equal lengths, so that
+    ``sync_dist`` values are reduced over every sample; predict per ``strategy.distributed_loader``."""
+    strategy = trainer._parallel  # noqa: SLF001
+    if strategy is None or not trainer.use_distributed_sampler:
+        return loaders
+    return [strategy.distributed_loader(loader, stage=stage) for loader in loaders]
 
 
 def _best(trainer) -> str:

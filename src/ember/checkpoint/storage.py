@@ -82,6 +82,42 @@ def _link_or_copy(src: Path, dst: Path) -> None:
             os.fsync(b.fileno())
 
 
+def _check_replaceable(target: Path) -> None:
+    """A file may be saved at ``target`` unless it is a folder other than a sharded checkpoint."""
+    if target.is_dir() and not target.is_symlink():
+        from ember.checkpoint.sharded.full import is_sharded_checkpoint
+
+        if not is_sharded_checkpoint(target):
+            raise CheckpointError(f"cannot save a checkpoint to {target}: it is a folder (not a sharded checkpoint); "
+                                  "give a file path ending in .ckpt")
+
+
+def _put_file(tmp: Path, target: Path) -> None:
+    """``os.replace(tmp, target)``, also where ``target`` is a sharded checkpoint folder (``last.ckpt/``
+    of an FSDP run, resumed in one process in the same dirpath): the file takes the name and the folder
+    is removed. Linux swaps the two names atomically (``renameat2(RENAME_EXCHANGE)``), so the name holds
+    the old or the new checkpoint at every instant; elsewhere the folder is moved aside first, as the
+    sharded commit's fallback does (a kill between the renames leaves both at temporary names)."""
+    if not (target.is_dir() and not target.is_symlink()):
+        os.replace(tmp, target)
+        return
+    _check_replaceable(target)
+    from ember.checkpoint.sharded.commit import _exchange
+
+    if _exchange(tmp, target):
+        old = tmp  # the folder, now at the temporary name
+    else:
+        old = target.parent / temp_name(target.name)
+        os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            os.rename(old, target)  # the folder back at its name
+            raise
+    fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)  # the new file is in place; a leftover is removed by cleanup()
+
+
 class LocalStorage(Storage):
     """Files under a local folder ``root``; names with '/' are files in sub-folders (created on write)."""
 
@@ -101,8 +137,7 @@ class LocalStorage(Storage):
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(_describe(e, target)) from e
-        if target.is_dir():
-            raise CheckpointError(f"cannot save a checkpoint to {target}: it is a folder; give a file path ending in .ckpt")
+        _check_replaceable(target)
         clean_stale_temp_files(target.parent)
         tmp = target.parent / temp_name(target.name)
         try:
@@ -110,7 +145,7 @@ class LocalStorage(Storage):
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
+            _put_file(tmp, target)
             fsync_dir(target.parent)
         except BaseException as e:
             with contextlib.suppress(OSError):
@@ -165,8 +200,9 @@ class LocalStorage(Storage):
                                 ignore=lambda _, names: [n for n in names if is_temporary(n)])
                 self._replace_folder(tmp, target)
             else:
+                _check_replaceable(target)
                 _link_or_copy(source, tmp)
-                os.replace(tmp, target)
+                _put_file(tmp, target)
             fsync_dir(target.parent)
         except BaseException as e:
             with contextlib.suppress(OSError):

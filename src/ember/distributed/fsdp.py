@@ -44,6 +44,8 @@ class FSDPStrategy(ParallelStrategy):
     of every parameter, gradient and optimizer state; parameters are all-gathered for each forward
     and backward, gradients reduce-scattered (averaged over the ranks, as DDP does)."""
 
+    pads_predictions = True  # every predict_step all-gathers: each rank must run as many
+
     def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
                  grace: float = group.DEFAULT_GRACE, **fsdp_kwargs: Any) -> None:
         """``timeout``: seconds any collective may wait; ``grace``: seconds a rank may take to stop on its
