@@ -9,6 +9,8 @@ once their writer is provably gone, as ``temporaries.py`` describes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import io
 import os
@@ -82,12 +84,35 @@ def _link_or_copy(src: Path, dst: Path) -> None:
             os.fsync(b.fileno())
 
 
-def _check_replaceable(target: Path) -> None:
-    """A file may be saved at ``target`` unless it is a folder other than a sharded checkpoint."""
-    if target.is_dir() and not target.is_symlink():
-        from ember.checkpoint.sharded.full import is_sharded_checkpoint
+SHARDED_METADATA = "metadata.json"  # ember.checkpoint.sharded.layout.METADATA (imported there: no cycle here)
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+_LIBC: list = []
 
-        if not is_sharded_checkpoint(target):
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap the names ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``, any two of file
+    and folder); False where the system or filesystem cannot."""
+    if not _LIBC:
+        try:
+            _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+        except OSError:
+            _LIBC.append(None)
+    fn = getattr(_LIBC[0], "renameat2", None) if _LIBC[0] is not None else None
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _check_replaceable(target: Path) -> None:
+    """A file may be saved at ``target`` unless it is a folder other than a sharded checkpoint (one with
+    its commit marker, ``metadata.json``)."""
+    if target.is_dir() and not target.is_symlink():
+        if not (target / SHARDED_METADATA).is_file():
             raise CheckpointError(f"cannot save a checkpoint to {target}: it is a folder (not a sharded checkpoint); "
                                   "give a file path ending in .ckpt")
 
@@ -102,9 +127,7 @@ def _put_file(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
         return
     _check_replaceable(target)
-    from ember.checkpoint.sharded.commit import _exchange
-
-    if _exchange(tmp, target):
+    if exchange(tmp, target):
         old = tmp  # the folder, now at the temporary name
     else:
         old = target.parent / temp_name(target.name)
