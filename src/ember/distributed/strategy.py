@@ -259,10 +259,27 @@ class DDPStrategy(ParallelStrategy):
 
     def run_step(self, wrapped: Any, step: str, *args: Any, **kwargs: Any) -> Any:
         """The module's ``step`` method ("training_step", "validation_step", ...) through DDP's forward
-        (a collective when the module has buffers: DDP broadcasts rank 0's before each forward)."""
+        (a collective when the module has buffers: DDP broadcasts rank 0's before each forward).
+
+        With manual optimization the step's backwards ran inside it (``pre_backward`` readied each),
+        so DDP must not ready another when its forward returns: no backward would follow, and the
+        next forward would fail ("initialize_buckets must NOT be called during autograd execution")."""
         if not isinstance(wrapped, DistributedDataParallel):
             return getattr(wrapped, step)(*args, **kwargs)
-        return wrapped(step, *args, **kwargs)
+        dispatch = wrapped.module
+        if step != "training_step" or getattr(dispatch.module, "automatic_optimization", True):
+            return wrapped(step, *args, **kwargs)
+        sync = wrapped.require_backward_grad_sync
+
+        def after_step() -> None:
+            wrapped.require_backward_grad_sync = False
+
+        dispatch.after_step = after_step
+        try:
+            return wrapped(step, *args, **kwargs)
+        finally:
+            dispatch.after_step = None
+            wrapped.require_backward_grad_sync = sync
 
     def pre_backward(self, wrapped: Any, loss: torch.Tensor) -> None:
         """Before a ``manual_backward`` inside ``training_step``: DDP readies its gradient all-reduce
@@ -286,9 +303,13 @@ class StepDispatch(torch.nn.Module):
     def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
         self.module = module
+        self.after_step: Any = None  # called when the step returns, inside DDP's forward (manual optimization)
 
     def forward(self, step: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.module, step)(*args, **kwargs)
+        out = getattr(self.module, step)(*args, **kwargs)
+        if self.after_step is not None:
+            self.after_step()
+        return out
 
 
 def _tensors_in(obj: Any) -> Iterator[torch.Tensor]:
