@@ -342,11 +342,14 @@ class Trainer(TrainerFacts):
 
         ``blocking=False`` returns once the state is copied; a background thread writes and commits
         it. At most one save is in flight: the next one waits for it. ``wait_for_checkpoints()``
-        waits for it and raises its error if it failed. Only the global-zero process writes.
+        waits for it and raises its error if it failed. Only the global-zero process writes; in a job of
+        many processes call it on every rank (a blocking save returns once the file is there for all).
         """
         state = self.dump_checkpoint(weights_only)
         if self.is_global_zero or self._sharded:  # a sharded checkpoint: every rank writes its shards
             self.checkpoint_writer.save(state, resolve(filepath, self.storage_options), blocking=blocking)
+        if blocking and self._parallel is not None:
+            self._parallel.barrier()  # as Lightning: on return the file is there for every rank to read
 
     def wait_for_checkpoints(self) -> None:
         """Wait until every save in flight is committed; raise the error of one that failed."""

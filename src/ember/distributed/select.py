@@ -15,7 +15,7 @@ from ember.distributed.launcher import launch
 from ember.distributed.strategy import DDPStrategy, ParallelStrategy
 from ember.errors import MisconfigurationError
 
-STRATEGIES = ("auto", "ddp", "fsdp")
+STRATEGIES = ("auto", "ddp", "fsdp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 
 def _devices(devices: Any, accelerator: str) -> int:
@@ -58,8 +58,8 @@ def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
         from ember.distributed.fsdp import FSDPStrategy
 
         chosen = FSDPStrategy(accelerator=accelerator)
-    else:
-        chosen = DDPStrategy(accelerator=accelerator)
+    else:  # Lightning's names: "ddp", "ddp_find_unused_parameters_true" / "_false"
+        chosen = DDPStrategy(accelerator=accelerator, find_unused_parameters=strategy.endswith("_true"))
     if job is not None and devices in (None, "auto", -1):
         n = job.local_world_size  # under torchrun, "auto" is what torchrun started
     launch(n)

@@ -1,0 +1,140 @@
+"""pytest plugin for the strategy matrix (``-p matrix_plugin``): the program-shaped tests of one
+tests/migration module run on 2 gloo ranks, every ``ember.Trainer`` they build forced to
+``accelerator="cpu", devices=2, strategy=$EMBER_MATRIX_STRATEGY`` (ember's self-launch starts rank 1,
+which re-runs this same pytest command from the top, so both ranks run the same tests in order).
+
+Every rank reads the whole data (``use_distributed_sampler=False``): each computes the one-process
+gradients, and their all-reduced mean ((g + g) / 2) is exactly g, so a program trains, validates,
+checkpoints and resumes bit for bit as in one process, and its own assertions (steps, files, values)
+hold under the strategy unchanged. Sharded data is checked by tests/distributed/test_user_programs.py
+and the parity matrix (tests/distributed/test_parity_matrix.py).
+
+Every number or tensor a module logs is logged with ``sync_dist=True`` (reduced over the ranks, as a
+program written for DDP logs its epoch metrics). For every fit it records, per rank, in
+``$EMBER_MATRIX_OUT/rank<R>.jsonl``: those metrics, the global step, the checkpoints the run's ModelCheckpoint wrote, and a resume:
+after the test passes, a fresh model of the same class (its saved hyperparameters as arguments) is fit
+one epoch further from the newest checkpoint by a fresh Trainer on the same strategy.
+``tmp_path`` is the same folder on both ranks (derived from the test's id), so that both write into
+the same checkpoint folders, as ranks of one job do.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import ember
+import ember.trainer
+
+STRATEGY = os.environ.get("EMBER_MATRIX_STRATEGY", "ddp")
+OUT = Path(os.environ.get("EMBER_MATRIX_OUT", "."))
+_state: dict = {"test": None, "fits": [], "synced": set()}
+
+
+def _strategy():
+    from ember.distributed import DDPStrategy, FSDPStrategy
+
+    kind = {"ddp": DDPStrategy, "fsdp": FSDPStrategy}[STRATEGY]
+    return kind(accelerator="cpu", timeout=120, grace=5)  # a rank stuck on a failed peer ends soon
+
+
+_Base = ember.trainer.Trainer
+
+
+class MatrixTrainer(_Base):
+    """The program's Trainer on 2 ranks with the matrix's strategy; its fits are recorded."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.update(accelerator="cpu", devices=2, strategy=_strategy(), use_distributed_sampler=False)
+        self._matrix_kwargs = dict(kwargs)
+        super().__init__(*args, **kwargs)
+
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None):
+        out = super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
+        _record(self, model, (train_dataloaders, val_dataloaders, datamodule), ckpt_path)
+        return out
+
+
+def _record(trainer, model, data, ckpt_path) -> None:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in _state["synced"]}
+    ckpts = []
+    for cb in trainer.checkpoint_callbacks:
+        for p in (cb.best_model_path, getattr(cb, "last_model_path", "")):
+            if p and p not in ckpts:
+                ckpts.append(p)
+    _state["fits"].append({"model": model, "trainer": trainer, "data": data, "resumed": ckpt_path is not None,
+                           "entry": {"metrics": metrics, "global_step": trainer.global_step,
+                                     "epoch": trainer.current_epoch, "checkpoints": ckpts,
+                                     "checkpoints_exist": [os.path.exists(p) for p in ckpts]}})
+
+
+def _rebuildable(model) -> bool:
+    params = list(inspect.signature(type(model).__init__).parameters.values())[1:]
+    given = set(model.hparams)
+    return all(p.default is not p.empty or p.name in given or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in params)
+
+
+def _resume(fit: dict) -> dict:
+    """One more epoch from the fit's newest checkpoint, by a fresh model and Trainer on the same strategy."""
+    model, trainer, (train, val, dm) = fit["model"], fit["trainer"], fit["data"]
+    ckpts = [p for p in fit["entry"]["checkpoints"] if os.path.exists(p)]
+    if not ckpts:
+        return {"skipped": "no checkpoint"}
+    if not _rebuildable(model):
+        return {"skipped": f"{type(model).__name__} needs arguments it did not save as hyperparameters"}
+    path = max(ckpts, key=lambda p: (ember.load_checkpoint(p)["global_step"], p.endswith("last.ckpt")))
+    saved = ember.load_checkpoint(path)
+    fresh = type(model)(**dict(model.hparams))
+    kw = {k: v for k, v in trainer._matrix_kwargs.items() if k not in ("max_steps", "fast_dev_run", "min_epochs",
+                                                                       "min_steps", "checkpoint_callback")}
+    kw.update(max_epochs=saved["epoch"] + 2, logger=False, callbacks=None, enable_checkpointing=False,
+              enable_progress_bar=False, default_root_dir=os.path.dirname(path))
+    again = MatrixTrainer(**kw)
+    again.fit(fresh, train, val, dm, ckpt_path=path)
+    _state["fits"].pop()  # the resume itself is not one of the program's fits
+    return {"from": os.path.basename(path), "saved_step": saved["global_step"], "global_step": again.global_step}
+
+
+@pytest.fixture
+def tmp_path(request):
+    """The same folder on every rank, fresh for each test (rank 0 empties it before rank 1 can use it)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-120:]
+    path = OUT / "tmp" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pytest_configure(config):
+    ember.Trainer = ember.trainer.Trainer = MatrixTrainer
+    original_log = ember.LightningModule.log
+
+    def log(self, name, value, *args, sync_dist: bool = False, **kwargs):
+        if isinstance(value, (int, float, torch.Tensor)):  # metric objects sync themselves
+            sync_dist = True  # under the matrix every value is reduced, so every rank must agree on it
+            _state["synced"].add(name)
+        return original_log(self, name, value, *args, sync_dist=sync_dist, **kwargs)
+
+    ember.LightningModule.log = log
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    _state.update(test=item.nodeid, fits=[], synced=set())
+    result = yield
+    entries = []
+    for fit in list(_state["fits"]):
+        entry = dict(fit["entry"])
+        if not fit["resumed"]:
+            entry["resume"] = _resume(fit)
+        entries.append(entry)
+    rank = int(os.environ.get("RANK", "0"))
+    with open(OUT / f"rank{rank}.jsonl", "a") as f:
+        f.write(json.dumps({"test": item.nodeid, "fits": entries}) + "\n")
+    return result
