@@ -46,7 +46,7 @@ class FitParts:
             if hasattr(strategy, "pre_backward"):
                 pre_backward = functools.partial(strategy.pre_backward, wrapped)
             if distributed_sampler:
-                shard = strategy.distributed_loader
+                shard = functools.partial(strategy.distributed_loader, shuffle=True)  # Lightning shuffles training
                 shard_val = functools.partial(strategy.distributed_loader, stage="validate")
                 train = shard(train)
         optimizers, schedulers = parse_optimizers(model.configure_optimizers())

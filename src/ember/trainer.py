@@ -249,6 +249,7 @@ class Trainer(TrainerFacts):
         model.to(self.device)
         self._hub.reset()
         self._hub.logger = _loggers.LoggerGroup(self.loggers) if self.loggers and self.is_global_zero else None
+        self._hub.has_loggers = bool(self.loggers)
         self.callbacks = trainer_args.with_module_callbacks(self.callbacks, model)
         hooks = self._hooks = Hooks(model, self.callbacks, self.checkpoint_writer.snapshot_barrier, self)
         hooks.datamodule = datamodule

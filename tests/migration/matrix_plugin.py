@@ -14,8 +14,14 @@ program written for DDP logs its epoch metrics). For every fit it records, per r
 ``$EMBER_MATRIX_OUT/rank<R>.jsonl``: those metrics, the global step, the checkpoints the run's ModelCheckpoint wrote, and a resume:
 after the test passes, a fresh model of the same class (its saved hyperparameters as arguments) is fit
 one epoch further from the newest checkpoint by a fresh Trainer on the same strategy.
-``tmp_path`` is the same folder on both ranks (derived from the test's id), so that both write into
+``tmp_path`` and ``tmp_path_factory`` give the same folders on both ranks, so that both write into
 the same checkpoint folders, as ranks of one job do.
+
+The program's own assertions are checked on rank 0, the rank that logs, prints and writes files as
+the one process does; on another rank an AssertionError (about what rank 0 alone does: Lightning's
+loggers and progress bar are rank-0-only too) is recorded, not raised, and any other error fails.
+A program with manual optimization runs DDP with ``find_unused_parameters=True``, as a Lightning
+user passes ``strategy="ddp_find_unused_parameters_true"`` for a GAN.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ class MatrixTrainer(_Base):
         super().__init__(*args, **kwargs)
 
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None):
+        if not model.automatic_optimization and hasattr(self.strategy, "ddp_kwargs"):
+            # what a Lightning user passes for a GAN-style program: "ddp_find_unused_parameters_true"
+            self.strategy.ddp_kwargs["find_unused_parameters"] = True
         out = super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
         _record(self, model, (train_dataloaders, val_dataloaders, datamodule), ckpt_path)
         return out
@@ -102,6 +111,28 @@ def _resume(fit: dict) -> dict:
     return {"from": os.path.basename(path), "saved_step": saved["global_step"], "global_step": again.global_step}
 
 
+class _SharedTempFactory:
+    """``tmp_path_factory`` with the same folders on every rank (numbered in the order they are made)."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, int] = {}
+
+    def getbasetemp(self) -> Path:
+        return OUT / "tmp_factory"
+
+    def mktemp(self, basename: str, numbered: bool = True) -> Path:
+        n = self.made.get(basename, 0)
+        self.made[basename] = n + 1
+        path = self.getbasetemp() / (f"{basename}{n}" if numbered else basename)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@pytest.fixture(scope="session")
+def tmp_path_factory():
+    return _SharedTempFactory()
+
+
 @pytest.fixture
 def tmp_path(request):
     """The same folder on every rank, fresh for each test (rank 0 empties it before rank 1 can use it)."""
@@ -127,14 +158,20 @@ def pytest_configure(config):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     _state.update(test=item.nodeid, fits=[], synced=set())
-    result = yield
+    rank = int(os.environ.get("RANK", "0"))
+    rank0_only = None
+    try:
+        result = yield
+    except AssertionError as e:  # what only rank 0 does: logs, prints, the files it alone writes
+        if rank == 0:
+            raise
+        result, rank0_only = None, str(e).splitlines()[0][:200]
     entries = []
     for fit in list(_state["fits"]):
         entry = dict(fit["entry"])
         if not fit["resumed"]:
             entry["resume"] = _resume(fit)
         entries.append(entry)
-    rank = int(os.environ.get("RANK", "0"))
     with open(OUT / f"rank{rank}.jsonl", "a") as f:
-        f.write(json.dumps({"test": item.nodeid, "fits": entries}) + "\n")
+        f.write(json.dumps({"test": item.nodeid, "fits": entries, "rank0_only_assertion": rank0_only}) + "\n")
     return result

@@ -104,8 +104,8 @@ class ParallelStrategy:
         shard, and the shards of one epoch are disjoint and cover the dataset (the last ones padded
         with repeated samples when the dataset does not divide evenly, as DistributedSampler does).
 
-        ``stage``: "train", or "validate" / "test" / "predict" (never shuffled, as Lightning). Under
-        DDP "predict" is not padded (``UnevenSampler``: every sample predicted once, ranks may get
+        ``stage``: "train", or "validate" / "test" / "predict" (named in errors). Under DDP
+        "predict" is not padded (``UnevenSampler``: every sample predicted once, ranks may get
         one batch fewer); a strategy whose steps are collectives (FSDP) pads it like the others.
 
         The loader's shuffling (``shuffle=None``: as the loader does), batch size, ``drop_last``,
@@ -136,8 +136,6 @@ class ParallelStrategy:
                 "yourself (e.g. wrap the indices it yields with DistributedSampler) and pass a loader whose "
                 "sampler is a DistributedSampler; ember leaves such a loader alone (or pass "
                 "Trainer(use_distributed_sampler=False)).")
-        if stage != "train":
-            shuffle = False
         kind = UnevenSampler if stage == "predict" and not self.pads_predictions else DistributedSampler
         sampler = kind(loader.dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
                        shuffle=sampler_shuffle if shuffle is None else shuffle,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the parity program and tiny.py
 
 import pytorch_lightning  # noqa: E402
+import torch.distributed  # noqa: E402
 
 import ember  # noqa: E402
 import test_lightning_parity as parity  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
             (calls, cb, logged, bar, step, params), (test_calls, tested) = parity.run(args.framework, root, manual, **kw)
         out[case_id] = {"calls": plain(calls), "callback": cb, "logged": logged, "bar": bar, "step": step,
                         "params": plain(params), "test_calls": plain(test_calls), "tested": tested}
-    rank = int(os.environ.get("RANK", "0"))
+    rank = torch.distributed.get_rank()  # Lightning's launcher sets LOCAL_RANK, not RANK
     Path(args.root, f"{args.framework}-{args.strategy}-rank{rank}.json").write_text(json.dumps(out))
 
 
