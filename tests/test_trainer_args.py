@@ -44,7 +44,7 @@ def test_a_one_process_run_has_a_strategy_object_with_lightnings_common_names():
 
 
 def test_strategy_reduce_refuses_an_unknown_op():
-    with pytest.raises(ember.MisconfigurationError, match=r"reduce op must be one of \['mean', 'sum', 'max', 'min'\]"):
+    with pytest.raises(ember.MisconfigurationError, match=r"reduce op must be one of \['mean', 'sum', 'max', 'min'\] \(or 'avg'\); received op='median'"):
         ember.Trainer(accelerator="cpu", logger=False).strategy.reduce(1.0, "median")
 
 

@@ -66,5 +66,6 @@ def _op_name(op: str | None, reduce_op: str | None) -> str:
     name = str(op or reduce_op or "mean").lower()
     name = {"avg": "mean", "sum": "sum", "max": "max", "min": "min", "mean": "mean"}.get(name, name)
     if name not in _OPS:
-        raise MisconfigurationError(f"reduce op must be one of {list(_OPS)}; received {op or reduce_op!r}.")
+        given = f"op={op!r}" if op is not None else f"reduce_op={reduce_op!r}"
+        raise MisconfigurationError(f"reduce op must be one of {list(_OPS)} (or 'avg'); received {given}.")
     return name
