@@ -155,9 +155,14 @@ def pytest_configure(config):
     ember.LightningModule.log = log
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A test's record starts before its fixtures run (a module fixture's fits belong to its first test)."""
+    _state.update(test=item.nodeid, fits=[], synced=set())
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    _state.update(test=item.nodeid, fits=[], synced=set())
     rank = int(os.environ.get("RANK", "0"))
     rank0_only = None
     try:

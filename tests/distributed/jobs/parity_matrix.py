@@ -38,6 +38,8 @@ def force(make, **forced):
 def plain(value):
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
+    if hasattr(value, "full_tensor"):  # a DTensor (FSDP): the whole parameter (a collective)
+        return value.full_tensor().tolist()
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, type):
