@@ -103,7 +103,7 @@ def _resume(fit: dict) -> dict:
     fresh = type(model)(**dict(model.hparams))
     kw = {k: v for k, v in trainer._matrix_kwargs.items() if k not in ("max_steps", "fast_dev_run", "min_epochs",
                                                                        "min_steps", "checkpoint_callback")}
-    kw.update(max_epochs=saved["epoch"] + 2, logger=False, callbacks=None, enable_checkpointing=False,
+    kw.update(max_epochs=saved["epoch"] + 2, callbacks=None, enable_checkpointing=False,  # the program's loggers
               enable_progress_bar=False, default_root_dir=os.path.dirname(path))
     again = MatrixTrainer(**kw)
     again.fit(fresh, train, val, dm, ckpt_path=path)
