@@ -133,7 +133,11 @@ def load_for_evaluation(trainer, ckpt_path) -> None:
         ckpt = lightning.to_ember(ckpt, path=path)
     module = unwrap_model(trainer.module)
     module.on_load_checkpoint(ckpt)
-    load_weights(module, ckpt["state_dict"], strict=True, source=path)
+    strategy = trainer._parallel  # noqa: SLF001
+    if hasattr(strategy, "load_weights") and any(type(p).__name__ == "DTensor" for p in module.parameters()):
+        strategy.load_weights(module, ckpt["state_dict"])  # the module is sharded (after an FSDP fit): every rank
+    else:
+        load_weights(module, ckpt["state_dict"], strict=True, source=path)
     restore_datamodule(trainer.datamodule, ckpt)
     trainer.ckpt_path = path
 

@@ -135,6 +135,11 @@ class FSDPStrategy(ParallelStrategy):
         return {"state_dict": get_model_state_dict(module, options=options),
                 "optimizer_states": [get_optimizer_state_dict(module, opt, options=options) for opt in optimizers]}
 
+    def load_weights(self, module: nn.Module, weights: Mapping[str, Any]) -> None:
+        """Collective: ``weights`` (whole tensors on every rank, or this rank's DTensor shards) into the
+        sharded ``module``: what ``trainer.validate/test/predict(ckpt_path=...)`` load after an FSDP fit."""
+        set_model_state_dict(module, dict(weights), options=StateDictOptions(full_state_dict=not _has_dtensor(weights)))
+
     def load_state(self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer],
                    ckpt: Mapping[str, Any]) -> None:
         """Collective: put ``ckpt["state_dict"]`` and ``ckpt["optimizer_states"]`` back into the sharded
