@@ -13,7 +13,7 @@ Every number or tensor a module logs is logged with ``sync_dist=True`` (reduced 
 program written for DDP logs its epoch metrics). For every fit it records, per rank, in
 ``$EMBER_MATRIX_OUT/rank<R>.jsonl``: those metrics, the global step, the checkpoints the run's ModelCheckpoint wrote, and a resume:
 after the test passes, a fresh model of the same class (its saved hyperparameters as arguments) is fit
-one epoch further from the newest checkpoint by a fresh Trainer on the same strategy.
+from the earliest checkpoint to the program's own limits by a fresh Trainer on the same strategy.
 ``tmp_path`` and ``tmp_path_factory`` give the same folders on both ranks, so that both write into
 the same checkpoint folders, as ranks of one job do.
 
@@ -91,41 +91,24 @@ def _rebuildable(model) -> bool:
 
 
 def _resume(fit: dict) -> dict:
-    """One more epoch from the fit's newest checkpoint, by a fresh model and Trainer on the same strategy."""
+    """From the fit's earliest checkpoint, a fresh model and Trainer on the same strategy train on to the
+    program's own limits (its schedulers' lengths stay right); callbacks are left out."""
     model, trainer, (train, val, dm) = fit["model"], fit["trainer"], fit["data"]
     ckpts = [p for p in fit["entry"]["checkpoints"] if os.path.exists(p)]
     if not ckpts:
         return {"skipped": "no checkpoint"}
     if not _rebuildable(model):
         return {"skipped": f"{type(model).__name__} needs arguments it did not save as hyperparameters"}
-    path = max(ckpts, key=lambda p: (ember.load_checkpoint(p)["global_step"], p.endswith("last.ckpt")))
+    path = min(ckpts, key=lambda p: (ember.load_checkpoint(p)["global_step"], p))
     saved = ember.load_checkpoint(path)
     fresh = type(model)(**dict(model.hparams))
-    kw = {k: v for k, v in trainer._matrix_kwargs.items() if k not in ("max_steps", "fast_dev_run", "min_epochs",
-                                                                       "min_steps", "checkpoint_callback")}
-    kw.update(max_epochs=saved["epoch"] + 2, callbacks=None, enable_checkpointing=False,  # the program's loggers
-              enable_progress_bar=False, default_root_dir=os.path.dirname(path))
+    kw = {k: v for k, v in trainer._matrix_kwargs.items() if k != "checkpoint_callback"}
+    kw.update(callbacks=None, enable_checkpointing=False, enable_progress_bar=False,  # the program's loggers
+              default_root_dir=os.path.dirname(path))
     again = MatrixTrainer(**kw)
     again.fit(fresh, train, val, dm, ckpt_path=path)
     _state["fits"].pop()  # the resume itself is not one of the program's fits
     return {"from": os.path.basename(path), "saved_step": saved["global_step"], "global_step": again.global_step}
-
-
-class _SharedTempFactory:
-    """``tmp_path_factory`` with the same folders on every rank (numbered in the order they are made)."""
-
-    def __init__(self) -> None:
-        self.made: dict[str, int] = {}
-
-    def getbasetemp(self) -> Path:
-        return OUT / "tmp_factory"
-
-    def mktemp(self, basename: str, numbered: bool = True) -> Path:
-        n = self.made.get(basename, 0)
-        self.made[basename] = n + 1
-        path = self.getbasetemp() / (f"{basename}{n}" if numbered else basename)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 @pytest.fixture(scope="session")

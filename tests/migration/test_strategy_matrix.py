@@ -2,8 +2,9 @@
 joins by being there) runs again on 2 gloo ranks under ``strategy="ddp"`` and ``strategy="fsdp"``,
 started by ember's self-launch: one pytest run per module and strategy (matrix_plugin.py forces the
 strategy on every Trainer and records each fit on each rank). Each must pass on both ranks, every
-checkpoint its ModelCheckpoint names must exist, the metrics logged with ``sync_dist=True`` must be
-equal on every rank, and a fresh model must resume from the newest checkpoint and train on.
+checkpoint its ModelCheckpoint names must exist, the metrics (all logged with ``sync_dist=True`` under
+the matrix) must be equal on every rank, and a fresh model must resume from the earliest checkpoint
+and train on to the program's limits, equally on every rank.
 
 A module opts out with ``MATRIX_SKIP = "reason"`` at its top level (read here without importing it)."""
 
@@ -59,5 +60,5 @@ def test_program_runs_on_two_ranks_checkpoints_resumes_and_agrees(module, strate
         assert all(f0["checkpoints_exist"]), (test, f0["checkpoints"])
         resume = f0.get("resume", {})
         if "global_step" in resume:
-            assert resume["global_step"] > resume["saved_step"], (test, resume)
+            assert resume["global_step"] >= resume["saved_step"], (test, resume)
             assert resume == f1["resume"], test
