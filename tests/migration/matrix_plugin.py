@@ -111,6 +111,23 @@ def _resume(fit: dict) -> dict:
     return {"from": os.path.basename(path), "saved_step": saved["global_step"], "global_step": again.global_step}
 
 
+class _SharedTempFactory:
+    """``tmp_path_factory`` with the same folders on every rank (numbered in the order they are made)."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, int] = {}
+
+    def getbasetemp(self) -> Path:
+        return OUT / "tmp_factory"
+
+    def mktemp(self, basename: str, numbered: bool = True) -> Path:
+        n = self.made.get(basename, 0)
+        self.made[basename] = n + 1
+        path = self.getbasetemp() / (f"{basename}{n}" if numbered else basename)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
 @pytest.fixture(scope="session")
 def tmp_path_factory():
     return _SharedTempFactory()
