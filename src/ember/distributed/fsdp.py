@@ -168,10 +168,16 @@ class FSDPStrategy(ParallelStrategy):
             set_optimizer_state_dict(module, opt, state, options=options)
 
 
+_WHOLE_UNITS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+"""Layers sharded as one unit: in eval mode their fast path reads the weights of their attention
+submodule without calling its forward, so that submodule cannot be a unit of its own."""
+
+
 def shard_units(module: nn.Module) -> list[nn.Module]:
     """The submodules ``setup_module`` shards one by one, innermost first: each one, not the root,
     that directly holds parameters none of which another module also holds (a tied weight is left to
-    the root, which covers every parameter not in a unit)."""
+    the root, which covers every parameter not in a unit); a transformer encoder/decoder layer is one
+    unit with everything in it."""
     holders: dict[int, int] = {}
     for sub in module.modules():
         for p in sub.parameters(recurse=False):
@@ -183,6 +189,10 @@ def shard_units(module: nn.Module) -> list[nn.Module]:
         if id(sub) in seen:
             return
         seen.add(id(sub))
+        if isinstance(sub, _WHOLE_UNITS) and sub is not module:  # its fast path reads its children's weights
+            if all(holders[id(p)] == 1 for p in sub.parameters()):
+                units.append(sub)
+            return
         for child in sub.children():
             visit(child)
         own = list(sub.parameters(recurse=False))
