@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 
+import jobrunner
 import pytest
 import torch
-
-import jobrunner
 
 pytest.importorskip("pytorch_lightning")
 

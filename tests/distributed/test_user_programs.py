@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import jobrunner
+import pytest
 
 
 @pytest.fixture(scope="module", params=["ddp", "fsdp"])

@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the parity program and tiny.py
 
-import pytorch_lightning  # noqa: E402
-import torch.distributed  # noqa: E402
+import pytorch_lightning
+import test_lightning_parity as parity
+import torch.distributed
 
-import ember  # noqa: E402
-import test_lightning_parity as parity  # noqa: E402
+import ember
 
 
 def cases() -> list[tuple[str, bool, dict]]:

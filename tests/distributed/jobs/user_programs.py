@@ -27,7 +27,10 @@ import ember as pl
 def whole(model) -> dict:
     """The model's weights as whole tensors (a collective under FSDP)."""
     if any(type(p).__name__ == "DTensor" for p in model.parameters()):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
