@@ -31,7 +31,22 @@ def test_lightning_defaults_of_unimplemented_arguments_are_accepted():
     t = ember.Trainer(max_time=None, overfit_batches=0.0, sync_batchnorm=False, devices=1, strategy="auto",
                       num_nodes=1, accelerator="cpu")
     assert (t.devices, t.num_nodes, t.accelerator, t.world_size) == (1, 1, "cpu", 1)
-    assert t.strategy is None  # one process
+    assert type(t.strategy).__name__ == "SingleDeviceStrategy"  # one process
+
+
+def test_a_one_process_run_has_a_strategy_object_with_lightnings_common_names():
+    t = ember.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    s = t.strategy
+    assert (s.root_device, s.world_size, s.global_rank, s.local_rank, s.node_rank, s.is_global_zero) == (
+        torch.device("cpu"), 1, 0, 0, 0, True)
+    assert s.barrier("name") is None and s.broadcast({"a": 1}) == {"a": 1}
+    assert torch.equal(s.reduce(torch.tensor(3), reduce_op="sum"), torch.tensor(3))
+    assert (t.num_devices, t.num_nodes, t.node_rank, t.device_ids) == (1, 1, 0, [0])
+
+
+def test_strategy_reduce_refuses_an_unknown_op():
+    with pytest.raises(ember.MisconfigurationError, match=r"reduce op must be one of \['mean', 'sum', 'max', 'min'\] \(or 'avg'\); received op='median'"):
+        ember.Trainer(accelerator="cpu", logger=False).strategy.reduce(1.0, "median")
 
 
 def test_fast_dev_run_runs_n_batches_of_each_stage_without_checkpoints_or_logs(tmp_path):

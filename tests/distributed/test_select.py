@@ -31,8 +31,18 @@ def test_a_bad_devices_value_is_refused(devices):
 
 
 def test_an_unknown_strategy_is_refused():
-    with pytest.raises(MisconfigurationError, match=r"strategy must be one of \['auto', 'ddp', 'fsdp', 'ddp_spawn'\].*'deepspeed'"):
+    with pytest.raises(MisconfigurationError, match=r"strategy must be one of \['auto', 'ddp', 'fsdp', 'ddp_spawn', "
+                       r"'ddp_find_unused_parameters_true', 'ddp_find_unused_parameters_false'\].*'deepspeed'"):
         ember.Trainer(accelerator="cpu", strategy="deepspeed")
+
+
+@pytest.mark.parametrize("name, find_unused", [("ddp", False), ("ddp_find_unused_parameters_true", True),
+                                                ("ddp_find_unused_parameters_false", False)])
+def test_lightnings_ddp_strategy_names_choose_find_unused_parameters(name, find_unused, monkeypatch):
+    monkeypatch.setattr("ember.distributed.select.launch", lambda n: None)
+    monkeypatch.setattr("ember.distributed.select.JobEnv.detect", lambda: None)
+    chosen = strategy_for(name, "cpu", 2, 1)
+    assert chosen.ddp_kwargs["find_unused_parameters"] is find_unused
 
 
 def test_many_nodes_without_torchrun_or_node_variables_says_how_to_start_them():

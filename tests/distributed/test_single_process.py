@@ -113,8 +113,12 @@ def test_init_is_idempotent(solo):
 
 
 def test_reduce_refuses_an_unknown_op(solo):
-    with pytest.raises(MisconfigurationError, match=r"reduce op must be one of .*received op='avg'"):
-        solo.reduce(1.0, op="avg")
+    with pytest.raises(MisconfigurationError, match=r"reduce op must be one of .*received op='median'"):
+        solo.reduce(1.0, op="median")
+
+
+def test_reduce_takes_lightnings_reduce_op_keyword_and_avg(solo):
+    assert float(solo.reduce(3.0, reduce_op="avg")) == 3.0 and float(solo.reduce(3.0, reduce_op="sum")) == 3.0
 
 
 def test_custom_sampler_is_refused_with_what_to_do(solo):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,18 @@ def test_fsdp_resumed_mid_epoch_equals_uninterrupted(uninterrupted, tmp_path):
     resumed = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--resume")
     assert resumed.returncode == 0, resumed.output
     assert _equal(_weights(tmp_path / "rank1.ckpt"), _weights(uninterrupted / "rank1.ckpt"))
+
+
+def test_an_fsdp_dirpath_resumed_in_one_process_saves_files_over_its_folders(uninterrupted, tmp_path):
+    """issue 16: the first single-file save onto last.ckpt (a folder of the FSDP run) died with
+    "Is a directory"; the file now takes the name (atomic swap) and the run goes on."""
+    shutil.copytree(uninterrupted / "ckpts", tmp_path / "ckpts")
+    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--resume", "--max-epochs", "4", nproc=1)
+    assert r.returncode == 0, r.output
+    last = tmp_path / "ckpts" / "last.ckpt"
+    assert last.is_file() and ember.load_checkpoint(last)["global_step"] == 18 + 12  # one epoch of 12 batches
+    assert (tmp_path / "ckpts" / "epoch=3-step=30.ckpt").is_file()  # (the copied folders' bookkeeping names
+    # the original dirpath, so the keep policy leaves the copy of epoch=2-step=18.ckpt alone)
 
 
 @pytest.fixture(scope="module")

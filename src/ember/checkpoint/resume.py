@@ -170,21 +170,26 @@ def read(location: str, *, storage_options: dict | None = None, map_location: An
         return to_ember(ckpt, path=location)
 
 
-def restore_weights(module: Any, ckpt: dict, location: str, *, datamodule: Any = None, strict: bool = True) -> None:
+def restore_weights(module: Any, ckpt: dict, location: str, *, datamodule: Any = None, strict: bool = True,
+                    load: Callable[[Any, dict], None] | None = None) -> None:
     """The module's weights (and the datamodule's state) from ``ckpt``, after ``module.on_load_checkpoint``.
 
     Args:
-        module: the LightningModule to load the weights into.
-        ckpt: ember's checkpoint dict (from ``read``); without a ``state_dict`` it raises
-            ``CheckpointMismatchError``.
-        location: where ``ckpt`` came from, for messages.
-        datamodule: the LightningDataModule whose saved state is restored, or None.
-        strict: require the weights' keys to match the module's exactly.
+        module: the LightningModule to load into (unwrapped).
+        ckpt: the checkpoint dict (from ``read``).
+        location: where it was read from, for messages.
+        datamodule: the run's datamodule, whose state is restored too (None: none).
+        strict: every key must match (False: load the keys that match, warn about the others).
+        load: loads ``(module, state_dict)`` instead of ``load_state_dict`` (a sharded module: every rank
+            takes its shards, ``FSDPStrategy.load_weights``).
     """
     module.on_load_checkpoint(ckpt)
     if "state_dict" not in ckpt:
         raise CheckpointMismatchError(f"{location} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}.")
-    run_state.load_weights(module, ckpt["state_dict"], strict=strict, source=location)
+    if load is not None:
+        load(module, ckpt["state_dict"])
+    else:
+        run_state.load_weights(module, ckpt["state_dict"], strict=strict, source=location)
     run_state.restore_datamodule(datamodule, ckpt)
 
 

@@ -45,12 +45,12 @@ class Stateful(Protocol):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel/DataParallel (``.module``) and ``torch.compile``
-    (``._orig_mod``) wrappers. The one place ember unwraps models."""
+    """The module inside DistributedDataParallel/DataParallel and ember's ``StepDispatch`` (``.module``)
+    and ``torch.compile`` (``._orig_mod``) wrappers. The one place ember unwraps models."""
     while True:
         if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
             model = model._orig_mod
-        elif type(model).__name__ in ("DistributedDataParallel", "DataParallel") and isinstance(
+        elif type(model).__name__ in ("DistributedDataParallel", "DataParallel", "StepDispatch") and isinstance(
                 getattr(model, "module", None), nn.Module):
             model = model.module
         else:

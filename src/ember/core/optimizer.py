@@ -128,4 +128,6 @@ class ManualSteps:
                                         "automatic optimization return the loss from training_step.")
         self.last_loss = loss.detach()
         self.barrier()  # backward changes gradients, which a checkpoint holds
+        if self.parts.pre_backward is not None:
+            self.parts.pre_backward(loss)
         self.backward(loss, *args, **kwargs)

@@ -53,6 +53,8 @@ class FSDPStrategy(ParallelStrategy):
             ``mp_policy``, ``offload_policy``).
     """
 
+    pads_predictions = True  # every predict_step all-gathers: each rank must run as many
+
     def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
                  grace: float = group.DEFAULT_GRACE, **fsdp_kwargs: Any) -> None:
         super().__init__(accelerator=accelerator, timeout=timeout, grace=grace)
@@ -165,6 +167,11 @@ class FSDPStrategy(ParallelStrategy):
         return {"state_dict": get_model_state_dict(module, options=options),
                 "optimizer_states": [get_optimizer_state_dict(module, opt, options=options) for opt in optimizers]}
 
+    def load_weights(self, module: nn.Module, weights: Mapping[str, Any]) -> None:
+        """Collective: ``weights`` (whole tensors on every rank, or this rank's DTensor shards) into the
+        sharded ``module``: what ``trainer.validate/test/predict(ckpt_path=...)`` load after an FSDP fit."""
+        set_model_state_dict(module, dict(weights), options=StateDictOptions(full_state_dict=not _has_dtensor(weights)))
+
     def load_state(self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer],
                    ckpt: Mapping[str, Any]) -> None:
         """Collective: put ``ckpt["state_dict"]`` and ``ckpt["optimizer_states"]`` back into the sharded
@@ -200,10 +207,16 @@ class FSDPStrategy(ParallelStrategy):
             set_optimizer_state_dict(module, opt, state, options=options)
 
 
+_WHOLE_UNITS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+"""Layers sharded as one unit: in eval mode their fast path reads the weights of their attention
+submodule without calling its forward, so that submodule cannot be a unit of its own."""
+
+
 def shard_units(module: nn.Module) -> list[nn.Module]:
     """The submodules ``setup_module`` shards one by one, innermost first: each one, not the root,
     that directly holds parameters none of which another module also holds (a tied weight is left to
-    the root, which covers every parameter not in a unit)."""
+    the root, which covers every parameter not in a unit); a transformer encoder/decoder layer is one
+    unit with everything in it."""
     holders: dict[int, int] = {}
     for sub in module.modules():
         for p in sub.parameters(recurse=False):
@@ -215,6 +228,10 @@ def shard_units(module: nn.Module) -> list[nn.Module]:
         if id(sub) in seen:
             return
         seen.add(id(sub))
+        if isinstance(sub, _WHOLE_UNITS) and sub is not module:  # its fast path reads its children's weights
+            if all(holders[id(p)] == 1 for p in sub.parameters()):
+                units.append(sub)
+            return
         for child in sub.children():
             visit(child)
         own = list(sub.parameters(recurse=False))

@@ -18,7 +18,7 @@ from ember.distributed.launcher import launch
 from ember.distributed.strategy import DDPStrategy, ParallelStrategy
 from ember.errors import MisconfigurationError
 
-STRATEGIES = ("auto", "ddp", "fsdp", "ddp_spawn")
+STRATEGIES = ("auto", "ddp", "fsdp", "ddp_spawn", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 ALIASES = {"ddp_spawn": "ddp"}  # ember launches processes that re-run the script (Lightning's "ddp" launch)
 
 
@@ -66,8 +66,8 @@ def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
         from ember.distributed.fsdp import FSDPStrategy
 
         chosen = FSDPStrategy(accelerator=accelerator)
-    else:
-        chosen = DDPStrategy(accelerator=accelerator)
+    else:  # Lightning's names: "ddp", "ddp_find_unused_parameters_true" / "_false"
+        chosen = DDPStrategy(accelerator=accelerator, find_unused_parameters=strategy.endswith("_true"))
     if job is not None and devices in (None, "auto", -1):
         n = job.local_world_size  # under torchrun, "auto" is what torchrun started
     launch(n)

@@ -24,7 +24,8 @@ from torch.utils.data.distributed import DistributedSampler
 from ember import compat
 from ember.distributed import group
 from ember.checkpoint import ranks as per_rank
-from ember.distributed.env import DistributedError, global_rank, local_rank, world_size
+from ember.distributed.env import DistributedError, JobEnv, global_rank, local_rank, world_size
+from ember.distributed.single import _op_name
 from ember.errors import MisconfigurationError
 
 _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
@@ -40,6 +41,9 @@ class ParallelStrategy:
         timeout: seconds any collective may wait (default 600).
         grace: seconds a rank may take to stop on its own after another failed (default 30).
     """
+
+    pads_predictions = False
+    """Whether ``predict`` loaders are padded to equal lengths (needed where every step is a collective)."""
 
     def __init__(self, *, accelerator: str = "auto", timeout: float = group.DEFAULT_TIMEOUT,
                  grace: float = group.DEFAULT_GRACE) -> None:
@@ -78,16 +82,40 @@ class ParallelStrategy:
     def is_global_zero(self) -> bool:
         return global_rank() == 0
 
+    @property
+    def root_device(self) -> torch.device:
+        """This rank's device (its CUDA device under NCCL, else the CPU)."""
+        return self.device or group.device()
+
+    @property
+    def node_rank(self) -> int:
+        """This machine's rank among the job's machines (``NODE_RANK`` or torchrun's ``GROUP_RANK``; 0)."""
+        for name in ("NODE_RANK", "GROUP_RANK"):
+            value = os.environ.get(name, "")
+            if value.isdigit():
+                return int(value)
+        return 0
+
+    @property
+    def num_nodes(self) -> int:
+        """Machines in the job: processes in the job over processes on this machine."""
+        job = JobEnv.detect()
+        return max(1, job.world_size // job.local_world_size) if job is not None else 1
+
     def _require_group(self, what: str) -> None:
         if not dist.is_initialized():
             raise DistributedError(f"{what} needs the job's process group; call {type(self).__name__}.setup() first "
                                    "(after ember.distributed.launch(devices) when not under torchrun).")
 
     # ---------------------------------------------------------------- data
-    def distributed_loader(self, loader: Any, shuffle: bool | None = None) -> Any:
+    def distributed_loader(self, loader: Any, shuffle: bool | None = None, *, stage: str = "train") -> Any:
         """``loader`` with a ``DistributedSampler`` in place of its sampler: each rank reads its own
         shard, and the shards of one epoch are disjoint and cover the dataset (the last ones padded
         with repeated samples when the dataset does not divide evenly, as DistributedSampler does).
+
+        ``stage``: "train", or "validate" / "test" / "predict" (named in errors). Under DDP
+        "predict" is not padded (``UnevenSampler``: every sample predicted once, ranks may get
+        one batch fewer); a strategy whose steps are collectives (FSDP) pads it like the others.
 
         The loader's shuffling (``shuffle=None``: as the loader does), batch size, ``drop_last``,
         workers, collate function, generator and the rest are kept; the shuffle seed comes from the
@@ -104,23 +132,27 @@ class ParallelStrategy:
             return loader  # an iterable stream shards itself (or not): nothing to sample
         if not dist.is_initialized() or _has_distributed_sampler(loader):
             return loader
+        what = _LOADER_NAMES[stage]
         if type(loader) is not DataLoader:
             raise MisconfigurationError(
-                f"the training loader is a {type(loader).__name__} (a DataLoader subclass), which ember cannot "
+                f"the {what} loader is a {type(loader).__name__} (a DataLoader subclass), which ember cannot "
                 "rebuild with a DistributedSampler. Give it one yourself: sampler=DistributedSampler(dataset, "
-                "shuffle=...), and call ember with that loader; ember leaves it alone.")
+                "shuffle=...), and call ember with that loader; ember leaves it alone (or pass "
+                "Trainer(use_distributed_sampler=False)).")
         sampler_shuffle = _shuffles(loader)
         if loader.batch_size is None or sampler_shuffle is None:
             kind = type(loader.batch_sampler if loader.batch_size is None else loader.sampler).__name__
             raise MisconfigurationError(
-                f"the training loader uses a custom {kind}, which ember cannot shard across ranks. Expected "
+                f"the {what} loader uses a custom {kind}, which ember cannot shard across ranks. Expected "
                 "DataLoader(dataset, batch_size=..., shuffle=True/False); received a "
                 f"{'batch_sampler' if loader.batch_size is None else 'sampler'} of type {kind}. Make it rank-aware "
                 "yourself (e.g. wrap the indices it yields with DistributedSampler) and pass a loader whose "
-                "sampler is a DistributedSampler; ember leaves such a loader alone.")
-        sampler = DistributedSampler(loader.dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
-                                     shuffle=sampler_shuffle if shuffle is None else shuffle,
-                                     seed=self.broadcast_object(_seed_of(loader)), drop_last=False)
+                "sampler is a DistributedSampler; ember leaves such a loader alone (or pass "
+                "Trainer(use_distributed_sampler=False)).")
+        kind = UnevenSampler if stage == "predict" and not self.pads_predictions else DistributedSampler
+        sampler = kind(loader.dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
+                       shuffle=sampler_shuffle if shuffle is None else shuffle,
+                       seed=self.broadcast_object(_seed_of(loader)), drop_last=False)
         return DataLoader(
             loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
             collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
@@ -130,17 +162,21 @@ class ParallelStrategy:
             pin_memory_device=loader.pin_memory_device, in_order=getattr(loader, "in_order", True))
 
     # ---------------------------------------------------------------- agreeing on values
-    def reduce(self, value: Any, op: str = "mean") -> torch.Tensor:
-        """Collective: ``value`` (a tensor or number) reduced over every rank: "mean", "sum", "max" or
-        "min". Returns a new tensor on ``value``'s device (floating for "mean"); ``value`` is not
-        changed. Without a joined group, ``value`` as a tensor.
+    def reduce(self, value: Any, op: str | None = None, *, group: Any = None, reduce_op: str | None = None) -> torch.Tensor:
+        """Collective: ``value`` (a tensor or number) reduced over every rank: ``op`` (or Lightning's
+        keyword ``reduce_op``) "mean" (the default), "sum", "max" or "min"; ``group`` is accepted for
+        Lightning's signature and must be None (the whole job). Returns a new tensor on ``value``'s
 
         Args:
             value: a tensor or a number.
             op: "mean" (default), "sum", "max" or "min".
+            group: must be None.
+            reduce_op: Lightning's name for ``op``.
         """
-        if op not in _OPS:
-            raise MisconfigurationError(f"reduce op must be one of {sorted(_OPS)}; received op={op!r}.")
+        op = _op_name(op, reduce_op)
+        if group is not None:
+            raise MisconfigurationError("reduce(group=...) is not supported: ember reduces over every rank of the job; "
+                                        "call torch.distributed.all_reduce with your group instead.")
         t = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
         if op == "mean" and not (t.is_floating_point() or t.is_complex()):
             t = t.to(torch.get_default_dtype())
@@ -160,8 +196,9 @@ class ParallelStrategy:
         """
         return bool(self.reduce(torch.tensor(int(bool(flag))), op="max").item())
 
-    def barrier(self) -> None:
-        """Collective: wait until every rank is here (bounded by the group's timeout)."""
+    def barrier(self, name: str | None = None) -> None:
+        """Collective: wait until every rank is here (bounded by the group's timeout). ``name`` is
+        accepted as Lightning's is (it only labels the barrier)."""
         if dist.is_initialized():
             dist.barrier()
 
@@ -177,6 +214,10 @@ class ParallelStrategy:
         box = [obj]
         dist.broadcast_object_list(box, src=src, device=self._comm_device())
         return box[0]
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Lightning's name for ``broadcast_object``: rank ``src``'s ``obj`` on every rank (collective)."""
+        return self.broadcast_object(obj, src)
 
     def _comm_device(self) -> torch.device:
         return group.device() if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -239,9 +280,9 @@ class DDPStrategy(ParallelStrategy):
         self.ddp_kwargs = dict(ddp_kwargs, find_unused_parameters=find_unused_parameters)
 
     def setup_module(self, module: torch.nn.Module, device: torch.device | None = None) -> DistributedDataParallel:
-        """``module`` moved to ``device`` (default: this rank's) and wrapped in DistributedDataParallel,
-        which copies rank 0's parameters and buffers to every rank. Unwrap with
-        ``checkpoint.state.unwrap_model``. An already wrapped module is returned as it is.
+        """``module`` moved to ``device`` (default: this rank's), put in a ``StepDispatch`` and that
+        wrapped in DistributedDataParallel, which copies rank 0's parameters and buffers to every rank.
+        The module's own ``forward`` is left alone. Unwrap with ``checkpoint.state.unwrap_model``. An
 
         Args:
             module: the LightningModule to wrap.
@@ -254,7 +295,7 @@ class DDPStrategy(ParallelStrategy):
         module.to(device)
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
+        return DistributedDataParallel(StepDispatch(module), device_ids=device_ids, **self.ddp_kwargs)
 
     def training_step(self, wrapped: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
         """``module.training_step(*args, **kwargs)`` run through DistributedDataParallel's forward, so
@@ -266,14 +307,95 @@ class DDPStrategy(ParallelStrategy):
             *args: the arguments of ``training_step`` (batch, batch_idx).
             **kwargs: its keyword arguments.
         """
+        return self.run_step(wrapped, "training_step", *args, **kwargs)
+
+    def run_step(self, wrapped: Any, step: str, *args: Any, **kwargs: Any) -> Any:
+        """The module's ``step`` method ("training_step", "validation_step", ...) through DDP's forward
+        (a collective when the module has buffers: DDP broadcasts rank 0's before each forward).
+
+        With manual optimization the step's backwards ran inside it (``pre_backward`` readied each),
+        so DDP must not ready another when its forward returns: no backward would follow, and the
+        next forward would fail ("initialize_buckets must NOT be called during autograd execution").
+
+        Args:
+            wrapped: the module ``setup_module`` returned.
+            step: the step method's name.
+            *args: its arguments.
+            **kwargs: its keyword arguments.
+        """
         if not isinstance(wrapped, DistributedDataParallel):
-            return wrapped.training_step(*args, **kwargs)
-        module = wrapped.module
-        module.forward = module.training_step  # an instance attribute: DDP's forward calls it
+            return getattr(wrapped, step)(*args, **kwargs)
+        dispatch = wrapped.module
+        if step != "training_step" or getattr(dispatch.module, "automatic_optimization", True):
+            return wrapped(step, *args, **kwargs)
+        sync = wrapped.require_backward_grad_sync
+
+        def after_step() -> None:
+            wrapped.require_backward_grad_sync = False
+
+        dispatch.after_step = after_step
         try:
-            return wrapped(*args, **kwargs)
+            return wrapped(step, *args, **kwargs)
         finally:
-            del module.forward
+            dispatch.after_step = None
+            wrapped.require_backward_grad_sync = sync
+
+    def pre_backward(self, wrapped: Any, loss: torch.Tensor) -> None:
+        """Before a ``manual_backward`` inside ``training_step``: DDP readies its gradient all-reduce
+        when its forward returns, but with manual optimization the backward runs before that, so the
+        reducer is readied here (it searches ``loss``'s graph for unused parameters when
+        ``find_unused_parameters=True``)."""
+        if not isinstance(wrapped, DistributedDataParallel) or not torch.is_grad_enabled() \
+                or not wrapped.require_backward_grad_sync:
+            return
+        wrapped.require_forward_param_sync = True
+        reducer = wrapped.reducer
+        reducer._rebuild_buckets()  # noqa: SLF001 - as DDP's own forward does before its first backward
+        reducer.prepare_for_backward(list(_tensors_in(loss)) if wrapped.find_unused_parameters else [])
+
+
+class StepDispatch(torch.nn.Module):
+    """What DistributedDataParallel wraps: ``forward(step, *args)`` runs the module's ``step`` method
+    (``training_step``, ...). The module's own ``forward`` stays the user's, so ``self(x)`` in a step
+    or a hook calls it; the module is the only child, so parameters and buffers are the module's."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.after_step: Any = None  # called when the step returns, inside DDP's forward (manual optimization)
+
+    def forward(self, step: str, *args: Any, **kwargs: Any) -> Any:
+        out = getattr(self.module, step)(*args, **kwargs)
+        if self.after_step is not None:
+            self.after_step()
+        return out
+
+
+def _tensors_in(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors_in(v)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors_in(v)
+
+
+_LOADER_NAMES = {"train": "training", "validate": "validation", "test": "test", "predict": "prediction"}
+
+
+class UnevenSampler(DistributedSampler):
+    """A DistributedSampler without padding: rank r of N takes samples r, r+N, r+2N, ... once each, so
+    ranks may get one sample (and batch) fewer. For prediction under DDP, where every sample must be
+    predicted exactly once and nothing waits for the other ranks."""
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[:len(self)])
+
+    def __len__(self) -> int:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        return len(range(self.rank, n, self.num_replicas))  # DistributedSampler's padding comes last
 
 
 def _has_distributed_sampler(loader: DataLoader) -> bool:

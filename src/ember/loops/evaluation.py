@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 
 from ember import compat
 from ember.loops.data import length, limit_batches
@@ -87,7 +88,7 @@ class EvalLoop:
         results = sink.results = Results(training=False, reduce=self.reduce)
         modes = [(m, m.training) for m in module.modules()]
         outputs: list[list] = [[] for _ in loaders]
-        grad_off = torch.inference_mode() if self.inference_mode else torch.no_grad()
+        grad_off = torch.inference_mode() if inference_mode_allowed(module, self.inference_mode) else torch.no_grad()
         call.barrier()  # user code follows: an in-flight save must hold the state before it
         try:
             with preserved_rng(), grad_off:
@@ -172,6 +173,19 @@ class EvalLoop:
             return
         for m, training in modes:
             m.training = training
+
+
+def inference_mode_allowed(module: torch.nn.Module, inference_mode: bool) -> bool:
+    """Whether an evaluation asked to run under ``torch.inference_mode`` may (else ``torch.no_grad``),
+    as Lightning decides: not for a module sharded by FSDP, whose gathered parameters live in buffers
+    FSDP allocates at its first forward and reuses in training (made under inference mode they are
+    inference tensors, which training may not update in place: pytorch#95957), nor on a gloo group."""
+    if not inference_mode:
+        return False
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        return False
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # not imported: nothing is sharded
+    return fsdp is None or not any(isinstance(m, fsdp.FSDPModule) for m in module.modules())
 
 
 def _defined_outside_ember(module, hook: str) -> bool:

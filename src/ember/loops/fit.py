@@ -180,7 +180,7 @@ class FitLoop(ManualSteps):
             self.parts.end_workers()  # the old loaders' persistent workers
             train = map_loaders(train, self.parts.shard) if self.parts.shard else train
             self.parts.train_data = ResumableLoader(as_train_data(train))
-            self.parts.val_loaders = val_loaders_of(self.parts.module, val)
+            self.parts.val_loaders = val_loaders_of(self.parts.module, val, self.parts.shard_val)
 
     def run_epoch(self) -> None:
         p, parts = self.progress, self.parts

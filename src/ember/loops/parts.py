@@ -29,23 +29,32 @@ class FitParts:
     reload: Callable[[], tuple[Any, Any]] | None = None  # fresh (train, val) loaders, for reloading
     training_step: Callable[..., Any] | None = None  # the module's, through a DDP/FSDP wrapper when there is one
     shard: Callable[[Any], Any] | None = None  # a training loader -> this rank's share of it (many processes)
+    pre_backward: Callable[[torch.Tensor], None] | None = None  # before manual_backward (DDP readies its all-reduce)
+    shard_val: Callable[[Any], Any] | None = None  # a validation loader -> this rank's share of it
 
     @classmethod
     def build(cls, model, train, val, precision: str, device: torch.device, reload=None, strategy: Any = None,
-              wrapped: Any = None) -> "FitParts":
-        """With a ``strategy`` (a job of many processes) the training data is sharded across ranks and
-        ``training_step`` runs through ``wrapped`` (so that gradients are all-reduced)."""
+              wrapped: Any = None, distributed_sampler: bool = True) -> "FitParts":
+        """With a ``strategy`` (a job of many processes) ``training_step`` runs through ``wrapped`` (so
+        that gradients are all-reduced) and, with ``distributed_sampler``, the training and validation
+        data are sharded across ranks (validation unshuffled, padded to equal lengths)."""
         if train is None:
             raise MisconfigurationError(
                 "no training data: pass fit(model, train_dataloaders=...), a datamodule, or define train_dataloader().")
-        step = shard = None
+        step = shard = shard_val = pre_backward = None
         if strategy is not None:
-            shard, step = strategy.distributed_loader, functools.partial(strategy.training_step, wrapped)
-            train = map_loaders(train, shard)  # several training loaders: each one sharded
+            step = functools.partial(strategy.training_step, wrapped)
+            if hasattr(strategy, "pre_backward"):
+                pre_backward = functools.partial(strategy.pre_backward, wrapped)
+            if distributed_sampler:
+                shard = functools.partial(strategy.distributed_loader, shuffle=True)  # Lightning shuffles training
+                shard_val = functools.partial(strategy.distributed_loader, stage="validate")
+                train = map_loaders(train, shard)  # several training loaders: each one sharded
         optimizers, schedulers = parse_optimizers(model.configure_optimizers())
         return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
-                   train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val), device=device,
-                   reload=reload, training_step=step, shard=shard)
+                   train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val, shard_val),
+                   device=device, reload=reload, training_step=step, shard=shard, pre_backward=pre_backward,
+                   shard_val=shard_val)
 
     def end_workers(self) -> None:
         """Stop the DataLoader workers this fit started (Lightning does when a fit ends, or fails)."""
@@ -61,8 +70,9 @@ def as_loaders(loaders: Any) -> list:
     return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
 
 
-def val_loaders_of(model, val: Any) -> list:
-    return as_loaders(val) if callable(getattr(model, "validation_step", None)) else []  # None: no validation
+def val_loaders_of(model, val: Any, shard: Callable[[Any], Any] | None = None) -> list:
+    loaders = as_loaders(val) if callable(getattr(model, "validation_step", None)) else []  # None: no validation
+    return [shard(loader) for loader in loaders] if shard is not None else loaders
 
 
 def batch_outputs(output: Any, accum: int) -> dict:

@@ -245,7 +245,8 @@ class MetricsHub:
     are visible in ``callback_metrics`` while they run, as in Lightning."""
 
     def __init__(self, logger: Any = None) -> None:
-        self.logger = logger
+        self.logger = logger  # None on ranks other than 0, which write no logs
+        self.has_loggers = False  # the run has loggers (on any rank): logged_metrics fills everywhere
         self.reset()
 
     def reset(self) -> None:
@@ -262,7 +263,7 @@ class MetricsHub:
     def publish(self, views: Views, *, to_logger: bool, step: int, epoch: int) -> None:
         self.callback.update(views.callback)
         self.pbar.update(views.pbar)
-        if views.log:
-            self.logged.update(views.log)  # Lightning's logged_metrics: the latest values, sent or not
-        if to_logger and views.log and self.logger is not None:
-            self.logger.log_metrics({k: as_float(v) for k, v in views.log.items()}, step=step, epoch=epoch)
+        if to_logger and views.log and (self.logger is not None or self.has_loggers):
+            self.logged.update(views.log)  # on every rank, as Lightning's logged_metrics
+            if self.logger is not None:  # the rank that writes
+                self.logger.log_metrics({k: as_float(v) for k, v in views.log.items()}, step=step, epoch=epoch)

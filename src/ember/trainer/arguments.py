@@ -22,7 +22,7 @@ from ember.loops.hooks import keyed
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
     "plugins": None, "sync_batchnorm": False,
-    "use_distributed_sampler": True, "barebones": False, "model_registry": None, "enable_autolog_hparams": True,
+    "barebones": False, "model_registry": None, "enable_autolog_hparams": True,
 }  # fmt: skip
 NOT_IMPLEMENTED["enable_autolog_hparams"] = True  # ember always logs hyperparameters (not_supported.py)
 REMOVED = {  # Lightning 1.x names that Lightning 2.x no longer takes, and what replaced them

@@ -99,7 +99,7 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
         limit = {"validate": settings.limit_val_batches, "test": settings.limit_test_batches,
                  "predict": settings.limit_predict_batches}[stage]
         # trainer.{stage}_dataloaders and BasePredictionWriter (the batch indices) read them there
-        out = loop.run(trainer._stage_loaders[stage], limit, return_predictions)
+        out = loop.run(shard_loaders(trainer, stage, trainer._stage_loaders[stage]), limit, return_predictions)
         teardown(trainer, hooks, stage)
     except BaseException as e:
         trainer._interrupted = True
@@ -117,6 +117,16 @@ def evaluate(trainer, stage: str, model, dataloaders, ckpt_path, verbose: bool, 
     return out
 
 
+def shard_loaders(trainer, stage: str, loaders: list) -> list:
+    """Each loader with a DistributedSampler in a job of many processes (as Lightning's
+    ``use_distributed_sampler=True``): validate/test unshuffled and padded to equal lengths, so that
+    ``sync_dist`` values are reduced over every sample; predict per ``strategy.distributed_loader``."""
+    strategy = trainer._parallel  # noqa: SLF001
+    if strategy is None or not trainer.use_distributed_sampler:
+        return loaders
+    return [strategy.distributed_loader(loader, stage=stage) for loader in loaders]
+
+
 def _best(trainer) -> str:
     trainer.checkpoint_writer.wait()  # the best file may still be being written
     return trainer.checkpoint_callback.best_model_path
@@ -130,5 +140,8 @@ def load_for_evaluation(trainer, stage: str, ckpt_path) -> None:
     if path is None:
         return
     ckpt = resume.read(path, storage_options=trainer.storage_options)
-    resume.restore_weights(unwrap_model(trainer.module), ckpt, path, datamodule=trainer.datamodule)
+    module, strategy = unwrap_model(trainer.module), trainer._parallel
+    sharded = hasattr(strategy, "load_weights") and any(type(p).__name__ == "DTensor" for p in module.parameters())
+    resume.restore_weights(module, ckpt, path, datamodule=trainer.datamodule,
+                           load=strategy.load_weights if sharded else None)  # after an FSDP fit: every rank
     trainer.ckpt_path = path

@@ -237,6 +237,32 @@ class TrainerFacts:
         return distributed.world_size()
 
     @property
+    def strategy(self):
+        """The strategy object, in every run: a ``DDPStrategy`` / ``FSDPStrategy`` in a job of many
+        processes, else a ``SingleDeviceStrategy`` (``root_device``, ``world_size``, ``global_rank``,
+        ``local_rank``, ``is_global_zero``, ``barrier()``, ``broadcast()``, ``reduce()``)."""
+        return self._parallel if self._parallel is not None else self._single
+
+    @property
+    def num_devices(self) -> int:
+        """Processes (devices) per machine: 1 for one process."""
+        job = distributed.JobEnv.detect() if self._parallel is not None else None
+        return job.local_world_size if job is not None else 1
+
+    @property
+    def node_rank(self) -> int:
+        """This machine's rank among the job's machines (0 on one machine)."""
+        return self.strategy.node_rank
+
+    @property
+    def device_ids(self) -> list[int]:
+        """The device indices used on this machine (Lightning's: ``[0, 1]`` for ``devices=2``, the list
+        given for ``devices=[1, 3]``)."""
+        if isinstance(self.devices, (list, tuple)) and len(self.devices) == self.num_devices:
+            return list(self.devices)
+        return list(range(self.num_devices))
+
+    @property
     def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
         return [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
 
@@ -304,27 +330,9 @@ class TrainerFacts:
         return plugin.scaler if plugin is not None else None
 
     @property
-    def num_devices(self) -> int:
-        """The processes (one device each) on this machine."""
-        job = distributed.JobEnv.detect() if self.strategy is not None else None
-        return job.local_world_size if job is not None else 1
-
-    @property
-    def device_ids(self) -> list[int]:
-        """The device index of each process on this machine (0 for each CPU process)."""
-        if self.device.type == "cuda":
-            return list(range(self.num_devices))
-        return [0] * self.num_devices
-
-    @property
-    def node_rank(self) -> int:
-        """This machine's rank in the job (0 on one machine)."""
-        return self.global_rank // max(self.num_devices, 1)
-
-    @property
     def distributed_sampler_kwargs(self) -> dict | None:
         """``num_replicas`` and ``rank`` of each process's DistributedSampler (None in one process)."""
-        if self.strategy is None:
+        if self._parallel is None:
             return None
         return {"num_replicas": self.world_size, "rank": self.global_rank}
 

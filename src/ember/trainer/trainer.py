@@ -28,6 +28,7 @@ from ember.callbacks.progress.tqdm_progress import replaces_default_bar
 from ember.distributed import sharding
 from ember.distributed.select import strategy_for
 from ember.distributed.sharded_saves import ShardedWriter
+from ember.distributed.single import SingleDeviceStrategy
 from ember.loops.fit import FitLoop, FitParts, Progress
 from ember.loops.results import MetricsHub
 from ember.loops.preemption import StopRequests
@@ -140,6 +141,7 @@ class Trainer(TrainerFacts):
         storage_options: dict | None = None,
         max_time: Any = None,
         overfit_batches: int | float = 0.0,
+        use_distributed_sampler: bool = True,
         **kwargs: Any,
     ) -> None:
         arguments.check_unknown(kwargs)
@@ -168,8 +170,10 @@ class Trainer(TrainerFacts):
             log_every_n_steps=log_every_n_steps, precision=precision, num_sanity_val_steps=num_sanity_val_steps,
             inference_mode=inference_mode, reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
         self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
-        self.strategy = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
-        self.device = self.strategy.setup() if self.strategy is not None else device_for(accelerator)
+        self._parallel = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
+        self.device = self._parallel.setup() if self._parallel is not None else device_for(accelerator)
+        self._single = SingleDeviceStrategy(self.device)  # trainer.strategy of a one-process run
+        self.use_distributed_sampler = bool(use_distributed_sampler)
         self.detect_anomaly = bool(detect_anomaly)
         self.enable_model_summary = bool(enable_model_summary)
         self.storage_options = storage_options
@@ -178,10 +182,10 @@ class Trainer(TrainerFacts):
         timer = max_time_callback(max_time, self.callbacks)  # Lightning's Timer(duration=max_time)
         self.callbacks += [timer] if timer is not None else []
         self._set_outputs(logger, enable_progress_bar)
-        self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self.strategy, "timeout", None))
+        self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self._parallel, "timeout", None))
                                   if self._sharded else CheckpointWriter())
         self._hub = MetricsHub(None)
-        self.reduce = self.strategy.reduce if self.strategy is not None else None  # self.log(..., sync_dist=True)
+        self.reduce = self._parallel.reduce if self._parallel is not None else None  # self.log(..., sync_dist=True)
         self._reset_run_state()
 
     def _reset_run_state(self) -> None:
@@ -223,7 +227,7 @@ class Trainer(TrainerFacts):
     def _sharded(self) -> bool:
         """Whether the weights and optimizer states are sharded across ranks (FSDP): checkpoints are
         folders written by every rank."""
-        return hasattr(self.strategy, "state_for_save")
+        return hasattr(self._parallel, "state_for_save")
 
     # ---------------------------------------------------------------- fit
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None,
@@ -245,7 +249,7 @@ class Trainer(TrainerFacts):
         ckpt_path = compat.resume_path(ckpt_path, self.resume_from_checkpoint)
         hooks = self._attach(model, datamodule)
         self.profiler.setup("fit", self.local_rank if self.world_size > 1 else None, self.log_dir)
-        strategy, self._failing, self.fitting = self.strategy, False, True
+        strategy, self._failing, self.fitting = self._parallel, False, True
         self._last_fn, self._interrupted = "fit", False  # trainer.state
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
@@ -280,10 +284,10 @@ class Trainer(TrainerFacts):
         val = loaders_for("validate", val, dm, model) if callable(getattr(model, "validation_step", None)) else val
         val = arguments.for_overfit(val, self, "val")
         reload = lambda: (loaders_for("fit", given[0], dm, model), loaders_for("validate", given[1], dm, model))  # noqa: E731
-        strategy = self.strategy
+        strategy = self._parallel
         wrapped = strategy.setup_module(model, self.device) if strategy is not None else model  # before the optimizers
         parts = FitParts.build(model, train, val, self.settings.precision, self.device, reload=reload,
-                               strategy=strategy, wrapped=wrapped)
+                               strategy=strategy, wrapped=wrapped, distributed_sampler=self.use_distributed_sampler)
         loop = self.fit_loop = FitLoop(
             self.settings, parts, hooks=hooks, barrier=self.checkpoint_writer.snapshot_barrier,
             stop_requested=self._stop_requested, hub=self._hub, sink=self._sink, bar=self._bar, reduce=self.reduce)
@@ -329,6 +333,7 @@ class Trainer(TrainerFacts):
         model.to(self.device)
         self._hub.reset()
         self._hub.logger = _loggers.LoggerGroup(self.loggers) if self.loggers and self.is_global_zero else None
+        self._hub.has_loggers = bool(self.loggers)
         self.callbacks = arguments.with_module_callbacks(self.callbacks, model)
         hooks = self._hooks = hooks_for(self.profiler)(model, self.callbacks, self.checkpoint_writer.snapshot_barrier,
                                                        self)
@@ -393,13 +398,13 @@ class Trainer(TrainerFacts):
 
     def _on_rank0(self, fn):
         """``fn()`` run on rank 0 and its result (or its error) on every rank (a collective)."""
-        if self.strategy is None:
+        if self._parallel is None:
             return fn()
         try:
             outcome = (True, fn()) if self.is_global_zero else None
         except Exception as e:  # noqa: BLE001 - every rank raises it
             outcome = (False, e)
-        ok, value = self.strategy.broadcast_object(outcome)
+        ok, value = self._parallel.broadcast_object(outcome)
         if not ok:
             raise value
         return value
@@ -410,8 +415,8 @@ class Trainer(TrainerFacts):
         In a job of many processes the signal may reach one rank (or a callback may stop one rank):
         every rank learns it here, at the same step, and all stop together."""
         requested = self._stop_requests.requested
-        if self.strategy is not None:
-            flags = self.strategy.reduce(torch.tensor([int(requested), int(self.fit_loop.should_stop)]), "max")
+        if self._parallel is not None:
+            flags = self._parallel.reduce(torch.tensor([int(requested), int(self.fit_loop.should_stop)]), "max")
             requested = bool(flags[0])
             if flags[1]:
                 self.fit_loop.should_stop = True
@@ -441,9 +446,9 @@ class Trainer(TrainerFacts):
         if self._failing and self._sharded:
             raise CheckpointError("a sharded (FSDP) checkpoint is written by every rank together, so none can be "
                                   "saved while a rank is failing; resume from the last checkpoint saved before.")
-        distributed_run = self.strategy is not None and not self._failing
-        ckpt = run_state.collect(run, weights_only, self.strategy.gather_loop_state if distributed_run else None,
-                                 self.strategy.state_for_save if self._sharded else None)
+        distributed_run = self._parallel is not None and not self._failing
+        ckpt = run_state.collect(run, weights_only, self._parallel.gather_loop_state if distributed_run else None,
+                                 self._parallel.state_for_save if self._sharded else None)
         run_state.dump_datamodule(self.datamodule, ckpt)
         module = run_state.unwrap_model(self.module)
         if not weights_only:
@@ -457,7 +462,8 @@ class Trainer(TrainerFacts):
 
         ``blocking=False`` returns once the state is copied; a background thread writes and commits
         it. At most one save is in flight: the next one waits for it. ``wait_for_checkpoints()``
-        waits for it and raises its error if it failed. Only the global-zero process writes.
+        waits for it and raises its error if it failed. Only the global-zero process writes; in a job of
+        many processes call it on every rank (a blocking save returns once the file is there for all).
 
         Args:
             filepath: the file to write: a local path or a URL.
@@ -467,6 +473,8 @@ class Trainer(TrainerFacts):
         state = self.dump_checkpoint(weights_only)
         if self.is_global_zero or self._sharded:  # a sharded checkpoint: every rank writes its shards
             self.checkpoint_writer.save(state, resolve(filepath, self.storage_options), blocking=blocking)
+        if blocking and self._parallel is not None:
+            self._parallel.barrier()  # as Lightning: on return the file is there for every rank to read
 
     def wait_for_checkpoints(self) -> None:
         """Wait until every save in flight is committed; raise the error of one that failed."""
@@ -480,9 +488,9 @@ class Trainer(TrainerFacts):
     def _restore(self, location: str) -> None:
         """Resume the whole run from ``location`` (fit); under FSDP every rank reads its own shards."""
         module, run = run_state.unwrap_model(self.module), self._run
-        into = self.strategy.state_for_save(module, run.optimizers) if self._sharded else None
+        into = self._parallel.state_for_save(module, run.optimizers) if self._sharded else None
         ckpt = resume.read(location, storage_options=self.storage_options, reshard_into=into, resuming=True)
         resume.resume(run, ckpt, location, trainer=self, module=module, datamodule=self.datamodule,
                       callbacks=self.callbacks,
                       adapt=lambda c: sharding.optimizer_states_for(c, module, run.optimizers, self._sharded),
-                      load_sharded_state=self.strategy.load_state if self._sharded else None)
+                      load_sharded_state=self._parallel.load_state if self._sharded else None)

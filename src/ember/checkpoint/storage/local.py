@@ -9,6 +9,8 @@ once their writer is provably gone, as ``temporaries.py`` describes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import io
 import os
@@ -107,6 +109,63 @@ def _link_or_copy(src: Path, dst: Path) -> None:
             os.fsync(b.fileno())
 
 
+SHARDED_METADATA = "metadata.json"  # ember.checkpoint.sharded.layout.METADATA (imported there: no cycle here)
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+_LIBC: list = []
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap the names ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``, any two of file
+    and folder); False where the system or filesystem cannot."""
+    if not _LIBC:
+        try:
+            _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+        except OSError:
+            _LIBC.append(None)
+    fn = getattr(_LIBC[0], "renameat2", None) if _LIBC[0] is not None else None
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _check_replaceable(target: Path) -> None:
+    """A file may be saved at ``target`` unless it is a folder other than a sharded checkpoint (one with
+    its commit marker, ``metadata.json``)."""
+    if target.is_dir() and not target.is_symlink():
+        if not (target / SHARDED_METADATA).is_file():
+            raise CheckpointError(f"cannot save a checkpoint to {target}: it is a folder (not a sharded checkpoint); "
+                                  "give a file path ending in .ckpt")
+
+
+def _put_file(tmp: Path, target: Path) -> None:
+    """``os.replace(tmp, target)``, also where ``target`` is a sharded checkpoint folder (``last.ckpt/``
+    of an FSDP run, resumed in one process in the same dirpath): the file takes the name and the folder
+    is removed. Linux swaps the two names atomically (``renameat2(RENAME_EXCHANGE)``), so the name holds
+    the old or the new checkpoint at every instant; elsewhere the folder is moved aside first, as the
+    sharded commit's fallback does (a kill between the renames leaves both at temporary names)."""
+    if not (target.is_dir() and not target.is_symlink()):
+        replace_file(tmp, target)
+        return
+    _check_replaceable(target)
+    if exchange(tmp, target):
+        old = tmp  # the folder, now at the temporary name
+    else:
+        old = target.parent / temp_name(target.name)
+        os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            os.rename(old, target)  # the folder back at its name
+            raise
+    fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)  # the new file is in place; a leftover is removed by cleanup()
+
+
 class LocalStorage(Storage):
     """Files under a local folder ``root``; names with '/' are files in sub-folders (created on write)."""
 
@@ -126,8 +185,7 @@ class LocalStorage(Storage):
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(_describe(e, target)) from e
-        if target.is_dir():
-            raise CheckpointError(f"cannot save a checkpoint to {target}: it is a folder; give a file path ending in .ckpt")
+        _check_replaceable(target)
         clean_stale_temp_files(target.parent)
         tmp = target.parent / temp_name(target.name)
         try:
@@ -135,7 +193,7 @@ class LocalStorage(Storage):
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-            replace_file(tmp, target)
+            _put_file(tmp, target)
         except BaseException as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -190,8 +248,9 @@ class LocalStorage(Storage):
                 self._replace_folder(tmp, target)
                 fsync_dir(target.parent)
             else:
+                _check_replaceable(target)
                 _link_or_copy(source, tmp)
-                replace_file(tmp, target)
+                _put_file(tmp, target)
         except BaseException as e:
             with contextlib.suppress(OSError):
                 _remove(tmp)

@@ -1,0 +1,64 @@
+"""The strategy matrix: every program-shaped test module in tests/migration (``test_mig_*.py``, a new one
+joins by being there) runs again on 2 gloo ranks under ``strategy="ddp"`` and ``strategy="fsdp"``,
+started by ember's self-launch: one pytest run per module and strategy (matrix_plugin.py forces the
+strategy on every Trainer and records each fit on each rank). Each must pass on both ranks, every
+checkpoint its ModelCheckpoint names must exist, the metrics (all logged with ``sync_dist=True`` under
+the matrix) must be equal on every rank, and a fresh model must resume from the earliest checkpoint
+and train on to the program's limits, equally on every rank.
+
+A module opts out with ``MATRIX_SKIP = "reason"`` at its top level (read here without importing it)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+MODULES = sorted(p.name for p in HERE.glob("test_mig_*.py"))
+JOB_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+            "NODE_RANK", "TORCHELASTIC_RESTART_COUNT", "EMBER_LAUNCHER_PID")
+
+
+def _skip_reason(module: str) -> str | None:
+    for node in ast.parse((HERE / module).read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MATRIX_SKIP" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+def run_matrix(module: str, strategy: str, out: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in JOB_VARS}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", EMBER_MATRIX_STRATEGY=strategy, EMBER_MATRIX_OUT=str(out),
+               PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "matrix_plugin",
+           "-W", "ignore", str(HERE / module)]
+    return subprocess.run(cmd, env=env, cwd=HERE.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("module", MODULES)
+def test_program_runs_on_two_ranks_checkpoints_resumes_and_agrees(module, strategy, tmp_path):
+    reason = _skip_reason(module)
+    if reason:
+        pytest.skip(reason)
+    p = run_matrix(module, strategy, tmp_path)
+    assert p.returncode == 0, p.stdout[-6000:]
+    ranks = [[json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert [t["test"] for t in ranks[0]] == [t["test"] for t in ranks[1]]
+    fits = [(t["test"], f0, f1) for t, u in zip(*ranks) for f0, f1 in zip(t["fits"], u["fits"], strict=True)]
+    assert fits, f"{module} fit nothing under the matrix"
+    for test, f0, f1 in fits:
+        assert f0["metrics"] == f1["metrics"], test  # synced values: equal on every rank
+        assert (f0["global_step"], f0["checkpoints"]) == (f1["global_step"], f1["checkpoints"]), test
+        assert all(f0["checkpoints_exist"]), (test, f0["checkpoints"])
+        resume = f0.get("resume", {})
+        if "global_step" in resume:
+            assert resume["global_step"] >= resume["saved_step"], (test, resume)
+            assert resume == f1["resume"], test
