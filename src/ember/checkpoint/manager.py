@@ -107,7 +107,7 @@ class CheckpointManager:
         if may_write():
             try:  # leftovers of writers killed mid-save (old temporaries, incomplete multipart uploads)
                 store.cleanup()
-                if store.local_path("") is None:  # sharded folders in an object store whose save never committed
+                if "://" in store.describe():  # sharded folders in an object store whose save never committed
                     from ember.checkpoint.sharded.objects import remove_uncommitted
 
                     remove_uncommitted(store)

@@ -167,7 +167,10 @@ def read(location: str, *, storage_options: dict | None = None, map_location: An
     with warnings.catch_warnings():
         if not resuming:  # only the weights are used: where the epoch stopped does not matter
             warnings.filterwarnings("ignore", message=".*part-way through epoch")
-        return to_ember(ckpt, path=location)
+        out = to_ember(ckpt, path=location)
+    if not resuming and "hyper_parameters" in ckpt:  # a module built from them gets them as Lightning saved them
+        out["hyper_parameters"] = ckpt["hyper_parameters"]
+    return out
 
 
 def restore_weights(module: Any, ckpt: dict, location: str, *, datamodule: Any = None, strict: bool = True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import warnings
 import os
 from argparse import Namespace
@@ -17,20 +16,9 @@ from ember.checkpoint import resume
 from ember.checkpoint.format.maps import apply_map_location, read_location, weights_device
 from ember.errors import CheckpointMismatchError, MisconfigurationError
 from ember.core.hooks import ModelHooks
+from ember.core.init_args import AttributeDict, _init_kwargs_from_checkpoint, _init_params, init_arguments  # noqa: F401
+from ember.core.optimizer import ManualOptimization
 from ember.seed import preserved_rng
-
-
-class AttributeDict(dict):
-    """A dict whose keys are also attributes: ``hparams.lr`` and ``hparams["lr"]``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError as e:
-            raise AttributeError(f"hparams has no entry {name!r}; it has {sorted(self)}") from e
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
 
 
 def _init_with_capture(init):
@@ -48,7 +36,7 @@ def _init_with_capture(init):
     return wrapper
 
 
-class Module(ModelHooks, nn.Module):
+class Module(ManualOptimization, ModelHooks, nn.Module):
     """Subclass this and define ``training_step`` and ``configure_optimizers``.
 
     Steps: ``training_step``, ``validation_step``, ``test_step``, ``predict_step`` (each
@@ -243,68 +231,6 @@ class Module(ModelHooks, nn.Module):
             self.log(k, v, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx,
                      sync_dist=sync_dist, add_dataloader_idx=add_dataloader_idx, batch_size=batch_size)
 
-    # ------------------------------------------------------------------ optimization
-    @property
-    def automatic_optimization(self) -> bool:
-        """False: training_step steps the optimizers itself (``self.optimizers()``, ``manual_backward``)."""
-        return self.__dict__.get("_automatic_optimization", True)
-
-    @automatic_optimization.setter
-    def automatic_optimization(self, value: bool) -> None:
-        self.__dict__["_automatic_optimization"] = bool(value)
-
-    def _fit_loop(self, what: str):
-        loop = getattr(self.trainer, "fit_loop", None)
-        if loop is None:
-            raise MisconfigurationError(f"self.{what} is only available inside trainer.fit().")
-        return loop
-
-    def optimizers(self, use_pl_optimizer: bool = True):
-        """The optimizers of configure_optimizers() (one, or a list), wrapped so that ``step()``
-        goes through the Trainer (precision, global_step, checkpoint safety).
-
-        Args:
-            use_pl_optimizer: True (default) gives the wrapped optimizers; False the raw ``torch.optim`` ones.
-
-        Raises ``MisconfigurationError`` outside ``trainer.fit()``.
-        """
-        loop = self._fit_loop("optimizers()")
-        opts = loop.optimizer_views if use_pl_optimizer else loop.parts.optimizers
-        return opts[0] if len(opts) == 1 else list(opts)
-
-    def lr_schedulers(self):
-        """The LR schedulers of configure_optimizers() (None, one, or a list); step them yourself in
-        manual optimization."""
-        scheds = [c.scheduler for c in self._fit_loop("lr_schedulers()").parts.schedulers]
-        return None if not scheds else scheds[0] if len(scheds) == 1 else scheds
-
-    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """``loss.backward()`` through the Trainer: precision scaling and the backward hooks.
-
-        Args:
-            loss: the tensor to backpropagate from.
-            *args: passed on to ``loss.backward``.
-            **kwargs: passed on to ``loss.backward``.
-        """
-        self._fit_loop("manual_backward()").manual_backward(loss, *args, **kwargs)
-
-    def toggle_optimizer(self, optimizer) -> None:
-        """Only ``optimizer``'s parameters require grad until ``untoggle_optimizer``.
-
-        Args:
-            optimizer: one of ``self.optimizers()`` (wrapped or raw).
-        """
-        loop = self._fit_loop("toggle_optimizer()")
-        loop.toggled.toggle(optimizer, loop.parts.optimizers)
-
-    def untoggle_optimizer(self, optimizer=None) -> None:
-        """Give back ``requires_grad`` to the parameters ``toggle_optimizer`` turned off.
-
-        Args:
-            optimizer: accepted for Lightning's API; the last toggle is undone whichever is given.
-        """
-        self._fit_loop("untoggle_optimizer()").toggled.untoggle()
-
     # ------------------------------------------------------------------ hooks (override)
     def training_step(self, batch: Any, batch_idx: int):
         """Compute and return the loss of one training batch (a tensor, a dict with ``"loss"``, or None to skip).
@@ -412,88 +338,3 @@ Module.__jit_unused_properties__ = [n for k in Module.__mro__ if k not in nn.Mod
                                     for n, v in vars(k).items() if isinstance(v, property)]
 
 LightningModule = Module
-
-
-def init_arguments(module: Module) -> dict[str, Any]:
-    """The named __init__ arguments of every class level; a subclass's values win over its parents'."""
-    out: dict[str, Any] = {}
-    for call in reversed(module.__dict__.get("_ember_init_calls", [])):
-        out.update(_bind(call))
-    return out
-
-
-def _bind(call) -> dict[str, Any]:
-    """The named arguments of a recorded __init__ call, defaults applied, **kwargs flattened."""
-    init, args, kwargs = call
-    sig = inspect.signature(init)
-    try:
-        bound = sig.bind(None, *args, **kwargs)
-    except TypeError as e:  # the call ran, so only a signature that misdescribes __init__ gets here
-        raise MisconfigurationError(
-            f"cannot tell which values {init.__qualname__} received ({e}): its signature {sig} does not match "
-            "the call. Save the hyperparameters explicitly: self.save_hyperparameters({'name': value, ...})."
-        ) from None
-    bound.apply_defaults()
-    out: dict[str, Any] = {}
-    for i, (name, value) in enumerate(bound.arguments.items()):
-        if i == 0:
-            continue  # self
-        kind = sig.parameters[name].kind
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            out.update(value)
-        elif kind is inspect.Parameter.VAR_POSITIONAL:
-            continue  # *args have no names to save them under
-        else:
-            out[name] = value
-    return out
-
-
-def _init_params(cls) -> tuple[dict[str, inspect.Parameter], bool]:
-    init = cls.__init__
-    sig = inspect.signature(init)
-    params = dict(list(sig.parameters.items())[1:])
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    params = {k: p for k, p in params.items()
-              if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
-    return params, var_kw
-
-
-def _init_kwargs_from_checkpoint(cls, ckpt: dict, overrides: dict, path) -> dict:
-    hp = ckpt.get("hyper_parameters") or {}
-    params, var_kw = _init_params(cls)
-    hp_name = ckpt.get("hparams_name")
-    if ckpt.get("hparams_type") == "Namespace" or (hp_name and hp_name in params):
-        # The seed's pattern: __init__(self, hparams) took one Namespace (or dict) holding everything.
-        container = Namespace(**hp) if ckpt.get("hparams_type") == "Namespace" else AttributeDict(hp)
-        name = hp_name if hp_name in params else ("hparams" if "hparams" in params else None)
-        if name is None:
-            return _direct(hp, overrides, params, var_kw, cls, path)
-        init_kwargs = {}
-        for k, v in overrides.items():
-            if k in params:
-                init_kwargs[k] = v
-            else:
-                setattr(container, k, v) if isinstance(container, Namespace) else container.__setitem__(k, v)
-        init_kwargs.setdefault(name, container)
-        return init_kwargs
-    return _direct(hp, overrides, params, var_kw, cls, path)
-
-
-def _direct(hp: Mapping, overrides: dict, params: dict, var_kw: bool, cls, path) -> dict:
-    init_kwargs = {k: v for k, v in hp.items() if k in params or var_kw}
-    unknown = [k for k in overrides if k not in params and not var_kw]
-    if unknown:
-        raise MisconfigurationError(
-            f"{cls.__name__}.load_from_checkpoint got {unknown}, which {cls.__name__}.__init__ does not take; "
-            f"it takes {list(params)}."
-        )
-    init_kwargs.update(overrides)
-    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in init_kwargs]
-    if missing:
-        raise MisconfigurationError(
-            f"cannot build {cls.__name__} from {path}: the checkpoint has no saved value for the __init__ "
-            f"argument(s) {missing}. Pass them, e.g. {cls.__name__}.load_from_checkpoint(path, "
-            + ", ".join(f"{m}=..." for m in missing)
-            + "), or call self.save_hyperparameters() in __init__ so future checkpoints hold them."
-        )
-    return init_kwargs

@@ -131,3 +131,68 @@ class ManualSteps:
         if self.parts.pre_backward is not None:
             self.parts.pre_backward(loss)
         self.backward(loss, *args, **kwargs)
+
+
+class ManualOptimization:
+    """``LightningModule``'s optimization surface (a mixin of ``ember.Module``): ``automatic_optimization``,
+    ``optimizers()``, ``lr_schedulers()``, ``manual_backward``, ``toggle_optimizer``/``untoggle_optimizer``."""
+    @property
+    def automatic_optimization(self) -> bool:
+        """False: training_step steps the optimizers itself (``self.optimizers()``, ``manual_backward``)."""
+        return self.__dict__.get("_automatic_optimization", True)
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self.__dict__["_automatic_optimization"] = bool(value)
+
+    def _fit_loop(self, what: str):
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            raise MisconfigurationError(f"self.{what} is only available inside trainer.fit().")
+        return loop
+
+    def optimizers(self, use_pl_optimizer: bool = True):
+        """The optimizers of configure_optimizers() (one, or a list), wrapped so that ``step()``
+        goes through the Trainer (precision, global_step, checkpoint safety).
+
+        Args:
+            use_pl_optimizer: True (default) gives the wrapped optimizers; False the raw ``torch.optim`` ones.
+
+        Raises ``MisconfigurationError`` outside ``trainer.fit()``.
+        """
+        loop = self._fit_loop("optimizers()")
+        opts = loop.optimizer_views if use_pl_optimizer else loop.parts.optimizers
+        return opts[0] if len(opts) == 1 else list(opts)
+
+    def lr_schedulers(self):
+        """The LR schedulers of configure_optimizers() (None, one, or a list); step them yourself in
+        manual optimization."""
+        scheds = [c.scheduler for c in self._fit_loop("lr_schedulers()").parts.schedulers]
+        return None if not scheds else scheds[0] if len(scheds) == 1 else scheds
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward()`` through the Trainer: precision scaling and the backward hooks.
+
+        Args:
+            loss: the tensor to backpropagate from.
+            *args: passed on to ``loss.backward``.
+            **kwargs: passed on to ``loss.backward``.
+        """
+        self._fit_loop("manual_backward()").manual_backward(loss, *args, **kwargs)
+
+    def toggle_optimizer(self, optimizer) -> None:
+        """Only ``optimizer``'s parameters require grad until ``untoggle_optimizer``.
+
+        Args:
+            optimizer: one of ``self.optimizers()`` (wrapped or raw).
+        """
+        loop = self._fit_loop("toggle_optimizer()")
+        loop.toggled.toggle(optimizer, loop.parts.optimizers)
+
+    def untoggle_optimizer(self, optimizer=None) -> None:
+        """Give back ``requires_grad`` to the parameters ``toggle_optimizer`` turned off.
+
+        Args:
+            optimizer: accepted for Lightning's API; the last toggle is undone whichever is given.
+        """
+        self._fit_loop("untoggle_optimizer()").toggled.untoggle()

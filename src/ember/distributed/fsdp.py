@@ -169,7 +169,12 @@ class FSDPStrategy(ParallelStrategy):
 
     def load_weights(self, module: nn.Module, weights: Mapping[str, Any]) -> None:
         """Collective: ``weights`` (whole tensors on every rank, or this rank's DTensor shards) into the
-        sharded ``module``: what ``trainer.validate/test/predict(ckpt_path=...)`` load after an FSDP fit."""
+        sharded ``module``: what ``trainer.validate/test/predict(ckpt_path=...)`` load after an FSDP fit.
+
+        Args:
+            module: the sharded module.
+            weights: its state dict, whole or as this rank's shards.
+        """
         set_model_state_dict(module, dict(weights), options=StateDictOptions(full_state_dict=not _has_dtensor(weights)))
 
     def load_state(self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer],

@@ -18,15 +18,15 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ember import compat
 from ember.distributed import group
 from ember.checkpoint import ranks as per_rank
 from ember.distributed.env import DistributedError, JobEnv, global_rank, local_rank, world_size
 from ember.distributed.single import _op_name
 from ember.errors import MisconfigurationError
+from ember.distributed.samplers import UnevenSampler, has_distributed_sampler, seed_of, shuffles
 
 _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
@@ -130,7 +130,7 @@ class ParallelStrategy:
         """
         if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
             return loader  # an iterable stream shards itself (or not): nothing to sample
-        if not dist.is_initialized() or _has_distributed_sampler(loader):
+        if not dist.is_initialized() or has_distributed_sampler(loader):
             return loader
         what = _LOADER_NAMES[stage]
         if type(loader) is not DataLoader:
@@ -139,7 +139,7 @@ class ParallelStrategy:
                 "rebuild with a DistributedSampler. Give it one yourself: sampler=DistributedSampler(dataset, "
                 "shuffle=...), and call ember with that loader; ember leaves it alone (or pass "
                 "Trainer(use_distributed_sampler=False)).")
-        sampler_shuffle = _shuffles(loader)
+        sampler_shuffle = shuffles(loader)
         if loader.batch_size is None or sampler_shuffle is None:
             kind = type(loader.batch_sampler if loader.batch_size is None else loader.sampler).__name__
             raise MisconfigurationError(
@@ -152,7 +152,7 @@ class ParallelStrategy:
         kind = UnevenSampler if stage == "predict" and not self.pads_predictions else DistributedSampler
         sampler = kind(loader.dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
                        shuffle=sampler_shuffle if shuffle is None else shuffle,
-                       seed=self.broadcast_object(_seed_of(loader)), drop_last=False)
+                       seed=self.broadcast_object(seed_of(loader)), drop_last=False)
         return DataLoader(
             loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
             collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
@@ -197,8 +197,11 @@ class ParallelStrategy:
         return bool(self.reduce(torch.tensor(int(bool(flag))), op="max").item())
 
     def barrier(self, name: str | None = None) -> None:
-        """Collective: wait until every rank is here (bounded by the group's timeout). ``name`` is
-        accepted as Lightning's is (it only labels the barrier)."""
+        """Collective: wait until every rank is here (bounded by the group's timeout).
+
+        Args:
+            name: accepted as Lightning's is (it only labels the barrier).
+        """
         if dist.is_initialized():
             dist.barrier()
 
@@ -216,7 +219,12 @@ class ParallelStrategy:
         return box[0]
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
-        """Lightning's name for ``broadcast_object``: rank ``src``'s ``obj`` on every rank (collective)."""
+        """Lightning's name for ``broadcast_object``: rank ``src``'s ``obj`` on every rank (collective).
+
+        Args:
+            obj: the object to send (used on rank ``src`` only).
+            src: the rank that sends (default 0).
+        """
         return self.broadcast_object(obj, src)
 
     def _comm_device(self) -> torch.device:
@@ -344,7 +352,12 @@ class DDPStrategy(ParallelStrategy):
         """Before a ``manual_backward`` inside ``training_step``: DDP readies its gradient all-reduce
         when its forward returns, but with manual optimization the backward runs before that, so the
         reducer is readied here (it searches ``loss``'s graph for unused parameters when
-        ``find_unused_parameters=True``)."""
+        ``find_unused_parameters=True``).
+
+        Args:
+            wrapped: the DistributedDataParallel module ``setup_module`` returned.
+            loss: the tensor about to be backpropagated.
+        """
         if not isinstance(wrapped, DistributedDataParallel) or not torch.is_grad_enabled() \
                 or not wrapped.require_backward_grad_sync:
             return
@@ -383,42 +396,3 @@ def _tensors_in(obj: Any) -> Iterator[torch.Tensor]:
 
 
 _LOADER_NAMES = {"train": "training", "validate": "validation", "test": "test", "predict": "prediction"}
-
-
-class UnevenSampler(DistributedSampler):
-    """A DistributedSampler without padding: rank r of N takes samples r, r+N, r+2N, ... once each, so
-    ranks may get one sample (and batch) fewer. For prediction under DDP, where every sample must be
-    predicted exactly once and nothing waits for the other ranks."""
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[:len(self)])
-
-    def __len__(self) -> int:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        return len(range(self.rank, n, self.num_replicas))  # DistributedSampler's padding comes last
-
-
-def _has_distributed_sampler(loader: DataLoader) -> bool:
-    return isinstance(loader.sampler, DistributedSampler) or isinstance(
-        getattr(loader.batch_sampler, "sampler", None), DistributedSampler)
-
-
-def _shuffles(loader: DataLoader) -> bool | None:
-    """True for a loader made with shuffle=True, False for shuffle=False, None for anything custom."""
-    if loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler:
-        return None
-    sampler = loader.sampler
-    if type(sampler) is SequentialSampler:
-        return False
-    if type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None:
-        return True
-    return None
-
-
-def _seed_of(loader: DataLoader) -> int:
-    """The shuffle seed: the loader's (or its sampler's) generator's, else seed_everything's, else 0."""
-    for gen in (loader.generator, getattr(loader.sampler, "generator", None)):
-        if isinstance(gen, torch.Generator):
-            return int(gen.initial_seed()) % 2**63
-    env = os.environ.get(compat.GLOBAL_SEED_ENV, "")
-    return int(env) if env.lstrip("-").isdigit() else 0

@@ -23,7 +23,7 @@ from ember.core.optimizer import ManualSteps, StepCounted, Toggled, check_manual
 from ember.loops.results import MetricsHub, Results, as_float
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
 from ember.seed import get_rng_state, set_rng_state
-from ember.loops.settings import FitSettings
+from ember.loops.settings import FitSettings, validation_interval
 from ember.loops.combined_loader import as_train_data, map_loaders
 
 
@@ -190,7 +190,8 @@ class FitLoop(ManualSteps):
         self.call.stage = "train"
         self.call("on_train_epoch_start")
         n_batches = limit_batches(self.settings.limit_train_batches, length(parts.train_data.loader))
-        val_every = self._val_interval(n_batches)  # Lightning: validate after every val_every-th batch
+        # Lightning: validate after every val_every-th batch (0: at the epoch's end only)
+        val_every = validation_interval(self.settings.val_check_interval, n_batches) if self.parts.val_loaders else 0
         if (p.epoch + 1) % self.settings.check_val_every_n_epoch:
             val_every = 0  # not this epoch
         it = self._start_epoch(lambda b: bool(val_every) and b % val_every == 0 and b < n_batches)
@@ -285,16 +286,6 @@ class FitLoop(ManualSteps):
         else:
             self.call.module_hook("lr_scheduler_step", cfg.scheduler,
                                   None if cfg.monitor is None else as_float(metrics[cfg.monitor]))
-
-    def _val_interval(self, n_batches) -> int:
-        if not self.parts.val_loaders:
-            return 0
-        v = self.settings.val_check_interval
-        if isinstance(v, float):
-            if v >= 1.0 or math.isinf(n_batches):
-                return 0
-            return max(1, int(n_batches * v))
-        return v
 
     def validate(self) -> None:
         """One validation pass (``ember.loops.evaluation``): training's random streams and modes are kept."""

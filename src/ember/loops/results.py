@@ -56,6 +56,11 @@ def _scalar(name: str, value: Any) -> float | torch.Tensor:
         f"received {type(value).__name__}.")
 
 
+def as_tensor(value: float | torch.Tensor) -> torch.Tensor:
+    """A logged value as Lightning's metric dicts hold it: a tensor."""
+    return value if isinstance(value, torch.Tensor) else torch.tensor(value)
+
+
 def as_float(value: float | torch.Tensor) -> float:
     return float(value) if isinstance(value, torch.Tensor) else value
 
@@ -246,7 +251,6 @@ class MetricsHub:
 
     def __init__(self, logger: Any = None) -> None:
         self.logger = logger  # None on ranks other than 0, which write no logs
-        self.has_loggers = False  # the run has loggers (on any rank): logged_metrics fills everywhere
         self.reset()
 
     def reset(self) -> None:
@@ -263,7 +267,7 @@ class MetricsHub:
     def publish(self, views: Views, *, to_logger: bool, step: int, epoch: int) -> None:
         self.callback.update(views.callback)
         self.pbar.update(views.pbar)
-        if to_logger and views.log and (self.logger is not None or self.has_loggers):
-            self.logged.update(views.log)  # on every rank, as Lightning's logged_metrics
-            if self.logger is not None:  # the rank that writes
-                self.logger.log_metrics({k: as_float(v) for k, v in views.log.items()}, step=step, epoch=epoch)
+        if views.log:
+            self.logged.update(views.log)  # Lightning's logged_metrics: the latest values, on every rank
+        if to_logger and views.log and self.logger is not None:  # the rank that writes
+            self.logger.log_metrics({k: as_float(v) for k, v in views.log.items()}, step=step, epoch=epoch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from dataclasses import fields
 from typing import Any
@@ -138,3 +140,14 @@ def device_for(accelerator: str) -> torch.device:
     if accelerator == "cpu":
         return torch.device("cpu")
     raise MisconfigurationError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu'; received {accelerator!r}.")
+
+
+def validation_interval(val_check_interval: int | float, n_batches: int | float) -> int:
+    """Validate after every this many training batches (0: only at the epoch's end): an int is itself; a float
+    is a fraction of the epoch (1.0, or an epoch of unknown length: the end only)."""
+    v = val_check_interval
+    if isinstance(v, float):
+        if v >= 1.0 or math.isinf(n_batches):
+            return 0
+        return max(1, int(n_batches * v))
+    return v

@@ -312,7 +312,7 @@ Args:
     devices: how many devices (or which), ``"auto"`` for all the accelerator has.
     num_nodes: machines in a multi-node job.
     precision: ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"`` (16, "bf16" and the like are accepted).
-    logger: True (the default TensorBoardLogger, a CSVLogger without tensorboard, in
+    logger: True (the default TensorBoardLogger, a CSVLogger without tensorboard or for a URL root, in
         ``<default_root_dir>/lightning_logs/version_N``), False for none, a logger or a list of loggers.
     callbacks: a callback or a list of them (a ModelCheckpoint is added when checkpointing is on).
     fast_dev_run: True or n: run n batches of every stage once, without checkpoints or loggers.
@@ -348,11 +348,13 @@ Args:
     resume_from_checkpoint: the seed's name for ``fit(ckpt_path=...)``.
     default_save_path: the seed's name for ``default_root_dir``.
     storage_options: options for the fsspec backend of URL paths (credentials, endpoint).
+    use_distributed_sampler: shard every loader across the processes of a job with a DistributedSampler
+        (training shuffled, evaluation padded, as Lightning); False: every process reads every batch.
     max_time: stop training after this wall-clock time: ``"DD:HH:MM:SS"``, a ``timedelta`` or a dict such
         as ``{"hours": 1}`` (checked after every batch; Lightning's Timer).
     overfit_batches: train and validate on this many first batches (int) or fraction (float) every
         epoch, in order (training shuffling is turned off), to check that the model can overfit.
-    kwargs: Lightning's other arguments (plugins, sync_batchnorm, use_distributed_sampler, barebones,
+    kwargs: Lightning's other arguments (plugins, sync_batchnorm, barebones,
         model_registry, enable_autolog_hparams) are accepted at their defaults and refused otherwise,
         naming what ember does not implement; Lightning 1.x names are refused naming their replacement.
 """

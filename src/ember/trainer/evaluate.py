@@ -145,3 +145,51 @@ def load_for_evaluation(trainer, stage: str, ckpt_path) -> None:
     resume.restore_weights(module, ckpt, path, datamodule=trainer.datamodule,
                            load=strategy.load_weights if sharded else None)  # after an FSDP fit: every rank
     trainer.ckpt_path = path
+
+
+class TrainerEvaluation:
+    """``validate``, ``test`` and ``predict`` of ``ember.Trainer`` (a mixin over ``evaluate``)."""
+
+    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
+                 weights_only: bool | None = None):
+        """Run one validation pass; returns ``[{metric: value}]``, one dict per loader (Lightning's shape).
+        ``ckpt_path``: None (the model as it is), ``"best"``, ``"last"`` or a path: its weights are loaded.
+
+        Args:
+            model: the LightningModule (None: the one last fitted).
+            dataloaders: the validation DataLoader(s), or a LightningDataModule.
+            ckpt_path: the weights to load first, as above.
+            verbose: print the results.
+            datamodule: the LightningDataModule giving the loaders.
+            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
+        """
+        return evaluate(self, "validate", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
+             weights_only: bool | None = None):
+        """Run the test loop (``test_step``); returns ``[{metric: value}]``, one dict per loader.
+
+        Args:
+            model: the LightningModule (None: the one last fitted).
+            dataloaders: the test DataLoader(s), or a LightningDataModule.
+            ckpt_path: the weights to load first: None, "best", "last" or a path.
+            verbose: print the results.
+            datamodule: the LightningDataModule giving the loaders.
+            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
+        """
+        return evaluate(self, "test", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
+                ckpt_path=None, weights_only: bool | None = None):
+        """Run ``predict_step`` over the loaders; returns its outputs (a list per loader when several).
+
+        Args:
+            model: the LightningModule (None: the one last fitted).
+            dataloaders: the prediction DataLoader(s), or a LightningDataModule.
+            datamodule: the LightningDataModule giving the loaders.
+            return_predictions: return the outputs (None counts as True); False returns None.
+            ckpt_path: the weights to load first: None, "best", "last" or a path.
+            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
+        """
+        return evaluate(self, "predict", model, dataloaders, ckpt_path, False, datamodule,
+                                     return_predictions=True if return_predictions is None else return_predictions)

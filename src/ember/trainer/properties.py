@@ -15,14 +15,10 @@ from ember.callbacks.early_stopping import EarlyStopping
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint.manager import CheckpointManager
 from ember.loops.data import length, limit_batches
-from ember.loops.results import as_float
+from ember.loops.results import as_float, as_tensor
 from ember.loops.precision import Precision
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.loops.combined_loader import as_train_data
-
-
-def _tensor(v) -> torch.Tensor:
-    return v if isinstance(v, torch.Tensor) else torch.tensor(v)
 
 
 class TrainerFacts:
@@ -188,7 +184,7 @@ class TrainerFacts:
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
         """The latest value of every logged metric (epoch values for epoch-level ones), as Lightning's."""
-        return {k: _tensor(v) for k, v in self._hub.callback_metrics().items()}
+        return {k: as_tensor(v) for k, v in self._hub.callback_metrics().items()}
 
     def callback_metrics_float(self) -> dict[str, float]:
         return {k: as_float(v) for k, v in self._hub.callback_metrics().items()}
@@ -196,7 +192,7 @@ class TrainerFacts:
     @property
     def logged_metrics(self) -> dict[str, torch.Tensor]:
         """The values sent to the logger (empty without one)."""
-        return {k: _tensor(v) for k, v in self._hub.logged.items()}
+        return {k: as_tensor(v) for k, v in self._hub.logged.items()}
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:

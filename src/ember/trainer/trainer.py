@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import replace
 from typing import Any, Iterable
 
-import torch
 
 from ember import compat
 from ember.core.callback import Callback
@@ -16,24 +14,24 @@ from ember.callbacks.timer import max_time_callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import resume
 from ember.checkpoint import state as run_state
-from ember.checkpoint.storage.locations import resolve
 from ember.checkpoint.writer import CheckpointWriter
 from ember.loops.data import length, limit_batches
 from ember.core.datamodule import loaders_for, split_datamodule
-from ember.errors import CheckpointError, MisconfigurationError
+from ember.errors import MisconfigurationError
 from ember.loops.evaluation import LogSink
 from ember.loops.hooks import Hooks, keyed
 from ember import loggers as _loggers
 from ember.callbacks.progress.tqdm_progress import replaces_default_bar
-from ember.distributed import sharding
 from ember.distributed.select import strategy_for
 from ember.distributed.sharded_saves import ShardedWriter
 from ember.distributed.single import SingleDeviceStrategy
-from ember.loops.fit import FitLoop, FitParts, Progress
+from ember.loops.fit import FitLoop, FitParts
 from ember.loops.results import MetricsHub
 from ember.loops.preemption import StopRequests
 from ember.loops.settings import FitSettings, device_for
 from ember.trainer import arguments, evaluate
+from ember.trainer.checkpointing import TrainerCheckpoints
+from ember.trainer.evaluate import TrainerEvaluation
 from ember.trainer.properties import TrainerFacts
 from ember.utilities.compile import unwrap_compiled
 from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
@@ -41,7 +39,7 @@ from ember.tuner.session import TunerExit
 from ember.loops.bar import FitBar
 
 
-class Trainer(TrainerFacts):
+class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
     """Fits an ember.Module, checkpointing as it goes; validates, tests and predicts (Lightning's API).
 
     Checkpointing is on by default: a ``ModelCheckpoint`` saves after every epoch to
@@ -51,105 +49,35 @@ class Trainer(TrainerFacts):
     ``ember.loops.settings.FitSettings``; old argument names are translated in ``ember.compat``; Lightning
     arguments ember does not implement are refused by name (``ember.trainer.arguments``).
     ``reduce(tensor, op)``, when set (distributed runs), combines ``self.log(..., sync_dist=True)`` values.
-
-    Args:
-        accelerator: "cpu", "cuda"/"gpu" or "auto" (an Accelerator object is read by its name); unsupported ones
-            (``"tpu"``...) raise ``NotSupportedError``.
-        strategy: "auto", "ddp", "fsdp", "single_device", or a ``DDPStrategy``/``FSDPStrategy`` object.
-        devices: the number of processes on this machine, or "auto"; more than 1 starts the other processes.
-        num_nodes: machines in the job (an int >= 1; more than 1 needs torchrun on every node).
-        precision: "32" (default), "16-mixed" or "bf16-mixed" (16, "16", "bf16" are accepted too).
-        logger: True (a CSVLogger under ``<default_root_dir>/logs``), False/None (none), a Logger or a list.
-        callbacks: a callback or a list of them, added to the default ones.
-        fast_dev_run: True or an int n: run n batches (1 for True) of each stage, one epoch, without checkpoints
-            or loggers.
-        max_epochs: stop after this many epochs (-1: no limit; None: 1000 when ``max_steps`` is not set either).
-        min_epochs: train at least this many epochs, even when a callback asks to stop.
-        max_steps: stop after this many optimizer steps (None or -1: no limit).
-        min_steps: train at least this many optimizer steps.
-        limit_train_batches: batches per training epoch: an int, or a fraction in [0, 1] of the loader (default 1.0).
-        limit_val_batches: batches per validation run, as above.
-        limit_test_batches: batches per test run, as above.
-        limit_predict_batches: batches per prediction run, as above.
-        val_check_interval: validate every this many training batches (an int) or fraction of an epoch.
-        check_val_every_n_epoch: validate after every n-th training epoch.
-        num_sanity_val_steps: validation batches run before training as a check (0: none; -1: all).
-        log_every_n_steps: send logged training values to the loggers every this many steps.
-        enable_checkpointing: add a default ``ModelCheckpoint`` when the callbacks have none (None counts as True);
-            False with a ModelCheckpoint in ``callbacks`` raises ``MisconfigurationError``.
-        enable_progress_bar: show the progress bar on global zero (None counts as True).
-        enable_model_summary: log the model summary at fit start (None counts as True).
-        accumulate_grad_batches: batches whose gradients are summed before each optimizer step.
-        gradient_clip_val: clip gradients to this value before each step (None: no clipping).
-        gradient_clip_algorithm: "norm" (default) or "value".
-        deterministic: True, False or "warn": ``torch.use_deterministic_algorithms`` (None: unchanged).
-        benchmark: ``torch.backends.cudnn.benchmark`` (None: unchanged).
-        inference_mode: evaluate under ``torch.inference_mode`` (else ``torch.no_grad``).
-        profiler: None, "simple", "advanced", "pytorch" or a Profiler.
-        detect_anomaly: run fit with autograd anomaly detection on (slow; finds the op that made a NaN).
-        reload_dataloaders_every_n_epochs: rebuild the training and validation loaders every n epochs (0: never).
-        default_root_dir: the folder (or URL) for logs and checkpoints (default: the working directory).
-        checkpoint_callback: the old name: a ModelCheckpoint to add, or True/False as ``enable_checkpointing``.
-        resume_from_checkpoint: the old name of ``fit(ckpt_path=...)``; giving both raises
-            ``MisconfigurationError``.
-        default_save_path: the old name of ``default_root_dir`` (give one of them).
-        storage_options: options for the backend of URLs (credentials, endpoint).
-        **kwargs: Lightning arguments ember lacks, accepted at Lightning's default value only; another value, a
-            removed or an unknown name raises ``MisconfigurationError`` naming it.
+    ``help(ember.Trainer)`` lists every argument (``__init__``'s docstring).
     """
 
     @arguments.defaults_from_env
     @arguments.documented
     def __init__(
         self,
-        accelerator: str = "auto",
-        strategy: Any = "auto",
-        devices: Any = "auto",
-        num_nodes: int = 1,
-        precision: str | int = "32",
-        logger: _loggers.Logger | Iterable[_loggers.Logger] | bool | None = True,
-        callbacks: Callback | Iterable[Callback] | None = None,
-        fast_dev_run: bool | int = False,
-        max_epochs: int | None = None,
-        min_epochs: int | None = None,
-        max_steps: int | None = None,
-        min_steps: int | None = None,
-        limit_train_batches: int | float = 1.0,
-        limit_val_batches: int | float = 1.0,
-        limit_test_batches: int | float = 1.0,
-        limit_predict_batches: int | float = 1.0,
-        val_check_interval: int | float = 1.0,
-        check_val_every_n_epoch: int = 1,
-        num_sanity_val_steps: int = 2,
-        log_every_n_steps: int = 50,
-        enable_checkpointing: bool = True,
-        enable_progress_bar: bool = True,
-        enable_model_summary: bool = True,
-        accumulate_grad_batches: int = 1,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-        deterministic: bool | str | None = None,
-        benchmark: bool | None = None,
-        inference_mode: bool = True,
-        profiler: Any = None,
-        detect_anomaly: bool = False,
-        reload_dataloaders_every_n_epochs: int = 0,
-        default_root_dir: str | os.PathLike | None = None,
-        checkpoint_callback: ModelCheckpoint | bool | None = None,
-        resume_from_checkpoint: str | os.PathLike | None = None,
-        default_save_path: str | os.PathLike | None = None,
-        storage_options: dict | None = None,
-        max_time: Any = None,
-        overfit_batches: int | float = 0.0,
-        use_distributed_sampler: bool = True,
-        **kwargs: Any,
+        accelerator: str = "auto", strategy: Any = "auto", devices: Any = "auto", num_nodes: int = 1,
+        precision: str | int = "32", logger: _loggers.Logger | Iterable[_loggers.Logger] | bool | None = True,
+        callbacks: Callback | Iterable[Callback] | None = None, fast_dev_run: bool | int = False,
+        max_epochs: int | None = None, min_epochs: int | None = None, max_steps: int | None = None,
+        min_steps: int | None = None, limit_train_batches: int | float = 1.0, limit_val_batches: int | float = 1.0,
+        limit_test_batches: int | float = 1.0, limit_predict_batches: int | float = 1.0,
+        val_check_interval: int | float = 1.0, check_val_every_n_epoch: int = 1, num_sanity_val_steps: int = 2,
+        log_every_n_steps: int = 50, enable_checkpointing: bool = True, enable_progress_bar: bool = True,
+        enable_model_summary: bool = True, accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None, deterministic: bool | str | None = None,
+        benchmark: bool | None = None, inference_mode: bool = True, profiler: Any = None,
+        detect_anomaly: bool = False, reload_dataloaders_every_n_epochs: int = 0,
+        default_root_dir: str | os.PathLike | None = None, checkpoint_callback: ModelCheckpoint | bool | None = None,
+        resume_from_checkpoint: str | os.PathLike | None = None, default_save_path: str | os.PathLike | None = None,
+        storage_options: dict | None = None, max_time: Any = None, overfit_batches: int | float = 0.0,
+        use_distributed_sampler: bool = True, **kwargs: Any,
     ) -> None:
         arguments.check_unknown(kwargs)
         accelerator, strategy, devices = arguments.hardware(accelerator, strategy, devices)
         enable_checkpointing, enable_progress_bar, enable_model_summary = arguments.on_unless_false(
             enable_checkpointing, enable_progress_bar, enable_model_summary)
         arguments.refuse_options(precision=str(precision))
-        self.profiler = resolve_profiler(profiler)  # None: a PassThroughProfiler, and nothing is instrumented
         arguments.apply_backend_flags(deterministic, benchmark)
         self.fast_dev_run = n = arguments.fast_dev_run_batches(fast_dev_run)
         if n:  # Lightning: n batches of each stage, one epoch, no checkpoints or loggers
@@ -159,7 +87,6 @@ class Trainer(TrainerFacts):
             callbacks = arguments.without_checkpoints(callbacks)
         self.overfit_batches, limit_train_batches, limit_val_batches = arguments.overfit(
             overfit_batches, limit_train_batches, limit_val_batches)
-        self.default_root_dir = compat.root_dir(default_root_dir, default_save_path)
         self.settings = FitSettings(
             max_epochs=arguments.epoch_limit(max_epochs, max_steps, max_time, limit_train_batches),
             max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val,
@@ -170,20 +97,19 @@ class Trainer(TrainerFacts):
             log_every_n_steps=log_every_n_steps, precision=precision, num_sanity_val_steps=num_sanity_val_steps,
             inference_mode=inference_mode, reload_dataloaders_every_n_epochs=reload_dataloaders_every_n_epochs)
         self.accelerator, self.devices, self.num_nodes = accelerator, devices, num_nodes
+        self.profiler = resolve_profiler(profiler)  # None: a PassThroughProfiler, and nothing is instrumented
         self._parallel = strategy_for(strategy, accelerator, devices, num_nodes)  # may start the other processes
         self.device = self._parallel.setup() if self._parallel is not None else device_for(accelerator)
         self._single = SingleDeviceStrategy(self.device)  # trainer.strategy of a one-process run
-        self.use_distributed_sampler = bool(use_distributed_sampler)
-        self.detect_anomaly = bool(detect_anomaly)
-        self.enable_model_summary = bool(enable_model_summary)
-        self.storage_options = storage_options
+        self.use_distributed_sampler, self.detect_anomaly = bool(use_distributed_sampler), bool(detect_anomaly)
+        self.enable_model_summary, self.storage_options = bool(enable_model_summary), storage_options
         self.resume_from_checkpoint = resume_from_checkpoint
+        self.default_root_dir = compat.root_dir(default_root_dir, default_save_path)
         self.callbacks = arguments.build_callbacks(enable_checkpointing, checkpoint_callback, callbacks)
-        timer = max_time_callback(max_time, self.callbacks)  # Lightning's Timer(duration=max_time)
-        self.callbacks += [timer] if timer is not None else []
+        self.callbacks += [t for t in [max_time_callback(max_time, self.callbacks)] if t is not None]  # Timer
         self._set_outputs(logger, enable_progress_bar)
-        self.checkpoint_writer = (ShardedWriter(storage_options, getattr(self._parallel, "timeout", None))
-                                  if self._sharded else CheckpointWriter())
+        self.checkpoint_writer = ShardedWriter(storage_options, self._parallel.timeout) if self._sharded else \
+            CheckpointWriter()
         self._hub = MetricsHub(None)
         self.reduce = self._parallel.reduce if self._parallel is not None else None  # self.log(..., sync_dist=True)
         self._reset_run_state()
@@ -333,7 +259,6 @@ class Trainer(TrainerFacts):
         model.to(self.device)
         self._hub.reset()
         self._hub.logger = _loggers.LoggerGroup(self.loggers) if self.loggers and self.is_global_zero else None
-        self._hub.has_loggers = bool(self.loggers)
         self.callbacks = arguments.with_module_callbacks(self.callbacks, model)
         hooks = self._hooks = hooks_for(self.profiler)(model, self.callbacks, self.checkpoint_writer.snapshot_barrier,
                                                        self)
@@ -341,156 +266,3 @@ class Trainer(TrainerFacts):
         self._sink = LogSink(hooks)
         model.__dict__["_logged"] = self._sink
         return hooks
-
-    # ---------------------------------------------------------------- evaluation
-    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
-                 weights_only: bool | None = None):
-        """Run one validation pass; returns ``[{metric: value}]``, one dict per loader (Lightning's shape).
-        ``ckpt_path``: None (the model as it is), ``"best"``, ``"last"`` or a path: its weights are loaded.
-
-        Args:
-            model: the LightningModule (None: the one last fitted).
-            dataloaders: the validation DataLoader(s), or a LightningDataModule.
-            ckpt_path: the weights to load first, as above.
-            verbose: print the results.
-            datamodule: the LightningDataModule giving the loaders.
-            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
-        """
-        return evaluate.evaluate(self, "validate", model, dataloaders, ckpt_path, verbose, datamodule)
-
-    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None,
-             weights_only: bool | None = None):
-        """Run the test loop (``test_step``); returns ``[{metric: value}]``, one dict per loader.
-
-        Args:
-            model: the LightningModule (None: the one last fitted).
-            dataloaders: the test DataLoader(s), or a LightningDataModule.
-            ckpt_path: the weights to load first: None, "best", "last" or a path.
-            verbose: print the results.
-            datamodule: the LightningDataModule giving the loaders.
-            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
-        """
-        return evaluate.evaluate(self, "test", model, dataloaders, ckpt_path, verbose, datamodule)
-
-    def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
-                ckpt_path=None, weights_only: bool | None = None):
-        """Run ``predict_step`` over the loaders; returns its outputs (a list per loader when several).
-
-        Args:
-            model: the LightningModule (None: the one last fitted).
-            dataloaders: the prediction DataLoader(s), or a LightningDataModule.
-            datamodule: the LightningDataModule giving the loaders.
-            return_predictions: return the outputs (None counts as True); False returns None.
-            ckpt_path: the weights to load first: None, "best", "last" or a path.
-            weights_only: Lightning's ``torch.load`` flag; ember files hold no pickle, so it changes nothing.
-        """
-        return evaluate.evaluate(self, "predict", model, dataloaders, ckpt_path, False, datamodule,
-                                     return_predictions=True if return_predictions is None else return_predictions)
-
-    def _wait_quietly(self, primary: BaseException) -> None:
-        """Let an in-flight save finish while another error propagates; report its failure, if any."""
-        try:
-            self.checkpoint_writer.wait()
-        except BaseException as e:  # noqa: BLE001
-            if e is not primary:
-                reason = str(e) or repr(e)
-                print(f"ember: a background checkpoint save also failed: {reason}", file=sys.stderr, flush=True)
-
-    def _on_rank0(self, fn):
-        """``fn()`` run on rank 0 and its result (or its error) on every rank (a collective)."""
-        if self._parallel is None:
-            return fn()
-        try:
-            outcome = (True, fn()) if self.is_global_zero else None
-        except Exception as e:  # noqa: BLE001 - every rank raises it
-            outcome = (False, e)
-        ok, value = self._parallel.broadcast_object(outcome)
-        if not ok:
-            raise value
-        return value
-
-    def _stop_requested(self) -> bool:
-        """At a step boundary: if a stop signal arrived, save where we are and ask the loop to stop.
-
-        In a job of many processes the signal may reach one rank (or a callback may stop one rank):
-        every rank learns it here, at the same step, and all stop together."""
-        requested = self._stop_requests.requested
-        if self._parallel is not None:
-            flags = self._parallel.reduce(torch.tensor([int(requested), int(self.fit_loop.should_stop)]), "max")
-            requested = bool(flags[0])
-            if flags[1]:
-                self.fit_loop.should_stop = True
-        if not requested:
-            return False
-        if not self.fit_loop.should_stop:
-            self.fit_loop.should_stop = True
-            for manager in self.checkpoint_managers:
-                manager.save_for_resume(self.dump_checkpoint)
-            if self.is_global_zero:
-                print(f"ember: stop signal {self._stop_requests.signum or ''} received; saved step {self.global_step} "
-                      "and stopped. Continue with fit(ckpt_path='last').", flush=True)
-        return True
-
-    # ---------------------------------------------------------------- checkpoints
-    def dump_checkpoint(self, weights_only: bool = False) -> dict:
-        """The checkpoint dict of the current training state (after every on_save_checkpoint hook).
-
-        Args:
-            weights_only: keep only the weights and what loading them needs (no optimizer or loop state, and
-                the callbacks' ``on_save_checkpoint`` hooks are not run).
-        """
-        if self.module is None:
-            raise MisconfigurationError("save_checkpoint() needs a model: call trainer.fit(model) first.")
-        run = self._run or run_state.RunState(model=self.module, loop=Progress())  # a model set without fit
-        run = replace(run, callbacks=keyed(self.callbacks))  # callbacks may be added between fits
-        if self._failing and self._sharded:
-            raise CheckpointError("a sharded (FSDP) checkpoint is written by every rank together, so none can be "
-                                  "saved while a rank is failing; resume from the last checkpoint saved before.")
-        distributed_run = self._parallel is not None and not self._failing
-        ckpt = run_state.collect(run, weights_only, self._parallel.gather_loop_state if distributed_run else None,
-                                 self._parallel.state_for_save if self._sharded else None)
-        run_state.dump_datamodule(self.datamodule, ckpt)
-        module = run_state.unwrap_model(self.module)
-        if not weights_only:
-            for cb in self.callbacks:
-                cb.on_save_checkpoint(self, module, ckpt)
-        module.on_save_checkpoint(ckpt)
-        return ckpt
-
-    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False, blocking: bool = True) -> None:
-        """Write the current state to ``filepath`` (a path or URL), atomically: complete or absent.
-
-        ``blocking=False`` returns once the state is copied; a background thread writes and commits
-        it. At most one save is in flight: the next one waits for it. ``wait_for_checkpoints()``
-        waits for it and raises its error if it failed. Only the global-zero process writes; in a job of
-        many processes call it on every rank (a blocking save returns once the file is there for all).
-
-        Args:
-            filepath: the file to write: a local path or a URL.
-            weights_only: save only the weights (see ``dump_checkpoint``).
-            blocking: wait until the file is committed (default); False writes in the background.
-        """
-        state = self.dump_checkpoint(weights_only)
-        if self.is_global_zero or self._sharded:  # a sharded checkpoint: every rank writes its shards
-            self.checkpoint_writer.save(state, resolve(filepath, self.storage_options), blocking=blocking)
-        if blocking and self._parallel is not None:
-            self._parallel.barrier()  # as Lightning: on return the file is there for every rank to read
-
-    def wait_for_checkpoints(self) -> None:
-        """Wait until every save in flight is committed; raise the error of one that failed."""
-        self.checkpoint_writer.wait()
-
-    def _checkpoint_place(self) -> resume.Place:
-        """Where this run's checkpoints are, for ``ckpt_path`` (the same for fit and evaluation)."""
-        return resume.Place(self.checkpoint_managers, self._default_ckpt_dir(), os.fspath(self.default_root_dir),
-                            self.storage_options, _loggers.earlier_checkpoint_dirs(self.loggers))
-
-    def _restore(self, location: str) -> None:
-        """Resume the whole run from ``location`` (fit); under FSDP every rank reads its own shards."""
-        module, run = run_state.unwrap_model(self.module), self._run
-        into = self._parallel.state_for_save(module, run.optimizers) if self._sharded else None
-        ckpt = resume.read(location, storage_options=self.storage_options, reshard_into=into, resuming=True)
-        resume.resume(run, ckpt, location, trainer=self, module=module, datamodule=self.datamodule,
-                      callbacks=self.callbacks,
-                      adapt=lambda c: sharding.optimizer_states_for(c, module, run.optimizers, self._sharded),
-                      load_sharded_state=self._parallel.load_state if self._sharded else None)

@@ -99,11 +99,9 @@ def scale_batch_size(trainer, model, mode: str = "power", steps_per_trial: int =
 
 def _from_module(trainer) -> bool:
     """Whether the module or datamodule builds the training loader (``train_dataloader()``)."""
-    try:
-        train, _ = trainer.fit_loop.parts.reload()
-    except Exception:  # noqa: BLE001 - a train_dataloader() that needs the size set first: it is defined
-        return True
-    return train is not None
+    dm = trainer.datamodule
+    source = dm if dm is not None and callable(getattr(dm, "train_dataloader", None)) else trainer.lightning_module
+    return callable(getattr(source, "train_dataloader", None))
 
 
 def _trial(scaler: _Scaler, loop, start: dict) -> bool:
