@@ -18,6 +18,9 @@ import torch.distributed
 import ember
 
 SCRIPT = '''
+import json
+import os
+import sys
 
 import torch
 from torch import nn

@@ -13,6 +13,10 @@ import ember as pl
 from ember.callbacks import ModelCheckpoint
 from ember.callbacks.finetuning import BaseFinetuning
 
+MATRIX_SKIP = ("resuming a BaseFinetuning run on 2 ranks from its first checkpoint fails: the optimizer state has mo"
+               "re parameter groups than the fresh model's optimizer (the unfrozen groups are re-added too late unde"
+               "r DDP/FSDP); not fixed yet")
+
 
 class MilestonesFinetuning(BaseFinetuning):
     def __init__(self, milestones=(1, 2), train_bn=False):

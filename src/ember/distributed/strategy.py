@@ -377,7 +377,9 @@ class StepDispatch(torch.nn.Module):
         self.module = module
         self.after_step: Any = None  # called when the step returns, inside DDP's forward (manual optimization)
 
-    def forward(self, step: str, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, step: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(step, str):  # called as the model itself (``ddp(x)``): the module's own forward
+            step, args = "forward", (step, *args)
         out = getattr(self.module, step)(*args, **kwargs)
         if self.after_step is not None:
             self.after_step()
