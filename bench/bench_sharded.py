@@ -195,7 +195,8 @@ def _report(times, nbytes: int, world: int, args, methods: list[str]) -> None:
     print(f"\nsharded checkpoints: {gib:.2f} GiB of float32 DTensors (Shard(0), 16 tensors) on {world} gloo ranks, "
           f"{args.repeats} repeats, folder {args.dir}; median seconds, GiB/s, and the median of per-repeat "
           "ratios to DCP (lower is faster)")
-    print(f"{'method':<8} {'save s':>8} {'save GiB/s':>11} {'vs DCP':>7}   {'load s':>8} {'load GiB/s':>11} {'vs DCP':>7}")
+    print(f"{'method':<8} {'save s':>8} {'save GiB/s':>11} {'vs DCP':>7}   "
+          f"{'load s':>8} {'load GiB/s':>11} {'vs DCP':>7}")
     for m in methods:
         row = [f"{m:<8}"]
         base = "s3fs" if m in S3_METHODS else "dcp"  # S3 rows: the ratio is to s3fs, not DCP

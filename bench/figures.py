@@ -139,7 +139,8 @@ ROWS = [  # key, figure, goal, limit or peer, how to read a ratio
      "CRC-32C at memory speed on every core; the mapped file needs no copy"),
     ("resave", "`trainer.save_checkpoint` onto an existing name ÷ raw write+fsync to a new file", "≤ 1.05×",
      "raw write (1.00×)"),
-    ("loop", "loop with `self.log` every step ÷ hand-written loop", "≤ 1.05×", "Lightning 3.45× (BENCHMARKS loop table)"),
+    ("loop", "loop with `self.log` every step ÷ hand-written loop", "≤ 1.05×",
+     "Lightning 3.45× (BENCHMARKS loop table)"),
     ("stall", "async stall ÷ one copy of the state into reused host buffers", "≤ 1.1×", "the snapshot itself (1.00×)"),
 ]
 
@@ -156,7 +157,8 @@ def section_figures(fig: Figures) -> str:
     imp = fig.times.get("import ember")
     if imp:
         lo, mid, hi = summary(imp)
-        lines.append(f"| `import ember` after `import torch` | {lo * 1e3:.0f} / **{mid * 1e3:.0f} ms** / {hi * 1e3:.0f} | "
+        lines.append(f"| `import ember` after `import torch` | {lo * 1e3:.0f} / **{mid * 1e3:.0f} ms** / "
+                     f"{hi * 1e3:.0f} | "
                      "≤ 100 ms | Lightning adds ~3 s |")
     lines += ["", "Times behind the ratios (min / median / max):", ""]
     for k, v in fig.times.items():

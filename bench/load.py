@@ -20,7 +20,8 @@ METHODS = ["torch.load", "safetensors", "ember verify", "ember mmap"]
 NOTES = {
     "torch.load": "torch.load(path, weights_only=True, mmap=False) of a torch.save file",
     "safetensors": "safetensors.torch.load_file(path) of a save_file file (its default backend maps the file)",
-    "ember verify": "ember load_checkpoint(path, verify=True): maps the file copy-on-write and CRC-checks every byte on every core before returning views of the mapping",
+    "ember verify": ("ember load_checkpoint(path, verify=True): maps the file copy-on-write and CRC-checks every byte "
+                     "on every core before returning views of the mapping"),
     "ember mmap": "ember load_checkpoint(path, verify=False): maps the tensors lazily; the pages are "
                   "read by the touch that ends every timed load",
     "(all)": "every timed load ends by touching one element per 4 KiB page of every tensor",
@@ -144,7 +145,8 @@ def run_load(sizes_mib: list[float], repeats: int, workdir: Path, *, drop_caches
                                 raise AssertionError("loaded tensor differs from the saved one")
                             del obj
                             getattr(res, kind).setdefault(method, []).append(dt)
-                        log(f"  r{r} {method:14s} cold {res.cold[method][-1]:8.3f} s  warm {res.warm[method][-1]:8.3f} s")
+                        log(f"  r{r} {method:14s} cold {res.cold[method][-1]:8.3f} s  "
+                            f"warm {res.warm[method][-1]:8.3f} s")
                     except Exception as e:  # noqa: BLE001
                         res.missing[method] = f"failed: {type(e).__name__}: {e}"
                         log(f"  {method} FAILED: {res.missing[method]}")

@@ -276,7 +276,8 @@ def _worst_over_sizes(sizes, values_of, threshold: float, unit: str = "×") -> t
 def compute_goals(sr, lr, lo, mr) -> list[Goal]:
     goals = []
     if sr is not None:
-        m, ok = _worst_over_sizes(sr.sizes, lambda r: pairwise_ratios(r.save.get("ember", []), r.save.get("raw", [])), 1.10)
+        m, ok = _worst_over_sizes(sr.sizes, lambda r: pairwise_ratios(r.save.get("ember", []), r.save.get("raw", [])),
+                                  1.10)
         goals.append(Goal("ember sync save ÷ raw write+fsync", "≤ 1.10×", m, ok))
         from bench.save import EMBER_NOW, EMBER_PREV
 

@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     out_path.write_text(text)
     log(f"wrote {out_path} ({now() - t_start:.0f} s)")
     if args.json:
-        raw = {k: dataclasses.asdict(v) for k, v in (("save", sr), ("load", lr), ("loop", lo), ("memory", mr), ("figures", fig))
+        raw = {k: dataclasses.asdict(v)
+               for k, v in (("save", sr), ("load", lr), ("loop", lo), ("memory", mr), ("figures", fig))
                if v is not None}
         raw.update(machine=machine, command=command, smoke=args.smoke, memory_skipped=memory_skipped,
                    elapsed_s=elapsed, note=args.note)

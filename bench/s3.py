@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="256,1024", help="MiB, comma-separated (default %(default)s)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--tensors", type=int, default=8, help="tensors in the checkpoint's state_dict (default %(default)s)")
+    p.add_argument("--tensors", type=int, default=8,
+                   help="tensors in the checkpoint's state_dict (default %(default)s)")
     p.add_argument("--endpoint", default=None, help="an S3 endpoint to use instead of starting moto")
     p.add_argument("--part-size", type=int, default=32, help="FsspecStorage part_size in MiB")
     p.add_argument("--concurrency", type=int, default=8, help="FsspecStorage concurrency")
@@ -221,7 +222,8 @@ def run(args: argparse.Namespace, endpoint: str) -> int:
         for name in saves:
             info = fs.info(objects[name])
             listed[name] = info["size"]
-            print(f"  {size_mib} MiB: {name} -> s3://{info['name']} ({info['size']:,} bytes, listed by s3fs)", flush=True)
+            print(f"  {size_mib} MiB: {name} -> s3://{info['name']} ({info['size']:,} bytes, listed by s3fs)",
+                  flush=True)
         for name in ("ember load", "Lightning load"):
             if name in loads:
                 out = loads[name]()
@@ -257,7 +259,8 @@ def run(args: argparse.Namespace, endpoint: str) -> int:
         for folder in (f"{bucket}/ember", f"{bucket}/lightning"):
             if fs.exists(folder):
                 fs.rm(folder, recursive=True)
-        del ckpt, state_dict, data, view
+        # free this size's buffers before the next one (rebinding, not del: the closures above read these names)
+        ckpt = state_dict = data = view = None
 
     load_after = os.getloadavg()
     took = time.perf_counter() - started

@@ -147,7 +147,8 @@ def test_verify_fails_files_it_cannot_verify(tmp_path, capsys, kind):
     assert capsys.readouterr().out.startswith(f"FAIL {path}: ")
 
 
-@pytest.mark.parametrize("argv", [[], ["ckpt"], ["ckpt", "verify"], ["ckpt", "inspect"], ["bogus"], ["ckpt", "inspect", "a", "--nope"]])
+@pytest.mark.parametrize("argv", [[], ["ckpt"], ["ckpt", "verify"], ["ckpt", "inspect"], ["bogus"],
+                                  ["ckpt", "inspect", "a", "--nope"]])
 def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2
 

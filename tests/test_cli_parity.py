@@ -114,7 +114,8 @@ def test_model_checkpoint_in_a_config(tmp_path):
     config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
         {"class_path": "ember.callbacks.ModelCheckpoint",
          "init_args": {"monitor": "val_loss", "save_top_k": 1, "dirpath": str(tmp_path / "best")}}]}}))
-    cli = LightningCLI(EmberModel, args=["fit", "--config", str(config), *QUIET, f"--trainer.default_root_dir={tmp_path}"])
+    cli = LightningCLI(EmberModel, args=["fit", "--config", str(config), *QUIET,
+                                         f"--trainer.default_root_dir={tmp_path}"])
     assert cli.trainer.checkpoint_callback.monitor == "val_loss"
     assert [p.name for p in (tmp_path / "best").iterdir()] == ["epoch=0-step=4.ckpt"]
 

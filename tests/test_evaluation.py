@@ -113,7 +113,8 @@ def test_values_logged_in_on_validation_epoch_end_are_there_right_after_that_val
         def on_validation_end(self, trainer, module):
             seen.append(trainer.callback_metrics.get("ve"))
 
-    trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0, callbacks=[Look()]).fit(M(), make_loader(), make_loader(n=8))
+    trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0, callbacks=[Look()]).fit(M(), make_loader(),
+                                                                                  make_loader(n=8))
     assert [float(v) for v in seen] == [10.0, 11.0]
 
 

@@ -36,7 +36,8 @@ def test_trace_takes_example_inputs_or_says_how_to_give_one():
 
 def test_to_onnx_without_onnx_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
-    with pytest.raises(ModuleNotFoundError, match=r"to_onnx needs the onnx( and onnxscript)? package\(s\).*pip install onnx"):
+    with pytest.raises(ModuleNotFoundError,
+                       match=r"to_onnx needs the onnx( and onnxscript)? package\(s\).*pip install onnx"):
         TinyModel().to_onnx(tmp_path / "m.onnx", torch.ones(1, 4))
 
 

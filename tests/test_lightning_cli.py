@@ -48,7 +48,8 @@ def test_a_config_file_is_read_and_the_command_line_overrides_it(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"trainer": {"max_epochs": 3, "logger": False}, "model": {"lr": 0.5},
                                    "seed_everything": 7}))
-    cli = LightningCLI(TinyModel, Data, args=["fit", "--config", str(cfg), *base(tmp_path, "--trainer.max_epochs", "1")])
+    cli = LightningCLI(TinyModel, Data,
+                       args=["fit", "--config", str(cfg), *base(tmp_path, "--trainer.max_epochs", "1")])
     assert cli.trainer.current_epoch == 1 and cli.model.hparams.lr == 0.5 and cli.config["fit"]["seed_everything"] == 7
     assert (tmp_path / "config.yaml").exists()  # no logger: the root holds it
 
@@ -79,8 +80,9 @@ def test_callbacks_and_loggers_from_the_command_line_join_the_trainer_defaults(t
 
 
 def test_any_module_subclass_can_be_chosen_by_class_path(tmp_path):
-    cli = LightningCLI(args=["fit", *base(tmp_path, "--model=tiny.TinyModel", "--model.lr=0.2", "--trainer.max_epochs=1",
-                                          "--trainer.logger=false")], datamodule_class=Data)
+    cli = LightningCLI(args=["fit", *base(tmp_path, "--model=tiny.TinyModel", "--model.lr=0.2",
+                                          "--trainer.max_epochs=1", "--trainer.logger=false")],
+                       datamodule_class=Data)
     assert type(cli.model) is TinyModel and cli.model.hparams.lr == 0.2
 
 

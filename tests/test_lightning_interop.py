@@ -59,7 +59,8 @@ def _define(base):
         def configure_optimizers(self):
             opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
             return {"optimizer": opt,
-                    "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5), "interval": "epoch"}}
+                    "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5),
+                                     "interval": "epoch"}}
 
     return Net
 
@@ -246,7 +247,8 @@ def test_to_ember_of_an_epoch_end_file_is_the_end_of_that_epoch(lit):
 
 
 def test_to_ember_of_a_mid_epoch_file_warns_that_the_data_order_restarts(lit):
-    with pytest.warns(UserWarning, match="part-way through epoch 1 .after batch 1, global step 6.*new pass over the data"):
+    with pytest.warns(UserWarning,
+                      match="part-way through epoch 1 .after batch 1, global step 6.*new pass over the data"):
         ckpt = to_ember(ember.load_checkpoint(lit / MID_EPOCH))
     assert (ckpt["epoch"], ckpt["global_step"], ckpt["loops"]["fit"]) == (1, 6, {"batch": 1, "epoch_done": False})
 
@@ -262,7 +264,8 @@ def test_lightning_model_checkpoint_state_moves_to_embers_state_key(lit):
 
 def test_ember_model_checkpoint_resumes_lightnings_best_model(lit, tmp_path):
     lightning_state = torch.load(lit / LAST, weights_only=True)["callbacks"]
-    best = next(s["best_model_path"] for k, s in lightning_state.items() if k.startswith("ModelCheckpoint{'monitor': 'val_loss'"))
+    best = next(s["best_model_path"] for k, s in lightning_state.items()
+                if k.startswith("ModelCheckpoint{'monitor': 'val_loss'"))
     dst = convert(lit / LAST, tmp_path / "converted.ckpt", to="ember")
     callback = EmberModelCheckpoint(dirpath=lit, monitor="val_loss", save_top_k=2)
     train, val = _loaders()
@@ -316,7 +319,8 @@ def test_lightning_model_checkpoint_resumes_embers_best_model(emb, tmp_path):
     train, val = _loaders()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _lightning_trainer(tmp_path, max_epochs=2, callbacks=[callback]).fit(LitNet(**HPARAMS), train, val, ckpt_path=dst)
+        _lightning_trainer(tmp_path, max_epochs=2, callbacks=[callback]).fit(LitNet(**HPARAMS), train, val,
+                                                                            ckpt_path=dst)
     assert callback.best_model_path == best
 
 
@@ -327,7 +331,8 @@ def test_round_trip_ember_lightning_ember_keeps_weights_optimizer_and_position(e
     before, after = ember.load_checkpoint(emb / MID_EPOCH), ember.load_checkpoint(back)
     assert before["state_dict"].keys() == after["state_dict"].keys()
     assert all(torch.equal(v, after["state_dict"][k]) for k, v in before["state_dict"].items())
-    assert torch.equal(before["optimizer_states"][0]["state"][0]["exp_avg"], after["optimizer_states"][0]["state"][0]["exp_avg"])
+    assert torch.equal(before["optimizer_states"][0]["state"][0]["exp_avg"],
+                       after["optimizer_states"][0]["state"][0]["exp_avg"])
     position = lambda c: (c["epoch"], c["global_step"], c["loops"]["fit"]["batch"], c["loops"]["fit"]["epoch_done"])  # noqa: E731
     assert position(after) == position(before)
 
@@ -367,10 +372,12 @@ def test_namespace_hparams_reach_lightning_as_attribute_access(tmp_path):
 
 
 def test_lightnings_early_stopping_state_resumes_in_embers_early_stopping(lit, tmp_path):
-    saved = torch.load(lit / LAST, weights_only=False)["callbacks"]["EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"]
+    saved = torch.load(lit / LAST, weights_only=False)["callbacks"][
+        "EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"]
     stopper = ember.callbacks.EarlyStopping(monitor="val_loss", patience=5)
     train, val = _loaders()
-    _ember_trainer(tmp_path, max_epochs=2, callbacks=[stopper]).fit(EmberNet(**HPARAMS), train, val, ckpt_path=lit / LAST)
+    _ember_trainer(tmp_path, max_epochs=2, callbacks=[stopper]).fit(EmberNet(**HPARAMS), train, val,
+                                                                    ckpt_path=lit / LAST)
     assert (stopper.wait_count, stopper.stopped_epoch) == (saved["wait_count"], saved["stopped_epoch"])
     assert stopper.best_score == float(saved["best_score"])
 

@@ -77,7 +77,8 @@ def test_save_last_is_a_real_file_holding_the_newest_state(tmp_path):
 
 def test_unlogged_monitor_lists_the_logged_metrics(tmp_path):
     cb = ModelCheckpoint(dirpath=tmp_path / "c", monitor="val_acc")
-    with pytest.raises(ember.MisconfigurationError, match=r"no metric 'val_acc'.*\['epoch', 'score', 'step', 'train_loss'\]"):
+    with pytest.raises(ember.MisconfigurationError,
+                       match=r"no metric 'val_acc'.*\['epoch', 'score', 'step', 'train_loss'\]"):
         fit(tmp_path, cb, epochs=1)
 
 

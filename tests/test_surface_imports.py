@@ -59,7 +59,8 @@ def test_rank_zero_warn_warns_on_rank_zero_only(monkeypatch):
 
     with pytest.warns(UserWarning, match="careful"):
         rank_zero_warn("careful")
-    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "1"}.items():
         monkeypatch.setenv(k, v)
     import warnings
 

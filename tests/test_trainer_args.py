@@ -45,7 +45,9 @@ def test_a_one_process_run_has_a_strategy_object_with_lightnings_common_names():
 
 
 def test_strategy_reduce_refuses_an_unknown_op():
-    with pytest.raises(ember.MisconfigurationError, match=r"reduce op must be one of \['mean', 'sum', 'max', 'min'\] \(or 'avg'\); received op='median'"):
+    with pytest.raises(ember.MisconfigurationError,
+                       match=r"reduce op must be one of \['mean', 'sum', 'max', 'min'\] \(or 'avg'\); "
+                             r"received op='median'"):
         ember.Trainer(accelerator="cpu", logger=False).strategy.reduce(1.0, "median")
 
 
@@ -115,7 +117,8 @@ def test_model_summary_is_logged_at_fit_start(tmp_path, caplog):
     import logging
 
     with caplog.at_level(logging.INFO, logger="ember"):
-        ember.Trainer(max_steps=1, **trainer_kwargs(tmp_path, checkpoint_callback=False)).fit(TinyModel(), make_loader())
+        ember.Trainer(max_steps=1, **trainer_kwargs(tmp_path, checkpoint_callback=False)).fit(TinyModel(),
+                                                                                               make_loader())
     assert "Sequential" in caplog.text and "Total params" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ember"):

@@ -74,7 +74,8 @@ def validation_outputs(out: Any) -> dict[str, Any]:
     if not isinstance(out, dict):
         return {}
     return {k: v for k, v in out.items()
-            if (isinstance(v, torch.Tensor) and v.numel() == 1) or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+            if (isinstance(v, torch.Tensor) and v.numel() == 1)
+            or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
 
 def legacy_state_key(saved_keys: Iterable[str], callback: Any) -> str | None:
@@ -91,6 +92,7 @@ def legacy_state_key(saved_keys: Iterable[str], callback: Any) -> str | None:
             continue
         if not isinstance(fields, dict):
             continue
-        if all(fields.get(k) == getattr(callback, k) for k in ("monitor", "mode") if k in fields and hasattr(callback, k)):
+        if all(fields.get(k) == getattr(callback, k)
+               for k in ("monitor", "mode") if k in fields and hasattr(callback, k)):
             return key
     return None

@@ -72,7 +72,8 @@ def test_rich_model_summary_prints_a_table_of_the_layers(tmp_path, capsys):
 
 @needs_rich
 def test_rich_progress_bar_shows_each_epoch_with_its_metrics(tmp_path):
-    bar = RichProgressBar(refresh_rate=1, leave=True, console_kwargs={"file": open(tmp_path / "bar.txt", "w"), "width": 120,
+    bar = RichProgressBar(refresh_rate=1, leave=True,
+                          console_kwargs={"file": open(tmp_path / "bar.txt", "w"), "width": 120,
                                                       "force_terminal": False})
     trainer = ember.Trainer(default_root_dir=str(tmp_path), logger=False, max_epochs=2, enable_checkpointing=False,
                             callbacks=[bar])

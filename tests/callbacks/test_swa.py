@@ -64,7 +64,8 @@ def test_resumed_run_averages_the_same_weights_as_a_straight_run(tmp_path):
 def test_swa_refuses_two_optimizers(tmp_path):
     class Two(TinyModel):
         def configure_optimizers(self):
-            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1), torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
+            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1),
+                    torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
 
         def training_step(self, batch, batch_idx, optimizer_idx=0):
             return super().training_step(batch, batch_idx)

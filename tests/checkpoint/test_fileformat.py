@@ -402,7 +402,8 @@ def test_hole_between_tensors_is_corrupt(ckpt):
 def test_offsets_past_the_end_are_corrupt(ckpt):
     last = _last_entry(ckpt)
     rewrite_header(ckpt, _entry(last, shape=[2**20]))  # shape and offsets consistent, beyond the file
-    rewrite_header(ckpt, lambda h: h[last].update(data_offsets=[h[last]["data_offsets"][0], h[last]["data_offsets"][0] + 2**20]))
+    rewrite_header(ckpt, lambda h: h[last].update(
+        data_offsets=[h[last]["data_offsets"][0], h[last]["data_offsets"][0] + 2**20]))
     expect(CheckpointCorruptError, ckpt, match="truncated")
 
 

@@ -102,7 +102,8 @@ def mutants(data: bytes, rng: random.Random):
     for _ in range(200):  # JSON-level header edits, stale checksum
         yield "json", json_edit(rng, data)
     for _ in range(100):  # length prefix changed
-        new = rng.choice([0, 1, 7, n - 8, n - 1, n + 1, n + 8, size, 2**64 - 1, rng.getrandbits(64), rng.getrandbits(16)])
+        new = rng.choice([0, 1, 7, n - 8, n - 1, n + 1, n + 8, size, 2**64 - 1,
+                          rng.getrandbits(64), rng.getrandbits(16)])
         yield "prefix", struct.pack("<Q", new % 2**64) + data[8:]
     for _ in range(100):  # a random range overwritten with random bytes
         a = rng.randrange(size)
@@ -154,7 +155,8 @@ def test_damaged_files_fail_header_only_reads_and_verify_file(tmp_path):
             continue
         # only the header is checked: a file that passes it has the original header and size
         n = struct.unpack("<Q", data[:8])[0]
-        assert len(mutant) == len(data) and mutant[: 8 + n] == data[: 8 + n], f"read_header accepted a damaged header ({kind})"
+        assert len(mutant) == len(data) and mutant[: 8 + n] == data[: 8 + n], (
+            f"read_header accepted a damaged header ({kind})")
 
 
 def _mutate_tree(rng: random.Random, node):
@@ -233,7 +235,8 @@ def _leaves(node, path=()):
         yield path, node
 
 
-_ODD_VALUES = [0, -1, 1, 2**40, 2**63, 3.5, "", "x", "rank-00000.safetensors", "bias@0", None, True, [], {}, [0], "f" * 64]
+_ODD_VALUES = [0, -1, 1, 2**40, 2**63, 3.5, "", "x", "rank-00000.safetensors", "bias@0", None, True, [], {}, [0],
+               "f" * 64]
 
 
 def test_mutated_sharded_metadata_raises_only_checkpoint_errors(tmp_path):

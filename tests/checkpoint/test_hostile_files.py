@@ -47,7 +47,8 @@ def nested_lists(depth: int) -> str:
 
 INVALID_TREES = {
     "tensor_dtype_is_a_list": state_with('{"$":"tensor","name":"w","dtype":["float32"],"shape":[2]}'),
-    "tensor_shape_is_a_dict": state_with('{"$":"tensor","name":"w","dtype":"complex32","shape":{"$":"dict","items":[]}}'),
+    "tensor_shape_is_a_dict": state_with(
+        '{"$":"tensor","name":"w","dtype":"complex32","shape":{"$":"dict","items":[]}}'),
     "deeper_than_the_decoder_allows": state_with(nested_lists(codec.MAX_DEPTH + 10)),
     "unknown_carried_dtype": state_with('{"$":"tensor","name":"w","dtype":"float99","shape":[1]}'),
     "quantized_carried_dtype": state_with('{"$":"tensor","name":"w","dtype":"qint8","shape":[8]}'),
@@ -188,7 +189,7 @@ def test_an_intact_legacy_pickle_that_runs_code_is_still_unsafe(tmp_path):
         reader.load_any(path)
 
 
-# ----------------------------------------------------------------------------- torch.save values: bounded, numeric numpy
+# ---------------------------------------------------------------------------- torch.save values: bounded, numeric numpy
 
 
 def lightning_file(path, hyper_parameters) -> pathlib.Path:

@@ -123,7 +123,8 @@ def test_a_damaged_byte_is_caught_by_verify_load_and_read_full(tmp_path, victim)
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01  # in the last tensor's bytes, or inside the metadata's JSON
     path.write_bytes(bytes(data))
-    for attempt in (verify_sharded, read_full, lambda p: load_sharded({"state_dict": torch.nn.Linear(4, 3).state_dict()}, p)):
+    for attempt in (verify_sharded, read_full,
+                    lambda p: load_sharded({"state_dict": torch.nn.Linear(4, 3).state_dict()}, p)):
         with pytest.raises(CheckpointCorruptError, match=victim if victim != "metadata.json" else "metadata.json"):
             attempt(tmp_path / "run.ckpt")
     assert not is_sharded_checkpoint(tmp_path / "run.ckpt") or victim != "metadata.json"

@@ -79,7 +79,8 @@ def test_saving_to_a_folder_is_explained(tmp_path):
 
 
 def dead_pid():
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
 
 
 def temp_file(folder, tag, pid, age_s=0.0):

@@ -113,7 +113,8 @@ def test_a_state_of_other_parameters_is_refused():
     opt = stepped(model)
     plain = opt.state_dict()
     other = torch.optim.AdamW(list(model.parameters())[:2])
-    with pytest.raises(CheckpointMismatchError, match=r"param_group 0 .* has 6 parameter\(s\) and the optimizer's has 2"):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"param_group 0 .* has 6 parameter\(s\) and the optimizer's has 2"):
         optimizer_state_from_plain(plain, model, other)
     two = torch.optim.AdamW([{"params": [model.gain]}, {"params": [model.embed.weight]}])
     with pytest.raises(CheckpointMismatchError, match=r"1 param_group\(s\) and the optimizer has 2"):

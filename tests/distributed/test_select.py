@@ -46,8 +46,9 @@ def test_lightnings_ddp_strategy_names_choose_find_unused_parameters(name, find_
 
 
 def test_many_nodes_without_torchrun_or_node_variables_says_how_to_start_them():
-    with pytest.raises(DistributedError, match=r"num_nodes=2 without torchrun needs NODE_RANK, MASTER_ADDR and "
-                                               r"MASTER_PORT on every node \(NODE_RANK, MASTER_ADDR, MASTER_PORT not set"):
+    with pytest.raises(DistributedError,
+                       match=r"num_nodes=2 without torchrun needs NODE_RANK, MASTER_ADDR and "
+                             r"MASTER_PORT on every node \(NODE_RANK, MASTER_ADDR, MASTER_PORT not set"):
         ember.Trainer(accelerator="cpu", devices=2, num_nodes=2)
 
 

@@ -93,6 +93,7 @@ def test_on_two_gpus_ranks_agree_and_resume_exactly(strategy, tmp_path):
     assert r.returncode == 0, r.output
     assert _equal(_weights(full / "rank0.ckpt"), _weights(full / "rank1.ckpt"))
     for extra in (["--max-steps", "9"], ["--resume"]):
-        r = jobrunner.run("launcher", "trainer_ddp.py", str(part), "--strategy", strategy, "--accelerator", "gpu", *extra)
+        r = jobrunner.run("launcher", "trainer_ddp.py", str(part), "--strategy", strategy, "--accelerator", "gpu",
+                          *extra)
         assert r.returncode == 0, r.output
     assert _equal(_weights(part / "rank1.ckpt"), _weights(full / "rank1.ckpt"))

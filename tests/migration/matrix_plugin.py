@@ -11,7 +11,8 @@ and the parity matrix (tests/distributed/test_parity_matrix.py).
 
 Every number or tensor a module logs is logged with ``sync_dist=True`` (reduced over the ranks, as a
 program written for DDP logs its epoch metrics). For every fit it records, per rank, in
-``$EMBER_MATRIX_OUT/rank<R>.jsonl``: those metrics, the global step, the checkpoints the run's ModelCheckpoint wrote, and a resume:
+``$EMBER_MATRIX_OUT/rank<R>.jsonl``: those metrics, the global step, the checkpoints the run's ModelCheckpoint
+wrote, and a resume:
 after the test passes, a fresh model of the same class (its saved hyperparameters as arguments) is fit
 from the earliest checkpoint to the program's own limits by a fresh Trainer on the same strategy.
 ``tmp_path`` and ``tmp_path_factory`` give the same folders on both ranks, so that both write into

@@ -118,7 +118,8 @@ def test_a_python_tag_in_hparams_yaml_is_refused_naming_the_file_and_the_fix(tmp
 
     path = tmp_path / "hparams.yaml"
     path.write_text("hidden: !!python/object/apply:os.system ['echo owned']\n")
-    with pytest.raises(MisconfigurationError, match=r"hparams.yaml.*!!python/object/apply:os.system.*plain YAML values"):
+    with pytest.raises(MisconfigurationError,
+                       match=r"hparams.yaml.*!!python/object/apply:os.system.*plain YAML values"):
         read_hparams_file(path)
 
 

@@ -70,6 +70,7 @@ def test_a_custom_logger_from_the_docs_receives_everything(tmp_path):
                          default_root_dir=str(tmp_path))
     trainer.fit(LitModel(), data)
     assert logger.hparams == {"width": 3} and logger.status == "success"
-    assert [step for step, m in logger.metrics if isinstance(m, dict) and "train_loss" in m] == [0, 1]  # Lightning's numbering
+    # Lightning's numbering
+    assert [step for step, m in logger.metrics if isinstance(m, dict) and "train_loss" in m] == [0, 1]
     assert ("from the module", 1) in logger.metrics
     assert logger.log_dir is None and trainer.log_dir == str(tmp_path)  # no save_dir: the root holds the run

@@ -56,5 +56,6 @@ def test_ember_records_lightnings_action_names_and_counts(capsys):
     theirs = run(pl, PLSimple(), pl.callbacks.Callback)
     assert set(ours) <= set(theirs), sorted(set(ours) - set(theirs))
     probe = next(a for a in ours if a.startswith("[Callback]") and a.endswith("Probe.on_train_epoch_end"))
-    for action in LOOP_ACTIONS + [probe, "[LightningModule]M.on_train_epoch_start", "[LightningModule]M.optimizer_step"]:
+    for action in LOOP_ACTIONS + [probe, "[LightningModule]M.on_train_epoch_start",
+                                  "[LightningModule]M.optimizer_step"]:
         assert ours[action] == theirs[action], action

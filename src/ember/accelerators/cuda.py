@@ -100,7 +100,8 @@ class CUDAAccelerator(Accelerator):
             return list(range(devices))
         if isinstance(devices, (list, tuple)) and all(isinstance(d, int) for d in devices):
             return list(devices)
-        raise ValueError(f"devices for CUDA must be an int >= 1, -1, 'auto' or a list of indices; received {devices!r}.")
+        raise ValueError(f"devices for CUDA must be an int >= 1, -1, 'auto' or a list of indices; "
+                         f"received {devices!r}.")
 
     @staticmethod
     def get_parallel_devices(devices: int | str | list[int]) -> list[torch.device]:

@@ -144,13 +144,15 @@ class EarlyStopping(Callback):
         better = (lambda a, b: a < b) if self.mode == "min" else (lambda a, b: a > b)
         name = self.monitor
         if self.check_finite and not math.isfinite(current):
-            return True, f"{name} = {current} is not finite; previous best {self.best_score:.3f}. Signaling Trainer to stop."
+            return True, (f"{name} = {current} is not finite; previous best {self.best_score:.3f}. "
+                          "Signaling Trainer to stop.")
         if self.stopping_threshold is not None and better(current, self.stopping_threshold):
             return True, (f"stopping threshold reached: {name} = {current} "
                           f"{'<' if self.mode == 'min' else '>'} {self.stopping_threshold}. Signaling Trainer to stop.")
         if self.divergence_threshold is not None and better(-current, -self.divergence_threshold):
             return True, (f"divergence threshold reached: {name} = {current} "
-                          f"{'>' if self.mode == 'min' else '<'} {self.divergence_threshold}. Signaling Trainer to stop.")
+                          f"{'>' if self.mode == 'min' else '<'} {self.divergence_threshold}. "
+                          "Signaling Trainer to stop.")
         if self._improved(current):
             improvement = ("" if not math.isfinite(self.best_score)
                            else f" by {abs(self.best_score - current):.3f}")

@@ -142,7 +142,8 @@ class StochasticWeightAveraging(Callback):
         lrs = self._swa_lrs if isinstance(self._swa_lrs, list) else [self._swa_lrs] * len(optimizer.param_groups)
         if len(lrs) != len(optimizer.param_groups):
             raise MisconfigurationError(f"swa_lrs has {len(lrs)} values but the optimizer has "
-                                        f"{len(optimizer.param_groups)} param groups; give one per group, or one float.")
+                                        f"{len(optimizer.param_groups)} param groups; "
+                                        "give one per group, or one float.")
         for lr, group in zip(lrs, optimizer.param_groups):
             group["initial_lr"] = lr
         self._swa_scheduler = SWALR(optimizer, swa_lr=lrs, anneal_epochs=self._annealing_epochs,

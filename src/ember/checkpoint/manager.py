@@ -323,7 +323,8 @@ class CheckpointManager:
         records, refused = [], []
         for name, epoch, step, score in entries:
             try:
-                records.append(Record(_plain_name(name), int(epoch), int(step), None if score is None else float(score)))
+                records.append(Record(_plain_name(name), int(epoch), int(step),
+                                      None if score is None else float(score)))
             except (TypeError, ValueError):
                 refused.append(name)
         if refused:

@@ -188,7 +188,8 @@ def restore_weights(module: Any, ckpt: dict, location: str, *, datamodule: Any =
     """
     module.on_load_checkpoint(ckpt)
     if "state_dict" not in ckpt:
-        raise CheckpointMismatchError(f"{location} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}.")
+        raise CheckpointMismatchError(f"{location} holds no model weights (no 'state_dict' entry); "
+                                      f"it has {sorted(ckpt)}.")
     if load is not None:
         load(module, ckpt["state_dict"])
     else:

@@ -184,11 +184,13 @@ def check_resumable(ckpt: Mapping, path: Any, run: RunState) -> None:
             "full checkpoint (ModelCheckpoint(save_weights_only=False))."
         )
     if not isinstance(ckpt.get("state_dict"), Mapping):
-        raise CheckpointMismatchError(f"{path}: state_dict must be a dict of tensors; found {_short(ckpt.get('state_dict'))}.")
+        raise CheckpointMismatchError(f"{path}: state_dict must be a dict of tensors; "
+                                      f"found {_short(ckpt.get('state_dict'))}.")
     opts, scheds = ckpt["optimizer_states"], ckpt.get("lr_schedulers", [])
     if not isinstance(opts, list) or not all(isinstance(o, Mapping) for o in opts) or not isinstance(scheds, list):
         raise CheckpointMismatchError(
-            f"{path}: optimizer_states and lr_schedulers must be lists of dicts; found {_short(opts)} and {_short(scheds)}.")
+            f"{path}: optimizer_states and lr_schedulers must be lists of dicts; "
+            f"found {_short(opts)} and {_short(scheds)}.")
     if len(opts) != len(run.optimizers) or len(scheds) != len(run.lr_schedulers):
         raise CheckpointMismatchError(
             f"{path} was saved with {len(opts)} optimizer(s) and {len(scheds)} LR scheduler(s), but "
@@ -202,7 +204,8 @@ def check_resumable(ckpt: Mapping, path: Any, run: RunState) -> None:
 def _check_optimizer(i: int, opt: torch.optim.Optimizer, saved: Mapping, path: Any) -> None:
     groups = saved.get("param_groups")
     if not isinstance(groups, list) or not groups or not isinstance(groups[0], Mapping):
-        raise CheckpointMismatchError(f"{path}: optimizer {i} has no param_groups list; the checkpoint is not one ember wrote.")
+        raise CheckpointMismatchError(f"{path}: optimizer {i} has no param_groups list; "
+                                      "the checkpoint is not one ember wrote.")
     have = set(opt.defaults)
     got = set(groups[0]) - {"params"}
     if have - got:

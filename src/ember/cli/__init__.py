@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                "  ember ckpt convert SRC DST  convert between PyTorch Lightning's format and ember's\n"
                "  ember ckpt consolidate SRC DST  write a sharded checkpoint folder as one .ckpt file",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--traceback", action="store_true", help="show the traceback of an unexpected error (for bug reports)")
+    p.add_argument("--traceback", action="store_true",
+                   help="show the traceback of an unexpected error (for bug reports)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     ckpt = sub.add_parser("ckpt", help="inspect, verify, list and convert checkpoints").add_subparsers(
         dest="action", metavar="ACTION")
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     results = [(path, *verify_safely(path)) for path in args.paths]
     if args.json:
-        doc = {"ok": all(ok for _, ok, _ in results), "files": [{"path": p, "ok": ok, "detail": d} for p, ok, d in results]}
+        doc = {"ok": all(ok for _, ok, _ in results),
+               "files": [{"path": p, "ok": ok, "detail": d} for p, ok, d in results]}
         print(json_doc(doc))
     else:
         for path, ok, detail in results:

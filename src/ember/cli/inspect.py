@@ -140,9 +140,9 @@ def print_inspect(info: dict) -> None:
         return
     if "note" in info:
         row("note", info["note"])
-    for key, label in (("epoch", "epoch"), ("global_step", "global step")):
-        if info.get(key) is not None:
-            row(label, plain(info[key]))
+    for field, label in (("epoch", "epoch"), ("global_step", "global step")):
+        if info.get(field) is not None:
+            row(label, plain(info[field]))
     if "tensor_count" in info:
         row("tensors", f"{info['tensor_count']} tensors, {size(info['tensor_bytes'])}")
         for name, prefix in (*_PARTS, ("other", None)):

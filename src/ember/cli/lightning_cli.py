@@ -196,7 +196,8 @@ class LightningCLI:
 
     @staticmethod
     def configure_optimizers(lightning_module, optimizer, lr_scheduler=None) -> Any:
-        """What the model's configure_optimizers returns with ``--optimizer``/``--lr_scheduler`` (override to change)."""
+        """What the model's configure_optimizers returns with ``--optimizer``/``--lr_scheduler``
+        (override to change)."""
         from ember.cli.parser import configure_optimizers
 
         return configure_optimizers(lightning_module, optimizer, lr_scheduler)

@@ -204,7 +204,8 @@ def _print_ls(folder: str, rows: list[dict], verify: bool) -> None:
 def ls_command(folder: str, verify: bool, as_json: bool) -> int:
     """``ember ckpt ls``: 0 listed, 1 a checkpoint failed --verify, 2 no such folder."""
     if "://" not in folder and not os.path.isdir(folder):
-        why = "it is a file; `ember ckpt inspect` reads one checkpoint" if os.path.exists(folder) else "it does not exist"
+        why = ("it is a file; `ember ckpt inspect` reads one checkpoint" if os.path.exists(folder)
+               else "it does not exist")
         print(escape(f"ember: error: no folder at {folder}: {why}. Pass the folder that holds the .ckpt files."),
               file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""What users subclass: LightningModule (module), its hooks, LightningDataModule, manual optimization, hparams files, export."""
+"""What users subclass: LightningModule (module), its hooks, LightningDataModule, manual optimization, hparams files,
+export."""
 
 from __future__ import annotations
 

@@ -197,7 +197,8 @@ class Module(ManualOptimization, ModelHooks, nn.Module):
         sink = self.__dict__.get("_logged")
         if sink is None and self.__dict__.get("_trainer") is None:  # Lightning: a warning, and nothing logged
             warnings.warn("You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
-                          "model yet. This is most likely because the model hasn't been passed to the `Trainer`", stacklevel=2)
+                          "model yet. This is most likely because the model hasn't been passed to the `Trainer`",
+                          stacklevel=2)
             return
         if sink is None:
             raise MisconfigurationError(

@@ -45,7 +45,8 @@ class SingleDeviceStrategy:
         """``obj`` itself: this process is every rank."""
         return obj
 
-    def reduce(self, value: Any, op: str | None = None, *, group: Any = None, reduce_op: str | None = None) -> torch.Tensor:
+    def reduce(self, value: Any, op: str | None = None, *, group: Any = None,
+               reduce_op: str | None = None) -> torch.Tensor:
         """``value`` as a tensor (a copy): reduced over one process. ``op`` (or Lightning's keyword
         ``reduce_op``) is checked as in a run of many processes."""
         name = _op_name(op, reduce_op)

@@ -162,7 +162,8 @@ class ParallelStrategy:
             pin_memory_device=loader.pin_memory_device, in_order=getattr(loader, "in_order", True))
 
     # ---------------------------------------------------------------- agreeing on values
-    def reduce(self, value: Any, op: str | None = None, *, group: Any = None, reduce_op: str | None = None) -> torch.Tensor:
+    def reduce(self, value: Any, op: str | None = None, *, group: Any = None,
+               reduce_op: str | None = None) -> torch.Tensor:
         """Collective: ``value`` (a tensor or number) reduced over every rank: ``op`` (or Lightning's
         keyword ``reduce_op``) "mean" (the default), "sum", "max" or "min"; ``group`` is accepted for
         Lightning's signature and must be None (the whole job). Returns a new tensor on ``value``'s

@@ -20,7 +20,8 @@ globals().update(_not_supported.install("loggers"))
 LightningLoggerBase = Logger  # the name in PyTorch Lightning < 1.7
 
 __all__ = ["CSVLogger", "CometLogger", "DummyLogger", "LightningLoggerBase", "LitLogger", "Logger", "LoggerGroup",
-           "MLFlowLogger", "TensorBoardLogger", "WandbLogger", "checkpoint_dir", "default_logger", "rank_zero_experiment",
+           "MLFlowLogger", "TensorBoardLogger", "WandbLogger", "checkpoint_dir", "default_logger",
+           "rank_zero_experiment",
            "resolve_loggers", "run_dir"]
 
 DEFAULT_NAME = "lightning_logs"  # the Trainer's own logger: <default_root_dir>/lightning_logs/version_N (Lightning's)

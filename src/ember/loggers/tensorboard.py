@@ -16,7 +16,8 @@ EXTRA_HINT = "install it with `pip install 'ember-train[tensorboard]'` (or `pip 
 
 def _require_tensorboard() -> None:
     if importlib.util.find_spec("tensorboard") is None:
-        raise ModuleNotFoundError(f"TensorBoardLogger needs the tensorboard package, which is not installed; {EXTRA_HINT}.")
+        raise ModuleNotFoundError(f"TensorBoardLogger needs the tensorboard package, which is not installed; "
+                                  f"{EXTRA_HINT}.")
 
 
 class TensorBoardLogger(Logger):

@@ -150,7 +150,8 @@ def step_scheduler(cfg: SchedulerConfig, metrics: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def frozen_except(optimizer: torch.optim.Optimizer | None, optimizers: Sequence[torch.optim.Optimizer]) -> Iterator[None]:
+def frozen_except(optimizer: torch.optim.Optimizer | None,
+                  optimizers: Sequence[torch.optim.Optimizer]) -> Iterator[None]:
     """Freeze parameters that belong to other optimizers while ``optimizer``'s loss is backpropagated
     (nothing is frozen when ``optimizer`` is None)."""
     frozen = []

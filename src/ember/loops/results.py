@@ -40,7 +40,8 @@ def _scalar(name: str, value: Any) -> float | torch.Tensor:
     """A logged value as a float, or as a detached one-element tensor (read later: no device sync per step)."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise MisconfigurationError(f"self.log({name!r}) needs a scalar; received a tensor of shape {tuple(value.shape)}.")
+            raise MisconfigurationError(f"self.log({name!r}) needs a scalar; "
+                                        f"received a tensor of shape {tuple(value.shape)}.")
         return value.detach()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -173,7 +174,8 @@ class Results:
             sync_dist: bool = False, batch_size: int | None = None, batch: Any = None) -> None:
         on_step, on_epoch = defaults_for(fx, on_step, on_epoch, name)
         entry = self.entries.get(name)
-        if entry is not None and entry.fx == fx and not _same_call(entry, on_step, on_epoch, prog_bar, logger, reduce_fx):
+        if (entry is not None and entry.fx == fx
+                and not _same_call(entry, on_step, on_epoch, prog_bar, logger, reduce_fx)):
             raise MisconfigurationError(f"You called `self.log({name}, ...)` twice in `{fx}` with different arguments. "
                                         "This is not allowed (Lightning refuses it too): log it once per step.")
         if entry is None or (entry.on_step, entry.on_epoch) != (on_step, on_epoch):
@@ -239,7 +241,8 @@ class Results:
 
 def _same_call(entry: _Entry, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce_fx: Any) -> bool:
     """Whether a second ``self.log`` of one name in one hook has the arguments of the first (Lightning requires it)."""
-    if (entry.on_step, entry.on_epoch, entry.prog_bar, entry.logger) != (on_step, on_epoch, bool(prog_bar), bool(logger)):
+    if ((entry.on_step, entry.on_epoch, entry.prog_bar, entry.logger)
+            != (on_step, on_epoch, bool(prog_bar), bool(logger))):
         return False
     return entry.reduce == (reduce_fx if reduce_fx == "mean" else reduce_name(reduce_fx))
 

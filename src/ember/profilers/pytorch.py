@@ -91,7 +91,8 @@ class PyTorchProfiler(Profiler):
         self.function_events = self.profiler.events()
         if self.export_to_chrome and self.filename and self.dirpath:
             os.makedirs(self.dirpath, exist_ok=True)
-            self.profiler.export_chrome_trace(os.path.join(self.dirpath, self._prepare_filename(extension=".pt.trace.json")))
+            self.profiler.export_chrome_trace(
+                os.path.join(self.dirpath, self._prepare_filename(extension=".pt.trace.json")))
         self._averages = self.profiler.key_averages(group_by_input_shape=self.group_by_input_shapes)
         self.profiler = None
 

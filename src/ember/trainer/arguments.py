@@ -203,7 +203,8 @@ def with_module_callbacks(callbacks: list, module) -> list:
     extra = list(extra) if isinstance(extra, (list, tuple)) else [extra]
     kinds = {type(cb) for cb in extra}
     out = [cb for cb in callbacks if type(cb) not in kinds] + extra
-    out = [cb for cb in out if not isinstance(cb, ModelCheckpoint)] + [cb for cb in out if isinstance(cb, ModelCheckpoint)]
+    out = ([cb for cb in out if not isinstance(cb, ModelCheckpoint)]
+           + [cb for cb in out if isinstance(cb, ModelCheckpoint)])
     keyed(out)
     return out
 

@@ -91,7 +91,8 @@ class BatchSizeFinder(Callback):
         if not 0.0 <= margin < 1.0:
             raise MisconfigurationError(f"BatchSizeFinder margin must be in [0, 1); received {margin}.")
         self._mode, self._steps_per_trial, self._init_val = mode, steps_per_trial, init_val
-        self._max_trials, self._batch_arg_name, self._margin, self._max_val = max_trials, batch_arg_name, margin, max_val
+        self._max_trials, self._batch_arg_name = max_trials, batch_arg_name
+        self._margin, self._max_val = margin, max_val
         self._early_exit = False
         self.optimal_batch_size: int | None = init_val
 

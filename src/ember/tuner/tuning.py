@@ -99,4 +99,5 @@ class Tuner:
 
         cb = BatchSizeFinder(mode=mode, steps_per_trial=steps_per_trial, init_val=init_val, max_trials=max_trials,
                              batch_arg_name=batch_arg_name, margin=margin, max_val=max_val)
-        return self._run(cb, model, train_dataloaders, val_dataloaders, dataloaders, datamodule, method).optimal_batch_size
+        return self._run(cb, model, train_dataloaders, val_dataloaders, dataloaders, datamodule,
+                         method).optimal_batch_size

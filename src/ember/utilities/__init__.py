@@ -18,7 +18,8 @@ from ember import not_supported as _not_supported
 
 globals().update(_not_supported.install("utilities"))
 
-__all__ = ["CombinedLoader", "AttributeDict", "GradClipAlgorithmType", "LightningEnum", "ModelSummary", "disable_possible_user_warnings",
+__all__ = ["CombinedLoader", "AttributeDict", "GradClipAlgorithmType", "LightningEnum", "ModelSummary",
+           "disable_possible_user_warnings",
            "find_shared_parameters", "grad_norm", "is_picklable", "is_shared_filesystem", "measure_flops",
            "move_data_to_device", "rank_zero_debug", "rank_zero_deprecation", "rank_zero_info", "rank_zero_only",
            "rank_zero_warn", "seed_everything", "set_shared_parameters", "suggested_max_num_workers", "summarize"]

@@ -66,7 +66,8 @@ def main() -> None:
         root = Path(args.root) / f"{args.framework}-{args.strategy}" / case_id
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            (calls, cb, logged, bar, step, params), (test_calls, tested) = parity.run(args.framework, root, manual, **kw)
+            (calls, cb, logged, bar, step, params), (test_calls, tested) = parity.run(
+                args.framework, root, manual, **kw)
         out[case_id] = {"calls": plain(calls), "callback": cb, "logged": logged, "bar": bar, "step": step,
                         "params": plain(params), "test_calls": plain(test_calls), "tested": tested}
     rank = torch.distributed.get_rank()  # Lightning's launcher sets LOCAL_RANK, not RANK

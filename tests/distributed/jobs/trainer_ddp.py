@@ -5,7 +5,8 @@ A tiny model with dropout; each rank is seeded differently after the model is bu
 different dropout masks (a resume that gave a rank another rank's random state would change the
 weights). Data: 48 samples, shuffled, batch 4: 6 batches per rank per epoch, 3 epochs.
 
-usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--accelerator cpu|gpu] [--max-epochs E] [--max-steps S] [--resume [PATH]]
+usage: python trainer_ddp.py ROOT [--strategy ddp|fsdp] [--accelerator cpu|gpu] [--max-epochs E] [--max-steps S]
+                             [--resume [PATH]]
                              [--stop-rank R --stop-step S] [--fail-rank R --fail-step S] [--launch N]
                              [--weights-at-start OUT] [--fail-save-rank R] [--every-step] [--configure-model]
                              [--ckpt-dir PATH_OR_URL] [--num-nodes N]

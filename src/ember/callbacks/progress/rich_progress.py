@@ -44,7 +44,8 @@ class RichProgressBar(ProgressBarCallback):
     Raises ``ImportError`` when ``rich`` is not installed.
     """
 
-    def __init__(self, refresh_rate: int = 100, leave: bool = False, theme: RichProgressBarTheme = RichProgressBarTheme(),
+    def __init__(self, refresh_rate: int = 100, leave: bool = False,
+                 theme: RichProgressBarTheme = RichProgressBarTheme(),
                  console_kwargs: dict[str, Any] | None = None) -> None:
         require_rich("RichProgressBar")
         if refresh_rate < 0:

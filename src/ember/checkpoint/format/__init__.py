@@ -1,1 +1,2 @@
-"""Encode: a nested state <-> tensors + typed JSON, in a safetensors container with CRC-32C; foreign torch files read weights-only."""
+"""Encode: a nested state <-> tensors + typed JSON, in a safetensors container with CRC-32C;
+foreign torch files read weights-only."""

@@ -155,7 +155,8 @@ class _Encoder:
         if t is torch.device:
             return {TAG: "device", "v": str(v)}
         if t is set or t is frozenset:
-            return {TAG: t.__name__, "items": [self._member(x, path + (str(i),), depth) for i, x in enumerate(_ordered(v))]}
+            return {TAG: t.__name__,
+                    "items": [self._member(x, path + (str(i),), depth) for i, x in enumerate(_ordered(v))]}
         if t in _PATH_TAGS:
             return {TAG: "path", "kind": _PATH_TAGS[t], "v": str(v)}
         if isinstance(v, enum.Enum):
@@ -208,7 +209,8 @@ class _Encoder:
         if t.layout != torch.strided or t.is_nested:
             raise self._unstorable(t, path, f"{t.layout} tensors are not stored; convert it with .to_dense() first")
         if t.is_quantized:
-            raise self._unstorable(t, path, "quantized tensors are not stored; store .dequantize() or its int_repr() and scales")
+            raise self._unstorable(t, path, "quantized tensors are not stored; "
+                                   "store .dequantize() or its int_repr() and scales")
         if t.is_meta:
             raise self._unstorable(t, path, "a meta tensor has no data; materialise it first")
         key = (

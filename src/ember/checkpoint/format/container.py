@@ -94,9 +94,11 @@ def _plan(tensors: Mapping[str, torch.Tensor]) -> list[tuple[Entry, torch.Tensor
         if type(name) is not str or name == "__metadata__":
             raise CheckpointError(f"tensor name {name!r} cannot be stored: names are strings other than '__metadata__'")
         if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.is_meta or t.is_quantized:
-            raise CheckpointError(f"{name}: {type(t).__name__} is not a dense tensor with data; flatten the state with codec.flatten first")
+            raise CheckpointError(f"{name}: {type(t).__name__} is not a dense tensor with data; "
+                                  "flatten the state with codec.flatten first")
         if t.dtype not in CODES:
-            raise CheckpointError(f"{name}: dtype {t.dtype} has no safetensors code; flatten the state with codec.flatten first")
+            raise CheckpointError(f"{name}: dtype {t.dtype} has no safetensors code; "
+                                  "flatten the state with codec.flatten first")
         t = t.detach().resolve_conj().resolve_neg()
         plan.append((Entry(name, CODES[t.dtype], t.dtype, tuple(t.shape), 0, t.numel() * t.element_size()), t))
     plan.sort(key=lambda p: (-p[0].dtype.itemsize, p[0].name))
@@ -292,7 +294,8 @@ def read_header_stream(f: BinaryIO, size: int, label: str, *, verify: bool = Tru
         "ember_version": hdr.ember_version,
         "tree": _tree(hdr, label, warn=False),
         "tensors": {
-            e.name: {"dtype": e.dtype, "dtype_code": e.code, "shape": e.shape, "nbytes": e.end - e.begin} for e in hdr.entries
+            e.name: {"dtype": e.dtype, "dtype_code": e.code, "shape": e.shape, "nbytes": e.end - e.begin}
+            for e in hdr.entries
         },
         "checksummed": hdr.kind == "ember",
         "file_size": hdr.file_size,
@@ -306,7 +309,8 @@ def verify_stream(f: BinaryIO, size: int, label: str) -> None:
     hdr = _header.parse(f, size, label, verify=True)
     if hdr.kind != "ember":
         raise CheckpointError(
-            f"{label} is a plain safetensors file: its structure is valid but it has no ember checksums, so its bytes cannot be verified"
+            f"{label} is a plain safetensors file: its structure is valid but it has no ember checksums, "
+            "so its bytes cannot be verified"
         )
     buf = memoryview(bytearray(min(CHUNK, max((e.end - e.begin for e in hdr.entries), default=0)) or 1))
     for e in hdr.entries:  # data order, back to back from data_start (checked by parse)
@@ -323,7 +327,8 @@ def verify_stream(f: BinaryIO, size: int, label: str) -> None:
 # ----------------------------------------------------------------------------- reading a path
 
 
-def read(path: Any, *, map_location: Any = None, verify: bool = True, mmap: bool | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
+def read(path: Any, *, map_location: Any = None, verify: bool = True,
+         mmap: bool | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
     """Read a checkpoint: ``(tree, {name: tensor})``; pass them to ``codec.unflatten``.
 
     The header (structure, checksum, state tree) is always checked. A local file is mapped

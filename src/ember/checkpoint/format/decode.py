@@ -272,7 +272,8 @@ class _Decoder(TypedNodes):
             raise _bad(f"tensor {name!r:.200}: a {dtype} tensor is carried as {carrier_for(dtype)}, not {sdtype}")
         nbytes = math.prod(sshape) * sdtype.itemsize
         if len(sshape) != 1 or nbytes != math.prod(shape) * dtype.itemsize:
-            raise _bad(f"tensor {name!r:.200}: {nbytes} stored bytes do not hold a {dtype} tensor of shape {list(shape)}")
+            raise _bad(f"tensor {name!r:.200}: {nbytes} stored bytes do not hold a {dtype} tensor "
+                       f"of shape {list(shape)}")
 
     def _tensor(self, node: dict, depth: int, in_key: bool) -> Any:
         name = node["name"]
@@ -294,7 +295,8 @@ class _Decoder(TypedNodes):
             if carried is not None:
                 dtype, shape = carried
                 try:
-                    out = out.view(dtype).reshape(shape) if out.numel() else torch.empty(shape, dtype=dtype, device=out.device)
+                    out = (out.view(dtype).reshape(shape) if out.numel()
+                           else torch.empty(shape, dtype=dtype, device=out.device))
                 except RuntimeError as e:
                     raise _bad(f"tensor {name!r:.200} cannot be viewed as {dtype}: {e}") from None
         self._cache[key] = out

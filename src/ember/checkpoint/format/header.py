@@ -179,12 +179,14 @@ def encode(tree: Any, entries: list[Entry]) -> bytes:
 
 def _read_raw(f: BinaryIO, size: int, label: str) -> tuple[bytes, bytearray]:
     if size < 8:
-        raise corrupt(label, f"the file is {size} bytes long; a checkpoint starts with an 8-byte header length (truncated or not a checkpoint)")
+        raise corrupt(label, f"the file is {size} bytes long; a checkpoint starts with an 8-byte header length "
+                             "(truncated or not a checkpoint)")
     prefix = bytearray(8)
     readinto(f, memoryview(prefix), label, "the header length")
     (n,) = struct.unpack("<Q", prefix)
     if n > size - 8:
-        raise corrupt(label, f"the header length field says {n} bytes but only {size - 8} bytes follow it (truncated or not a checkpoint)")
+        raise corrupt(label, f"the header length field says {n} bytes but only {size - 8} bytes follow it "
+                             "(truncated or not a checkpoint)")
     if n > MAX_HEADER:
         raise corrupt(label, f"the header length field says {n} bytes, more than the {MAX_HEADER} allowed")
     if n < 2:
@@ -261,7 +263,8 @@ def _check_ember_meta(label: str, hdr: Header, prefix: bytes, raw: bytearray, ve
             f"{K_HEADER_CRC}, as an ember header must",
         )
     if not crc_ok:
-        raise corrupt(label, "the header checksum does not match: the length prefix or header was altered (bit rot or a partial write)")
+        raise corrupt(label, "the header checksum does not match: the length prefix or header was altered "
+                             "(bit rot or a partial write)")
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise corrupt(label, f"ember metadata is missing {', '.join(missing)}")
@@ -279,18 +282,22 @@ def _int_list(v: Any, n: int | None) -> bool:
 def _entry(label: str, name: str, e: Any) -> Entry:
     if type(e) is not dict or set(e) != {"dtype", "shape", "data_offsets"}:
         got = sorted(e) if type(e) is dict else type(e).__name__
-        raise corrupt(label, f"tensor {name!r}: expected an object with dtype, shape and data_offsets, got {got!r:.200}")
+        raise corrupt(label, f"tensor {name!r}: expected an object with dtype, shape and data_offsets, "
+                             f"got {got!r:.200}")
     code, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
     dtype = DTYPES.get(code) if type(code) is str else None
     if dtype is None:
         raise corrupt(label, f"tensor {name!r} has unknown dtype {code!r:.40} (this ember reads {', '.join(DTYPES)})")
     if not _int_list(shape, None) or len(shape) > 64 or math.prod(max(d, 1) for d in shape) >= 2**62:
-        raise corrupt(label, f"tensor {name!r}: shape must be a list of at most 64 non-negative ints, got {shape!r:.80}")
+        raise corrupt(label, f"tensor {name!r}: shape must be a list of at most 64 non-negative ints, "
+                             f"got {shape!r:.80}")
     if not _int_list(offsets, 2) or offsets[0] > offsets[1]:
-        raise corrupt(label, f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r:.80}")
+        raise corrupt(label, f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, "
+                             f"got {offsets!r:.80}")
     nbytes = math.prod(shape) * dtype.itemsize
     if offsets[1] - offsets[0] != nbytes:
-        raise corrupt(label, f"tensor {name!r}: shape {shape} of {code} needs {nbytes} bytes but data_offsets {offsets} span {offsets[1] - offsets[0]}")
+        raise corrupt(label, f"tensor {name!r}: shape {shape} of {code} needs {nbytes} bytes "
+                             f"but data_offsets {offsets} span {offsets[1] - offsets[0]}")
     return Entry(name, code, dtype, tuple(shape), offsets[0], offsets[1])
 
 
@@ -300,12 +307,15 @@ def _check_entries(label: str, obj: dict, data_len: int) -> list[Entry]:
     for x in entries:
         if x.begin != pos:
             what = "leaves a hole before it" if x.begin > pos else "overlaps the previous tensor"
-            raise corrupt(label, f"tensor {x.name!r} starts at data byte {x.begin} but the previous one ends at {pos}: it {what}")
+            raise corrupt(label, f"tensor {x.name!r} starts at data byte {x.begin} "
+                                 f"but the previous one ends at {pos}: it {what}")
         pos = x.end
     if pos > data_len:
-        raise corrupt(label, f"the file is truncated: the tensors need {pos} bytes of data but only {data_len} follow the header")
+        raise corrupt(label, f"the file is truncated: the tensors need {pos} bytes of data "
+                             f"but only {data_len} follow the header")
     if pos < data_len:
-        raise corrupt(label, f"{data_len - pos} unexpected bytes after the last tensor (the file was appended to or its header is wrong)")
+        raise corrupt(label, f"{data_len - pos} unexpected bytes after the last tensor "
+                             "(the file was appended to or its header is wrong)")
     return entries
 
 

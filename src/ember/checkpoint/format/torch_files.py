@@ -150,7 +150,8 @@ def load_foreign_stream(f: BinaryIO, size: int, label: str, map_location: Any = 
         check_zip(f, size, label)  # from the central directory, before anything is inflated
     damage = _legacy_damage(f, size) if kind == "torch-pickle" else None
     if damage:
-        raise CheckpointCorruptError(f"corrupt checkpoint {label}: the torch.save pickle is truncated or damaged ({_tail(damage)})")
+        raise CheckpointCorruptError(f"corrupt checkpoint {label}: the torch.save pickle is truncated or damaged "
+                                     f"({_tail(damage)})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -161,22 +162,26 @@ def load_foreign_stream(f: BinaryIO, size: int, label: str, map_location: Any = 
             raise UnsafeCheckpointError(_unsafe_message(label, name)) from None
         if name:
             msg = f"it references {name}, which does not exist: a truncated or damaged pickle"
-        raise CheckpointCorruptError(f"corrupt checkpoint {label}: the torch.save pickle is damaged ({_tail(msg)})") from None
+        raise CheckpointCorruptError(f"corrupt checkpoint {label}: the torch.save pickle is damaged "
+                                     f"({_tail(msg)})") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, UnicodeDecodeError... for damaged files
         if REFUSED in str(e):  # a numpy value the numeric allowlist does not read (an object array...)
             raise UnsafeCheckpointError(f"{label}: {_tail(str(e))}. {_unsafe_message(label, None)}") from None
         raise CheckpointCorruptError(
-            f"corrupt checkpoint {label}: torch.load could not read this {kind} file ({type(e).__name__}: {_tail(str(e))})"
+            f"corrupt checkpoint {label}: torch.load could not read this {kind} file "
+            f"({type(e).__name__}: {_tail(str(e))})"
         ) from None
     if _expanded_size(obj, MAX_EXPANDED) > MAX_EXPANDED:
         raise CheckpointCorruptError(
             f"{label}: its pickle expands to more than {MAX_EXPANDED} values once its shared references are written "
             "out (a few bytes can name one list twice, sixty times over); ember refuses it rather than expand it. "
             "If it is yours, load it with torch.load in a trusted process and save only the values you need")
-    if isinstance(obj, Mapping) and "state_dict" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if (isinstance(obj, Mapping) and "state_dict" not in obj and obj
+            and all(isinstance(v, torch.Tensor) for v in obj.values())):
         return {"state_dict": obj}
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{label} holds a {type(obj).__name__}, not a checkpoint dict; load it with torch.load instead")
+        raise CheckpointError(f"{label} holds a {type(obj).__name__}, not a checkpoint dict; "
+                              "load it with torch.load instead")
     return obj
 
 

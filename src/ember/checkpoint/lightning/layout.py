@@ -2,7 +2,8 @@
 
 Reading Lightning's pickles safely is ``lightning_pickles.py``; converting files is ``convert.py``.
 Here: ``to_ember`` turns a Lightning checkpoint dict into the dict ember resumes from (the layout in
-``state.py``'s docstring), ``to_lightning`` the other way. What each Lightning field means was learnt by saving and resuming real Lightning 2.6 runs:
+``state.py``'s docstring), ``to_lightning`` the other way. What each Lightning field means was learnt
+by saving and resuming real Lightning 2.6 runs:
 
 * ``epoch`` is ``trainer.current_epoch`` when the file was saved: the epoch being trained, also in
   a save from ``on_train_epoch_end``; after ``fit`` returns it is the number of epochs trained.
@@ -67,7 +68,8 @@ def to_ember(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
     """
     if not is_lightning(ckpt):
         raise CheckpointError(
-            f"{path} is not a Lightning checkpoint: expected a {VERSION_KEY!r} entry; found keys {sorted(map(str, ckpt))}.")
+            f"{path} is not a Lightning checkpoint: expected a {VERSION_KEY!r} entry; "
+            f"found keys {sorted(map(str, ckpt))}.")
     if not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointError(f"{path}: a Lightning checkpoint must hold a 'state_dict' dict of weights; it has none.")
     out: dict[str, Any] = {"ember_version": __version__}
@@ -209,7 +211,8 @@ def to_lightning(ckpt: Mapping, *, path: Any = "the checkpoint") -> dict:
     if is_lightning(ckpt):
         raise CheckpointError(f"{path} is already a Lightning checkpoint ({VERSION_KEY} = {ckpt[VERSION_KEY]!r}).")
     if not isinstance(ckpt.get("state_dict"), Mapping):
-        raise CheckpointError(f"{path}: expected a 'state_dict' dict of weights to convert; found keys {sorted(map(str, ckpt))}.")
+        raise CheckpointError(f"{path}: expected a 'state_dict' dict of weights to convert; "
+                              f"found keys {sorted(map(str, ckpt))}.")
     epoch = _int(ckpt.get("epoch", 0), "epoch", path)
     global_step = _int(ckpt.get("global_step", 0), "global_step", path)
     out: dict[str, Any] = {"epoch": epoch, "global_step": global_step, VERSION_KEY: LIGHTNING_LAYOUT_VERSION,

@@ -10,7 +10,8 @@ Layout (docs/FORMAT.md, section 9)::
                                state tree of every other value; its presence is the commit
 
 Modules: ``layout`` (names), ``metadata`` (the JSON metadata <-> DCP's Metadata), ``split`` (state ->
-tensors + tree), ``rankfile`` (one rank's file), ``dcp_writer`` / ``dcp_reader`` (DCP storage plugins), ``saves`` (background saves under FSDP),
+tensors + tree), ``rankfile`` (one rank's file), ``dcp_writer`` / ``dcp_reader`` (DCP storage plugins),
+``saves`` (background saves under FSDP),
 ``commit`` (temporary folder and atomic swap), ``full`` (single-process reads), ``api`` (collectives).
 torch.distributed.checkpoint is imported only by the collectives and the plugins (it is slow to import).
 """

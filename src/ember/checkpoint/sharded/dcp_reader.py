@@ -73,7 +73,8 @@ class ShardReader(StorageReader):
                     source = _narrow(rf.tensor(key, t.dtype, chunk.sizes), item.storage_offsets, item.lengths)
                     target = planner.resolve_tensor(item).detach()
                     if target.size() != source.size():
-                        raise CheckpointError(f"{item.dest_index.fqn!r}: the destination piece is {list(target.size())},"
+                        raise CheckpointError(f"{item.dest_index.fqn!r}: the destination piece is "
+                                              f"{list(target.size())},"
                                               f" the stored piece {list(source.size())}")
                     target.copy_(source)
                     planner.commit_tensor(item, target)

@@ -124,7 +124,8 @@ def folder_summary(location: str | os.PathLike, *, rank_files: bool = True) -> d
         "files": dict(meta.files),
         "ember_version": meta.ember_version,
         "tree": meta.tree,
-        "tensors": {fqn: {"dtype": t.dtype, "shape": t.size, "nbytes": int(torch.Size(t.size).numel()) * t.dtype.itemsize,
+        "tensors": {fqn: {"dtype": t.dtype, "shape": t.size,
+                          "nbytes": int(torch.Size(t.size).numel()) * t.dtype.itemsize,
                           "chunks": len(t.chunks)} for fqn, t in meta.tensors.items()},
         "metadata_mtime": os.stat(folder / _meta.METADATA).st_mtime,
     }

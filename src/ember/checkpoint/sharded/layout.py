@@ -48,7 +48,8 @@ def open_member(folder: Path, name: str) -> BinaryIO:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO opens without waiting
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CheckpointCorruptError(f"corrupt sharded checkpoint {folder}: {name} is not a regular file (a folder, "
+            raise CheckpointCorruptError(f"corrupt sharded checkpoint {folder}: {name} is not a regular file "
+                                         "(a folder, "
                                          "a FIFO or a device); it is never read")
         return os.fdopen(fd, "rb", buffering=0)
     except BaseException:

@@ -256,7 +256,8 @@ def _files(entries: Any, world: int) -> tuple[dict[str, int], dict[str, str]]:
             raise CheckpointCorruptError(f"file entry {entry!r:.80} is not a unique [rank-NNNNN.safetensors, size, "
                                          "sha256]")
         if rank_of(entry[0]) >= world:
-            raise CheckpointCorruptError(f"{entry[0]} is the file of rank {rank_of(entry[0])}, but world_size is {world}")
+            raise CheckpointCorruptError(f"{entry[0]} is the file of rank {rank_of(entry[0])}, "
+                                         f"but world_size is {world}")
         files[entry[0]], digests[entry[0]] = entry[1], entry[2]
     return files, digests
 

@@ -1,1 +1,2 @@
-"""Store: the Storage contract, locations (paths and URLs -> stores), local disk, fsspec URLs, multipart uploads, temporaries."""
+"""Store: the Storage contract, locations (paths and URLs -> stores), local disk, fsspec URLs, multipart uploads,
+temporaries."""

@@ -75,7 +75,8 @@ def _missing_backend(scheme: str, url: str, detail: str = "") -> ImportError:
     if package:
         text = f'{scheme}:// URLs need the {package} package (received {url!r}): pip install "ember-train[{extra}]"'
     else:
-        text = f'{scheme}:// URLs need fsspec and the package it names for them (received {url!r}): pip install "ember-train[fsspec]"'
+        text = (f'{scheme}:// URLs need fsspec and the package it names for them (received {url!r}): '
+                'pip install "ember-train[fsspec]"')
     if detail:
         text += f" ({detail})"
     return ImportError(text, name=package or "fsspec")
@@ -120,7 +121,8 @@ class FsspecStorage(Storage):
                 ) from e
             raise
         if part_size < S3_MIN_PART:
-            raise MisconfigurationError(f"part_size must be at least 5 MiB (an S3 rule); received part_size={part_size}")
+            raise MisconfigurationError(f"part_size must be at least 5 MiB (an S3 rule); "
+                                        f"received part_size={part_size}")
         if concurrency < 1 or read_ahead < 1 or read_chunk < 1:
             raise MisconfigurationError(
                 f"concurrency, read_ahead and read_chunk must be positive; received "
@@ -377,7 +379,8 @@ class FsspecStorage(Storage):
                     ranges,
                 )
                 parts = [{"PartNumber": r[0], "ETag": out["CopyPartResult"]["ETag"]} for r, out in zip(ranges, results)]
-            self._call("complete_multipart_upload", Bucket=tb, Key=tk, UploadId=upload, MultipartUpload={"Parts": parts})
+            self._call("complete_multipart_upload", Bucket=tb, Key=tk, UploadId=upload,
+                       MultipartUpload={"Parts": parts})
         except BaseException:
             with contextlib.suppress(Exception):
                 self._call("abort_multipart_upload", Bucket=tb, Key=tk, UploadId=upload)

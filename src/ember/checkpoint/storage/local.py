@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from ember.checkpoint.storage.contract import Info, Storage
-from ember.checkpoint.storage.temporaries import TMP_PREFIX, TMP_SUFFIX, clean_stale_temp_files, discard, is_temporary, temp_name  # noqa: F401
+from ember.checkpoint.storage.temporaries import (  # noqa: F401
+    TMP_PREFIX,
+    TMP_SUFFIX,
+    clean_stale_temp_files,
+    discard,
+    is_temporary,
+    temp_name,
+)
 from ember.errors import CheckpointError
 
 __all__ = ["LocalStorage", "MemoryStorage", "atomic_write", "atomic_link", "clean_stale_temp_files", "TMP_PREFIX"]
@@ -60,7 +67,8 @@ def check_name(name: str) -> list[str]:
     """The '/'-separated parts of a store name; ValueError for absolute names, '', '.' or '..' parts."""
     parts = name.rstrip("/").split("/")
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"invalid name {name!r} in a store: expected a relative, '/'-separated name without '.' or '..' parts")
+        raise ValueError(f"invalid name {name!r} in a store: expected a relative, '/'-separated name "
+                         "without '.' or '..' parts")
     return parts
 
 
@@ -319,7 +327,8 @@ class MemoryStorage(Storage):
     def open_write(self, name: str) -> Iterator[BinaryIO]:
         check_name(name)
         if self._is_folder(name):
-            raise CheckpointError(f"cannot save a checkpoint to {self.describe(name)}: it is a folder; give a file name ending in .ckpt")
+            raise CheckpointError(f"cannot save a checkpoint to {self.describe(name)}: it is a folder; "
+                                  "give a file name ending in .ckpt")
         buf = io.BytesIO()
         yield buf
         with self._lock:

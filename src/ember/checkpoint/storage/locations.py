@@ -63,9 +63,11 @@ def open_checkpoint(store: Storage, name: str, label: str | None = None) -> Iter
         try:
             handle = stack.enter_context(store.open_read(name))
         except IsADirectoryError:
-            raise CheckpointError(f"no checkpoint at {label}: it is a directory; pass the checkpoint file inside it") from None
+            raise CheckpointError(f"no checkpoint at {label}: it is a directory; "
+                                  "pass the checkpoint file inside it") from None
         except FileNotFoundError:
-            raise CheckpointNotFoundError(f"no checkpoint at {label}: the file does not exist. Check the path.") from None
+            raise CheckpointNotFoundError(f"no checkpoint at {label}: the file does not exist. "
+                                          "Check the path.") from None
         except OSError as e:
             raise CheckpointError(f"cannot open checkpoint {label}: {e.strerror or e}") from None
         yield handle

@@ -265,7 +265,8 @@ class RangeReader(io.RawIOBase):
 
     FIRST = 1 * MiB  # the first range after opening or seeking away
 
-    def __init__(self, fetch: Callable[[int, int], concurrent.futures.Future], size: int, chunk: int, depth: int) -> None:
+    def __init__(self, fetch: Callable[[int, int], concurrent.futures.Future], size: int, chunk: int,
+                 depth: int) -> None:
         super().__init__()
         self._fetch, self._size, self._chunk, self._depth = fetch, size, chunk, depth
         self._ranges: collections.deque[tuple[int, int, concurrent.futures.Future]] = collections.deque()
@@ -314,7 +315,8 @@ class RangeReader(io.RawIOBase):
         start, end, future = self._ranges[0]
         data = future.result()
         if len(data) != end - start:
-            raise CheckpointError(f"the store returned {len(data)} bytes for a range of {end - start}; the object changed")
+            raise CheckpointError(f"the store returned {len(data)} bytes for a range of {end - start}; "
+                                  "the object changed")
         return start, data
 
     def readinto(self, buffer: Any) -> int:

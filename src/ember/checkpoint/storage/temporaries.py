@@ -28,7 +28,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "pid_alive", "temp_name",
+__all__ = ["TMP_PREFIX", "TMP_SUFFIX", "STALE_AFTER_S", "clean_stale_temp_files", "is_temporary", "pid_alive",
+           "temp_name",
            "writer_tag", "discard", "wait_discards"]
 
 TMP_PREFIX = ".ember-tmp-"
