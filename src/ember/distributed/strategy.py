@@ -1,13 +1,12 @@
 """``DDPStrategy``: what the Trainer asks of a DistributedDataParallel job, in one object.
 
-``ParallelStrategy`` holds what every data-parallel strategy shares (``DDPStrategy`` here,
-``FSDPStrategy`` in ``ember.distributed.fsdp``); each adds how it wraps the model and runs its step.
+``ParallelStrategy`` holds what every data-parallel strategy shares (``DDPStrategy`` here, ``FSDPStrategy`` in
+``ember.distributed.fsdp``); each adds how it wraps the model and runs its step.
 The Trainer holds one and calls it at fixed places (docs/DISTRIBUTED.md): ``setup()`` joins the job,
 ``setup_module`` wraps the model, ``distributed_loader`` shards the training data,
 ``reduce`` / ``any_rank`` agree on values, ``gather_loop_state`` / ``scatter_loop_state`` put every
 rank's position in rank 0's checkpoint and back, ``failure_guard`` makes one rank's error every
-rank's, ``teardown()`` leaves the job.
-"""
+rank's, ``teardown()`` leaves the job."""
 
 from __future__ import annotations
 

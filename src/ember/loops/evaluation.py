@@ -18,7 +18,7 @@ import torch.distributed as dist
 from ember import compat
 from ember.loops.data import length, limit_batches
 from ember.loops.hooks import Hooks, takes_batch_idx
-from ember.loops.results import MetricsHub, Results, as_float, defaults_for
+from ember.loops.results import LogSink, MetricsHub, Results, as_float
 from ember.seed import preserved_rng
 
 
@@ -44,28 +44,6 @@ STAGES = {
 BAR_TITLES = {"validate": "Validation", "sanity": "Sanity Checking", "test": "Testing", "predict": "Predicting"}
 
 
-class LogSink:
-    """Where ``self.log`` goes: the stage's Results, with the hook running, the batch and the loader."""
-
-    def __init__(self, hooks: Hooks) -> None:
-        self.hooks = hooks
-        self.results: Results | None = None
-        self.batch: Any = None
-        self.dataloader_idx: int | None = None
-
-    def __call__(self, name: str, value: Any, *, add_dataloader_idx: bool = True, **kwargs: Any) -> None:
-        results = self.results
-        if results is None:
-            from ember.errors import MisconfigurationError
-
-            defaults_for(self.hooks.current_fx, None, None, name)  # a hook Lightning refuses: say so
-            raise MisconfigurationError(f"self.log({name!r}) was called where nothing is being logged "
-                                        f"(in {self.hooks.current_fx}); log from a step or an epoch hook.")
-        if add_dataloader_idx and self.dataloader_idx is not None:
-            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
-        results.log(self.hooks.current_fx, name, value, batch=self.batch, **kwargs)
-
-
 class EvalLoop:
     """One pass of ``stage`` ("validate", "test", "predict" or "sanity") over ``loaders``."""
 
@@ -83,15 +61,15 @@ class EvalLoop:
         """Validate/test: one dict of epoch metrics per loader. Predict: the predict_step outputs
         (a list per loader when there are several), or [] without ``return_predictions``."""
         module, call, n = self.module, self.hooks, self.names
-        sink, outer = self.sink, (self.sink.results, self.sink.batch, self.sink.dataloader_idx, call.stage)
+        sink, outer_stage = self.sink, call.stage
         call.stage = self.stage
-        results = sink.results = Results(training=False, reduce=self.reduce)
+        results = Results(training=False, reduce=self.reduce)
         modes = [(m, m.training) for m in module.modules()]
         outputs: list[list] = [[] for _ in loaders]
         grad_off = torch.inference_mode() if inference_mode_allowed(module, self.inference_mode) else torch.no_grad()
         call.barrier()  # user code follows: an in-flight save must hold the state before it
         try:
-            with preserved_rng(), grad_off:
+            with sink.into(results), preserved_rng(), grad_off:
                 if self.stage == "sanity":
                     call("on_sanity_check_start")
                 call.module_hook(n.model_eval)
@@ -106,7 +84,7 @@ class EvalLoop:
                 if self.stage == "sanity":
                     call("on_sanity_check_end")
         finally:
-            sink.results, sink.batch, sink.dataloader_idx, call.stage = outer
+            call.stage = outer_stage
         if self.stage == "predict":
             return (outputs[0] if len(loaders) == 1 else outputs) if return_predictions else []
         return _per_loader(views.returned, len(loaders))

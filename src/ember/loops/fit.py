@@ -16,7 +16,8 @@ import torch
 from ember.checkpoint.state import gradients, restore_gradients
 from ember.loops.data import ResumableLoader, length, limit_batches
 from ember.errors import MisconfigurationError
-from ember.loops.evaluation import EvalLoop, LogSink
+from ember.loops.evaluation import EvalLoop
+from ember.loops.results import LogSink
 from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  # noqa: F401 - re-exported
 from ember.loops.hooks import Hooks, overrides, takes_batch_idx
 from ember.core.optimizer import ManualSteps, StepCounted, Toggled, check_manual_settings
@@ -186,7 +187,6 @@ class FitLoop(ManualSteps):
         p, parts = self.progress, self.parts
         self._maybe_reload()
         parts.module.train()
-        self.sink.results = self.results
         self.call.stage = "train"
         self.call("on_train_epoch_start")
         n_batches = limit_batches(self.settings.limit_train_batches, length(parts.train_data.loader))
@@ -251,7 +251,6 @@ class FitLoop(ManualSteps):
         p = self.progress
         if validate:
             self.validate()
-        self.sink.results = self.results
         metrics = {**self.hub.callback, **self.results.epoch(finish=False).callback}
         for cfg in self.parts.schedulers:
             if cfg.interval == "epoch" and (p.epoch + 1) % cfg.frequency == 0 and not self.manual:
@@ -262,7 +261,6 @@ class FitLoop(ManualSteps):
     def epoch_end_hooks(self) -> None:
         """on_train_epoch_end (monitoring callbacks after the module), then the epoch's values published."""
         p = self.progress
-        self.sink.results = self.results
         self.in_epoch_end = True
         self.hub.live = self.results  # callbacks see what on_train_epoch_end logs while the hooks run
         try:
@@ -293,7 +291,7 @@ class FitLoop(ManualSteps):
             if self.manual or not self._pending_grads:  # Lightning frees the gradients, unless mid-window
                 self.call.module_hook("on_validation_model_zero_grad")
             self.eval_loop("validate").run(self.parts.val_loaders, self.settings.limit_val_batches)
-            self.sink.results, self.call.stage = self.results, "train"
+            self.call.stage = "train"  # the sink is back on fit's results (EvalLoop's sink.into)
 
     # ---------------------------------------------------------------- one batch
     def train_step(self, batch: Any, batch_idx: int, is_last: bool) -> Any:

@@ -12,12 +12,17 @@ torchmetrics-like object (``update``/``compute``/``reset``) is computed and rese
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TYPE_CHECKING
 
 import torch
 
 from ember.errors import MisconfigurationError
+
+if TYPE_CHECKING:
+    from ember.loops.hooks import Hooks
 
 STEP_HOOKS = frozenset({
     "training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
@@ -274,3 +279,40 @@ class MetricsHub:
             self.logged.update(views.log)  # Lightning's logged_metrics: the latest values, on every rank
         if to_logger and views.log and self.logger is not None:  # the rank that writes
             self.logger.log_metrics({k: as_float(v) for k, v in views.log.items()}, step=step, epoch=epoch)
+
+
+class LogSink:
+    """Where ``self.log`` goes: the stage's Results, with the hook running, the batch and the loader."""
+
+    def __init__(self, hooks: Hooks) -> None:
+        self.hooks = hooks
+        self.results: Results | None = None
+        self.batch: Any = None
+        self.dataloader_idx: int | None = None
+
+    @contextlib.contextmanager
+    def into(self, results: Results) -> Iterator[Results]:
+        """``self.log`` goes to ``results`` inside the block; the sink's results, batch and loader index are
+        what they were after it (an evaluation inside fit hands back to fit's results).
+
+        Args:
+            results: the stage's Results.
+        """
+        outer = (self.results, self.batch, self.dataloader_idx)
+        self.results = results
+        try:
+            yield results
+        finally:
+            self.results, self.batch, self.dataloader_idx = outer
+
+    def __call__(self, name: str, value: Any, *, add_dataloader_idx: bool = True, **kwargs: Any) -> None:
+        results = self.results
+        if results is None:
+            from ember.errors import MisconfigurationError
+
+            defaults_for(self.hooks.current_fx, None, None, name)  # a hook Lightning refuses: say so
+            raise MisconfigurationError(f"self.log({name!r}) was called where nothing is being logged "
+                                        f"(in {self.hooks.current_fx}); log from a step or an epoch hook.")
+        if add_dataloader_idx and self.dataloader_idx is not None:
+            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+        results.log(self.hooks.current_fx, name, value, batch=self.batch, **kwargs)

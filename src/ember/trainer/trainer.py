@@ -18,7 +18,7 @@ from ember.checkpoint.writer import CheckpointWriter
 from ember.loops.data import length, limit_batches
 from ember.core.datamodule import loaders_for, split_datamodule
 from ember.errors import MisconfigurationError
-from ember.loops.evaluation import LogSink
+from ember.loops.results import LogSink
 from ember.loops.hooks import Hooks, keyed
 from ember import loggers as _loggers
 from ember.callbacks.progress.tqdm_progress import replaces_default_bar

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from ember.checkpoint.storage.contract import Info, Storage, register_scheme
-from ember.checkpoint.storage.local import check_name
+from ember.checkpoint.storage.local import LocalStorage, check_name
 from ember.checkpoint.storage.multipart import (
     S3_MAX_PARTS,
     S3_MIN_PART,
@@ -393,8 +393,6 @@ class FsspecStorage(Storage):
 def _open(url: str, storage_options: dict) -> Storage:
     scheme, _, rest = url.partition("://")
     if scheme.lower() == "file" and not storage_options:
-        from ember.checkpoint.storage.local import LocalStorage
-
         return LocalStorage(rest)
     return FsspecStorage(url, storage_options)
 
