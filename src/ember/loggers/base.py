@@ -7,6 +7,8 @@ import os
 from argparse import Namespace
 from typing import Any, Mapping
 
+from ember.checkpoint.storage.locations import open_store
+
 
 class Logger:
     """Subclass this and define ``log_metrics`` and ``log_hyperparams``; ``name``, ``version``,
@@ -188,3 +190,20 @@ class LoggerGroup:
         """
         for lg in self.loggers:
             lg.finalize(status)
+
+
+def next_version(root: str | os.PathLike, storage_options: dict | None = None) -> int:
+    """One more than the highest ``version_N`` in ``root`` (a path or a URL), 0 when there is none; on local
+    disk an empty ``version_N`` folder counts too, as in Lightning.
+
+    Args:
+        root: the logger's ``<save_dir>/<name>`` folder.
+        storage_options: options for the backend when ``root`` is a URL.
+    """
+    root = os.fspath(root)
+    if "://" in root:
+        names = {n.split("/", 1)[0] for n in open_store(root, storage_options).list("version_")}
+    else:
+        names = set(os.listdir(root)) if os.path.isdir(root) else set()
+    found = [int(n[len("version_"):]) for n in names if n.startswith("version_") and n[len("version_"):].isdigit()]
+    return max(found, default=-1) + 1

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from ember.checkpoint.storage.locations import Storage, open_store
 from ember.distributed import rank_zero_only
-from ember.loggers.base import Logger, params_dict
+from ember.loggers.base import Logger, next_version, params_dict
 from ember.loggers.yaml_text import dump_yaml
 
 
@@ -68,8 +68,7 @@ class CSVLogger(Logger):
     def version(self) -> int | str:
         """The version given, or the next free one: one more than the highest ``version_N`` there."""
         if self._version is None:
-            versions = [n.split("/", 1)[0][len("version_"):] for n in self.store.list("version_")]
-            self._version = max((int(v) for v in versions if v.isdigit()), default=-1) + 1
+            self._version = next_version(self.root_dir, self._storage_options)
         return self._version
 
     @property

@@ -8,7 +8,7 @@ import os
 from typing import Any, Mapping
 
 from ember.distributed import rank_zero_only
-from ember.loggers.base import Logger, flat_params, params_dict
+from ember.loggers.base import Logger, flat_params, next_version, params_dict
 from ember.loggers.yaml_text import dump_yaml, plain
 
 EXTRA_HINT = "install it with `pip install 'ember-train[tensorboard]'` (or `pip install tensorboard`)"
@@ -67,11 +67,7 @@ class TensorBoardLogger(Logger):
     def version(self) -> int | str:
         """The version given, or the next free one in ``<save_dir>/<name>``."""
         if self._version is None:
-            root = self.root_dir
-            names = os.listdir(root) if os.path.isdir(root) else []
-            found = [int(n[len("version_"):]) for n in names
-                     if n.startswith("version_") and n[len("version_"):].isdigit()]
-            self._version = max(found, default=-1) + 1
+            self._version = next_version(self.root_dir)
         return self._version
 
     @property
