@@ -56,26 +56,6 @@ class RichProgressBar(ProgressBarCallback):
         self.progress = None
         self.train_progress_bar_id = None
 
-    @property
-    def refresh_rate(self) -> int:
-        return self._refresh_rate
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled and self._refresh_rate > 0
-
-    @property
-    def is_disabled(self) -> bool:
-        return not self.is_enabled
-
-    def disable(self) -> None:
-        """Hide the bar until ``enable`` is called."""
-        self._enabled = False
-
-    def enable(self) -> None:
-        """Show the bar again after ``disable``."""
-        self._enabled = True
-
     def _metrics_text(self, trainer, module) -> str:
         t = self.theme
         return t.metrics_text_delimiter.join(f"{k}: {v}" for k, v in self.get_metrics(trainer, module).items())

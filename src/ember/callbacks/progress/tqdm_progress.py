@@ -12,7 +12,30 @@ from ember.core.callback import Callback
 
 
 class ProgressBarCallback(Callback):
-    """The base of progress bar callbacks: a Trainer given one shows no bar of its own."""
+    """The base of progress bar callbacks: a Trainer given one shows no bar of its own. Subclasses set
+    ``_refresh_rate`` (batches per redraw, 0: off) and ``_enabled``."""
+
+    _refresh_rate, _enabled = 1, True
+
+    @property
+    def refresh_rate(self) -> int:
+        return self._refresh_rate
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled and self._refresh_rate > 0
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self.is_enabled
+
+    def disable(self) -> None:
+        """Hide the bar until ``enable`` is called."""
+        self._enabled = False
+
+    def enable(self) -> None:
+        """Show the bar again after ``disable``."""
+        self._enabled = True
 
     def get_metrics(self, trainer, module) -> dict[str, Any]:
         """What the bar shows after the epoch and step: the loss and the metrics logged with prog_bar=True.
@@ -70,26 +93,6 @@ class TQDMProgressBar(ProgressBarCallback):
         self._leave = leave
         self._enabled = True
         self.train_progress_bar = None
-
-    @property
-    def refresh_rate(self) -> int:
-        return self._refresh_rate
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled and self._refresh_rate > 0
-
-    @property
-    def is_disabled(self) -> bool:
-        return not self.is_enabled
-
-    def disable(self) -> None:
-        """Hide the bar until ``enable`` is called."""
-        self._enabled = False
-
-    def enable(self) -> None:
-        """Show the bar again after ``disable``."""
-        self._enabled = True
 
     def init_train_tqdm(self, total: int | None, initial: int = 0):
         """A new tqdm bar for a training epoch, written to standard error.
