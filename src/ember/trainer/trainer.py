@@ -24,7 +24,7 @@ from ember import loggers as _loggers
 from ember.callbacks.progress.tqdm_progress import replaces_default_bar
 from ember.distributed.select import strategy_for
 from ember.distributed.sharded_saves import ShardedWriter
-from ember.distributed.single import SingleDeviceStrategy
+from ember.strategies.single_device import SingleDeviceStrategy
 from ember.loops.fit import FitLoop, FitParts
 from ember.loops.results import MetricsHub
 from ember.loops.preemption import StopRequests
