@@ -16,6 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember as pl
 from ember.loggers import CSVLogger
 
+MATRIX_SKIP = ("on 2 ranks one of its programs failed once in four runs (rank 1 found no values in the hparams file "
+               "rank 0's logger writes; a race in the program under DDP, suspected, not confirmed)")
+
 yaml = pytest.importorskip("yaml")
 
 
