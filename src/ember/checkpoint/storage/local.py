@@ -75,9 +75,7 @@ def check_name(name: str) -> list[str]:
 def _remove(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
-            # the name goes first, in one rename: a kill during the removal never leaves part of a sharded
-            # checkpoint (its metadata without a rank file) under a checkpoint's name; cleanup() takes a leftover
-            gone = path.parent / temp_name(path.name)
+            gone = path.parent / temp_name(path.name)  # the name goes first: a kill never leaves half a folder
             os.rename(path, gone)
             shutil.rmtree(gone, ignore_errors=True)
         else:
