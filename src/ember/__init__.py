@@ -57,7 +57,7 @@ def __getattr__(name: str) -> Any:
     # ember.cli is the command line's package: ``ember.cli.LightningCLI`` imports it (and jsonargparse)
     # only when asked.
     if name == "cli":
-        import importlib
+        import importlib  # deferred: loaded on first use of the name
 
         return importlib.import_module("ember.cli")
     raise AttributeError(f"module 'ember' has no attribute {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import warnings
 from typing import Any, Iterator
 
 import torch
@@ -62,8 +63,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
         else:
-            import warnings
-
             warnings.warn(
                 f"the checkpoint holds the random state of {len(cuda)} CUDA device(s) but this machine has "
                 f"{torch.cuda.device_count()}; CUDA random numbers will differ from the original run.",

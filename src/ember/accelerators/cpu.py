@@ -12,7 +12,7 @@ def get_cpu_stats() -> dict[str, float]:
     """The machine's CPU and memory use in percent (``cpu_percent``, ``cpu_vm_percent``, ``cpu_swap_percent``);
     needs the ``psutil`` package."""
     try:
-        import psutil
+        import psutil  # deferred: optional dependency (psutil)
     except ImportError as e:
         raise ModuleNotFoundError("get_cpu_stats needs psutil: install it to see CPU statistics.") from e
     return {"cpu_vm_percent": psutil.virtual_memory().percent, "cpu_percent": psutil.cpu_percent(),

@@ -46,7 +46,7 @@ class _ProcCpu:
 def cpu_stats(cpu: _ProcCpu | None = None) -> dict[str, float]:
     """``cpu_vm_percent``, ``cpu_percent`` and ``cpu_swap_percent`` (Lightning's keys)."""
     if importlib.util.find_spec("psutil") is not None:
-        import psutil
+        import psutil  # deferred: optional dependency (psutil)
 
         return {"cpu_vm_percent": psutil.virtual_memory().percent, "cpu_percent": psutil.cpu_percent(),
                 "cpu_swap_percent": psutil.swap_memory().percent}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from ember.core.callback import Callback
@@ -46,8 +47,6 @@ class LambdaCallback(Callback):
 
 
 def _signature():
-    import inspect
-
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(h, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                  annotation="Callable | None") for h in HOOKS]

@@ -33,8 +33,8 @@ class RichModelSummary(ModelSummary):
     def on_fit_start(self, trainer, module) -> None:
         if self._max_depth == 0 or not getattr(trainer, "is_global_zero", True):
             return
-        from rich.console import Console
-        from rich.table import Table
+        from rich.console import Console  # deferred: optional dependency (rich)
+        from rich.table import Table  # deferred: optional dependency (rich)
 
         summary = self.summarize(module)
         table = Table(header_style="bold magenta")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR
 
+from ember.callbacks._bn_pass import training_pass
 from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 from ember.loops.optim import SchedulerConfig
@@ -215,8 +216,6 @@ class StochasticWeightAveraging(Callback):
             m.momentum = momentum
 
     def _update_batch_norm(self, trainer, pl_module) -> None:
-        from ember.callbacks._bn_pass import training_pass
-
         self.reset_batch_norm_and_save_state(pl_module)
         try:
             training_pass(trainer, pl_module)

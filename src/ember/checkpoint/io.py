@@ -11,6 +11,8 @@ from typing import Any
 
 from ember.checkpoint.format import codec, container
 from ember.checkpoint.reader import load_any, load_in
+from ember.checkpoint.sharded import objects
+from ember.checkpoint.sharded.full import read_full
 from ember.checkpoint.storage.locations import Storage, open_checkpoint, resolve
 from ember.checkpoint.writer import write_file
 
@@ -55,17 +57,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None, *, verify
         storage_options: options for the backend of a URL (credentials, endpoint).
     """
     if "://" not in os.fspath(path) and os.path.isdir(path):
-        from ember.checkpoint.sharded.full import read_full
-
         return read_full(path, map_location=map_location)
     if "://" in os.fspath(path):
-        from ember.checkpoint.sharded import objects
-
         store, name = resolve(path, storage_options)
         if objects.is_url(path) and (objects.committed(store, name) or store.list(f"{name}/")):
             # a sharded folder at a URL (one without its metadata is refused, saying so)
-            from ember.checkpoint.sharded.full import read_full
-
             with objects.staged(os.fspath(path), storage_options) as folder:
                 return read_full(folder, map_location=map_location)
     return load_any(path, map_location=map_location, verify=verify, mmap=mmap, storage_options=storage_options)
@@ -87,15 +83,9 @@ def load_from(store: Storage, name: str, map_location: Any = None, verify: bool 
     """
     local = store.local_path(name)
     if local is not None and local.is_dir():
-        from ember.checkpoint.sharded.full import read_full
-
         return read_full(local, map_location=map_location)
     if local is None:
-        from ember.checkpoint.sharded import objects
-
         if objects.committed(store, name):  # a sharded folder in an object store
-            from ember.checkpoint.sharded.full import read_full
-
             with objects.staged_in(store, name) as folder:
                 return read_full(folder, map_location=map_location)
     return load_in(store, name, map_location=map_location, verify=verify, mmap=mmap)

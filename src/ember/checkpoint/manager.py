@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 
 from ember.checkpoint import policies, provenance
 from ember.checkpoint.policies import Record, SavePoint
-from ember.checkpoint.storage.locations import Storage
+from ember.checkpoint.sharded.objects import remove_uncommitted
+from ember.checkpoint.storage.locations import Storage, open_store
 from ember.compat import EXTENSION
 from ember.errors import CheckpointError, MisconfigurationError
 
@@ -96,8 +97,6 @@ class CheckpointManager:
         to save, the name, what to drop) are taken on the rank that writes and passed to the others by
         ``from_rank0`` (a collective broadcast); the state is captured on every rank (the capture may be
         a collective too) and written by the writing rank only."""
-        from ember.checkpoint.storage.locations import open_store
-
         store = open_store(self.dirpath or default_dirpath, self.storage_options)
         if self.store is None or self.store.describe() != store.describe():
             self.book = Bookkeeping()  # a new place: nothing there is this manager's
@@ -108,8 +107,6 @@ class CheckpointManager:
             try:  # leftovers of writers killed mid-save (old temporaries, incomplete multipart uploads)
                 store.cleanup()
                 if "://" in store.describe():  # sharded folders in an object store whose save never committed
-                    from ember.checkpoint.sharded.objects import remove_uncommitted
-
                     remove_uncommitted(store)
             except Exception as e:  # noqa: BLE001 - cleaning up is a courtesy; training goes on
                 warnings.warn(f"could not clean up leftovers of interrupted saves in {store.describe()}: {e}",

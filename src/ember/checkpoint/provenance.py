@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ember.checkpoint.format import decode
-from ember.checkpoint.storage.contract import Storage
+from ember.checkpoint.format import container, decode
 from ember.checkpoint.format.header import MAX_HEADER
+from ember.checkpoint.sharded import metadata as _meta
+from ember.checkpoint.storage.contract import Storage
 from ember.errors import CheckpointError
 
 LINEAGE_RE = re.compile(r"[0-9a-f]{32}")
@@ -24,9 +25,6 @@ LINEAGE_RE = re.compile(r"[0-9a-f]{32}")
 
 def _tree_of(store: Storage, name: str) -> Any:
     """The state tree of the single-file checkpoint or sharded folder ``name``; raises on anything else."""
-    from ember.checkpoint.format import container
-    from ember.checkpoint.sharded import metadata as _meta
-
     try:
         with store.open_read(name) as (f, size):
             return container.read_header_stream(f, size, store.describe(name), verify=True)["tree"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
+from tqdm.auto import tqdm
+
 DELAY_S = 2.0      # no bar for saves/loads shorter than this
 READ_PIECE = 64 << 20
 
 
 def _bar(total: int, desc: str):
-    from tqdm.auto import tqdm
-
     # disable=None: no bar when stderr is not a terminal (logs, CI)
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, delay=DELAY_S,
                 disable=None, leave=False, dynamic_ncols=True)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ember.checkpoint.lightning.convert import convert
+from ember.cli.folders import consolidate_command
 from ember.cli.inspect import inspect_safely, print_inspect, verify_safely
 from ember.cli.ls import ls_command
 from ember.cli.text import OPTIONS, escape, json_doc, say
+from ember.errors import CheckpointError
 
 __all__ = ["LightningArgumentParser", "LightningCLI", "ReduceLROnPlateau", "SaveConfigCallback", "instantiate_class",
            "instantiate_module", "main"]
@@ -22,11 +25,11 @@ __all__ = ["LightningArgumentParser", "LightningCLI", "ReduceLROnPlateau", "Save
 def __getattr__(name: str):
     # LightningCLI (and jsonargparse) load only when asked for: the `ember` command needs neither.
     if name in ("LightningCLI", "SaveConfigCallback", "LightningArgumentParser"):
-        from ember.cli import lightning_cli
+        from ember.cli import lightning_cli  # deferred: loaded on first use of the name
 
         return getattr(lightning_cli, name)
     if name in ("ReduceLROnPlateau", "instantiate_class", "instantiate_module"):
-        from ember.cli import instantiate
+        from ember.cli import instantiate  # deferred: loaded on first use of the name
 
         return getattr(instantiate, name)
     raise AttributeError(f"module 'ember.cli' has no attribute {name!r}")
@@ -36,8 +39,6 @@ _USAGE = ("use `ember ckpt inspect PATH`, `ember ckpt verify PATH...`, `ember ck
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ember.checkpoint.lightning.convert import convert
-
     p = argparse.ArgumentParser(
         prog="ember", description="ember command line tools",
         epilog="commands:\n  ember ckpt inspect PATH     summarise a checkpoint\n"
@@ -75,9 +76,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _convert_command(src: str, dst: str, to: str | None) -> int:
-    from ember.checkpoint.lightning.convert import convert
-    from ember.errors import CheckpointError
-
     try:
         where = convert(src, dst, to=to)
     except CheckpointError as e:
@@ -109,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "convert":
         return _convert_command(args.src, args.dst, args.to)
     if args.action == "consolidate":
-        from ember.cli.folders import consolidate_command
-
         return consolidate_command(args.src, args.dst)
     if args.action == "inspect":
         info, code = inspect_safely(args.path, args.tensors)

@@ -6,6 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
+
+from ember.checkpoint.sharded import objects
+from ember.checkpoint.sharded.full import consolidate, folder_summary, verify_sharded
+from ember.checkpoint.sharded.layout import METADATA
+from ember.checkpoint.sharded.objects import is_sharded_at_url
+from ember.checkpoint.storage.locations import resolve
+from ember.cli.text import escape, say
 from ember.errors import CheckpointError
 
 KIND = "ember-sharded"
@@ -13,14 +20,10 @@ KIND = "ember-sharded"
 
 def is_folder(path: str) -> bool:
     """A local folder, or a URL naming a committed sharded folder in an object store."""
-    from ember.checkpoint.sharded.objects import is_sharded_at_url
-
     return os.path.isdir(path) if "://" not in path else is_sharded_at_url(path)
 
 
 def _incomplete(path: str, e: CheckpointError) -> str:
-    from ember.checkpoint.sharded.layout import METADATA
-
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, METADATA)):
         return f"incomplete, not a checkpoint: it has no {METADATA} (a save that never completed)"
     return str(e)
@@ -29,17 +32,10 @@ def _incomplete(path: str, e: CheckpointError) -> str:
 def folder_header(path: str) -> dict:
     """What a folder's metadata says, shaped like ``fileformat.read_header``'s answer (plus ``ranks``,
     ``rank_files``, ``mtime``); CheckpointError (saying so when it is incomplete) otherwise."""
-    from ember.checkpoint.sharded.full import folder_summary
-
-    from ember.checkpoint.sharded import objects
-
     try:
         with objects.local(path, files=False) as local:  # a URL: its metadata object, copied here
             s = folder_summary(local, rank_files=not objects.is_url(path))
         if objects.is_url(path):
-            from ember.checkpoint.sharded.layout import METADATA
-            from ember.checkpoint.storage.locations import resolve
-
             store, name = resolve(path)
             s["metadata_mtime"] = store.stat(f"{name}/{METADATA}").mtime
     except CheckpointError as e:
@@ -50,10 +46,6 @@ def folder_header(path: str) -> dict:
 
 
 def verify_folder(path: str) -> tuple[bool, str]:
-    from ember.checkpoint.sharded.full import verify_sharded
-
-    from ember.checkpoint.sharded import objects
-
     try:
         with objects.local(path) as local:  # a URL: the folder copied here, then every byte verified
             verify_sharded(local)
@@ -63,11 +55,6 @@ def verify_folder(path: str) -> tuple[bool, str]:
 
 
 def consolidate_command(src: str, dst: str) -> int:
-    from ember.checkpoint.sharded.full import consolidate
-    from ember.cli.text import escape, say
-
-    from ember.checkpoint.sharded import objects
-
     try:
         with objects.local(src) as local:  # a URL: the folder copied here first
             where = consolidate(local, dst)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ember.checkpoint.format import codec, container
+from ember.checkpoint.format.torch_files import load_foreign, sniff
+from ember.cli.folders import KIND, folder_header, is_folder, verify_folder
 from ember.cli.text import OPTIONS, human, jsonable, key, plain, say, size, unexpected
 from ember.errors import CheckpointError, UnsafeCheckpointError
 
@@ -31,8 +34,6 @@ def _logical_dtypes(tree: Any, out: dict[str, tuple]) -> dict[str, tuple]:
 
 
 def _summarise_header(hdr: dict, with_tensors: bool) -> dict:
-    from ember.checkpoint.format import codec
-
     state = codec.unflatten(hdr["tree"], None)
     logical = _logical_dtypes(hdr["tree"], {})
     parts = {name: {"count": 0, "bytes": 0} for name in ("weights", "optimizer", "other")}
@@ -68,8 +69,6 @@ def _summarise_header(hdr: dict, with_tensors: bool) -> dict:
 
 
 def _inspect_folder(path: str, with_tensors: bool) -> tuple[dict, int]:
-    from ember.cli.folders import KIND, folder_header, verify_folder
-
     try:
         hdr = folder_header(path)
     except CheckpointError as e:
@@ -82,10 +81,6 @@ def _inspect_folder(path: str, with_tensors: bool) -> tuple[dict, int]:
 
 
 def _inspect(path: str, with_tensors: bool) -> tuple[dict, int]:
-    from ember.checkpoint.format import container
-    from ember.checkpoint.format.torch_files import load_foreign, sniff
-    from ember.cli.folders import is_folder
-
     if is_folder(path):
         return _inspect_folder(path, with_tensors)
     try:
@@ -191,10 +186,6 @@ def verify_safely(path: str) -> tuple[bool, str]:
 
 
 def _verify(path: str) -> tuple[bool, str]:
-    from ember.checkpoint.format import container
-    from ember.checkpoint.format.torch_files import sniff
-    from ember.cli.folders import is_folder, verify_folder
-
     if is_folder(path):
         return verify_folder(path)
     try:

@@ -16,11 +16,14 @@ import sys
 import warnings
 from typing import Any, Callable, Mapping
 
-from ember.core.callback import Callback
 from ember.checkpoint.storage.locations import open_store
+from ember.cli.parser import add_configure_optimizers, configure_optimizers, parser_class
+from ember.core.callback import Callback
+from ember.core.datamodule import LightningDataModule
 from ember.core.module import Module
 from ember.seed import seed_everything
 from ember.trainer import Trainer
+from ember.trainer.arguments import NOT_IMPLEMENTED
 
 __all__ = ["LightningArgumentParser", "LightningCLI", "SaveConfigCallback"]
 
@@ -43,8 +46,6 @@ def LightningArgumentParser(*args: Any, **kwargs: Any):  # noqa: N802 - Lightnin
         **kwargs: passed to ``jsonargparse.ArgumentParser``.
     """
     _require_jsonargparse()
-    from ember.cli.parser import parser_class
-
     return parser_class()(*args, **kwargs)
 
 
@@ -163,7 +164,7 @@ class LightningCLI:
         """Override to change ``self.config`` before the objects are built."""
 
     def _core_parser(self, **kwargs: Any):
-        from jsonargparse import ActionConfigFile
+        from jsonargparse import ActionConfigFile  # deferred: optional dependency (jsonargparse)
 
         parser = LightningArgumentParser(**{"exit_on_error": True, **kwargs})
         parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML configuration file")
@@ -180,8 +181,6 @@ class LightningCLI:
         else:
             parser.add_class_arguments(self.model_class, "model", fail_untyped=False, sub_configs=True)
         if self._data_subclass:  # as Lightning: any LightningDataModule, or none (``data: null``)
-            from ember.core.datamodule import LightningDataModule
-
             base = self.datamodule_class or LightningDataModule
             parser.add_subclass_arguments(base, "data", fail_untyped=False, required=False)
         else:
@@ -198,8 +197,6 @@ class LightningCLI:
     def configure_optimizers(lightning_module, optimizer, lr_scheduler=None) -> Any:
         """What the model's configure_optimizers returns with ``--optimizer``/``--lr_scheduler``
         (override to change)."""
-        from ember.cli.parser import configure_optimizers
-
         return configure_optimizers(lightning_module, optimizer, lr_scheduler)
 
     def _build_parser(self, run: bool):
@@ -246,8 +243,6 @@ class LightningCLI:
         self.datamodule = init.get("data")
         self.model = init["model"]
         parser = self._subcommand_parsers.get(self.subcommand, self.parser)
-        from ember.cli.parser import add_configure_optimizers
-
         add_configure_optimizers(self, parser, init)
         self._extra_callbacks = [init[k] for k in getattr(parser, "callback_keys", []) if init.get(k) is not None]
         self.trainer = self.instantiate_trainer(dict(init["trainer"]))
@@ -300,8 +295,6 @@ def _loaders_for(name: str, datamodule: Any, params: Mapping[str, Any]) -> dict[
 def _add_lightning_only_trainer_args(parser) -> None:
     """Lightning's Trainer arguments that ember takes only at their defaults (``ember.trainer.arguments``): in the
     parser too, so that a configuration printed by Lightning's ``--print_config`` is accepted."""
-    from ember.trainer.arguments import NOT_IMPLEMENTED
-
     known = {a.dest for a in parser._actions}
     for name, default in NOT_IMPLEMENTED.items():
         if f"trainer.{name}" not in known:

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from ember.checkpoint.format import codec, container
+from ember.checkpoint.format.torch_files import sniff
 from ember.checkpoint.storage.locations import Storage, open_store
 from ember.checkpoint.storage.temporaries import TMP_PREFIX
 from ember.cli.folders import KIND, folder_header
@@ -72,9 +74,6 @@ def _monitored(callbacks: Any, path: str) -> tuple[str | None, Any]:
 
 def _ls_file(path: str) -> dict:
     """What a file's header says (never the tensor bytes): epoch, step, monitored metric."""
-    from ember.checkpoint.format import codec, container
-    from ember.checkpoint.format.torch_files import sniff
-
     row: dict[str, Any] = {}
     kind = sniff(path)
     row["format"] = kind
@@ -101,8 +100,6 @@ def _ls_file(path: str) -> dict:
 
 def _ls_folder(path: str) -> dict:
     """epoch, step, monitored metric, size and mtime of a sharded folder, from its metadata only."""
-    from ember.checkpoint.format import codec
-
     row: dict[str, Any] = {"format": KIND}
     try:
         hdr = folder_header(path)

@@ -13,6 +13,9 @@ from typing import Any
 
 import torch
 
+from ember.core.callback import Callback
+from ember.core.module import Module
+
 _CLASS: type | None = None
 LR_SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
@@ -26,7 +29,7 @@ def parser_class() -> type:
 
 
 def _build() -> type:
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ArgumentParser  # deferred: optional dependency (jsonargparse)
 
     class LightningArgumentParser(ArgumentParser):
         """jsonargparse's parser, plus Lightning's methods for callbacks, optimizers and schedulers."""
@@ -41,8 +44,6 @@ def _build() -> type:
                                      required: bool = True) -> list[str]:
             """Arguments for a callback, module or datamodule class under ``nested_key``; a callback
             built from them joins the Trainer's callbacks."""
-            from ember.core.callback import Callback
-
             classes = lightning_class if isinstance(lightning_class, tuple) else (lightning_class,)
             if any(isinstance(c, type) and issubclass(c, Callback) for c in classes):
                 self.callback_keys.append(nested_key)
@@ -103,8 +104,6 @@ def add_configure_optimizers(cli: Any, parser: Any, config_init: Any) -> None:
     optimizer_init = config_init.get(automatic[0]) if automatic else None
     if not optimizer_init:
         return
-    from ember.core.module import Module
-
     model = cli.model
     if type(model).configure_optimizers is not Module.configure_optimizers:
         warnings.warn(f"`{type(model).__name__}.configure_optimizers` will be overridden by "

@@ -7,15 +7,16 @@ as on a module (saved under ``datamodule_hyper_parameters``)."""
 
 from __future__ import annotations
 
-import copy
 import functools
 from argparse import Namespace
 from typing import Any, Mapping
 
-from ember.errors import MisconfigurationError
-from ember.core.module import AttributeDict, init_arguments
-from ember.core.pickling import dropped_for_pickling
+from torch.utils.data import DataLoader
+
 from ember.core.hooks import HparamsSurface
+from ember.core.init_args import AttributeDict, init_arguments, store_hparams
+from ember.core.pickling import dropped_for_pickling
+from ember.errors import MisconfigurationError
 
 LOADER_METHODS = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader",
                   "predict": "predict_dataloader"}
@@ -63,18 +64,9 @@ class LightningDataModule(HparamsSurface):
             ignore: a name, or names, not to save.
         """
         if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
-            values = dict(vars(args[0])) if isinstance(args[0], Namespace) else dict(args[0])
+            store_hparams(self, dict(vars(args[0]) if isinstance(args[0], Namespace) else args[0]), (), ignore)
         else:
-            values = init_arguments(self)
-            unknown = [a for a in args if a not in values]
-            if unknown:
-                raise MisconfigurationError(f"save_hyperparameters got names that are not __init__ arguments: "
-                                            f"{unknown}; the arguments are {list(values)}.")
-            if args:
-                values = {k: values[k] for k in args}
-        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
-        self.__dict__["_hparams"] = AttributeDict((k, v) for k, v in values.items() if k not in ignored)
-        self.__dict__["_hparams_initial"] = copy.deepcopy(self.__dict__["_hparams"])  # hparams_initial
+            store_hparams(self, init_arguments(self), args, ignore)
 
     # ---------------------------------------------------------------- hooks (override)
     def prepare_data(self) -> None:
@@ -125,8 +117,6 @@ class LightningDataModule(HparamsSurface):
     def from_datasets(cls, train_dataset=None, val_dataset=None, test_dataset=None, predict_dataset=None,
                       batch_size: int = 1, num_workers: int = 0, **loader_kwargs: Any) -> "LightningDataModule":
         """A datamodule serving the given datasets (training data shuffled)."""
-        from torch.utils.data import DataLoader
-
         def loader(ds, shuffle=False):
             return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, **loader_kwargs)
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import torch
 
+from ember import distributed
 from ember.core.data_hooks import CheckpointHooks, DataHooks, move_to_device  # noqa: F401 (Lightning's path)
 from ember.core.surface import HparamsSurface, ModuleSurface  # noqa: F401 (the datamodule's base)
+from ember.distributed.env import Ranks
 from ember.errors import MisconfigurationError
 
 
-class ModelHooks(DataHooks, CheckpointHooks, ModuleSurface):
+class ModelHooks(DataHooks, CheckpointHooks, ModuleSurface, Ranks):
     """No-op hooks (override what you need), the overridable steps of automatic optimization, and
     the small conveniences Lightning modules use (``self.print``, ``self.logger``, ``freeze``)."""
 
@@ -29,18 +31,6 @@ class ModelHooks(DataHooks, CheckpointHooks, ModuleSurface):
         """The Trainer's loggers (empty outside a Trainer)."""
         return list(getattr(self.trainer, "loggers", [])) if self.trainer is not None else []
 
-    @property
-    def global_rank(self) -> int:
-        from ember import distributed
-
-        return distributed.global_rank()
-
-    @property
-    def local_rank(self) -> int:
-        from ember import distributed
-
-        return distributed.local_rank()
-
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on the global-zero process only.
 
@@ -48,8 +38,6 @@ class ModelHooks(DataHooks, CheckpointHooks, ModuleSurface):
             *args: passed to ``print``.
             **kwargs: passed to ``print``.
         """
-        from ember import distributed
-
         if distributed.is_global_zero():
             print(*args, **kwargs)
 
@@ -69,15 +57,6 @@ class ModelHooks(DataHooks, CheckpointHooks, ModuleSurface):
     def prepare_data(self) -> None:
         """Download or write data once (before setup); do not assign state here."""
 
-    def setup(self, stage: str) -> None:
-        """Build what depends on the stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
-
-        Args:
-            stage: the Trainer method that is starting.
-        """
-
-    def teardown(self, stage: str) -> None: ...
-
     device_mesh = None  # under strategy="fsdp": the job's DeviceMesh, set before configure_model() runs
 
     def configure_model(self) -> None:
@@ -87,22 +66,6 @@ class ModelHooks(DataHooks, CheckpointHooks, ModuleSurface):
     def configure_callbacks(self):
         """Callbacks the module brings; they replace the Trainer's callbacks of the same class."""
         return []
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return batch
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Tensors in dicts, lists, tuples and named tuples go to ``device``; override for other types.
-
-        Args:
-            batch: the batch.
-            device: the device of this process.
-            dataloader_idx: which loader it came from.
-        """
-        return move_to_device(batch, device)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return batch
 
     # ---------------------------------------------------------------- fit
     def on_fit_start(self) -> None:

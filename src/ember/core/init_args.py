@@ -3,6 +3,7 @@ from a checkpoint's hyperparameters (``load_from_checkpoint``)."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 from argparse import Namespace
 from typing import Any, Mapping
@@ -21,6 +22,21 @@ class AttributeDict(dict):
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
+
+
+def store_hparams(obj: Any, values: dict[str, Any], names: tuple = (), ignore: str | list[str] | None = None) -> None:
+    """``save_hyperparameters``' last step for a module, datamodule or mixin: keep ``names`` of ``values``
+    (all when none are given; an unknown name raises), leave out ``ignore``, and store the result as the
+    object's ``hparams`` and ``hparams_initial``."""
+    unknown = [a for a in names if a not in values]
+    if unknown:
+        raise MisconfigurationError(f"save_hyperparameters got names that are not __init__ arguments: {unknown}; "
+                                    f"the arguments are {list(values)}.")
+    ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+    chosen = {k: values[k] for k in names} if names else values
+    hp = AttributeDict((k, v) for k, v in chosen.items() if k not in ignored)
+    obj.__dict__["_hparams"] = hp
+    obj.__dict__["_hparams_initial"] = copy.deepcopy(hp)
 
 
 def init_arguments(module: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import warnings
 import os
+import warnings
 from argparse import Namespace
 from typing import Any, Mapping
 
@@ -14,10 +14,19 @@ from torch import nn
 
 from ember.checkpoint import resume
 from ember.checkpoint.format.maps import apply_map_location, read_location, weights_device
-from ember.errors import CheckpointMismatchError, MisconfigurationError
+from ember.core.export import to_onnx, to_torchscript
 from ember.core.hooks import ModelHooks
-from ember.core.init_args import AttributeDict, _init_kwargs_from_checkpoint, _init_params, init_arguments  # noqa: F401
+from ember.core.init_args import (  # noqa: F401
+    AttributeDict,
+    _init_kwargs_from_checkpoint,
+    _init_params,
+    init_arguments,
+    store_hparams,
+)
 from ember.core.optimizer import ManualOptimization
+from ember.core.pickling import dropped_for_pickling
+from ember.core.saving import read_hparams_file
+from ember.errors import CheckpointMismatchError, MisconfigurationError
 from ember.seed import preserved_rng
 
 
@@ -95,8 +104,6 @@ class Module(ManualOptimization, ModelHooks, nn.Module):
         return None
 
     def __getstate__(self) -> dict[str, Any]:
-        from ember.core.pickling import dropped_for_pickling
-
         return dropped_for_pickling(self.__dict__)  # as Lightning: pickles without the Trainer
 
     def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None) -> None:
@@ -110,7 +117,6 @@ class Module(ManualOptimization, ModelHooks, nn.Module):
                 or one dict/``argparse.Namespace`` saved as it is.
             ignore: a name, or names, of ``__init__`` arguments not to save.
         """
-        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
         if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
             self.hparams = args[0]
             return
@@ -118,18 +124,7 @@ class Module(ManualOptimization, ModelHooks, nn.Module):
             raise MisconfigurationError(
                 "save_hyperparameters() must be called inside __init__ of an ember.Module subclass."
             )
-        values = init_arguments(self)
-        if args:
-            unknown = [a for a in args if a not in values]
-            if unknown:
-                raise MisconfigurationError(
-                    f"save_hyperparameters got names that are not __init__ arguments: {unknown}; "
-                    f"the arguments are {list(values)}."
-                )
-            values = {k: values[k] for k in args}
-        hp = AttributeDict((k, v) for k, v in values.items() if k not in ignored)
-        self.__dict__["_hparams"] = hp
-        self.__dict__["_hparams_initial"] = copy.deepcopy(hp)  # hparams_initial
+        store_hparams(self, init_arguments(self), args, ignore)
         self.__dict__["_hparams_name"] = None
 
     # ------------------------------------------------------------------ trainer views
@@ -297,8 +292,6 @@ class Module(ManualOptimization, ModelHooks, nn.Module):
                 f"{checkpoint_path} holds no model weights (no 'state_dict' entry); it has {sorted(ckpt)}."
             )
         if hparams_file is not None:  # its values win over the checkpoint's; kwargs win over both
-            from ember.core.saving import read_hparams_file
-
             ckpt["hyper_parameters"] = {**(ckpt.get("hyper_parameters") or {}), **read_hparams_file(hparams_file)}
         init_kwargs = _init_kwargs_from_checkpoint(cls, ckpt, kwargs, checkpoint_path)
         with preserved_rng():
@@ -317,8 +310,6 @@ class Module(ManualOptimization, ModelHooks, nn.Module):
             example_inputs: the input traced with (default ``self.example_input_array``).
             **kwargs: passed to ``torch.jit.script`` or ``torch.jit.trace``.
         """
-        from ember.core.export import to_torchscript
-
         return to_torchscript(self, file_path, method, example_inputs, **kwargs)
 
     def to_onnx(self, file_path, input_sample=None, **kwargs: Any) -> None:
@@ -329,8 +320,6 @@ class Module(ManualOptimization, ModelHooks, nn.Module):
             input_sample: the input exported with (default ``self.example_input_array``).
             **kwargs: passed to ``torch.onnx.export``.
         """
-        from ember.core.export import to_onnx
-
         to_onnx(self, file_path, input_sample, **kwargs)
 
 

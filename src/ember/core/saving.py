@@ -7,9 +7,12 @@ import ast
 import csv
 import json
 import os
+import warnings
+from argparse import Namespace
 from typing import Any
 
 from ember.errors import MisconfigurationError
+from ember.loggers.yaml_text import dump_yaml
 
 
 def read_hparams_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -35,7 +38,7 @@ def read_hparams_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def _read_yaml(text: str, name: str) -> Any:
     try:
-        import yaml
+        import yaml  # deferred: optional dependency (yaml)
     except ImportError:
         try:  # ember's loggers write JSON (which is YAML) when PyYAML is missing
             return json.loads(text) if text.strip() else None
@@ -101,8 +104,6 @@ def load_hparams_from_yaml(config_yaml: str | os.PathLike, use_omegaconf: bool =
     """
     name = os.fspath(config_yaml)
     if not os.path.isfile(name):
-        import warnings
-
         warnings.warn(f"no hyperparameter file at {name!r}; using no hyperparameters.", stacklevel=2)
         return {}
     return read_hparams_file(name)
@@ -117,10 +118,6 @@ def save_hparams_to_yaml(config_yaml: str | os.PathLike, hparams: Any, use_omega
         hparams: the hyperparameters.
         use_omegaconf: accepted for Lightning's signature; OmegaConf containers are written as plain data.
     """
-    from argparse import Namespace
-
-    from ember.loggers.yaml_text import dump_yaml
-
     name = os.fspath(config_yaml)
     folder = os.path.dirname(name) or "."
     if not os.path.isdir(folder):
@@ -152,8 +149,6 @@ def save_hparams_to_tags_csv(tags_csv: str | os.PathLike, hparams: Any) -> None:
         tags_csv: the file to write; its folder must exist.
         hparams: a dict or an ``argparse.Namespace``.
     """
-    from argparse import Namespace
-
     values = vars(hparams) if isinstance(hparams, Namespace) else dict(hparams)
     with open(os.fspath(tags_csv), "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)

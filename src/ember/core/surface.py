@@ -8,7 +8,9 @@ import copy
 from typing import Any, Iterator
 
 import torch
+import torch.distributed as dist
 
+from ember.not_supported import refuse
 
 
 class HparamsSurface:
@@ -96,8 +98,6 @@ class ModuleSurface(HparamsSurface):
             *args: ignored.
             **kwargs: ignored.
         """
-        from ember.not_supported import refuse
-
         refuse("LightningModule.to_tensorrt")
 
     def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
@@ -109,8 +109,6 @@ class ModuleSurface(HparamsSurface):
             group: the process group (all processes when None).
             sync_grads: let gradients flow back through the gather.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return data
         if isinstance(data, dict):
@@ -119,6 +117,7 @@ class ModuleSurface(HparamsSurface):
             return type(data)(self.all_gather(v, group, sync_grads) for v in data)
         tensor = torch.as_tensor(data, device=self.device)
         if sync_grads:
+            # deferred: torch.distributed may be unavailable in a build; only for sync_grads
             from torch.distributed.nn.functional import all_gather
 
             return torch.stack(all_gather(tensor, group=group or dist.group.WORLD))

@@ -41,7 +41,7 @@ def __getattr__(name: str):
     """``FSDPStrategy`` on first use: importing torch's FSDP and checkpoint modules costs ~1.5 s, which
     ``import ember`` (and the ``ember`` command) should not pay."""
     if name == "FSDPStrategy":
-        from ember.distributed.fsdp import FSDPStrategy
+        from ember.distributed.fsdp import FSDPStrategy  # deferred: loaded on first use of the name
 
         return FSDPStrategy
     raise AttributeError(f"module 'ember.distributed' has no attribute {name!r}")

@@ -131,6 +131,35 @@ def is_global_zero() -> bool:
     return global_rank() == 0
 
 
+class Ranks:
+    """``global_rank`` and ``local_rank`` as properties: the one definition that a LightningModule, the
+    Trainer and the strategies share (``JobRanks`` adds ``world_size`` and ``is_global_zero``)."""
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank in the job (0 when it runs alone)."""
+        return global_rank()
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its machine (0 when it runs alone)."""
+        return local_rank()
+
+
+class JobRanks(Ranks):
+    """``Ranks`` and the job's size: the Trainer's and the strategies' rank properties."""
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the job (1 when this one runs alone)."""
+        return world_size()
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this process is rank 0: the one that writes the run's files and prints."""
+        return is_global_zero()
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

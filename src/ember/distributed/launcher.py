@@ -21,6 +21,7 @@ Lifetimes are tied both ways, with bounded waits:
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import signal
 import socket
@@ -239,8 +240,6 @@ def _tie_to_parent() -> None:
             return  # a grandchild that inherited the variable: not ours to tie
         os._exit(EXIT_PEER_FAILED)  # rank 0 is already gone
     if sys.platform.startswith("linux"):
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:

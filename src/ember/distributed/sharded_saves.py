@@ -16,12 +16,16 @@ raises its error.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
+from ember.checkpoint.sharded import save_sharded
 from ember.checkpoint.storage.locations import Storage
+from ember.distributed import group
+from ember.distributed.failure import reported_here
 
 
 class ShardedWriter:
@@ -37,8 +41,6 @@ class ShardedWriter:
 
     def save(self, state: dict, target: tuple[Storage, str], *, blocking: bool = True, deferred: bool = False,
              then: Callable[[], Any] | None = None) -> None:
-        from ember.checkpoint.sharded import save_sharded
-
         self.wait()
         store, name = target
         location = store.describe(name)
@@ -65,8 +67,6 @@ class ShardedWriter:
         """A gloo group of every rank for the background saves' collectives (made once, on every rank at
         the same save: new_group is itself a collective)."""
         if self._group is None:
-            from ember.distributed import group
-
             kwargs = {} if self.timeout is None else {"timeout": _timedelta(self.timeout)}
             self._group = dist.new_group(backend="gloo", **kwargs)
             group.on_leave(self._leave)
@@ -76,9 +76,6 @@ class ShardedWriter:
         """At exit: the save in flight finishes (its collectives run on this writer's group), then the
         group is let go of, so that it can be destroyed with its worker threads (group.py). After a
         failure (this rank's or a peer's) nothing is waited for: the peers may be gone."""
-        from ember.distributed import group
-        from ember.distributed.failure import reported_here
-
         watch = group.watch()
         failed = reported_here() or (watch is not None and watch.peer_failure() is not None)
         try:
@@ -114,6 +111,7 @@ def host_copy(tree: Any) -> Any:
 
 def _copy(v: Any) -> Any:
     if isinstance(v, torch.Tensor):
+        # deferred: torch.distributed may be unavailable in a build; needed only for sharded state
         from torch.distributed.tensor import DTensor
 
         if isinstance(v, DTensor):
@@ -140,6 +138,4 @@ def _to_host(t: torch.Tensor) -> torch.Tensor:
 
 
 def _timedelta(seconds: float):
-    from datetime import timedelta
-
     return timedelta(seconds=seconds)

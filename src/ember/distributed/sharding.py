@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ember.distributed.fsdp import optimizer_state_from_plain, optimizer_state_to_plain
+
 
 def is_named(state: Any) -> bool:
     """Whether an optimizer state lists its parameters by name (FSDP) rather than by number."""
@@ -22,8 +24,6 @@ def optimizer_states_for(ckpt: dict, module, optimizers: list, sharded: bool) ->
         return ckpt
     if not any(is_named(s) != sharded for s in states if isinstance(s, Mapping)):
         return ckpt
-    from ember.distributed.fsdp import optimizer_state_from_plain, optimizer_state_to_plain
-
     out = []
     for state, opt in zip(states, optimizers):
         if not isinstance(state, Mapping) or is_named(state) == sharded:

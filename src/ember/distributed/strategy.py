@@ -20,17 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ember.distributed import group
 from ember.checkpoint import ranks as per_rank
-from ember.distributed.env import DistributedError, JobEnv, global_rank, local_rank, world_size
+from ember.distributed import group
+from ember.distributed.env import DistributedError, JobEnv, JobRanks
+from ember.distributed.samplers import UnevenSampler, has_distributed_sampler, seed_of, shuffles
 from ember.distributed.single import _op_name
 from ember.errors import MisconfigurationError
-from ember.distributed.samplers import UnevenSampler, has_distributed_sampler, seed_of, shuffles
 
 _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
 
-class ParallelStrategy:
+class ParallelStrategy(JobRanks):
     """What every strategy over the processes of one job shares (gloo on CPU, NCCL on CUDA): joining
     and leaving, ranks, sharding the training data, agreeing on values, loop state, failures.
     Subclasses add ``setup_module`` and ``training_step``.
@@ -64,22 +64,6 @@ class ParallelStrategy:
         """
         group.teardown(wait=wait)
         self.device = None
-
-    @property
-    def global_rank(self) -> int:
-        return global_rank()
-
-    @property
-    def local_rank(self) -> int:
-        return local_rank()
-
-    @property
-    def world_size(self) -> int:
-        return world_size()
-
-    @property
-    def is_global_zero(self) -> bool:
-        return global_rank() == 0
 
     @property
     def root_device(self) -> torch.device:

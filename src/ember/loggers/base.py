@@ -7,7 +7,10 @@ import os
 from argparse import Namespace
 from typing import Any, Mapping
 
+import torch.distributed as dist
+
 from ember.checkpoint.storage.locations import open_store
+from ember.distributed import is_global_zero
 
 
 class Logger:
@@ -126,8 +129,6 @@ def agree_on_versions(loggers: list) -> None:
     """In a torch.distributed job, give every process rank 0's choice of each logger's next free
     version (ember's loggers keep it in ``_version``): listing the folder on each rank could race
     with rank 0 creating ``version_N``, and the checkpoint folder is inside it. Called on all ranks."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return
     for lg in loggers:
@@ -167,8 +168,6 @@ class LoggerGroup:
             model: the LightningModule being fitted (its ``hparams`` are logged).
         """
         agree_on_versions(self.loggers)
-        from ember.distributed import is_global_zero
-
         if not is_global_zero():  # loggers write on rank 0 only
             return
         for lg in self.loggers:

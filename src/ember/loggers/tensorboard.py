@@ -79,7 +79,7 @@ class TensorBoardLogger(Logger):
     def experiment(self):
         """The ``SummaryWriter`` (created on first use, on the global-zero process)."""
         if self._experiment is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # deferred: optional dependency (tensorboard)
 
             os.makedirs(self.log_dir, exist_ok=True)
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
@@ -107,7 +107,7 @@ class TensorBoardLogger(Logger):
             metrics = {"hp_metric": -1}
         if not metrics:
             return
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import hparams  # deferred: optional dependency (tensorboard)
 
         flat = {k: v if isinstance(v, (bool, int, float, str)) else str(plain(v))
                 for k, v in flat_params(self.hparams).items()}

@@ -30,7 +30,7 @@ def plain(value: Any) -> Any:
 def dump_yaml(values: dict) -> str:
     data = plain(values)
     try:
-        import yaml
+        import yaml  # deferred: optional dependency (yaml)
     except ImportError:
         return json.dumps(data, indent=2) + "\n"
     return yaml.safe_dump(data, sort_keys=False)

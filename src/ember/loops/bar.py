@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from tqdm.auto import tqdm
+
 
 class _NoBar:
     def update(self, *args: Any) -> None: ...
@@ -16,8 +18,6 @@ class _EvalBar:
     ``Validation DataLoader 0``): drawn below the epoch's bar and cleared when done."""
 
     def __init__(self, desc: str, total: int | None) -> None:
-        from tqdm.auto import tqdm
-
         self._bar = tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False, mininterval=0.2)
 
     def update(self, *args: Any) -> None:
@@ -31,8 +31,6 @@ class _EpochBar:
     EVERY = 16  # batches per redraw check: tqdm and reading the loss (a device sync) cost per call
 
     def __init__(self, epoch: int, total: int | None, initial: int) -> None:
-        from tqdm.auto import tqdm
-
         self._bar = tqdm(total=total, initial=initial, desc=f"Epoch {epoch}", file=sys.stderr,
                          dynamic_ncols=True, leave=True, mininterval=0.2)
         self._pending = 0

@@ -16,14 +16,20 @@ generator seeded by one of them. So an epoch draws the same numbers whether its 
 from __future__ import annotations
 
 import atexit
-import os
 import itertools
+import math
+import os
+import random
+import signal
+import threading
 import warnings
 import weakref
 from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
+
+from ember.loops.preemption import SIGNALS
 
 
 def _generators(loader: DataLoader) -> dict[str, torch.Generator]:
@@ -62,8 +68,6 @@ def _stop_later(signum, frame) -> None:
     multiprocessing's exit hook) does not end it at once: the main process may still need a batch or
     two to finish its optimizer step, then it saves and ends the workers itself. A worker still alive
     WORKER_GRACE_S later ends, so a leftover worker can never keep its parent from exiting."""
-    import threading
-
     timer = threading.Timer(WORKER_GRACE_S, os._exit, args=(0,))
     timer.daemon = True
     timer.start()
@@ -77,10 +81,6 @@ class _WorkerInit:
         self.user_fn = user_fn
 
     def __call__(self, worker_id: int) -> None:
-        import signal
-
-        from ember.loops.preemption import SIGNALS
-
         for s in SIGNALS:
             signal.signal(s, _stop_later)
         if self.user_fn is not None:
@@ -132,12 +132,10 @@ class _SeededBatch(list):
 
     def __iter__(self):
         if torch.utils.data.get_worker_info() is not None:
-            import random
-
             random.seed(self.seed)
             torch.manual_seed(self.seed)
             try:
-                import numpy as np
+                import numpy as np  # deferred: optional dependency (numpy)
 
                 np.random.seed(self.seed % 2**32)
             except ImportError:  # pragma: no cover
@@ -340,8 +338,6 @@ _END = object()
 
 def limit_batches(limit: int | float, total: int | None) -> int | float:
     """Batches to use per epoch: an int, or a fraction of the loader's length (settings checked the type)."""
-    import math
-
     if isinstance(limit, int):
         return limit if total is None else min(limit, total)
     if total is None:

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ember import compat
+from ember.core.hooks import ModelHooks
 from ember.loops.data import length, limit_batches
 from ember.loops.hooks import Hooks, takes_batch_idx
 from ember.loops.results import LogSink, MetricsHub, Results, as_float
@@ -167,8 +168,6 @@ def inference_mode_allowed(module: torch.nn.Module, inference_mode: bool) -> boo
 
 
 def _defined_outside_ember(module, hook: str) -> bool:
-    from ember.core.hooks import ModelHooks
-
     return getattr(type(module), hook) is not getattr(ModelHooks, hook) or hook in vars(module)
 
 

@@ -14,18 +14,18 @@ from typing import Any, Callable
 import torch
 
 from ember.checkpoint.state import gradients, restore_gradients
-from ember.loops.data import ResumableLoader, length, limit_batches
-from ember.errors import MisconfigurationError
-from ember.loops.evaluation import EvalLoop
-from ember.loops.results import LogSink
-from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  # noqa: F401 - re-exported
-from ember.loops.hooks import Hooks, overrides, takes_batch_idx
+from ember.core.module import Module
 from ember.core.optimizer import ManualSteps, StepCounted, Toggled, check_manual_settings
-from ember.loops.results import MetricsHub, Results, as_float
-from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
-from ember.seed import get_rng_state, set_rng_state
-from ember.loops.settings import FitSettings, validation_interval
+from ember.errors import MisconfigurationError
 from ember.loops.combined_loader import as_train_data, map_loaders
+from ember.loops.data import ResumableLoader, length, limit_batches
+from ember.loops.evaluation import EvalLoop
+from ember.loops.hooks import Hooks, overrides, takes_batch_idx
+from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
+from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  # noqa: F401 - re-exported
+from ember.loops.results import LogSink, MetricsHub, Results, as_float
+from ember.loops.settings import FitSettings, validation_interval
+from ember.seed import get_rng_state, set_rng_state
 
 
 @dataclass
@@ -85,8 +85,6 @@ class FitLoop(ManualSteps):
         module = parts.module
         self.per_optimizer = "optimizer_idx" in inspect.signature(module.training_step).parameters
         self.with_batch_idx = takes_batch_idx(module.training_step)  # training_step(self, batch) is fine
-        from ember.core.module import Module
-
         self._custom = {h: overrides(module, Module, h) for h in
                         ("optimizer_step", "optimizer_zero_grad", "backward", "configure_gradient_clipping",
                           "lr_scheduler_step")}

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ember.core.callback import Callback
 from ember.core.hooks import move_to_device
+from ember.core.module import Module
 from ember.errors import MisconfigurationError
 
 _TRANSFER = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
@@ -73,8 +74,6 @@ class Hooks:
         return after(batch, dataloader_idx)
 
     def _transfer_chain(self) -> list:
-        from ember.core.module import Module
-
         dm, chain, custom = self.datamodule, [], False
         for hook in _TRANSFER:
             if dm is not None and callable(getattr(dm, hook, None)):
@@ -115,8 +114,6 @@ def overrides(obj, base: type, hook: str) -> bool:
 
 
 def _targets(module, callbacks: list[Callback], hook: str, monitoring: bool | None) -> list:
-    from ember.core.module import Module
-
     targets = []
     if hasattr(Callback, hook):
         for cb in callbacks:

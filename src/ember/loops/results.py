@@ -13,9 +13,8 @@ torchmetrics-like object (``update``/``compute``/``reset``) is computed and rese
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
@@ -51,7 +50,7 @@ def _scalar(name: str, value: Any) -> float | torch.Tensor:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     try:
-        import numpy as np
+        import numpy as np  # deferred: optional dependency (numpy)
 
         if isinstance(value, np.generic):
             return float(value)
@@ -308,8 +307,6 @@ class LogSink:
     def __call__(self, name: str, value: Any, *, add_dataloader_idx: bool = True, **kwargs: Any) -> None:
         results = self.results
         if results is None:
-            from ember.errors import MisconfigurationError
-
             defaults_for(self.hooks.current_fx, None, None, name)  # a hook Lightning refuses: say so
             raise MisconfigurationError(f"self.log({name!r}) was called where nothing is being logged "
                                         f"(in {self.hooks.current_fx}); log from a step or an epoch hook.")

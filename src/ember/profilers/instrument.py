@@ -8,8 +8,9 @@ import functools
 from typing import Any, Callable
 
 from ember.core.callback import Callback
+from ember.core.module import Module
 from ember.errors import MisconfigurationError
-from ember.loops.hooks import Hooks, overrides
+from ember.loops.hooks import Hooks, is_monitoring, overrides
 from ember.profilers.advanced import AdvancedProfiler
 from ember.profilers.base import PassThroughProfiler
 from ember.profilers.profiler import Profiler
@@ -70,9 +71,6 @@ class ProfiledHooks(Hooks):
         return super().__call__(hook, *args, monitoring=monitoring)
 
     def _timed_targets(self, hook: str, monitoring: bool | None) -> list:
-        from ember.loops.hooks import is_monitoring
-        from ember.core.module import Module
-
         prof, targets = self.profiler, []
         if hasattr(Callback, hook):
             for cb in self.callbacks:

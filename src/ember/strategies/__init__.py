@@ -21,7 +21,7 @@ __all__ = ["DDPStrategy", "DeepSpeedStrategy", "FSDPStrategy", "ModelParallelStr
 def __getattr__(name: str) -> Any:
     # FSDPStrategy on first use: importing torch's FSDP costs ~1.5 s that `import ember` should not pay.
     if name == "FSDPStrategy":
-        from ember.distributed.fsdp import FSDPStrategy
+        from ember.distributed.fsdp import FSDPStrategy  # deferred: loaded on first use of the name
 
         return FSDPStrategy
     raise AttributeError(f"module 'ember.strategies' has no attribute {name!r}")

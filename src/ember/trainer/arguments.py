@@ -15,10 +15,14 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from ember import compat
+from ember.accelerators import Accelerator
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.core.callback import Callback
 from ember.errors import MisconfigurationError
 from ember.loops.hooks import keyed
+from ember.not_supported import REFUSALS, refuse
+from ember.strategies import SingleDeviceStrategy
+from ember.utilities.model_summary import ModelSummary
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
     "plugins": None, "sync_batchnorm": False,
@@ -60,8 +64,6 @@ def check_unknown(kwargs: dict[str, Any]) -> None:
 
 def _instead(names: list[str], kwargs: dict[str, Any]) -> str:
     """What ``ember.not_supported`` says to use instead of each refused argument."""
-    from ember.not_supported import REFUSALS
-
     found = []
     for name in names:
         for key in (f"Trainer({name}={kwargs[name]!r})", f"Trainer({name}=...)"):
@@ -88,9 +90,6 @@ def hardware(accelerator: Any, strategy: Any, devices: Any) -> tuple[Any, Any, A
         strategy: ``Trainer(strategy=...)``: a name or a strategy object.
         devices: ``Trainer(devices=...)``.
     """
-    from ember.accelerators import Accelerator
-    from ember.strategies import SingleDeviceStrategy
-
     if isinstance(accelerator, Accelerator):
         accelerator = accelerator.name
     if isinstance(strategy, SingleDeviceStrategy):
@@ -117,8 +116,6 @@ def refuse_options(**options: Any) -> None:
     Args:
         **options: Trainer argument names and the values given; only strings are looked up.
     """
-    from ember.not_supported import REFUSALS, refuse
-
     for name, value in options.items():
         if not isinstance(value, str):
             continue
@@ -174,8 +171,6 @@ def console() -> logging.Logger:
 def log_summary(module: torch.nn.Module) -> None:
     """The model summary table at fit start (Lightning prints it by default; enable_model_summary=False
     turns it off)."""
-    from ember.utilities.model_summary import ModelSummary
-
     console().info("\n%s", ModelSummary(module, max_depth=1))
 
 
@@ -288,9 +283,6 @@ def defaults_from_env(init):
 
 def without_checkpoints(callbacks) -> list:
     """fast_dev_run: the callbacks without checkpointing ones."""
-    from ember.core.callback import Callback
-    from ember.callbacks.model_checkpoint import ModelCheckpoint
-
     return [cb for cb in ([callbacks] if isinstance(callbacks, Callback) else callbacks or [])
             if not isinstance(cb, ModelCheckpoint)]
 

@@ -13,15 +13,17 @@ import torch
 from ember import distributed
 from ember.callbacks.early_stopping import EarlyStopping
 from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.callbacks.progress.tqdm_progress import ProgressBarCallback
 from ember.checkpoint.manager import CheckpointManager
-from ember.loops.data import length, limit_batches
-from ember.loops.results import as_float, as_tensor
-from ember.loops.precision import Precision
-from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from ember.distributed.env import JobRanks
 from ember.loops.combined_loader import as_train_data
+from ember.loops.data import length, limit_batches
+from ember.loops.precision import Precision
+from ember.loops.results import as_float, as_tensor
+from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
-class TrainerFacts:
+class TrainerFacts(JobRanks):
     """Mixed into Trainer: epoch, step, metrics, optimizers, ranks and checkpoint callbacks."""
 
     # ---------------------------------------------------------------- settings that may change between fits
@@ -116,8 +118,6 @@ class TrainerFacts:
     def progress_bar_callback(self):
         """The progress bar: a progress-bar callback (``TQDMProgressBar``) if one was given, else ember's
         own bar while it is enabled, else None (``enable_progress_bar=False``, or not rank 0)."""
-        from ember.callbacks.progress.tqdm_progress import ProgressBarCallback
-
         for cb in self.callbacks:
             if isinstance(cb, ProgressBarCallback):
                 return cb
@@ -214,23 +214,6 @@ class TrainerFacts:
     @property
     def precision_plugin(self) -> Precision | None:
         return self.fit_loop.parts.precision if self.fit_loop is not None else None
-
-    @property
-    def is_global_zero(self) -> bool:
-        """Whether this process writes the run's files (rank 0 of a torch.distributed job, or alone)."""
-        return distributed.is_global_zero()
-
-    @property
-    def global_rank(self) -> int:
-        return distributed.global_rank()
-
-    @property
-    def local_rank(self) -> int:
-        return distributed.local_rank()
-
-    @property
-    def world_size(self) -> int:
-        return distributed.world_size()
 
     @property
     def strategy(self):

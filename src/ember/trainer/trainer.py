@@ -7,36 +7,35 @@ import os
 import sys
 from typing import Any, Iterable
 
-
 from ember import compat
-from ember.core.callback import Callback
-from ember.callbacks.timer import max_time_callback
+from ember import loggers as _loggers
 from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.callbacks.progress.tqdm_progress import replaces_default_bar
+from ember.callbacks.timer import max_time_callback
 from ember.checkpoint import resume
 from ember.checkpoint import state as run_state
 from ember.checkpoint.writer import CheckpointWriter
-from ember.loops.data import length, limit_batches
+from ember.core.callback import Callback
 from ember.core.datamodule import loaders_for, split_datamodule
-from ember.errors import MisconfigurationError
-from ember.loops.results import LogSink
-from ember.loops.hooks import Hooks, keyed
-from ember import loggers as _loggers
-from ember.callbacks.progress.tqdm_progress import replaces_default_bar
+from ember.core.module import Module
 from ember.distributed.select import strategy_for
 from ember.distributed.sharded_saves import ShardedWriter
-from ember.strategies.single_device import SingleDeviceStrategy
+from ember.errors import MisconfigurationError
+from ember.loops.bar import FitBar
+from ember.loops.data import length, limit_batches
 from ember.loops.fit import FitLoop, FitParts
-from ember.loops.results import MetricsHub
+from ember.loops.hooks import Hooks, keyed
 from ember.loops.preemption import StopRequests
+from ember.loops.results import LogSink, MetricsHub
 from ember.loops.settings import FitSettings, device_for
+from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
+from ember.strategies.single_device import SingleDeviceStrategy
 from ember.trainer import arguments, evaluate
 from ember.trainer.checkpointing import TrainerCheckpoints
 from ember.trainer.evaluate import TrainerEvaluation
 from ember.trainer.properties import TrainerFacts
-from ember.utilities.compile import unwrap_compiled
-from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
 from ember.tuner.session import TunerExit
-from ember.loops.bar import FitBar
+from ember.utilities.compile import unwrap_compiled
 
 
 class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
@@ -248,8 +247,6 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
 
     def _attach(self, model, datamodule) -> Hooks:
         """Connect the model (and datamodule) to this Trainer for one fit/validate/test/predict."""
-        from ember.core.module import Module
-
         if not isinstance(model, Module):
             raise MisconfigurationError(f"expected an ember.LightningModule; received {type(model).__name__}.")
         self.module, self.datamodule = model, datamodule

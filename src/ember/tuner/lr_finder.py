@@ -70,7 +70,7 @@ class _LRFinder:
     def plot(self, suggest: bool = False, show: bool = False, ax: Any = None):
         """Loss against learning rate (a log axis in exponential mode); needs matplotlib."""
         try:
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # deferred: optional dependency (matplotlib)
         except ImportError:
             raise ImportError("lr_finder.plot() needs matplotlib: pip install matplotlib") from None
         lrs, losses = self.results["lr"], self.results["loss"]

@@ -15,7 +15,7 @@ STEP_METHODS = ("forward", "training_step", "validation_step", "test_step", "pre
 def is_compiled(model: Any) -> bool:
     """Whether ``model`` is what ``torch.compile(module)`` returned."""
     try:
-        from torch._dynamo.eval_frame import OptimizedModule
+        from torch._dynamo.eval_frame import OptimizedModule  # deferred: loads TorchDynamo only for a compiled model
     except ImportError:  # pragma: no cover - torch without dynamo
         return False
     return isinstance(model, OptimizedModule)

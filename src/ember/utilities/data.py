@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -87,8 +88,6 @@ def suggested_max_num_workers(local_world_size: int) -> int:
     Args:
         local_world_size: processes on this machine.
     """
-    import os
-
     if local_world_size < 1:
         raise ValueError(f"local_world_size must be >= 1; received {local_world_size}.")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

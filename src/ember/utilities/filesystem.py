@@ -7,6 +7,8 @@ import time
 import uuid
 from typing import Any
 
+import torch
+
 
 def is_shared_filesystem(strategy: Any = None, path: str | os.PathLike | None = None, timeout: int = 3) -> bool:
     """Whether a file global rank 0 writes under ``path`` is seen by every process (True in one process).
@@ -18,8 +20,6 @@ def is_shared_filesystem(strategy: Any = None, path: str | os.PathLike | None = 
     """
     if strategy is None or getattr(strategy, "world_size", 1) == 1:
         return True
-    import torch
-
     folder = os.fspath(path) if path is not None else os.getcwd()
     broadcast = getattr(strategy, "broadcast", None) or strategy.broadcast_object
     name = broadcast(uuid.uuid4().hex if strategy.is_global_zero else None)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ember.core.callback import Callback
+from ember.core.datamodule import LightningDataModule
+from ember.core.module import LightningModule
+
 
 def _underlying(fn: Any) -> Any:
     """The plain function behind a method, a ``functools.partial`` or a ``functools.wraps`` wrapper."""
@@ -29,10 +33,6 @@ def is_overridden(method_name: str, instance: object | None = None, parent: type
     if instance is None:
         return False
     if parent is None:
-        from ember.core.callback import Callback
-        from ember.core.datamodule import LightningDataModule
-        from ember.core.module import LightningModule
-
         parent = next((p for p in (LightningModule, LightningDataModule, Callback) if isinstance(instance, p)), None)
         if parent is None:
             raise ValueError(f"is_overridden: {type(instance).__name__} is not a LightningModule, LightningDataModule "
@@ -54,7 +54,7 @@ def get_torchvision_model(model_name: str, **kwargs: Any) -> Any:
         **kwargs: passed to the model's builder (``weights=...``, ``num_classes=...``).
     """
     try:
-        from torchvision import models
+        from torchvision import models  # deferred: optional dependency (torchvision)
     except ImportError as e:
         raise ModuleNotFoundError("get_torchvision_model needs torchvision; install it next to torch.") from e
     return models.get_model(model_name, **kwargs)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
+from ember import compat
 from ember.seed import get_rng_state, preserved_rng, seed_everything, set_rng_state
 
 
@@ -29,10 +31,6 @@ def isolate_rng(include_cuda: bool = True) -> Iterator[None]:
 
 def reset_seed() -> None:
     """Seed again with the seed the last ``seed_everything`` call used (no-op when it was never called)."""
-    import os
-
-    from ember import compat
-
     seed = os.environ.get(compat.GLOBAL_SEED_ENV)
     if seed is not None:
         seed_everything(int(seed))

@@ -17,7 +17,7 @@ def measure_flops(model: torch.nn.Module, forward_fn: Callable[[], torch.Tensor]
         forward_fn: runs the forward pass and returns its output.
         loss_fn: turns the output into a loss to differentiate; None counts the forward only.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # deferred: loaded only when FLOPs are measured
 
     counter = FlopCounterMode(display=False)
     with counter:

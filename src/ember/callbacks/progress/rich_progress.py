@@ -63,6 +63,7 @@ class RichProgressBar(ProgressBarCallback):
     def on_train_epoch_start(self, trainer, module) -> None:
         if not getattr(trainer, "is_global_zero", True) or self.is_disabled:
             return
+        # deferred: optional dependency (rich)
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

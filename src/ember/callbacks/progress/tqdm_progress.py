@@ -8,6 +8,8 @@ import functools
 import sys
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ember.core.callback import Callback
 
 
@@ -101,8 +103,6 @@ class TQDMProgressBar(ProgressBarCallback):
             total: the number of batches of the epoch, or None when unknown.
             initial: the batches already done (resuming mid-epoch).
         """
-        from tqdm.auto import tqdm
-
         return tqdm(total=total, initial=initial, desc="Training", position=2 * self._position,
                     disable=self.is_disabled, leave=self._leave, dynamic_ncols=True, file=sys.stderr,
                     smoothing=0)
@@ -162,8 +162,6 @@ def get_standard_metrics(trainer: Any) -> dict[str, int | str]:
 
 @functools.lru_cache(maxsize=None)
 def _tqdm_class() -> type:
-    from tqdm.auto import tqdm
-
     class Tqdm(tqdm):
         """tqdm whose numbers in the postfix keep four significant digits."""
 

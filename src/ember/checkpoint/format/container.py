@@ -17,19 +17,30 @@ from __future__ import annotations
 import ctypes
 import io
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Mapping
 
 import torch
 
+from ember.checkpoint.format import codec
 from ember.checkpoint.format import header as _header
 from ember.checkpoint.format import mapping as _mapping
 from ember.checkpoint.format.checksums import crc as _crc
 from ember.checkpoint.format.checksums import crc32_combine, crc32_many
 from ember.checkpoint.format.dtypes import CODES, DTYPES, STORABLE_DTYPES  # noqa: F401 (DTYPES re-exported)
-from ember.checkpoint.format.header import CRC_OFFSET, FORMAT_VERSION, HEADER_PREFIX, MAX_HEADER  # noqa: F401
-from ember.checkpoint.format.header import Entry, Header, corrupt, readinto
+from ember.checkpoint.format.header import (  # noqa: F401
+    CRC_OFFSET,
+    FORMAT_VERSION,
+    HEADER_PREFIX,
+    MAX_HEADER,
+    Entry,
+    Header,
+    corrupt,
+    readinto,
+)
 from ember.checkpoint.storage.locations import open_checkpoint, resolve
+from ember.checkpoint.transfer_bars import ReadProgress
 from ember.errors import CheckpointError
 
 __all__ = [
@@ -190,11 +201,7 @@ def _crc_error(label: str, hdr: Header, e: Entry, got: int) -> CheckpointError:
 def _tree(hdr: Header, label: str, warn: bool) -> Any:
     if hdr.kind == "ember":
         return hdr.tree
-    from ember.checkpoint.format import codec
-
     if warn:
-        import warnings
-
         warnings.warn(
             f"{label} is a plain safetensors file, not an ember checkpoint: its {len(hdr.entries)} tensors are "
             "loaded as {'state_dict': {name: tensor}}; it has no ember checksums, so its bytes were not verified",
@@ -251,8 +258,6 @@ def _read_tensors(f: BinaryIO, hdr: Header, label: str, checked: bool) -> dict[s
     """Read every tensor, in data order, into its own allocation. When ``checked``, a second thread
     checksums each piece as soon as it has been read; once reading is done this thread checksums the
     pieces not yet started (from the back), and the pieces' CRCs are combined per tensor."""
-    from ember.checkpoint.transfer_bars import ReadProgress
-
     tensors: dict[str, torch.Tensor] = {}
     pieces: list[tuple[str, memoryview]] = []
     futures = []

@@ -33,7 +33,7 @@ class DTypeBox:
         self.order = order
 
     def dtype(self) -> Any:
-        import numpy as np
+        import numpy as np  # deferred: optional dependency (numpy)
 
         dtype = np.dtype(self.code)
         return dtype.newbyteorder(self.order) if self.order in ("<", ">") else dtype
@@ -49,7 +49,7 @@ class ArrayBox:
     array: Any = None
 
     def __setstate__(self, state: Any) -> None:
-        import numpy as np
+        import numpy as np  # deferred: optional dependency (numpy)
 
         if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], DTypeBox)):
             raise ValueError(f"numpy array state refused: {REFUSED}")
@@ -69,7 +69,7 @@ def _reconstruct(cls: Any, shape: Any, code: Any) -> ArrayBox:  # numpy's (ndarr
 
 
 def _scalar(dtype_box: Any, raw: Any = None) -> Any:
-    import numpy as np
+    import numpy as np  # deferred: optional dependency (numpy)
 
     if not isinstance(dtype_box, DTypeBox) or type(raw) is not bytes or len(raw) != dtype_box.dtype().itemsize:
         raise ValueError(f"numpy scalar refused: {REFUSED}")

@@ -26,7 +26,7 @@ _LAZY = {"save_sharded": "api", "load_sharded": "api", "ShardWriter": "dcp_write
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
+        import importlib  # deferred: loaded on first use of the name
 
         return getattr(importlib.import_module(f"ember.checkpoint.sharded.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

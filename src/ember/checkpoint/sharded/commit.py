@@ -19,21 +19,13 @@ that a fit's storage ``cleanup()`` removes it once its writer is gone). Once the
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import os
 import shutil
 from pathlib import Path
 
-from ember.checkpoint.storage.local import fsync_dir
+from ember.checkpoint.storage.local import exchange, fsync_dir
 from ember.checkpoint.storage.temporaries import clean_stale_temp_files, discard, temp_name
 from ember.errors import CheckpointError
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_LIBC: list = []
-
 
 def new_temp_folder(target: Path) -> Path:
     """A fresh, empty temporary folder next to ``target`` (stale temporaries there are removed first)."""
@@ -45,26 +37,6 @@ def new_temp_folder(target: Path) -> Path:
     tmp = target.parent / temp_name(target.name)
     tmp.mkdir()
     return tmp
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap the names ``a`` and ``b``; False where the system cannot."""
-    if not _LIBC:
-        try:
-            _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
-        except OSError:
-            _LIBC.append(None)
-    libc = _LIBC[0]
-    fn = getattr(libc, "renameat2", None) if libc is not None else None
-    if fn is None:
-        return False
-    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
 
 
 def remove(path: Path) -> None:
@@ -81,7 +53,7 @@ def publish(tmp: Path, target: Path) -> None:
     try:
         if not os.path.lexists(target):
             os.rename(tmp, target)
-        elif _exchange(tmp, target):
+        elif exchange(tmp, target):
             old = tmp  # the old checkpoint, now at the temporary name
         else:
             old = target.parent / temp_name(target.name)

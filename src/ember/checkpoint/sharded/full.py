@@ -17,6 +17,8 @@ from ember.checkpoint.sharded import metadata as _meta
 from ember.checkpoint.sharded.layout import local_folder
 from ember.checkpoint.sharded.rankfile import RankFile
 from ember.checkpoint.sharded.split import join
+from ember.checkpoint.storage.locations import open_checkpoint, resolve
+from ember.checkpoint.writer import write_file
 from ember.errors import CheckpointCorruptError, CheckpointError
 
 
@@ -100,9 +102,6 @@ def verify_sharded(location: str | os.PathLike) -> None:
 def consolidate(src: str | os.PathLike, dst: str | os.PathLike, *, storage_options: dict | None = None) -> str:
     """Write the sharded checkpoint ``src`` as one single-file ember checkpoint ``dst`` (a path or URL),
     then verify it; returns where it was written."""
-    from ember.checkpoint.storage.locations import open_checkpoint, resolve
-    from ember.checkpoint.writer import write_file
-
     state = read_full(src)
     tree, tensors = codec.flatten(state)
     store, name = resolve(dst, storage_options)

@@ -75,6 +75,7 @@ class ShardedMeta:
 
     def to_dcp(self) -> Any:
         """DCP's ``Metadata``, whose ``storage_data`` maps each chunk's ``MetadataIndex`` to (file, key)."""
+        # deferred: loads torch.distributed.checkpoint only when DCP metadata is asked for
         from torch.distributed.checkpoint.metadata import (ChunkStorageMetadata, Metadata, MetadataIndex,
                                                            TensorProperties, TensorStorageMetadata)
 
@@ -112,6 +113,7 @@ def encode(meta: ShardedMeta) -> bytes:
 def from_dcp(md: Any, results: list, world_size: int, tree: Any, save_id: str) -> ShardedMeta:
     """Translate the planner's global metadata (DCP's ``Metadata``) and every rank's write results
     (storage_data: (file, key, file size, header digest)) into the JSON model; anything but tensors is refused."""
+    # deferred: loads torch.distributed.checkpoint only when DCP metadata is asked for
     from torch.distributed.checkpoint.metadata import MetadataIndex, TensorStorageMetadata
 
     where, files, digests = {}, {}, {}

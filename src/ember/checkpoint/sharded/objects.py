@@ -33,8 +33,10 @@ from typing import Iterator
 
 import torch.distributed as dist
 
-from ember.checkpoint.storage.contract import Storage
+from ember.checkpoint.sharded import metadata as _meta
+from ember.checkpoint.sharded.dcp_writer import ShardWriter
 from ember.checkpoint.sharded.layout import METADATA, RANK_FILE_RE
+from ember.checkpoint.storage.contract import Storage
 from ember.checkpoint.storage.locations import resolve
 from ember.checkpoint.storage.temporaries import STALE_AFTER_S
 from ember.errors import CheckpointError
@@ -107,8 +109,6 @@ def _rank() -> int:
 def save_to_store(tensors: dict, tree, location: str, *, storage_options: dict | None, process_group,
                   save) -> None:
     """Steps 1-3 of the module docstring; ``save(writer)`` runs DCP's save with the given writer."""
-    from ember.checkpoint.sharded.dcp_writer import ShardWriter
-
     store, name = resolve(location, storage_options)
     where = store.describe(name)
     error = ""
@@ -149,8 +149,6 @@ def staged(location: str, storage_options: dict | None = None, *, files: bool = 
 @contextlib.contextmanager
 def staged_in(store: Storage, name: str, *, files: bool = True) -> Iterator[Path]:
     """``staged`` for the folder ``name`` of ``store``."""
-    from ember.checkpoint.sharded import metadata as _meta
-
     where = store.describe(name)
     tmp = Path(tempfile.mkdtemp(prefix="ember-sharded-read-"))
     try:

@@ -106,7 +106,7 @@ class FsspecStorage(Storage):
         """
         scheme = url.partition("://")[0].lower() if "://" in url else "file"
         try:
-            import fsspec
+            import fsspec  # deferred: optional dependency (fsspec)
         except ImportError as e:
             raise _missing_backend(scheme, url) from e
         try:
@@ -338,7 +338,7 @@ class FsspecStorage(Storage):
     # ------------------------------------------------------------------ S3 specifics
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        from fsspec.asyn import sync
+        from fsspec.asyn import sync  # deferred: optional dependency (fsspec)
 
         return sync(self.fs.loop, self.fs._call_s3, method, **kwargs)
 

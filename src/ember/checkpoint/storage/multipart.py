@@ -3,6 +3,7 @@ reader that fetches ranges ahead in parallel. Used by ``remote.FsspecStorage``."
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import contextlib
@@ -81,7 +82,7 @@ class S3Upload(io.RawIOBase):
         return target
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        from fsspec.asyn import sync
+        from fsspec.asyn import sync  # deferred: optional dependency (fsspec)
 
         return sync(self._fs.loop, self._fs._call_s3, method, Bucket=self._bucket, Key=self._key, **kwargs)
 
@@ -153,8 +154,6 @@ class S3Upload(io.RawIOBase):
         return n
 
     def _send_part(self, buf: bytearray, number: int, fill: int) -> None:
-        import asyncio
-
         if number > S3_MAX_PARTS:
             raise CheckpointError(f"{self._where} needs more than {S3_MAX_PARTS} parts; raise part_size")
         if self._upload_id is None:
@@ -229,8 +228,6 @@ class S3Upload(io.RawIOBase):
 
 def s3_range_getter(fs: Any, bucket: str, key: str, etag: str | None, where: str) -> Callable[[int, int], Any]:
     """``(start, end) -> future of bytes`` for one S3 object, every range pinned to the ETag seen at open."""
-    import asyncio
-
     match = {"IfMatch": etag} if etag else {}
 
     async def get(start: int, end: int) -> bytes:
@@ -249,8 +246,6 @@ def s3_range_getter(fs: Any, bucket: str, key: str, etag: str | None, where: str
 
 
 def range_getter(fs: Any, path: str) -> Callable[[int, int], Any]:
-    import asyncio
-
     return lambda start, end: asyncio.run_coroutine_threadsafe(fs._cat_file(path, start=start, end=end), fs.loop)
 
 

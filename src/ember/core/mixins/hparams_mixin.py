@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 import types
 from argparse import Namespace
 from typing import Any, Mapping
 
 from ember.errors import MisconfigurationError
-from ember.core.module import AttributeDict
+from ember.core.init_args import AttributeDict, store_hparams
 from ember.core.hooks import HparamsSurface
 
 
@@ -46,7 +45,7 @@ class HyperparametersMixin(HparamsSurface):
             logger: accepted for Lightning's signature (ember's Trainer logs a module's hyperparameters).
         """
         if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
-            values = dict(vars(args[0]) if isinstance(args[0], Namespace) else args[0])
+            values, args = dict(vars(args[0]) if isinstance(args[0], Namespace) else args[0]), ()
         else:
             caller = frame if frame is not None else inspect.currentframe().f_back  # type: ignore[union-attr]
             values = {}
@@ -55,15 +54,7 @@ class HyperparametersMixin(HparamsSurface):
             if not values and not args and caller is not None and caller.f_code.co_name != "__init__":
                 raise MisconfigurationError("save_hyperparameters() must be called inside __init__, or be given "
                                             "a dict of values.")
-            unknown = [a for a in args if a not in values]
-            if unknown:
-                raise MisconfigurationError(f"save_hyperparameters got names that are not __init__ arguments: "
-                                            f"{unknown}; the arguments are {sorted(values)}.")
-            if args:
-                values = {k: values[k] for k in args}
-        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
-        self.__dict__["_hparams"] = AttributeDict((k, v) for k, v in values.items() if k not in ignored)
-        self.__dict__["_hparams_initial"] = copy.deepcopy(self.__dict__["_hparams"])
+        store_hparams(self, values, args, ignore)
 
 
 __all__ = ["HyperparametersMixin"]
