@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ember
-from parity import classifier, run_with_checkpoints
+from parity import checkpoint_files, classifier, loader, pl, run_with_checkpoints
 
 
 @pytest.mark.parametrize("checkpoint_kw, trainer_kw", [
@@ -68,8 +68,8 @@ def test_model_checkpoint_pickles():
     assert (cb.monitor, cb.save_top_k) == ("val_loss", 2)
 
 
-def test_save_on_exception_saves_before_the_error_goes_on(tmp_path):
-    model = classifier(ember)
+def _fit_failing_at_step_2(lib, folder, tmp_path, **checkpoint_kw):
+    model = classifier(lib)
     step = model.training_step
 
     def failing(batch, batch_idx):
@@ -78,12 +78,24 @@ def test_save_on_exception_saves_before_the_error_goes_on(tmp_path):
         return step(batch, batch_idx)
 
     model.training_step = failing
-    cb = ember.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_on_exception=True)
-    trainer = ember.Trainer(max_epochs=1, logger=False, callbacks=[cb], enable_progress_bar=False,
-                            default_root_dir=str(tmp_path))
-    from parity import loader
+    cb = lib.callbacks.ModelCheckpoint(dirpath=str(folder), save_on_exception=True, **checkpoint_kw)
+    trainer = lib.Trainer(max_epochs=1, logger=False, callbacks=[cb], enable_progress_bar=False,
+                          default_root_dir=str(tmp_path))
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(model, loader())
-    assert ember.load_checkpoint(tmp_path / "c" / "last.ckpt")["global_step"] == 2
-    torch.testing.assert_close(ember.load_checkpoint(tmp_path / "c" / "last.ckpt")["state_dict"]["layer.weight"],
-                               model.layer.weight)
+    return model
+
+
+@pytest.mark.parametrize("checkpoint_kw", [{}, {"save_last": True}, {"filename": "exception"}],
+                         ids=["template", "and_last", "fixed_name"])
+def test_save_on_exception_writes_what_lightning_writes_before_the_error_goes_on(tmp_path, checkpoint_kw):
+    names = {}
+    for lib in (pl, ember):
+        folder = tmp_path / lib.__name__
+        model = _fit_failing_at_step_2(lib, folder, tmp_path, **checkpoint_kw)
+        names[lib] = checkpoint_files(folder)
+    assert names[pl] and names[ember] == names[pl]
+    saved = next(n for n in names[ember] if not n.startswith("last"))
+    ckpt = ember.load_checkpoint(tmp_path / "ember" / saved)
+    assert ckpt["global_step"] == 2
+    torch.testing.assert_close(ckpt["state_dict"]["layer.weight"], model.layer.weight)

@@ -18,16 +18,31 @@ except ImportError:  # pragma: no cover - exercised only without numpy
     np = None
 
 
-def seed_everything(seed: int) -> int:
+def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device).
 
     Args:
         seed: the seed (an int; anything else, a bool included, raises ``TypeError``); NumPy gets it modulo
             2**32, and it is exported in ``PL_GLOBAL_SEED`` for tools written for Lightning. It is returned.
+            None (Lightning's default) reads ``PL_GLOBAL_SEED``, or uses 0 with a warning when it is unset.
+        workers: Lightning's flag, exported as ``PL_SEED_WORKERS``. DataLoader workers are seeded either way:
+            torch seeds ``random``, torch and NumPy in each worker from the process's seed and the worker's id.
+        verbose: warn when no seed was given or found.
     """
+    if seed is None:
+        found = os.environ.get(compat.GLOBAL_SEED_ENV)
+        try:
+            seed = int(found) if found is not None else 0
+        except ValueError:
+            raise ValueError(f"seed_everything() found no seed and {compat.GLOBAL_SEED_ENV}={found!r} in the "
+                             "environment, which is not an int; set it to an int or pass seed=") from None
+        if found is None and verbose:
+            warnings.warn("seed_everything() found no seed (none given, PL_GLOBAL_SEED unset): seed set to 0",
+                          stacklevel=2)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed_everything takes an int; received {seed!r}")
     os.environ[compat.GLOBAL_SEED_ENV] = str(seed)  # read by tools written for Lightning
+    os.environ["PL_SEED_WORKERS"] = str(int(workers))
     random.seed(seed)
     if np is not None:
         np.random.seed(seed % 2**32)

@@ -41,8 +41,9 @@ class ModelCheckpoint(Checkpoint):
         save_on_train_epoch_end: save at the end of the training epoch (True) or after validation
             (False). None, as Lightning: after validation when it runs other than once per epoch
             (``val_check_interval`` < 1, ``check_val_every_n_epoch`` > 1), else at the epoch's end.
-        save_on_exception: when fit raises, save the state of the last completed batch (as
-            ``last.ckpt``, resumable with ``fit(ckpt_path="last")``), then let the exception go on.
+        save_on_exception: when fit raises, save the state of the last completed batch under the name
+            ``filename`` gives (and ``last.ckpt`` with ``save_last``), unless this step was just saved, then
+            let the exception go on; ``fit(ckpt_path=...)`` resumes from it (unless ``save_weights_only``).
     """
 
     def __init__(
@@ -173,10 +174,10 @@ class ModelCheckpoint(Checkpoint):
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         if self.save_on_exception and trainer.fitting and not trainer.sanity_checking:
-            self.manager.save_for_resume(trainer.dump_checkpoint)
-            if trainer.is_global_zero:
+            name = self.manager.save_on_exception(trainer.dump_checkpoint, **self._facts(trainer))
+            if name is not None and trainer.is_global_zero:
                 print(f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to "
-                      f"{self.last_model_path}", flush=True)
+                      f"{self.manager.location(name)}", flush=True)
 
     def _saves_at_epoch_end(self, trainer) -> bool:
         """Lightning's rule: at the training epoch's end, unless validation runs other than once per epoch."""

@@ -212,6 +212,23 @@ class CheckpointManager:
         records = [r for r in self.book.records if r.name != name] + [Record(name, epoch, global_step, score)]
         return name, policies.kept(records, self.keep)
 
+    def save_on_exception(self, capture: Capture, *, epoch: int, global_step: int,
+                          metrics: dict[str, float]) -> str | None:
+        """fit raised: as Lightning, write the checkpoint the name template gives now (blocking; outside the
+        top k, so never deleted by it) and ``last`` too with ``save_last``; nothing when this step is saved.
+        Returns the name written (None: nothing)."""
+        if self.store is None or self._last_step == global_step:
+            return None
+        self._writer.wait()
+        self._last_step, self._point = global_step, (epoch, global_step)
+        name = self._decide(lambda: self._free_name(self.naming.name(epoch, global_step, metrics)))
+        if name is None:
+            return None
+        book = replace(self.book, last=self.naming.last if self.save_last else self.book.last,
+                       current=Record(name, epoch, global_step, _score(metrics, self.monitor)))
+        self._write(capture, name, book, self.weights_only, link_last=bool(self.save_last), blocking=True)
+        return name
+
     def save_for_resume(self, capture: Capture) -> None:
         """A stop was requested: write ``last.ckpt`` (full state, blocking) so ``fit(ckpt_path="last")`` continues."""
         if self.store is None:
