@@ -76,3 +76,13 @@ def test_the_strategy_object_tells_each_ranks_place(ranks):
                                  "root_device": "cpu", "world_size": 2, "global_rank": rank, "local_rank": rank,
                                  "is_global_zero": rank == 0, "broadcast": "from rank 0", "barrier": None}
         assert r["trainer"] == {"num_devices": 2, "num_nodes": 1, "node_rank": 0, "device_ids": [0, 1]}
+
+
+def test_ddp_validation_sees_rank_0s_batchnorm_statistics(ranks):
+    """Each rank's last training batch moved its BatchNorm running mean its own way; fit's validation
+    starts from rank 0's on every rank (as Lightning's first validation forward through DDP)."""
+    strategy, (r0, r1) = ranks
+    if strategy != "ddp":
+        pytest.skip("FSDP does not broadcast buffers (nor does Lightning's)")
+    assert r0["bn_seen"]["after_training"] != r1["bn_seen"]["after_training"]
+    assert r0["bn_seen"]["validation"] == r1["bn_seen"]["validation"] == r0["bn_seen"]["after_training"]

@@ -332,6 +332,18 @@ class DDPStrategy(ParallelStrategy):
             dispatch.after_step = None
             wrapped.require_backward_grad_sync = sync
 
+    def sync_buffers(self, wrapped: Any) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank before fit's validation, as
+        Lightning's first validation forward through DDP does (``broadcast_buffers=True``, DDP's default).
+
+        Args:
+            wrapped: the module ``setup_module`` returned.
+        """
+        if isinstance(wrapped, DistributedDataParallel) and wrapped.broadcast_buffers:
+            with torch.no_grad():
+                for buffer in wrapped.module.buffers():
+                    dist.broadcast(buffer, src=0)
+
     def pre_backward(self, wrapped: Any, loss: torch.Tensor) -> None:
         """Before a ``manual_backward`` inside ``training_step``: DDP readies its gradient all-reduce
         when its forward returns, but with manual optimization the backward runs before that, so the

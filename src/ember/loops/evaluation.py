@@ -50,12 +50,14 @@ class EvalLoop:
 
     def __init__(self, stage: str, module, hooks: Hooks, sink: LogSink, hub: MetricsHub, *, device: torch.device,
                  precision, inference_mode: bool = True, reduce: Callable | None = None,
-                 step: Callable[[], tuple[int, int]] = lambda: (0, 0), bar: Any = None) -> None:
+                 step: Callable[[], tuple[int, int]] = lambda: (0, 0), bar: Any = None,
+                 before: Callable[[], None] | None = None) -> None:
         self.stage, self.names = stage, STAGES[stage]
         self.module, self.hooks, self.sink, self.hub = module, hooks, sink, hub
         self.device, self.precision, self.inference_mode, self.reduce = device, precision, inference_mode, reduce
         self.step = step  # (global step, epoch) for the logger
         self.bar = bar  # the Trainer's ProgressBar (None: no bars)
+        self.before = before  # runs first in each run (under DDP: rank 0's buffers to every rank)
         self.with_batch_idx = takes_batch_idx(getattr(module, self.names.step, None))  # step(self, batch) works
 
     def run(self, loaders: list, limit: int | float, return_predictions: bool = False) -> list:
@@ -69,6 +71,8 @@ class EvalLoop:
         outputs: list[list] = [[] for _ in loaders]
         grad_off = torch.inference_mode() if inference_mode_allowed(module, self.inference_mode) else torch.no_grad()
         call.barrier()  # user code follows: an in-flight save must hold the state before it
+        if self.before is not None:
+            self.before()
         try:
             with sink.into(results), preserved_rng(), grad_off:
                 if self.stage == "sanity":

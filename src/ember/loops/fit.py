@@ -148,7 +148,8 @@ class FitLoop(ManualSteps):
         """Under ``no_grad`` whatever ``inference_mode`` says (Lightning's): a step may ``enable_grad()``."""
         return EvalLoop(stage, self.parts.module, self.call, self.sink, self.hub, device=self.parts.device,
                         precision=self.parts.precision, inference_mode=False,
-                        reduce=self.reduce, step=lambda: (self.log_step(), self.progress.epoch), bar=self.bar)
+                        reduce=self.reduce, step=lambda: (self.log_step(), self.progress.epoch), bar=self.bar,
+                        before=self.parts.before_eval)
 
     def log_step(self) -> int:
         """The step the loggers get, as Lightning numbers it: batches that stepped before the latest one

@@ -31,6 +31,7 @@ class FitParts:
     shard: Callable[[Any], Any] | None = None  # a training loader -> this rank's share of it (many processes)
     pre_backward: Callable[[torch.Tensor], None] | None = None  # before manual_backward (DDP readies its all-reduce)
     shard_val: Callable[[Any], Any] | None = None  # a validation loader -> this rank's share of it
+    before_eval: Callable[[], None] | None = None  # before each validation (DDP: rank 0's buffers everywhere)
 
     @classmethod
     def build(cls, model, train, val, precision: str, device: torch.device, reload=None, strategy: Any = None,
@@ -41,9 +42,11 @@ class FitParts:
         if train is None:
             raise MisconfigurationError(
                 "no training data: pass fit(model, train_dataloaders=...), a datamodule, or define train_dataloader().")
-        step = shard = shard_val = pre_backward = None
+        step = shard = shard_val = pre_backward = before_eval = None
         if strategy is not None:
             step = functools.partial(strategy.training_step, wrapped)
+            if hasattr(strategy, "sync_buffers"):
+                before_eval = functools.partial(strategy.sync_buffers, wrapped)
             if hasattr(strategy, "pre_backward"):
                 pre_backward = functools.partial(strategy.pre_backward, wrapped)
             if distributed_sampler:
@@ -54,7 +57,7 @@ class FitParts:
         return cls(module=model, optimizers=optimizers, schedulers=schedulers, precision=Precision(precision, device),
                    train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val, shard_val),
                    device=device, reload=reload, training_step=step, shard=shard, pre_backward=pre_backward,
-                   shard_val=shard_val)
+                   shard_val=shard_val, before_eval=before_eval)
 
     def end_workers(self) -> None:
         """Stop the DataLoader workers this fit started (Lightning does when a fit ends, or fails)."""

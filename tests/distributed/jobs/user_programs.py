@@ -5,6 +5,8 @@ ROOT --strategy ddp|fsdp --launch 2``; rank 1 re-runs this command line).
   hook calls the model, and (DDP) a submodule is ``torch.compile``d. Fit on defaults (sanity check,
   ``inference_mode=True``) with 64 validation samples, then validate, test and predict.
 * ``Manual``: manual optimization, ``self(x)`` and ``manual_backward`` on two optimizers.
+* ``Normed`` (DDP): a BatchNorm layer's running statistics after each rank's last training batch, and as
+  fit's validation sees them.
 
 Each rank writes ROOT/rank<R>.json: what its steps saw, the synced metrics, the strategy's facts, the
 one-process reference mean over all 64 validation samples (rank 0, from the whole weights), and the
@@ -98,6 +100,24 @@ class Manual(SelfCall):
         return [torch.optim.SGD(self.body.parameters(), lr=0.05), torch.optim.SGD(self.head.parameters(), lr=0.05)]
 
 
+class Normed(SelfCall):
+    """A BatchNorm layer: each rank's training batches move its running statistics its own way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(4)
+        self.bn_seen = {}
+
+    def forward(self, x):
+        return super().forward(self.norm(x))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.bn_seen["after_training"] = self.norm.running_mean.tolist()
+
+    def validation_step(self, batch, batch_idx):
+        self.bn_seen.setdefault("validation", self.norm.running_mean.tolist())
+
+
 def data(n: int, seed: int) -> TensorDataset:
     x = torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
     x[:, 0] = torch.arange(n, dtype=torch.float32)  # column 0 names the sample
@@ -146,6 +166,11 @@ def main() -> None:
     pl.Trainer(max_epochs=2, **common).fit(manual, DataLoader(train, batch_size=8, shuffle=True))
     out["manual_weights"] = {k: v.tolist() for k, v in whole(manual).items()}
     out["manual_steps"] = manual.trainer.global_step
+    if args.strategy == "ddp":
+        normed = Normed()
+        pl.Trainer(max_epochs=1, num_sanity_val_steps=0, **common).fit(
+            normed, DataLoader(train, batch_size=8, shuffle=True), DataLoader(val, batch_size=8))
+        out["bn_seen"] = normed.bn_seen
     with open(os.path.join(args.root, f"rank{trainer.global_rank}.json"), "w") as f:
         json.dump(out, f)
 
