@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -99,3 +100,19 @@ def test_save_on_exception_writes_what_lightning_writes_before_the_error_goes_on
     ckpt = ember.load_checkpoint(tmp_path / "ember" / saved)
     assert ckpt["global_step"] == 2
     torch.testing.assert_close(ckpt["state_dict"]["layer.weight"], model.layer.weight)
+
+
+@pytest.mark.parametrize("lib", [pl, ember], ids=["lightning", "ember"])
+def test_a_second_fit_into_the_same_checkpoint_folder_warns_that_it_is_not_empty(tmp_path, lib):
+    def fit():
+        cb = lib.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "c"))
+        trainer = lib.Trainer(max_epochs=1, logger=False, callbacks=[cb], enable_progress_bar=False,
+                              enable_model_summary=False, default_root_dir=str(tmp_path))
+        trainer.fit(classifier(lib), loader())
+
+    with warnings.catch_warnings(record=True) as first:
+        warnings.simplefilter("always")
+        fit()
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        fit()
+    assert not [w for w in first if "not empty" in str(w.message)]

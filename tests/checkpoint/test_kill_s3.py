@@ -25,14 +25,17 @@ JOB = Path(__file__).parent.parent / "jobs" / "save_loop.py"
 SIZE_MIB = 40  # two multipart parts of 32 MiB
 
 
-def kill_during_upload(url: str, rng: random.Random) -> int | None:
+def kill_during_upload(url: str, rng: random.Random, after_a_save: bool = False) -> int | None:
+    """Kill the save loop at a random moment (``after_a_save``: once it has committed one, so that a
+    loaded machine, where an upload takes longer than the random delay, still tests a commit)."""
     proc = subprocess.Popen([sys.executable, str(JOB), url, str(SIZE_MIB)], stdout=subprocess.PIPE, text=True,
                             start_new_session=True, env=os.environ.copy())
     assert proc.stdout.readline().strip() == "ready"
+    first = proc.stdout.readline().strip() if after_a_save else ""
     time.sleep(rng.uniform(0.2, 1.5))
     os.killpg(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)
-    saved = [int(line.split()[1]) for line in out.splitlines() if line.startswith("saved ")]
+    saved = [int(line.split()[1]) for line in [first, *out.splitlines()] if line.startswith("saved ")]
     return saved[-1] if saved else None
 
 
@@ -54,8 +57,8 @@ def test_sigkill_during_s3_uploads_leaves_only_complete_checkpoints(s3_bucket):
     url = s3_bucket + "/run"
     store = open_store(url)
     committed = None
-    for _ in range(4):
-        reported = kill_during_upload(url, rng)
+    for attempt in range(4):
+        reported = kill_during_upload(url, rng, after_a_save=attempt == 0)
         committed = reported if reported is not None else committed
         names = store.list("")
         assert all(n == "target.ckpt" or (n.startswith("step-") and n.endswith(".ckpt")) for n in names), names

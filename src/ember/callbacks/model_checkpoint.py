@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from ember import compat
 from ember.callbacks.checkpoint import Checkpoint
 from ember.checkpoint import policies
 from ember.checkpoint.manager import CheckpointManager, Naming
+from ember.checkpoint.storage.local import LocalStorage
 from ember.errors import MisconfigurationError
 
 
@@ -158,6 +160,11 @@ class ModelCheckpoint(Checkpoint):
         self.manager.load_state_dict(state, same_place=same)
 
     # ---------------------------------------------------------------- hooks
+    def on_fit_start(self, trainer, module) -> None:
+        store = self.manager.store
+        if self.save_top_k != 0 and trainer.is_global_zero and store is not None and _has_entries(store):
+            warnings.warn(f"Checkpoint directory {self.dirpath} exists and is not empty.", stacklevel=2)  # Lightning's
+
     def on_train_start(self, trainer, module) -> None:
         self.manager.start(trainer.global_step)  # fresh: nothing to save yet; resumed: already on disk
 
@@ -236,3 +243,10 @@ def _keep(monitor, mode, save_top_k, keep_every_n_train_steps) -> list:
     if keep_every_n_train_steps:
         keep.append(policies.EveryNStepsForGood(keep_every_n_train_steps))
     return keep
+
+
+def _has_entries(store) -> bool:
+    """Whether the store's folder holds anything (one listing, not a walk, where it is a local folder)."""
+    if isinstance(store, LocalStorage):
+        return store.root.is_dir() and next(os.scandir(store.root), None) is not None
+    return bool(store.list())
