@@ -4,6 +4,7 @@ that files of one name hold the same epoch, step and weights."""
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import warnings
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import ember
-from parity import checkpoint_files, classifier, loader, pl, run_with_checkpoints
+from parity import checkpoint_files, classifier, loader, pl, run, run_with_checkpoints
 
 
 @pytest.mark.parametrize("checkpoint_kw, trainer_kw", [
@@ -116,3 +117,18 @@ def test_a_second_fit_into_the_same_checkpoint_folder_warns_that_it_is_not_empty
     with pytest.warns(UserWarning, match="exists and is not empty"):
         fit()
     assert not [w for w in first if "not empty" in str(w.message)]
+
+
+def test_current_score_and_to_yaml_match_lightning(tmp_path):
+    import yaml
+
+    seen = {}
+    for lib in (pl, ember):
+        folder = tmp_path / f"ckpt-{lib.__name__}"
+        cb = lib.callbacks.ModelCheckpoint(dirpath=str(folder), monitor="val_loss", save_top_k=2)
+        run(lib, classifier, tmp_path, enable_checkpointing=True, callbacks_extra=[cb], max_epochs=3)
+        cb.to_yaml()
+        written = yaml.safe_load((folder / "best_k_models.yaml").read_text())
+        seen[lib] = (round(float(cb.current_score), 5),
+                     {os.path.basename(k): round(v, 5) for k, v in written.items()})
+    assert seen[ember] == seen[pl] and len(seen[pl][1]) == 2

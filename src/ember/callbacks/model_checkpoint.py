@@ -16,6 +16,7 @@ from ember.checkpoint import policies
 from ember.checkpoint.manager import CheckpointManager, Naming
 from ember.checkpoint.storage.local import LocalStorage
 from ember.errors import MisconfigurationError
+from ember.loggers.yaml_text import dump_yaml
 
 
 class ModelCheckpoint(Checkpoint):
@@ -135,6 +136,29 @@ class ModelCheckpoint(Checkpoint):
         """Location -> monitored value (a 0-dim tensor, as in Lightning; the global step without a monitor)."""
         m = self.manager
         return {m.location(r.name): _tensor(r.score if m.monitor else float(r.global_step)) for r in m.book.records}
+
+    @property
+    def current_score(self) -> torch.Tensor | None:
+        """The monitored value of the newest checkpoint among the kept ones (None without a monitor)."""
+        records = self.manager.book.records
+        return _tensor(records[-1].score) if records and self.manager.monitor else None
+
+    def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
+        """Write ``best_k_models`` (location -> monitored value) as YAML, as Lightning does.
+
+        Args:
+            filepath: where (default ``best_k_models.yaml`` in the checkpoint folder).
+        """
+        text = dump_yaml({k: (None if v is None else v.item()) for k, v in self.best_k_models.items()})
+        if filepath is not None:
+            with open(filepath, "w") as f:
+                f.write(text)
+            return
+        if self.manager.store is None:
+            raise MisconfigurationError("ModelCheckpoint.to_yaml() without a filepath needs the checkpoint folder, "
+                                        "which is known once fit starts; pass to_yaml(filepath=...).")
+        with self.manager.store.open_write("best_k_models.yaml") as f:
+            f.write(text.encode())
 
     @property
     def kth_best_model_path(self) -> str:
