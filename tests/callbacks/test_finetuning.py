@@ -8,7 +8,7 @@ from torch import nn
 
 import ember
 from ember.callbacks import BackboneFinetuning, BaseFinetuning
-from ember.errors import MisconfigurationError
+from ember.errors import CheckpointMismatchError, MisconfigurationError
 from tiny import make_loader, trainer_kwargs
 
 
@@ -104,6 +104,17 @@ def test_resume_after_unfreeze_restores_the_param_groups_and_their_state(tmp_pat
     assert len(trainer.optimizers[0].param_groups) == 2
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def test_resume_without_the_callback_that_added_param_groups_says_to_add_it(tmp_path):
+    ckpts = tmp_path / "ck"
+    ember.Trainer(**trainer_kwargs(tmp_path / "b", max_epochs=2, callbacks=[
+        UnfreezeAt(1), ember.callbacks.ModelCheckpoint(dirpath=ckpts, save_last=True)])).fit(Net(), make_loader())
+    trainer = ember.Trainer(**trainer_kwargs(tmp_path / "c", max_epochs=3, enable_checkpointing=False))
+    with pytest.warns(UserWarning, match="no callback of this Trainer claims"):
+        with pytest.raises(CheckpointMismatchError, match="saved with 2 param groups, and this run's has 1.*"
+                                                          "BaseFinetuning.*fit with it again"):
+            trainer.fit(Net(), make_loader(), ckpt_path=ckpts / "last.ckpt")
 
 
 def test_backbone_finetuning_needs_a_backbone(tmp_path):

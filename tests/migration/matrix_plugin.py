@@ -27,6 +27,7 @@ user passes ``strategy="ddp_find_unused_parameters_true"`` for a GAN.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -38,6 +39,7 @@ import torch
 
 import ember
 import ember.trainer
+from ember.callbacks.finetuning import BaseFinetuning
 
 STRATEGY = os.environ.get("EMBER_MATRIX_STRATEGY", "ddp")
 OUT = Path(os.environ.get("EMBER_MATRIX_OUT", "."))
@@ -93,7 +95,9 @@ def _rebuildable(model) -> bool:
 
 def _resume(fit: dict) -> dict:
     """From the fit's earliest checkpoint, a fresh model and Trainer on the same strategy train on to the
-    program's own limits (its schedulers' lengths stay right); callbacks are left out."""
+    program's own limits (its schedulers' lengths stay right); callbacks are left out, except a
+    ``BaseFinetuning`` (a copy): the param groups it added are in the checkpoint's optimizer state, which
+    cannot load without them (in Lightning neither)."""
     model, trainer, (train, val, dm) = fit["model"], fit["trainer"], fit["data"]
     ckpts = [p for p in fit["entry"]["checkpoints"] if os.path.exists(p)]
     if not ckpts:
@@ -104,8 +108,9 @@ def _resume(fit: dict) -> dict:
     saved = ember.load_checkpoint(path)
     fresh = type(model)(**dict(model.hparams))
     kw = {k: v for k, v in trainer._matrix_kwargs.items() if k != "checkpoint_callback"}
-    kw.update(callbacks=None, enable_checkpointing=False, enable_progress_bar=False,  # the program's loggers
-              default_root_dir=os.path.dirname(path))
+    finetuning = [copy.copy(cb) for cb in trainer.callbacks if isinstance(cb, BaseFinetuning)]
+    kw.update(callbacks=finetuning or None, enable_checkpointing=False,  # the program's loggers
+              enable_progress_bar=False, default_root_dir=os.path.dirname(path))
     again = MatrixTrainer(**kw)
     again.fit(fresh, train, val, dm, ckpt_path=path)
     _state["fits"].pop()  # the resume itself is not one of the program's fits

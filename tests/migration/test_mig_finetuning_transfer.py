@@ -13,11 +13,6 @@ import ember as pl
 from ember.callbacks import ModelCheckpoint
 from ember.callbacks.finetuning import BaseFinetuning
 
-MATRIX_SKIP = ("resuming a BaseFinetuning run on 2 ranks from its first checkpoint fails: the optimizer state has mo"
-               "re parameter groups than the fresh model's optimizer (the unfrozen groups are re-added too late unde"
-               "r DDP/FSDP); not fixed yet")
-
-
 class MilestonesFinetuning(BaseFinetuning):
     def __init__(self, milestones=(1, 2), train_bn=False):
         super().__init__()
@@ -62,6 +57,10 @@ class TransferLearningModel(pl.LightningModule):
         return [optimizer], [torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.5)]
 
 
+def whole(t):
+    return t.full_tensor() if hasattr(t, "full_tensor") else t  # under FSDP the live ones are shards
+
+
 def data():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 8, generator=g)
@@ -85,7 +84,7 @@ def test_the_extractor_unfreezes_in_two_milestones_each_with_a_tenth_of_the_lr(t
     # epoch 1: the new group gets lr / 10; MultiStepLR's milestone (its 2nd step, at epoch 1's end) halves both;
     # epoch 2: the last group gets the halved lr / 10 (the same lists as under Lightning 2.6)
     assert seen == [[0.01], [0.005, 0.0005], [0.005, 0.0005, 0.0005]]
-    assert not torch.equal(model.feature_extractor[0].weight, frozen_start)  # trained from epoch 2 on
+    assert not torch.equal(whole(model.feature_extractor[0].weight), frozen_start)  # trained from epoch 2 on
     assert trainer.callback_metrics["val_acc"] > 0.5
 
 
@@ -105,4 +104,4 @@ def test_a_run_resumed_after_the_first_milestone_ends_like_an_uninterrupted_one(
     trainer.fit(resumed, *data(), ckpt_path="last")
     assert len(trainer.optimizers[0].param_groups) == 3
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(whole(a), whole(b))

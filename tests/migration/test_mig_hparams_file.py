@@ -6,6 +6,7 @@ values override the checkpoint's. Only the imports differ."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -15,9 +16,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember as pl
 from ember.loggers import CSVLogger
-
-MATRIX_SKIP = ("on 2 ranks one of its programs failed once in four runs (rank 1 found no values in the hparams file "
-               "rank 0's logger writes; a race in the program under DDP, suspected, not confirmed)")
 
 yaml = pytest.importorskip("yaml")
 
@@ -48,6 +46,15 @@ class NoSavedHparams(LitModel):
         return torch.optim.SGD(self.parameters(), lr=self.learning_rate)
 
 
+def write(path, text):
+    """``path.write_text(text)`` whole at once (a temporary file, then ``os.replace``): under the strategy matrix
+    both ranks write the same file into their shared folder and read it back, and a rank reading it while the
+    other truncates it (``write_text``) would find it empty."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def train(root, model):
     data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8, 1)), batch_size=4)
     trainer = pl.Trainer(max_epochs=1, logger=CSVLogger(root), enable_progress_bar=False)
@@ -60,7 +67,7 @@ def test_the_loggers_hparams_yaml_overrides_the_checkpoint(tmp_path):
     assert yaml.safe_load(hparams_yaml.read_text()) == {"hidden": 4, "learning_rate": 0.1, "activation": "relu"}
 
     edited = tmp_path / "edited.yaml"
-    edited.write_text("learning_rate: 0.001\nactivation: gelu\n")
+    write(edited, "learning_rate: 0.001\nactivation: gelu\n")
     model = LitModel.load_from_checkpoint(ckpt, hparams_file=edited)
     assert model.hparams == {"hidden": 4, "learning_rate": 0.001, "activation": "gelu"}
     model = LitModel.load_from_checkpoint(ckpt, hparams_file=edited, activation="tanh")  # kwargs win
@@ -74,7 +81,7 @@ def test_the_file_supplies_arguments_a_checkpoint_lacks(tmp_path):
     with pytest.raises(pl.MisconfigurationError, match="hidden"):
         NoSavedHparams.load_from_checkpoint(ckpt)
     hparams_yaml = tmp_path / "hparams.yaml"
-    hparams_yaml.write_text(yaml.safe_dump({"hidden": 6, "learning_rate": 0.5}))
+    write(hparams_yaml, yaml.safe_dump({"hidden": 6, "learning_rate": 0.5}))
     model = NoSavedHparams.load_from_checkpoint(ckpt, hparams_file=hparams_yaml)
     assert model.net[0].out_features == 6 and model.learning_rate == 0.5
     assert torch.equal(model.net[0].weight, pl.load_checkpoint(ckpt)["state_dict"]["net.0.weight"])
@@ -83,19 +90,19 @@ def test_the_file_supplies_arguments_a_checkpoint_lacks(tmp_path):
 def test_an_hparams_csv_of_key_value_rows(tmp_path):
     ckpt, _ = train(tmp_path, LitModel())
     hparams_csv = tmp_path / "hparams.csv"
-    hparams_csv.write_text("key,value\nhidden,4\nlearning_rate,0.25\nactivation,gelu\n")
+    write(hparams_csv, "key,value\nhidden,4\nlearning_rate,0.25\nactivation,gelu\n")
     model = LitModel.load_from_checkpoint(ckpt, hparams_file=hparams_csv)
     assert model.hparams == {"hidden": 4, "learning_rate": 0.25, "activation": "gelu"}
 
 
 def test_a_wrong_file_is_refused_saying_what_is_expected(tmp_path):
     ckpt, _ = train(tmp_path, LitModel())
-    (tmp_path / "hparams.json").write_text("{}")
+    write(tmp_path / "hparams.json", "{}")
     with pytest.raises(pl.MisconfigurationError, match=r"\.yaml, \.yml or \.csv.*hparams\.json"):
         LitModel.load_from_checkpoint(ckpt, hparams_file=tmp_path / "hparams.json")
     with pytest.raises(FileNotFoundError, match="nothere.yaml"):
         LitModel.load_from_checkpoint(ckpt, hparams_file=tmp_path / "nothere.yaml")
-    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    write(tmp_path / "list.yaml", "- 1\n- 2\n")
     with pytest.raises(pl.MisconfigurationError, match="mapping.*list"):
         LitModel.load_from_checkpoint(ckpt, hparams_file=tmp_path / "list.yaml")
 
@@ -104,10 +111,10 @@ def test_without_pyyaml_json_files_still_load_and_yaml_ones_name_the_package(tmp
     ckpt, _ = train(tmp_path, LitModel())
     monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` now fails, as when PyYAML is missing
     as_json = tmp_path / "json.yaml"  # what ember's loggers write without PyYAML
-    as_json.write_text('{"learning_rate": 0.3}')
+    write(as_json, '{"learning_rate": 0.3}')
     assert LitModel.load_from_checkpoint(ckpt, hparams_file=as_json).hparams.learning_rate == 0.3
     as_yaml = tmp_path / "real.yaml"
-    as_yaml.write_text("learning_rate: 0.3\n")
+    write(as_yaml, "learning_rate: 0.3\n")
     with pytest.raises(pl.MisconfigurationError, match="pip install pyyaml"):
         LitModel.load_from_checkpoint(ckpt, hparams_file=as_yaml)
 
@@ -120,7 +127,7 @@ def test_a_python_tag_in_hparams_yaml_is_refused_naming_the_file_and_the_fix(tmp
     from ember.core.saving import read_hparams_file
 
     path = tmp_path / "hparams.yaml"
-    path.write_text("hidden: !!python/object/apply:os.system ['echo owned']\n")
+    write(path, "hidden: !!python/object/apply:os.system ['echo owned']\n")
     with pytest.raises(MisconfigurationError,
                        match=r"hparams.yaml.*!!python/object/apply:os.system.*plain YAML values"):
         read_hparams_file(path)
@@ -131,7 +138,7 @@ def test_a_5000_deep_list_in_hparams_yaml_is_refused_naming_the_file(tmp_path):
     from ember.core.saving import read_hparams_file
 
     path = tmp_path / "hparams.yaml"
-    path.write_text("hidden: " + "[" * 5000 + "]" * 5000 + "\n")
+    write(path, "hidden: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(MisconfigurationError, match=r"hparams.yaml.* nested too deeply"):
         read_hparams_file(path)
 
@@ -140,6 +147,6 @@ def test_a_tuple_lightning_wrote_as_a_python_tuple_tag_is_read_as_a_tuple(tmp_pa
     from ember.core.saving import read_hparams_file
 
     path = tmp_path / "hparams.yaml"
-    path.write_text(yaml.dump({"sizes": (2, 3)}))  # as Lightning's save_hparams_to_yaml writes a tuple
+    write(path, yaml.dump({"sizes": (2, 3)}))  # as Lightning's save_hparams_to_yaml writes a tuple
     assert "!!python/tuple" in path.read_text()
     assert read_hparams_file(path) == {"sizes": (2, 3)}

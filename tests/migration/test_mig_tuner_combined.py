@@ -17,8 +17,6 @@ import ember as pl
 from ember.tuner import Tuner
 from ember.utilities.combined_loader import CombinedLoader
 
-MATRIX_SKIP = ("the tuner under DDP: rank 0 removes the search's temporary checkpoint before the other rank has read"
-               " it back; not fixed yet")
 
 
 class Data(pl.LightningDataModule):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from ember.checkpoint import state as run_state
@@ -199,9 +199,10 @@ def restore_weights(module: Any, ckpt: dict, location: str, *, datamodule: Any =
 def resume(run: run_state.RunState, ckpt: dict, location: str, *, trainer: Any, module: Any, datamodule: Any,
            callbacks: Sequence[Any], adapt: Callable[[dict], dict] = lambda c: c,
            load_sharded_state: Callable | None = None) -> None:
-    """The whole run from ``ckpt``: checked first (nothing is changed if it cannot be resumed), then the module,
-    optimizers, schedulers, scaler, callbacks, loop position and RNG. ``adapt`` puts optimizer states in the
-    layout the run loads (numbered, or named under FSDP).
+    """The whole run from ``ckpt``: checked first (nothing is changed if it cannot be resumed), then the callbacks'
+    state (a ``BaseFinetuning`` puts back its param groups), the module, optimizers, schedulers, scaler, loop
+    position and RNG. ``adapt`` puts optimizer states in the layout the run loads (numbered, or named under
+    FSDP), once the callbacks have put back their param groups.
 
     Args:
         run: the run's state (module, optimizers, schedulers, scaler, loops) to restore into.
@@ -214,10 +215,13 @@ def resume(run: run_state.RunState, ckpt: dict, location: str, *, trainer: Any, 
         adapt: turns ``ckpt`` into the layout the run loads (default: unchanged).
         load_sharded_state: loads a sharded (FSDP) model and optimizer state, or None.
     """
-    ckpt = adapt(ckpt)
     run_state.check_resumable(ckpt, location, run)
     module.on_load_checkpoint(ckpt)
-    run_state.restore(run, ckpt, location, load_sharded_state)
+    # the callbacks' state first, as Lightning: BaseFinetuning puts back the param groups it added, which the
+    # optimizer states need before they are put in this run's layout (FSDP pairs them by name) and loaded
+    run_state.restore_callbacks(run.callbacks, ckpt.get("callbacks") or {}, location)
+    run_state.check_param_groups(ckpt, location, run)
+    run_state.restore(replace(run, callbacks={}), adapt(ckpt), location, load_sharded_state)
     run_state.restore_datamodule(datamodule, ckpt)
     for cb in callbacks:
         cb.on_load_checkpoint(trainer, module, ckpt)

@@ -216,6 +216,18 @@ def _check_optimizer(i: int, opt: torch.optim.Optimizer, saved: Mapping, path: A
             f"the optimizer that wrote the checkpoint, or load only the weights (Module.load_from_checkpoint).")
 
 
+def check_param_groups(ckpt: Mapping, path: Any, run: RunState) -> None:
+    """Refuse optimizer states with another number of param groups than the run's optimizers have, once the
+    callbacks' state is restored (a ``BaseFinetuning`` has put back the groups it added by then)."""
+    for i, (opt, saved) in enumerate(zip(run.optimizers, ckpt["optimizer_states"])):
+        if len(saved["param_groups"]) != len(opt.param_groups):
+            raise CheckpointMismatchError(
+                f"{path}: optimizer {i} was saved with {len(saved['param_groups'])} param groups, and this run's has "
+                f"{len(opt.param_groups)}. A callback that adds param groups while training (BaseFinetuning, "
+                "BackboneFinetuning) puts them back on resume: fit with it again (same state_key); else build the "
+                "optimizer with the param groups it was saved with.")
+
+
 def _optimizer_named_by(keys: set[str]) -> str:
     """The torch optimizer whose settings are exactly ``keys`` (for messages), else a description."""
     probe = [torch.zeros(1, requires_grad=True)]

@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ember.distributed import group
 from ember.checkpoint import ranks as per_rank
@@ -206,10 +206,16 @@ class FSDPStrategy(ParallelStrategy):
                 raise CheckpointMismatchError(
                     f"optimizer state {i} is keyed by parameter numbers (Optimizer.state_dict()'s layout); "
                     "FSDP needs names: pass optimizer_state_from_plain(state, module, optimizer).")
-        options = StateDictOptions(full_state_dict=not _has_dtensor(weights))
+        sharded = _has_dtensor(weights)
+        options = StateDictOptions(full_state_dict=not sharded)
         set_model_state_dict(module, weights, options=options)
         for opt, state in zip(optimizers, opts):
-            set_optimizer_state_dict(module, opt, state, options=options)
+            if opt.state and any(p not in opt.state for g in opt.param_groups for p in g["params"]):
+                # param groups put back after the state was made (BaseFinetuning's): torch makes the state of
+                # every parameter, which it loads into, only for an optimizer that has none
+                opt.state.clear()
+            set_optimizer_state_dict(module, opt, _shard_whole_entries(module, state) if sharded else state,
+                                     options=options)
 
 
 _WHOLE_UNITS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
@@ -260,6 +266,22 @@ def _broadcast_from_rank0(module: nn.Module, comm: torch.device, done: set[int])
             t.detach().copy_(work)
         done.add(id(t))
     return done
+
+
+def _shard_whole_entries(module: nn.Module, state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Collective: ``state`` (an optimizer state read from a sharded folder) with each whole tensor of a
+    sharded parameter's entry sharded as the parameter is. The folder's reader loads whole what the template
+    it filled did not hold: the state of parameters a callback put back after the template was taken (the
+    param groups a ``BaseFinetuning`` added), which must be shards like the rest."""
+    params = dict(module.named_parameters())
+    out = {}
+    for name, entry in state.get("state", {}).items():
+        p = params.get(name)
+        if isinstance(p, DTensor) and isinstance(entry, Mapping):
+            entry = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+                     if type(v) is torch.Tensor and v.shape == p.shape and v.dim() else v for k, v in entry.items()}
+        out[name] = entry
+    return {**state, "state": out}
 
 
 def _has_dtensor(tree: Any) -> bool:

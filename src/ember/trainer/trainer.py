@@ -176,15 +176,19 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
         self.profiler.setup("fit", self.local_rank if self.world_size > 1 else None, self.log_dir)
         strategy, self._failing, self.fitting = self._parallel, False, True
         self._last_fn, self._interrupted = "fit", False  # trainer.state
+        tuned = False
         try:
             with strategy.failure_guard() if strategy is not None else contextlib.nullcontext():
-                with self._stop_requests, arguments.anomaly(self.detect_anomaly):
-                    self._fit(model, hooks, train_dataloaders, val_dataloaders, ckpt_path)
+                try:
+                    with self._stop_requests, arguments.anomaly(self.detect_anomaly):
+                        self._fit(model, hooks, train_dataloaders, val_dataloaders, ckpt_path)
+                except TunerExit:  # a tuner searched at on_fit_start and ends fit on purpose (state restored),
+                    tuned = True  # on every rank: not a failure for the peers to learn of
                 self.checkpoint_writer.wait()  # fit returns only once the last save is committed
                 if strategy is not None:
                     strategy.barrier()  # ... on every rank: the files are there for all of them
-        except TunerExit:  # a tuner searched at on_fit_start and ends fit on purpose (state restored)
-            evaluate.teardown(self, hooks, "fit")
+            if tuned:
+                evaluate.teardown(self, hooks, "fit")
         except BaseException as e:
             self._failing = True  # no collectives from here: a peer may be gone
             self._interrupted = True

@@ -158,7 +158,8 @@ def lr_find(trainer, model, min_lr: float = 1e-8, max_lr: float = 1.0, num_train
         loop.run()
         if trainer.global_step != num_training + start:
             log.info("lr_find stopped early after %d steps: the loss diverged.", trainer.global_step - start)
-        finder.results = {"lr": recorder.lrs, "loss": recorder.losses}
+        # rank 0's record on every rank (each saw its own batches): every rank sets the same suggestion
+        finder.results = trainer.strategy.broadcast({"lr": recorder.lrs, "loss": recorder.losses})
     if update_attr:
         lr = finder.suggestion()
         if lr is not None and math.isfinite(lr):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from dataclasses import replace
 from typing import Any, Iterator
@@ -25,8 +26,9 @@ def searching(trainer, callbacks: list, **settings: Any) -> Iterator[Any]:
     """Run the block with ``callbacks`` as the only callbacks, no logger, no progress bar and the fit
     settings changed by ``settings`` (``max_steps=...``); yields the fit loop. Everything is put back
     after, and the checkpoint written before is loaded again."""
-    loop, hooks = trainer.fit_loop, trainer._hooks
-    path = os.path.join(str(trainer.default_root_dir), f".tuner_{uuid.uuid4().hex}.ckpt")
+    loop, hooks, strategy = trainer.fit_loop, trainer._hooks, trainer.strategy
+    # rank 0's name on every rank: each reads back the checkpoint rank 0 writes (under FSDP: all write its shards)
+    path = strategy.broadcast(os.path.join(str(trainer.default_root_dir), f".tuner_{uuid.uuid4().hex}.ckpt"))
     trainer.save_checkpoint(path)
     saved = (loop.settings, hooks.callbacks, trainer._hub.logger, loop.bar, loop._resume, get_rng_state(),
              loop.progress.state_dict(), [c for c in loop.parts.schedulers])
@@ -42,7 +44,12 @@ def searching(trainer, callbacks: list, **settings: Any) -> Iterator[Any]:
         loop.should_stop, loop._pending_grads = False, False
         try:
             trainer._restore(path)  # weights, optimizers, schedulers, callbacks, progress: as before the search
-        finally:
+        except BaseException:
+            if trainer.is_global_zero:
+                _remove(path)  # the fit fails: no rank reads it again
+            raise
+        strategy.barrier()  # every rank has read it back before rank 0 removes it
+        if trainer.is_global_zero:
             _remove(path)
         loop._resume = saved[4]  # a fit resumed from a checkpoint still resumes where it was told to
         if saved[4] is None:
@@ -57,5 +64,9 @@ def reset_progress(loop, state: dict) -> None:
 
 
 def _remove(path: str) -> None:
+    """The file, or the folder of a sharded (FSDP) checkpoint."""
     with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
