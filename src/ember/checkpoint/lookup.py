@@ -89,7 +89,8 @@ def _resume_rank(store: Storage, name: str) -> tuple[int, float] | None:
 
 
 def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
-    """The newest full checkpoint in ``stores`` that verifies (by global step, then modification time).
+    """The newest full checkpoint in ``stores`` that verifies (by global step, then modification time, then a
+    ``last*`` name: ``last.ckpt``, a hard link to the newest top-k file, names it as Lightning's "last" does).
 
     A corrupt, incomplete or malformed newer file is skipped with a warning naming it; so is a sharded
     folder whose metadata is damaged. A folder without metadata (a save that never completed) is not a
@@ -103,7 +104,7 @@ def find_last(stores: Sequence[Storage]) -> tuple[Storage, str] | None:
                 warnings.warn(f"skipping {store.describe(name)}: {e}", stacklevel=4)
                 continue
             if rank is not None:
-                ranked.append((rank, store, name))
+                ranked.append(((*rank, name.rpartition("/")[2].startswith("last")), store, name))
     for _, store, name in sorted(ranked, key=lambda r: r[0], reverse=True):
         try:
             _verify(store, name)
