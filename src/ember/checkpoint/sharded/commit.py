@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ember.checkpoint.storage.local import exchange, fsync_dir
+from ember.checkpoint.storage.local import fsync_dir, swap_in
 from ember.checkpoint.storage.temporaries import clean_stale_temp_files, discard, temp_name
 from ember.errors import CheckpointError
 
@@ -53,17 +53,8 @@ def publish(tmp: Path, target: Path) -> None:
     try:
         if not os.path.lexists(target):
             os.rename(tmp, target)
-        elif exchange(tmp, target):
-            old = tmp  # the old checkpoint, now at the temporary name
         else:
-            old = target.parent / temp_name(target.name)
-            os.rename(target, old)
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                os.rename(old, target)  # put the previous one back
-                old = None
-                raise
+            old = swap_in(tmp, target)  # the old checkpoint, now at a temporary name
         fsync_dir(target.parent)
     except OSError as e:
         raise CheckpointError(f"could not put the sharded checkpoint in place at {target}: {e}; the previous one, "

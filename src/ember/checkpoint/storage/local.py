@@ -162,18 +162,25 @@ def _put_file(tmp: Path, target: Path) -> None:
         replace_file(tmp, target)
         return
     _check_replaceable(target)
-    if exchange(tmp, target):
-        old = tmp  # the folder, now at the temporary name
-    else:
-        old = target.parent / temp_name(target.name)
-        os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            os.rename(old, target)  # the folder back at its name
-            raise
+    old = swap_in(tmp, target)
     fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)  # the new file is in place; a leftover is removed by cleanup()
+
+
+def swap_in(tmp: Path, target: Path) -> Path:
+    """Put ``tmp`` at the existing name ``target`` (a file or folder, either way); returns where the old
+    one now is, at a temporary name, for the caller to remove. Atomic where ``exchange`` works; else the
+    old one is renamed aside first and put back if the second rename fails."""
+    if exchange(tmp, target):
+        return tmp
+    old = target.parent / temp_name(target.name)
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        os.rename(old, target)  # the old one back at its name
+        raise
+    return old
 
 
 class LocalStorage(Storage):
