@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import log, now, repo_root  # noqa: E402
 
-ALL = ("save", "load", "loop", "memory", "figures")
+ALL = ("save", "load", "loop", "memory", "figures", "metadata")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="MiB for the memory benchmark (default: 1024 if in --sizes, else the middle size)")
     p.add_argument("--figures-size", type=float, default=768.0,
                    help="MiB of state for the issue-19 figures (default %(default)s: 805 MB)")
+    p.add_argument("--metadata-entries", type=int, default=100_000,
+                   help="tensor entries of the sharded metadata checked by --only metadata (default %(default)s)")
     p.add_argument("--plot", default=None, help="plot path (default bench/save_vs_size.png)")
     p.add_argument("--json", default=None, help="also write every raw measurement to this JSON file")
     p.add_argument("--from-json", default=None,
@@ -168,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
 
             fig = run_figures(1.0 if args.smoke else args.figures_size, repeats, workdir / "figures",
                               loop_steps=loop_steps)
+        meta = None
+        if "metadata" in only:
+            from bench.sharded_metadata import run_metadata
+
+            meta = run_metadata(2000 if args.smoke else args.metadata_entries, repeats, workdir / "metadata",
+                                worst=not args.smoke)
         elapsed = now() - t_start
         text = render(machine=machine, command=command, smoke=args.smoke, sr=sr, lr=lr, lo=lo, mr=mr,
                       memory_skipped=memory_skipped, plot_note=plot_note, elapsed_s=elapsed, note=args.note)
@@ -175,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.figures import section_figures
 
             text += "\n" + section_figures(fig)
+        if meta is not None:
+            from bench.sharded_metadata import section_metadata
+
+            text += "\n" + section_metadata(meta)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {out_path} ({now() - t_start:.0f} s)")
     if args.json:
         raw = {k: dataclasses.asdict(v)
-               for k, v in (("save", sr), ("load", lr), ("loop", lo), ("memory", mr), ("figures", fig))
+               for k, v in (("save", sr), ("load", lr), ("loop", lo), ("memory", mr), ("figures", fig),
+                            ("metadata", meta))
                if v is not None}
         raw.update(machine=machine, command=command, smoke=args.smoke, memory_skipped=memory_skipped,
                    elapsed_s=elapsed, note=args.note)

@@ -98,9 +98,9 @@ def test_best_model_path_is_set_only_once_the_file_is_committed(tmp_path, monkey
     seen = []
     real = container.write
 
-    def slow(f, tree, tensors):
+    def slow(f, tree, tensors, **kw):
         time.sleep(0.2)
-        real(f, tree, tensors)
+        real(f, tree, tensors, **kw)
 
     monkeypatch.setattr(container, "write", slow)
 

@@ -204,3 +204,24 @@ def test_the_loops_reduce_can_be_set_once_the_loop_exists(tmp_path):
     t = ember.Trainer(**trainer_kwargs(tmp_path, max_epochs=1, checkpoint_callback=False, callbacks=[SetReduce()]))
     t.fit(M(), make_loader())
     assert t.callback_metrics["synced"].item() == 40.0  # four batches summed, then "reduced" across ranks
+
+
+def test_a_repeated_log_call_skips_its_checks_only_while_its_arguments_stay_the_same():
+    """The second and later ``self.log`` of a name in one hook with the first call's arguments reuse its
+    checks; other arguments are checked in full (and refused), another hook shares the entry as before."""
+    from ember.errors import MisconfigurationError
+    from ember.loops.results import Results
+
+    r = Results(training=True)
+    r.log("training_step", "x", torch.tensor(1.0))
+    r.log("training_step", "x", torch.tensor(2.0))
+    with pytest.raises(MisconfigurationError, match="twice in `training_step` with different arguments"):
+        r.log("training_step", "x", torch.tensor(3.0), prog_bar=True)
+    with pytest.raises(MisconfigurationError, match="needs a scalar"):
+        r.log("training_step", "x", torch.ones(2))
+    r.log("on_train_batch_end", "x", torch.tensor(4.0))  # same levels: the same entry, as before
+    r.log("training_step", "x", 5)
+    step = r.take_step()
+    assert float(step.callback["x"]) == 5.0 and set(step.log) == {"x"} and not step.pbar
+    with pytest.raises(MisconfigurationError, match="cannot be called inside setup"):
+        r.log("setup", "y", 1.0)

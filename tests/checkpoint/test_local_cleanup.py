@@ -46,8 +46,8 @@ FALLBACK_GAP = """
     from ember.checkpoint.sharded import commit, save_sharded
     target = sys.argv[1] + "/last.ckpt"
     save_sharded({"state_dict": torch.nn.Linear(2, 2).state_dict(), "global_step": 1}, target)
-    from ember.checkpoint.storage import local
-    local.exchange = lambda a, b: False  # a system without renameat2: the fallback publish
+    from ember.checkpoint.storage import renames
+    renames.exchange = lambda a, b: False  # a system without renameat2: the fallback publish
     rename = os.rename
     def stuck(a, b):
         if str(b) == target:  # the old checkpoint is already renamed aside; killed before the new one moves in

@@ -20,15 +20,15 @@ from tiny import TinyModel, make_loader, trainer_kwargs
 def slow_writes(monkeypatch, seconds=0.2):
     real = container.write
 
-    def slow(f, tree, tensors):
+    def slow(f, tree, tensors, **kw):
         time.sleep(seconds)
-        real(f, tree, tensors)
+        real(f, tree, tensors, **kw)
 
     monkeypatch.setattr(container, "write", slow)
 
 
 def failing_writes(monkeypatch, error):
-    def fail(f, tree, tensors):
+    def fail(f, tree, tensors, **kw):
         f.write(b"partial")
         raise error
 

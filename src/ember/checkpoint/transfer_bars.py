@@ -30,6 +30,12 @@ class WriteProgress:
     def seekable(self) -> bool:
         return self._f.seekable()
 
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def flush(self) -> None:
+        self._f.flush()
+
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._f.seek(offset, whence)
 

@@ -35,14 +35,14 @@ def write_file(target: Target, tree: dict, tensors: Mapping[str, torch.Tensor], 
     """Encode and commit one checkpoint file; ``progress`` shows a bar if it takes over 2 s.
     Returns where it was written."""
     store, name = _store_and_name(target)
-    with store.open_write(name) as f:
+    with store.open_write(name) as f:  # a store fsyncs what it commits: synced=True
         if not progress:
-            container.write(f, tree, tensors)
+            container.write(f, tree, tensors, synced=True)
         else:
             total = sum(t.numel() * t.element_size() for t in tensors.values())
             bar = WriteProgress(f, total, f"saving {name}")
             try:
-                container.write(bar, tree, tensors)
+                container.write(bar, tree, tensors, synced=True)
             finally:
                 bar.close()
     return store.describe(name)

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from ember.checkpoint.sharded import api as _sharded_api
+from ember.checkpoint.sharded.layout import AT_FIRST_COLLECTIVE
 from ember.distributed.env import DistributedError, JobEnv
 from ember.distributed.failure import FailureBoard, FailureWatch
 from ember.distributed.settle import settle_gloo_workers
@@ -176,4 +176,4 @@ def _leave_at_exit() -> None:
 
 # save_sharded/load_sharded on a group the user joined register the exit handler too (checkpoint sits below
 # distributed and cannot import it: it calls the hooks registered here)
-_sharded_api.AT_FIRST_COLLECTIVE.append(leave_at_exit)
+AT_FIRST_COLLECTIVE.append(leave_at_exit)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -29,17 +31,24 @@ class _EvalBar:
 
 class _EpochBar:
     EVERY = 16  # batches per redraw check: tqdm and reading the loss (a device sync) cost per call
+    INTERVAL = 0.2  # seconds between redraws at most, as tqdm's mininterval: a faster flush is never shown
 
     def __init__(self, epoch: int, total: int | None, initial: int) -> None:
         self._bar = tqdm(total=total, initial=initial, desc=f"Epoch {epoch}", file=sys.stderr,
                          dynamic_ncols=True, leave=True, mininterval=0.2)
-        self._pending = 0
+        self._pending = self._since = 0
+        self._shown = -math.inf
 
     def update(self, step: int, loss, metrics: dict, prog_bar: set[str]) -> None:
         self._pending += 1
-        if self._pending < self.EVERY:
+        self._since += 1
+        if self._since < self.EVERY:
             return
-        self._flush(step, loss, metrics, prog_bar)
+        self._since = 0
+        now = time.monotonic()
+        if now - self._shown >= self.INTERVAL:
+            self._shown = now
+            self._flush(step, loss, metrics, prog_bar)
 
     def _flush(self, step: int, loss, metrics: dict, prog_bar: set[str]) -> None:
         post = {"step": step}

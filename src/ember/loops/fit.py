@@ -6,6 +6,7 @@ run in Lightning's order (``tests/test_hook_order.py``); validation is ``ember.l
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from dataclasses import asdict, dataclass
@@ -26,6 +27,9 @@ from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  
 from ember.loops.results import LogSink, MetricsHub, Results, as_float
 from ember.loops.settings import FitSettings, validation_interval
 from ember.seed import get_rng_state, set_rng_state
+
+
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 @dataclass
@@ -317,7 +321,7 @@ class FitLoop(ManualSteps):
             self.optimizer_step(batch_idx)
         if self.per_optimizer:
             return [batch_outputs(o, accum) for o in outputs]
-        return batch_outputs(outputs, accum)
+        return batch_outputs(outputs, accum, self.last_loss if isinstance(outputs, torch.Tensor) else None)
 
     def _step_args(self, batch: Any, batch_idx: int) -> tuple:
         return (batch, batch_idx) if self.with_batch_idx else (batch,)
@@ -325,9 +329,13 @@ class FitLoop(ManualSteps):
     def _backward_for(self, optimizer, step_args: tuple, accum: int, batch_idx: int) -> Any:
         """training_step(*step_args) and its backward (with only ``optimizer``'s parameters, if given)."""
         parts = self.parts
-        with frozen_except(optimizer, parts.optimizers):
-            with parts.precision.autocast():
-                output = (parts.training_step or parts.module.training_step)(*step_args)
+        step = parts.training_step or parts.module.training_step
+        with frozen_except(optimizer, parts.optimizers) if optimizer is not None else _NO_CONTEXT:
+            if parts.precision.mode == "32":  # the common case: no context to build and enter per step
+                output = step(*step_args)
+            else:
+                with parts.precision.autocast():
+                    output = step(*step_args)
             loss = loss_of(output)
             if loss is not None:
                 self.last_loss = loss.detach()

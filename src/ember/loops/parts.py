@@ -78,13 +78,15 @@ def val_loaders_of(model, val: Any, shard: Callable[[Any], Any] | None = None) -
     return [shard(loader) for loader in loaders] if shard is not None else loaders
 
 
-def batch_outputs(output: Any, accum: int) -> dict:
+def batch_outputs(output: Any, accum: int, detached: torch.Tensor | None = None) -> dict:
     """What on_train_batch_end receives, as in Lightning: ``{"loss": detached loss (divided by
-    accumulate_grad_batches), **other entries}``; ``{}`` when training_step returned None."""
+    accumulate_grad_batches), **other entries}``; ``{}`` when training_step returned None. ``detached``:
+    the returned loss, already detached (the loop keeps one for the progress bar)."""
     if output is None:
         return {}
     if isinstance(output, torch.Tensor):
-        return {"loss": output.detach() / accum if accum > 1 else output.detach()}
+        loss = detached if detached is not None else output.detach()
+        return {"loss": loss / accum if accum > 1 else loss}
     if isinstance(output, dict):
         loss = output.get("loss")
         if isinstance(loss, torch.Tensor):

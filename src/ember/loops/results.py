@@ -122,7 +122,7 @@ class Views:
 
 class _Entry:
     __slots__ = ("name", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync", "metric", "total",
-                 "weight", "step_value", "fx")
+                 "weight", "step_value", "fx", "call")
 
     def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str,
                  sync: bool) -> None:
@@ -132,6 +132,7 @@ class _Entry:
         self.total: Any = None
         self.weight = 0.0
         self.step_value: Any = None
+        self.call: tuple | None = None  # the hook and arguments of the last call that was checked in full
 
     def names(self, step: bool) -> tuple[str, str]:
         """(name, forked name): ``x_step``/``x_epoch`` when logged at both levels."""
@@ -173,9 +174,37 @@ class Results:
         self.entries: dict[str, _Entry] = {}
         self._stepped: list[_Entry] = []
 
-    def log(self, fx: str | None, name: str, value: Any, *, prog_bar: bool = False, logger: bool = True,
+    def log(self, fx: str | None, name: str, value: Any, prog_bar: bool = False, logger: bool = True,
             on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
             sync_dist: bool = False, batch_size: int | None = None, batch: Any = None) -> None:
+        call = (fx, on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist)
+        entry = self.entries.get(name)
+        if entry is None or entry.call != call:  # else: this hook's call of every step, checked the first time
+            entry = self._entry(name, call)
+        if type(value) is torch.Tensor and value.numel() == 1:
+            v: Any = value.detach()
+        elif not isinstance(value, (torch.Tensor, float, int)) and is_metric(value):
+            entry.metric = value
+            if entry.on_step:
+                entry.step_value = getattr(value, "_forward_cache", None)
+                if entry.step_value is not None:
+                    entry.step_value = _scalar(name, entry.step_value)
+                    self._stepped.append(entry)
+            return
+        else:
+            v = _scalar(name, value)
+        if entry.on_step:
+            if sync_dist and self.reduce is not None:
+                v = self.reduce(torch.as_tensor(v, dtype=torch.float32), entry.reduce)
+            entry.step_value = v
+            self._stepped.append(entry)
+        if entry.on_epoch:
+            entry.add(v, float(batch_size if batch_size is not None else batch_size_of(batch)))
+
+    def _entry(self, name: str, call: tuple) -> _Entry:
+        """The entry a call logs to, with Lightning's defaults and checks (a second call of one name in one
+        hook must repeat the first's arguments)."""
+        fx, on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist = call
         on_step, on_epoch = defaults_for(fx, on_step, on_epoch, name)
         entry = self.entries.get(name)
         if (entry is not None and entry.fx == fx
@@ -186,22 +215,8 @@ class Results:
             entry = self.entries[name] = _Entry(name, on_step, on_epoch, bool(prog_bar), bool(logger),
                                                 reduce_name(reduce_fx), bool(sync_dist))
             entry.fx = fx
-        if not isinstance(value, (torch.Tensor, float, int)) and is_metric(value):
-            entry.metric = value
-            if on_step:
-                entry.step_value = getattr(value, "_forward_cache", None)
-                if entry.step_value is not None:
-                    entry.step_value = _scalar(name, entry.step_value)
-                    self._stepped.append(entry)
-            return
-        v = _scalar(name, value)
-        if on_step:
-            if sync_dist and self.reduce is not None:
-                v = self.reduce(torch.as_tensor(v, dtype=torch.float32), entry.reduce)
-            entry.step_value = v
-            self._stepped.append(entry)
-        if on_epoch:
-            entry.add(v, float(batch_size if batch_size is not None else batch_size_of(batch)))
+        entry.call = call if entry.fx == fx else None
+        return entry
 
     def take_step(self) -> Views:
         """The values logged at step level since the last call."""
@@ -304,7 +319,9 @@ class LogSink:
         finally:
             self.results, self.batch, self.dataloader_idx = outer
 
-    def __call__(self, name: str, value: Any, *, add_dataloader_idx: bool = True, **kwargs: Any) -> None:
+    def __call__(self, name: str, value: Any, *, prog_bar: bool = False, logger: bool = True,
+                 on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
+                 sync_dist: bool = False, add_dataloader_idx: bool = True, batch_size: int | None = None) -> None:
         results = self.results
         if results is None:
             defaults_for(self.hooks.current_fx, None, None, name)  # a hook Lightning refuses: say so
@@ -312,4 +329,5 @@ class LogSink:
                                         f"(in {self.hooks.current_fx}); log from a step or an epoch hook.")
         if add_dataloader_idx and self.dataloader_idx is not None:
             name = f"{name}/dataloader_idx_{self.dataloader_idx}"
-        results.log(self.hooks.current_fx, name, value, batch=self.batch, **kwargs)
+        results.log(self.hooks.current_fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist,
+                    batch_size, self.batch)

@@ -7,18 +7,17 @@ hooks and checkpoint keys are the module's own (no ``_orig_mod.`` prefix)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 STEP_METHODS = ("forward", "training_step", "validation_step", "test_step", "predict_step")
 
 
 def is_compiled(model: Any) -> bool:
-    """Whether ``model`` is what ``torch.compile(module)`` returned."""
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule  # deferred: loads TorchDynamo only for a compiled model
-    except ImportError:  # pragma: no cover - torch without dynamo
-        return False
-    return isinstance(model, OptimizedModule)
+    """Whether ``model`` is what ``torch.compile(module)`` returned. torch.compile imports dynamo: while it
+    is not imported nothing is compiled, and it is not imported here (a second or more on a first fit)."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return eval_frame is not None and isinstance(model, eval_frame.OptimizedModule)
 
 
 def from_compiled(model: Any) -> Any:

@@ -14,6 +14,8 @@ import math
 import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Mapping
 
 import torch
@@ -51,12 +53,14 @@ class TensorRef:
         return f"<{self.kind} {self.name}>"
 
 
-def decode(tree: Any, tensors: Mapping[str, torch.Tensor] | None, specs: Mapping[str, Spec] | None = None) -> dict:
+def decode(tree: Any, tensors: Mapping[str, torch.Tensor] | None, specs: Mapping[str, Spec] | None = None,
+           *, check_only: bool = False) -> dict:
     """The state the tree describes. With ``tensors``, references resolve to them; with only ``specs``
     ({name: (dtype, shape)}) every reference is checked against them and becomes a ``TensorRef``;
-    with neither, references become ``TensorRef`` unchecked."""
+    with neither, references become ``TensorRef`` unchecked. ``check_only``: the result is not used
+    (every reference becomes the same ``TensorRef``)."""
     try:
-        state = _Decoder(tensors, specs).value(tree, 0, False)
+        state = _Decoder(tensors, specs, check_only).value(tree, 0, False)
     except RecursionError:
         raise CheckpointCorruptError("the state tree is nested too deeply") from None
     if type(state) not in (dict, OrderedDict):
@@ -66,7 +70,7 @@ def decode(tree: Any, tensors: Mapping[str, torch.Tensor] | None, specs: Mapping
 
 def validate(tree: Any, specs: Mapping[str, Spec]) -> None:
     """Run every check that loading runs, against the stored tensors' dtypes and shapes only."""
-    decode(tree, None, specs)
+    decode(tree, None, specs, check_only=True)
 
 
 def _bad(msg: str) -> CheckpointCorruptError:
@@ -94,6 +98,10 @@ _FIELDS = {
     "enum": {"cls", "name", "v"},
 }
 _OPTIONAL = {"odict": {"meta"}, "tensor": {"dtype", "shape"}}
+_EXACT = {tag: frozenset(fields | {TAG}) for tag, fields in _FIELDS.items()}  # the common case: no optional field
+_PLAIN = frozenset({str, int, bool, type(None)})  # JSON values that decode to themselves (and finite floats)
+_CHECKED = TensorRef("")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)  # what a reference becomes when only the checks matter (validate)
 _KEY_TAGS = {"int", "float", "complex", "bytes", "tuple", "dtype", "device", "frozenset", "path", "enum"}
 _NUMPY_OF: dict[torch.dtype, Any] = {}  # torch dtype -> numpy dtype (None: numpy has none)
 
@@ -108,14 +116,16 @@ def _numpy_dtype(dtype: torch.dtype) -> Any:
 
 
 class _Decoder(TypedNodes):
-    def __init__(self, tensors: Mapping[str, torch.Tensor] | None, specs: Mapping[str, Spec] | None) -> None:
+    def __init__(self, tensors: Mapping[str, torch.Tensor] | None, specs: Mapping[str, Spec] | None,
+                 check_only: bool = False) -> None:
         self.tensors = tensors
         self.specs = specs
+        self.check_only = check_only and tensors is None and specs is not None
         self._cache: dict[tuple, Any] = {}
 
     def value(self, node: Any, depth: int, in_key: bool) -> Any:
         t = type(node)
-        if node is None or t is bool or t is str or t is int:
+        if t in _PLAIN:
             return node
         if t is float:
             if not math.isfinite(node):
@@ -126,18 +136,22 @@ class _Decoder(TypedNodes):
         if t is list:
             if in_key:
                 raise _bad("a list cannot be a dict key")
+            kinds = set(map(type, node))  # a list of plain values (a long one, often) needs no call per item
+            if kinds <= _PLAIN or (kinds == {float} and all(map(math.isfinite, node))):
+                return node if self.check_only else list(node)
             return [self.value(x, depth + 1, False) for x in node]
         if t is not dict:
             raise _bad(f"unexpected {t.__name__} (not a JSON value)")
         tag = node.get(TAG)
         if type(tag) is not str or tag not in _FIELDS:
             raise _bad(f"unknown node type {tag!r:.40}" if TAG in node else "an object without a '$' type tag")
-        keys = set(node) - {TAG}
-        if not _FIELDS[tag] <= keys or keys - _FIELDS[tag] - _OPTIONAL.get(tag, set()):
-            raise _bad(f"a {tag!r} node must have the fields {sorted(_FIELDS[tag])}, it has {sorted(keys)!r:.200}")
+        if node.keys() != _EXACT[tag]:
+            keys = set(node) - {TAG}
+            if not _FIELDS[tag] <= keys or keys - _FIELDS[tag] - _OPTIONAL.get(tag, set()):
+                raise _bad(f"a {tag!r} node must have the fields {sorted(_FIELDS[tag])}, it has {sorted(keys)!r:.200}")
         if in_key and tag not in _KEY_TAGS:
             raise _bad(f"a {tag!r} cannot be a dict key")
-        return getattr(self, "_" + tag)(node, depth, in_key)
+        return _HANDLERS[tag](self, node, depth, in_key)
 
     # scalars ------------------------------------------------------------------
     def _int(self, node: dict, depth: int, in_key: bool) -> int:
@@ -209,17 +223,29 @@ class _Decoder(TypedNodes):
         return tuple(self.value(x, depth + 1, in_key) for x in self._list(node["items"], "tuple"))
 
     def _pairs(self, node: dict, depth: int, str_keys: bool = False) -> list[tuple]:
+        items = self._list(node["items"], node[TAG])
+        keys = _checked_keys(items, self.specs) if self.check_only and depth <= MAX_DEPTH else None
+        if keys is not None:  # validate: nothing in these items needs a call of its own
+            return list(zip(keys, repeat(None)))
         out = []
-        for pair in self._list(node["items"], node[TAG]):
+        for pair in items:
             if type(pair) is not list or len(pair) != 2:
                 raise _bad(f"the items of a {node[TAG]!r} node are [key, value] pairs")
-            k = self.value(pair[0], depth + 1, True)
-            if str_keys and type(k) is not str:
-                raise _bad("namespace attribute names must be strings")
-            out.append((k, self.value(pair[1], depth + 1, False)))
+            k, v = pair
+            if type(k) is not str:  # a string key is itself (value() would return it): no call
+                k = self.value(k, depth + 1, True)
+                if str_keys and type(k) is not str:
+                    raise _bad("namespace attribute names must be strings")
+            out.append((k, v if type(v) in _PLAIN else self.value(v, depth + 1, False)))
         return out
 
     def _mapping(self, cls: type, pairs: list[tuple]) -> dict:
+        try:  # all at once; one by one (below) when a key is unhashable or twice, to say which
+            out = cls(pairs) if cls is not Counter else Counter(dict(pairs))
+            if len(out) == len(pairs):
+                return out
+        except TypeError:
+            pass
         out = cls()
         for k, v in pairs:
             try:
@@ -279,6 +305,9 @@ class _Decoder(TypedNodes):
         name = node["name"]
         if type(name) is not str:
             raise _bad("a tensor's name must be a string")
+        if self.check_only and len(node) == 2:  # {"$", "name"}: no carrier; only the name's presence to check
+            self._stored(name)
+            return _CHECKED
         carried = self._carried(node, name)
         if self.tensors is None and self.specs is None:
             return TensorRef(name)
@@ -337,3 +366,30 @@ class _Decoder(TypedNodes):
         if native is None or dtype is None or dtype.newbyteorder("=") != native:
             raise _bad(f"tensor {name!r:.200} of dtype {source} cannot be a numpy array of {want!r}")
         return dtype
+
+
+def _checked_keys(items: list, specs: Mapping[str, Spec]) -> list | None:
+    """The keys of a mapping node's items when each item is a ``[string, value]`` pair whose value needs
+    no check beyond what this does in C-level passes (a plain value, or a reference to a stored tensor
+    without a carrier: every state_dict); None otherwise, and the items are checked one by one."""
+    if not items or set(map(type, items)) != {list} or set(map(len, items)) != {2}:
+        return None
+    keys = list(map(_FIRST, items))
+    values = list(map(_SECOND, items))
+    kinds = set(map(type, values))
+    if set(map(type, keys)) != {str} or not kinds <= _PLAIN | {dict}:
+        return None
+    if dict in kinds:
+        nodes = [v for v in values if type(v) is dict]
+        try:
+            if set(map(len, nodes)) != {2} or set(map(itemgetter(TAG), nodes)) != {"tensor"}:
+                return None
+            names = list(map(itemgetter("name"), nodes))
+        except (KeyError, TypeError):
+            return None
+        if set(map(type, names)) != {str} or not all(map(specs.__contains__, names)):
+            return None
+    return keys
+
+
+_HANDLERS = {tag: getattr(_Decoder, "_" + tag) for tag in _FIELDS}  # tag -> method, looked up once

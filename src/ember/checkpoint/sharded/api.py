@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
 
-from ember.checkpoint.sharded import commit, objects
+from ember.checkpoint.sharded import commit, layout, objects
 from ember.checkpoint.sharded import metadata as _meta
 from ember.checkpoint.sharded.layout import local_folder
 from ember.checkpoint.sharded.dcp_reader import ShardReader
@@ -31,9 +31,7 @@ def _rank() -> int:
     return dist.get_rank() if _distributed() else 0
 
 
-AT_FIRST_COLLECTIVE: list = []
-"""Called before a save or load runs collectives on a group: ``ember.distributed.group`` registers its exit
-handler here (when ember is imported), so a group the user joined still leaves cleanly at exit."""
+AT_FIRST_COLLECTIVE = layout.AT_FIRST_COLLECTIVE  # the hooks run before a save's or load's first collective
 
 
 def _leave_cleanly() -> None:

@@ -23,7 +23,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ember.checkpoint.storage.local import fsync_dir, swap_in
+from ember.checkpoint.storage.local import fsync_dir
+from ember.checkpoint.storage.renames import swap_in
 from ember.checkpoint.storage.temporaries import clean_stale_temp_files, discard, temp_name
 from ember.errors import CheckpointError
 

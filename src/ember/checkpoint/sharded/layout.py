@@ -18,6 +18,10 @@ from ember.errors import CheckpointCorruptError, CheckpointError, UnsafeCheckpoi
 METADATA = "metadata.json"
 TORCH_METADATA = ".metadata"  # torch.distributed.checkpoint's own metadata: a pickle, never loaded
 RANK_FILE_RE = re.compile(r"rank-[0-9]{5,10}\.safetensors")
+AT_FIRST_COLLECTIVE: list = []
+"""Called before a save or load runs collectives on a group: ``ember.distributed.group`` registers its exit
+handler here (when ember is imported, without importing the collectives, which import torch's slow
+``torch.distributed.checkpoint``), so a group the user joined still leaves cleanly at exit."""
 
 
 def rank_file(rank: int) -> str:

@@ -17,47 +17,33 @@ bytes fit in the rank files, every rank file belongs to a rank below the world s
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from ember.checkpoint.format import decode
 from ember.checkpoint.format.checksums import crc
-from ember.checkpoint.format.dtypes import TORCH_DTYPES
-from ember.checkpoint.format.header import loads, structure_problem
-from ember.checkpoint.sharded.cover import check_cover
-from ember.checkpoint.sharded.layout import METADATA, RANK_FILE_RE, chunk_key, open_member, rank_of, refuse_torch_folder
+from ember.checkpoint.format.header import loads, parsing, structure_problem
+from ember.checkpoint.sharded import entries as _entries
+from ember.checkpoint.sharded.entries import Chunk, TensorMeta
+from ember.checkpoint.sharded.layout import METADATA, RANK_FILE_RE, open_member, rank_of, refuse_torch_folder
 from ember.errors import CheckpointCorruptError, CheckpointError, CheckpointVersionError
 from ember.version import __version__
 
 FORMAT = 1
 PREFIX = b'{"ember.sharded":"1","crc32c":"'
 _FIELDS = {"ember.sharded", "crc32c", "ember_version", "world_size", "save_id", "files", "tensors", "state"}
-# bytes: ~80k one-chunk tensor entries (or ~250k chunks), checked in about a second and under 300 MB of
-# memory (bench/sharded_metadata.py); a save that needs more is refused when it is written
-MAX_METADATA = 16 * 2**20
+# bytes: ~150k one-chunk tensor entries of ~200 bytes (the bracket limit, header.MAX_CONTAINERS, allows
+# ~150k entries at most in any size) or 32 MiB of numbers in the state tree. The worst metadata this
+# allows is checked in 1-2 s on an idle core (bench/sharded_metadata.py --worst); a save whose metadata is
+# larger is refused when it is written
+MAX_METADATA = 32 * 2**20
 _HEX = re.compile(r"[0-9a-f]{64}")
 _SAVE_ID = re.compile(r"[0-9a-f]{32}")
-_INT_LIMIT = 2**62
-_LAYOUT_KEYS = {"dtype", "size", "chunks"}
-
-
-class Chunk(NamedTuple):  # tuples, not dataclasses: a metadata may hold hundreds of thousands
-    offsets: tuple[int, ...]
-    sizes: tuple[int, ...]
-    file: str
-    key: str
-
-
-class TensorMeta(NamedTuple):
-    dtype: torch.dtype
-    size: tuple[int, ...]
-    chunks: tuple[Chunk, ...]
 
 
 @dataclass(frozen=True)
@@ -192,13 +178,18 @@ def parse(raw: bytes, label: str) -> ShardedMeta:
                                          f"({__version__}) reads (format {FORMAT}); upgrade ember to load it")
         raise _bad(label, f"{METADATA} does not start with {PREFIX.decode()} (truncated or not ember's)")
     stored = raw[n:n + 8]
-    got = crc(raw[:n] + b"00000000" + raw[n + 8:])
+    got = crc(memoryview(raw)[n + 8:], crc(b"00000000", crc(raw[:n])))  # the digits read as 0s, no copy
     if stored != b"%08x" % got:
         raise _bad(label, f"{METADATA} fails its CRC-32C check (stored {stored[:8]!r}, computed {got:08x}): "
                           "it was damaged or cut short; use another checkpoint")
     problem = structure_problem(raw)
     if problem:
         raise _bad(label, f"{METADATA}: {problem}")
+    with parsing():
+        return _parsed(raw, label)
+
+
+def _parsed(raw: bytes, label: str) -> ShardedMeta:
     try:
         obj = loads(raw.decode("ascii"))
     except (ValueError, RecursionError) as e:
@@ -214,18 +205,6 @@ def parse(raw: bytes, label: str) -> ShardedMeta:
     return meta
 
 
-def _ints(v: Any, what: str, n: int | None = None) -> tuple[int, ...]:
-    if not _int_list(v, n):
-        raise CheckpointCorruptError(f"{what} must be a list of {n if n is not None else 'at most 64'} ints >= 0, "
-                                     f"got {v!r:.80}")
-    return tuple(v)
-
-
-def _int_list(v: Any, n: int | None) -> bool:
-    return type(v) is list and (len(v) <= 64 if n is None else len(v) == n) and \
-        all(type(x) is int and 0 <= x < _INT_LIMIT for x in v)
-
-
 def _model(obj: dict) -> ShardedMeta:
     world = obj["world_size"]
     if type(world) is not int or not 1 <= world < 2**31 or type(obj["ember_version"]) is not str:
@@ -233,15 +212,8 @@ def _model(obj: dict) -> ShardedMeta:
     if type(obj["save_id"]) is not str or not _SAVE_ID.fullmatch(obj["save_id"]):
         raise CheckpointCorruptError(f"save_id must be 32 hex digits, got {obj['save_id']!r:.40}")
     files, digests = _files(obj["files"], world)
-    names = list(files)
-    if type(obj["tensors"]) is not list:
-        raise CheckpointCorruptError("'tensors' must be a list of [fqn, layout]")
-    tensors = {}
-    for entry in obj["tensors"]:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or entry[0] in tensors:
-            raise CheckpointCorruptError(f"tensor entry {entry!r:.80} is not a unique [fqn, layout]")
-        tensors[entry[0]] = _tensor(entry[0], entry[1], names)
-    stored, held = sum(math.prod(t.size) * t.dtype.itemsize for t in tensors.values()), sum(files.values())
+    tensors = _entries.tensors(obj["tensors"], list(files))
+    stored, held = _entries.stored_bytes(tensors), sum(files.values())
     if stored > held:  # every element is stored once: the tensors cannot be larger than the files
         raise CheckpointCorruptError(f"its tensors hold {stored} bytes, but its rank files hold only {held} bytes")
     return ShardedMeta(world, files, tensors, obj["state"], obj["ember_version"], obj["save_id"], digests)
@@ -262,39 +234,3 @@ def _files(entries: Any, world: int) -> tuple[dict[str, int], dict[str, str]]:
                                          f"but world_size is {world}")
         files[entry[0]], digests[entry[0]] = entry[1], entry[2]
     return files, digests
-
-
-def _tensor(fqn: str, v: Any, files: list[str]) -> TensorMeta:
-    """One tensor's layout, checked (a tight loop: metadata may hold hundreds of thousands of entries)."""
-    if type(v) is not dict or v.keys() != _LAYOUT_KEYS or type(v["chunks"]) is not list:
-        raise CheckpointCorruptError(f"tensor {fqn!r:.200}: expected an object with dtype, size and chunks")
-    dtype = TORCH_DTYPES.get(v["dtype"]) if type(v["dtype"]) is str else None
-    if dtype is None or not _creatable(dtype):
-        raise CheckpointCorruptError(f"tensor {fqn!r:.200}: unknown dtype {v['dtype']!r:.40}")
-    if not _int_list(v["size"], None):
-        _ints(v["size"], f"tensor {fqn!r:.200}: size")
-    size = tuple(v["size"])
-    n, chunks = len(size), []
-    for c in v["chunks"]:
-        if type(c) is not list or len(c) != 4 or type(c[2]) is not int or not 0 <= c[2] < len(files) or \
-                type(c[3]) is not str:
-            raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk {c!r:.80} is not [offsets, sizes, file, key]")
-        if not (_int_list(c[0], n) and _int_list(c[1], n)):
-            _ints(c[0], f"tensor {fqn!r:.200}: chunk offsets", n)
-            _ints(c[1], f"tensor {fqn!r:.200}: chunk sizes", n)
-        offsets, sizes = tuple(c[0]), tuple(c[1])
-        if any(o + s > d for o, s, d in zip(offsets, sizes, size)):
-            raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk at {list(offsets)} of size {list(sizes)} "
-                                         f"lies outside the tensor's size {list(size)}")
-        if c[3] != chunk_key(fqn, offsets):
-            raise CheckpointCorruptError(f"tensor {fqn!r:.200}: chunk key {c[3]!r:.200} is not the key of its chunk at "
-                                         f"{list(offsets)} ({chunk_key(fqn, offsets)!r:.200}): it would read another "
-                                         f"entry than tensor {fqn!r:.200}'s")
-        chunks.append(Chunk(offsets, sizes, files[c[2]], c[3]))
-    check_cover(fqn, size, chunks)
-    return TensorMeta(dtype, size, tuple(chunks))
-
-
-def _creatable(dtype: torch.dtype) -> bool:
-    """A dtype a plain dense tensor can have (not a quantized one: those are never stored)."""
-    return dtype not in decode._QUANTIZED

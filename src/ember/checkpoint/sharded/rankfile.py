@@ -52,7 +52,7 @@ def write_rank_file(path: Path, rank: int, chunks: Mapping[str, torch.Tensor], s
         nodes.append([key, {TAG: "tensor", "name": key, **extra}])
     tree = {TAG: "dict", "items": [["rank", rank], ["save_id", save_id], ["shards", {TAG: "dict", "items": nodes}]]}
     with open(path, "xb+") as f:
-        container.write(f, tree, tensors)
+        container.write(f, tree, tensors, synced=True)
         f.flush()
         os.fsync(f.fileno())
         size = f.tell()

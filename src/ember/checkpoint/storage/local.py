@@ -9,8 +9,6 @@ once their writer is provably gone, as ``temporaries.py`` describes.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import io
 import os
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from ember.checkpoint.storage.contract import Info, Storage
+from ember.checkpoint.storage.renames import swap_in
 from ember.checkpoint.storage.temporaries import (  # noqa: F401
     TMP_PREFIX,
     TMP_SUFFIX,
@@ -120,29 +119,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 SHARDED_METADATA = "metadata.json"  # ember.checkpoint.sharded.layout.METADATA (imported there: no cycle here)
-_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
-_LIBC: list = []
-
-
-def exchange(a: Path, b: Path) -> bool:
-    """Atomically swap the names ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``, any two of file
-    and folder); False where the system or filesystem cannot."""
-    if not _LIBC:
-        try:
-            _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
-        except OSError:
-            _LIBC.append(None)
-    fn = getattr(_LIBC[0], "renameat2", None) if _LIBC[0] is not None else None
-    if fn is None:
-        return False
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
 def _check_replaceable(target: Path) -> None:
     """A file may be saved at ``target`` unless it is a folder other than a sharded checkpoint (one with
     its commit marker, ``metadata.json``)."""
@@ -165,22 +141,6 @@ def _put_file(tmp: Path, target: Path) -> None:
     old = swap_in(tmp, target)
     fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)  # the new file is in place; a leftover is removed by cleanup()
-
-
-def swap_in(tmp: Path, target: Path) -> Path:
-    """Put ``tmp`` at the existing name ``target`` (a file or folder, either way); returns where the old
-    one now is, at a temporary name, for the caller to remove. Atomic where ``exchange`` works; else the
-    old one is renamed aside first and put back if the second rename fails."""
-    if exchange(tmp, target):
-        return tmp
-    old = target.parent / temp_name(target.name)
-    os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except OSError:
-        os.rename(old, target)  # the old one back at its name
-        raise
-    return old
 
 
 class LocalStorage(Storage):
