@@ -23,7 +23,6 @@ from ember.checkpoint.lightning import is_lightning, to_ember
 from ember.checkpoint.lookup import find_last
 from ember.checkpoint.manager import CheckpointManager
 from ember.checkpoint.sharded import full as sharded
-from ember.checkpoint.sharded import load_sharded
 from ember.checkpoint.sharded import objects as sharded_objects
 from ember.checkpoint.storage.locations import open_store, resolve
 from ember.errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, MisconfigurationError
@@ -159,6 +158,8 @@ def read(location: str, *, storage_options: dict | None = None, map_location: An
     """
     if reshard_into is not None and (sharded.is_sharded_checkpoint(location)
                                      or sharded_objects.is_sharded_at_url(location, storage_options)):
+        from ember.checkpoint.sharded import load_sharded  # deferred: imports torch.distributed.checkpoint
+
         return load_sharded(reshard_into, location, storage_options=storage_options)
     ckpt = load_from(*resolve(location, storage_options), map_location=map_location)
     if not is_lightning(ckpt):

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from ember.distributed.env import JobEnv
-from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.launcher import launch
 from ember.distributed.strategy import DDPStrategy, ParallelStrategy
 from ember.errors import MisconfigurationError
@@ -64,6 +63,8 @@ def strategy_for(strategy: Any, accelerator: str, devices: Any, num_nodes: int):
     if isinstance(strategy, ParallelStrategy):
         chosen = strategy
     elif strategy == "fsdp":
+        from ember.distributed.fsdp import FSDPStrategy  # deferred: imports torch's FSDP and DCP (~1 s)
+
         chosen = FSDPStrategy(accelerator=accelerator)
     else:  # Lightning's names: "ddp", "ddp_find_unused_parameters_true" / "_false"
         chosen = DDPStrategy(accelerator=accelerator, find_unused_parameters=strategy.endswith("_true"))

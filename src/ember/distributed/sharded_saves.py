@@ -22,7 +22,6 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from ember.checkpoint.sharded import save_sharded
 from ember.checkpoint.storage.locations import Storage
 from ember.distributed import group
 from ember.distributed.failure import reported_here
@@ -41,6 +40,8 @@ class ShardedWriter:
 
     def save(self, state: dict, target: tuple[Storage, str], *, blocking: bool = True, deferred: bool = False,
              then: Callable[[], Any] | None = None) -> None:
+        from ember.checkpoint.sharded import save_sharded  # deferred: imports torch.distributed.checkpoint
+
         self.wait()
         store, name = target
         location = store.describe(name)

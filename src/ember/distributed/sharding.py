@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ember.distributed.fsdp import optimizer_state_from_plain, optimizer_state_to_plain
 
 
 def is_named(state: Any) -> bool:
@@ -19,6 +18,8 @@ def optimizer_states_for(ckpt: dict, module, optimizers: list, sharded: bool) ->
     """``ckpt`` with its optimizer states in the layout this run loads: named when ``sharded`` (FSDP),
     numbered otherwise. States already in that layout, and malformed ones (``check_resumable``
     reports them), are left as they are."""
+    from ember.distributed.fsdp import optimizer_state_from_plain, optimizer_state_to_plain  # deferred: FSDP, DCP
+
     states = ckpt.get("optimizer_states")
     if not isinstance(states, list) or len(states) != len(optimizers):
         return ckpt

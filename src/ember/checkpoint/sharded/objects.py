@@ -34,7 +34,6 @@ from typing import Iterator
 import torch.distributed as dist
 
 from ember.checkpoint.sharded import metadata as _meta
-from ember.checkpoint.sharded.dcp_writer import ShardWriter
 from ember.checkpoint.sharded.layout import METADATA, RANK_FILE_RE
 from ember.checkpoint.storage.contract import Storage
 from ember.checkpoint.storage.locations import resolve
@@ -109,6 +108,8 @@ def _rank() -> int:
 def save_to_store(tensors: dict, tree, location: str, *, storage_options: dict | None, process_group,
                   save) -> None:
     """Steps 1-3 of the module docstring; ``save(writer)`` runs DCP's save with the given writer."""
+    from ember.checkpoint.sharded.dcp_writer import ShardWriter  # deferred: imports torch.distributed.checkpoint
+
     store, name = resolve(location, storage_options)
     where = store.describe(name)
     error = ""
