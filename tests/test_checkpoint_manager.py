@@ -356,3 +356,11 @@ def test_a_resumed_run_still_deletes_the_checkpoints_it_wrote_before_the_resume(
     fit(tmp_path, 1, [ModelCheckpoint(dirpath=folder, save_top_k=1)])
     fit(tmp_path, 2, [ModelCheckpoint(dirpath=folder, save_top_k=1)], ckpt_path="last")
     assert names(folder) == ["epoch=1-step=8.ckpt"]
+
+
+def test_a_resume_whose_callbacks_all_claim_their_state_warns_nothing_about_unclaimed_state(tmp_path):
+    fit(tmp_path, 1, [ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit(tmp_path, 2, [ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)], ckpt_path="last")
+    assert not [w for w in seen if "no callback of this Trainer claims" in str(w.message)]

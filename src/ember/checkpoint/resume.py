@@ -222,7 +222,7 @@ def resume(run: run_state.RunState, ckpt: dict, location: str, *, trainer: Any, 
     # optimizer states need before they are put in this run's layout (FSDP pairs them by name) and loaded
     run_state.restore_callbacks(run.callbacks, ckpt.get("callbacks") or {}, location)
     run_state.check_param_groups(ckpt, location, run)
-    run_state.restore(replace(run, callbacks={}), adapt(ckpt), location, load_sharded_state)
+    run_state.restore(replace(run, callbacks={}), {**adapt(ckpt), "callbacks": {}}, location, load_sharded_state)
     run_state.restore_datamodule(datamodule, ckpt)
     for cb in callbacks:
         cb.on_load_checkpoint(trainer, module, ckpt)
