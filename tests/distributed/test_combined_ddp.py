@@ -6,7 +6,7 @@ import jobrunner
 
 
 def test_each_of_several_loaders_is_sharded_across_ranks(tmp_path):
-    r = jobrunner.run("launcher", "combined_ddp.py", str(tmp_path))
+    r = jobrunner.run("fork", "combined_ddp.py", str(tmp_path))
     assert r.returncode == 0, r.output
     seen = [(tmp_path / f"rank{i}.txt").read_text().split() for i in (0, 1)]
     a = [s for rank in seen for s in rank if s.startswith("a")]

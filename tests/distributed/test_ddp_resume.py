@@ -14,7 +14,7 @@ import jobrunner
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    r = jobrunner.run("launcher", "ddp_train.py", str(tmp / "final.ckpt"), str(tmp / "unused.ckpt"))
+    r = jobrunner.run("fork", "ddp_train.py", str(tmp / "final.ckpt"), str(tmp / "unused.ckpt"))
     assert r.returncode == 0, r.output
     return ember.load_checkpoint(tmp / "final.ckpt")["state_dict"]
 

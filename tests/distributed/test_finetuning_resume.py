@@ -13,7 +13,7 @@ import pytest
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_a_run_resumed_after_an_unfreeze_ends_as_an_uninterrupted_one(strategy, tmp_path):
-    r = jobrunner.run("launcher", "finetuning_resume.py", str(tmp_path), "--strategy", strategy, "--launch", "2",
+    r = jobrunner.run("fork", "finetuning_resume.py", str(tmp_path), "--strategy", strategy, "--launch", "2",
                       timeout=180)
     assert r.returncode == 0, r.output
     r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))

@@ -106,7 +106,7 @@ def test_single_file_checkpoint_of_one_process_resumes_under_fsdp(tmp_path):
     model, opt = single_process(steps=2)
     ember.save_checkpoint({"state_dict": model.state_dict(), "optimizer_states": [opt.state_dict()]},
                           tmp_path / "plain.ckpt")
-    r = jobrunner.run("launcher", "fsdp_train.py", "plain", str(tmp_path))
+    r = jobrunner.run("fork", "fsdp_train.py", "plain", str(tmp_path))
     assert r.returncode == 0, r.output
     got = torch.load(tmp_path / "from-plain.pt")
     assert all(torch.equal(got["after_load"]["weights"][k], v) for k, v in model.state_dict().items())

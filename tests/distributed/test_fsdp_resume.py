@@ -20,7 +20,7 @@ def saved_mid_epoch(tmp_path_factory):
 
 
 def test_fsdp_resumed_mid_epoch_equals_the_run_that_went_on(saved_mid_epoch):
-    r = jobrunner.run("launcher", "fsdp_train.py", "fit", str(saved_mid_epoch), "--resume")
+    r = jobrunner.run("fork", "fsdp_train.py", "fit", str(saved_mid_epoch), "--resume")
     assert r.returncode == 0, r.output
     whole, resumed = torch.load(saved_mid_epoch / "final.pt"), torch.load(saved_mid_epoch / "resumed.pt")
     assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)

@@ -23,9 +23,9 @@ def root(tmp_path_factory):
 def _launch(root, framework: str, strategy: str) -> list[dict]:
     args = [str(root), "--framework", framework, "--strategy", strategy]
     if framework == "ember":
-        r = jobrunner.run("launcher", "parity_matrix.py", *args, timeout=600)
+        r = jobrunner.run("fork", "parity_matrix.py", *args, timeout=600)
     else:  # Lightning starts its own second process from this plain one
-        r = jobrunner.run("launcher", "parity_matrix.py", *args, nproc=1, timeout=600)
+        r = jobrunner.run("fork", "parity_matrix.py", *args, nproc=1, timeout=600)
     assert r.returncode == 0, r.output[-6000:]
     return [json.loads((root / f"{framework}-{strategy}-rank{i}.json").read_text()) for i in (0, 1)]
 

@@ -66,7 +66,7 @@ def test_saving_again_at_a_name_replaces_the_folder_whole(s3_bucket):
 
 
 def _fit(root, ckpt_dir, *extra, nproc=2):
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(root), "--strategy", "fsdp", "--ckpt-dir", ckpt_dir,
+    r = jobrunner.run("fork", "trainer_ddp.py", str(root), "--strategy", "fsdp", "--ckpt-dir", ckpt_dir,
                       "--every-step", *extra, nproc=nproc, timeout=180)
     assert r.returncode == 0, r.output[-3000:]
     return ember.load_checkpoint(root / "rank0.ckpt")
@@ -90,7 +90,7 @@ def test_fsdp_run_checkpoints_to_s3_resumes_there_on_2_ranks_and_reads_in_one_pr
 def test_an_fsdp_folder_on_s3_resumes_in_one_process(s3_bucket, tmp_path):
     url = s3_bucket + "/one"
     _fit(tmp_path / "first", url, "--max-steps", "3")
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path / "single"), "--strategy", "ddp", "--ckpt-dir",
+    r = jobrunner.run("fork", "trainer_ddp.py", str(tmp_path / "single"), "--strategy", "ddp", "--ckpt-dir",
                       url, "--max-steps", "5", "--resume", nproc=1, timeout=180)
     assert r.returncode == 0, r.output[-3000:]
     assert ember.load_checkpoint(tmp_path / "single" / "rank0.ckpt")["global_step"] == 5

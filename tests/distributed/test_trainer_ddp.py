@@ -24,7 +24,7 @@ def _equal(a: dict, b: dict) -> bool:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(root))
+    r = jobrunner.run("fork", "trainer_ddp.py", str(root))
     assert r.returncode == 0, r.output
     return root
 
@@ -59,7 +59,7 @@ def test_resumed_mid_epoch_equals_uninterrupted(stop_by, resume_by, uninterrupte
 
 
 def test_one_rank_stopping_stops_every_rank_at_the_same_step(tmp_path):
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--stop-rank", "1", "--stop-step", "4")
+    r = jobrunner.run("fork", "trainer_ddp.py", str(tmp_path), "--stop-rank", "1", "--stop-step", "4")
     assert r.returncode == 0, r.output
     steps = [ember.load_checkpoint(tmp_path / f"rank{i}.ckpt")["global_step"] for i in (0, 1)]
     assert steps == [4, 4]

@@ -33,7 +33,7 @@ def _equal(a: dict, b: dict) -> bool:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp_uninterrupted")
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(root), "--strategy", "fsdp")
+    r = jobrunner.run("fork", "trainer_ddp.py", str(root), "--strategy", "fsdp")
     assert r.returncode == 0, r.output
     return root
 
@@ -54,7 +54,7 @@ def test_fsdp_resumed_mid_epoch_equals_uninterrupted(uninterrupted, tmp_path):
     stopped = jobrunner.run("torchrun", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--max-steps", "9")
     assert stopped.returncode == 0, stopped.output
     assert ember.load_checkpoint(tmp_path / "ckpts" / "last.ckpt")["loops"]["fit"]["batch"] == 3
-    resumed = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--resume")
+    resumed = jobrunner.run("fork", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--resume")
     assert resumed.returncode == 0, resumed.output
     assert _equal(_weights(tmp_path / "rank1.ckpt"), _weights(uninterrupted / "rank1.ckpt"))
 
@@ -63,7 +63,7 @@ def test_an_fsdp_dirpath_resumed_in_one_process_saves_files_over_its_folders(uni
     """issue 16: the first single-file save onto last.ckpt (a folder of the FSDP run) died with
     "Is a directory"; the file now takes the name (atomic swap) and the run goes on."""
     shutil.copytree(uninterrupted / "ckpts", tmp_path / "ckpts")
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--resume", "--max-epochs", "4", nproc=1)
+    r = jobrunner.run("fork", "trainer_ddp.py", str(tmp_path), "--resume", "--max-epochs", "4", nproc=1)
     assert r.returncode == 0, r.output
     last = tmp_path / "ckpts" / "last.ckpt"
     assert last.is_file() and ember.load_checkpoint(last)["global_step"] == 18 + 12  # one epoch of 12 batches
@@ -82,7 +82,7 @@ def saved_on_two(tmp_path_factory):
 
 @pytest.mark.parametrize("nproc, strategy, steps", [(1, "fsdp", 12 + 12), (3, "fsdp", 12 + 4), (2, "ddp", 12 + 6)])
 def test_a_folder_saved_on_two_ranks_resumes_on_another_world(saved_on_two, tmp_path, nproc, strategy, steps):
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", strategy, "--resume",
+    r = jobrunner.run("fork", "trainer_ddp.py", str(tmp_path), "--strategy", strategy, "--resume",
                       str(saved_on_two), "--weights-at-start", str(tmp_path / "start.ckpt"), nproc=nproc)
     assert r.returncode == 0, r.output
     assert _equal(_weights(tmp_path / "start.ckpt"), _weights(saved_on_two))
@@ -131,7 +131,7 @@ def test_fsdp_job_killed_during_saves_leaves_only_good_folders_and_resumes_exact
         if (ckpts / "last.ckpt").exists():
             steps.append(ember.load_checkpoint(ckpts / "last.ckpt")["global_step"])
     assert steps and steps[-1] < 18, f"the kills must land while the job trains (last saved steps: {steps})"
-    done = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--every-step",
+    done = jobrunner.run("fork", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--every-step",
                          "--resume")
     assert done.returncode == 0, done.output
     assert _equal(_weights(tmp_path / "rank1.ckpt"), _weights(uninterrupted / "rank1.ckpt"))
@@ -154,7 +154,7 @@ def test_a_folder_builds_its_module_in_one_plain_process(uninterrupted):
 
 
 def test_a_module_that_shards_itself_in_configure_model_gets_the_mesh_once(tmp_path):
-    r = jobrunner.run("launcher", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--configure-model",
+    r = jobrunner.run("fork", "trainer_ddp.py", str(tmp_path), "--strategy", "fsdp", "--configure-model",
                       "--max-epochs", "1")
     assert r.returncode == 0, r.output
     ranks = [ember.load_checkpoint(tmp_path / f"rank{i}.ckpt") for i in (0, 1)]

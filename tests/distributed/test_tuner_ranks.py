@@ -12,7 +12,7 @@ import pytest
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_lr_find_and_scale_batch_size_agree_on_every_rank_and_leave_no_checkpoint(strategy, tmp_path):
-    r = jobrunner.run("launcher", "tuner_ranks.py", str(tmp_path), "--strategy", strategy, "--launch", "2",
+    r = jobrunner.run("fork", "tuner_ranks.py", str(tmp_path), "--strategy", strategy, "--launch", "2",
                       timeout=180)
     assert r.returncode == 0, r.output
     r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))

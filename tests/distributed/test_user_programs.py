@@ -15,7 +15,7 @@ import pytest
 @pytest.fixture(scope="module", params=["ddp", "fsdp"])
 def ranks(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
-    r = jobrunner.run("launcher", "user_programs.py", str(root), "--strategy", request.param, "--launch", "2",
+    r = jobrunner.run("fork", "user_programs.py", str(root), "--strategy", request.param, "--launch", "2",
                       timeout=240)
     assert r.returncode == 0, r.output
     return request.param, [json.loads((root / f"rank{i}.json").read_text()) for i in (0, 1)]

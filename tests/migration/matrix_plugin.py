@@ -1,7 +1,8 @@
 """pytest plugin for the strategy matrix (``-p matrix_plugin``): the program-shaped tests of one
 tests/migration module run on 2 gloo ranks, every ``ember.Trainer`` they build forced to
-``accelerator="cpu", devices=2, strategy=$EMBER_MATRIX_STRATEGY`` (ember's self-launch starts rank 1,
-which re-runs this same pytest command from the top, so both ranks run the same tests in order).
+``accelerator="cpu", devices=2, strategy=$EMBER_MATRIX_STRATEGY``. Both ranks run this same pytest command
+with the job's variables set (``RANK``, ``WORLD_SIZE``, ...: the Trainer joins the job instead of launching
+it), so both run the same tests in order.
 
 Every rank reads the whole data (``use_distributed_sampler=False``): each computes the one-process
 gradients, and their all-reduced mean ((g + g) / 2) is exactly g, so a program trains, validates,
