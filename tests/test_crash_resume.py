@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import forkstart
 import pytest
 import torch
 
@@ -19,8 +18,8 @@ TOTAL_STEPS = 24
 def start(root, out):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # A session of its own, so a signal can go to the whole job (workers included), as preemption does.
-    return subprocess.Popen([sys.executable, str(JOB), str(root), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    return forkstart.popen([str(JOB), str(root), str(out)], stdout=forkstart.PIPE, stderr=forkstart.PIPE, env=env,
+                           start_new_session=True)
 
 
 def run_to_end(root, out):

@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import forkstart
 import pytest
 import torch
 
@@ -28,8 +27,7 @@ SIZE_MIB = 40  # two multipart parts of 32 MiB
 def kill_during_upload(url: str, rng: random.Random, after_a_save: bool = False) -> int | None:
     """Kill the save loop at a random moment (``after_a_save``: once it has committed one, so that a
     loaded machine, where an upload takes longer than the random delay, still tests a commit)."""
-    proc = subprocess.Popen([sys.executable, str(JOB), url, str(SIZE_MIB)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True, env=os.environ.copy())
+    proc = forkstart.popen([str(JOB), url, str(SIZE_MIB)], stdout=forkstart.PIPE, start_new_session=True)
     assert proc.stdout.readline().strip() == "ready"
     first = proc.stdout.readline().strip() if after_a_save else ""
     time.sleep(rng.uniform(0.2, 1.5))

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import forkstart
 import torch
 
 import ember
@@ -26,8 +25,7 @@ KILLS = 15
 
 def kill_at_random_moment(folder: Path, rng: random.Random) -> int | None:
     """Run the save loop, SIGKILL it at a random moment; return the last index it reported committed."""
-    proc = subprocess.Popen([sys.executable, str(JOB), str(folder)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = forkstart.popen([str(JOB), str(folder)], stdout=forkstart.PIPE, start_new_session=True)
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(rng.uniform(0.0, 0.25))
     os.killpg(proc.pid, signal.SIGKILL)
@@ -75,9 +73,9 @@ KILL_BETWEEN = Path(__file__).parent.parent / "jobs" / "kill_between_renames.py"
 def _killed_inside_a_commit(folder: Path, moment: str) -> list[Path]:
     """Run the job (saves global_step 0, then 1 onto target.ckpt, killed inside the second commit);
     return the temporaries it left."""
-    proc = subprocess.run([sys.executable, str(KILL_BETWEEN), str(folder), moment], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    proc = forkstart.popen([str(KILL_BETWEEN), str(folder), moment], stdout=forkstart.PIPE, stderr=forkstart.STDOUT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, out
     return [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)]
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
+import forkstart
 import pytest
 
 import ember
@@ -59,8 +58,8 @@ FALLBACK_GAP = """
 """
 
 
-def start_writer(code: str, root) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(root)], stdout=subprocess.PIPE, text=True)
+def start_writer(code: str, root) -> forkstart.Forked:
+    p = forkstart.popen(["-c", textwrap.dedent(code), str(root)], stdout=forkstart.PIPE)
     line = p.stdout.readline().strip()
     if line != "ready":
         p.kill()
@@ -68,7 +67,7 @@ def start_writer(code: str, root) -> subprocess.Popen:
     return p
 
 
-def kill(p: subprocess.Popen) -> None:
+def kill(p: forkstart.Forked) -> None:
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
     p.stdout.close()

@@ -64,21 +64,25 @@ def _run_forked(script: str, args: tuple, nproc: int, timeout: float, cwd: Path)
     with tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / f"rank{r}.out" for r in range(nproc)]
         if nproc == 1:  # one plain process, as ``python job.py --launch 1`` is
-            procs = [forkstart.start([script, *args, "--launch", "1"], env=clean_env(), cwd=cwd, out=outs[0])]
+            procs = [forkstart.popen([script, *args, "--launch", "1"], env=clean_env(), cwd=cwd, stdout=outs[0],
+                                     stderr=forkstart.STDOUT)]
         else:
-            procs = [forkstart.start([script, *args], cwd=cwd, out=outs[r], env=dict(
+            procs = [forkstart.popen([script, *args], cwd=cwd, stdout=outs[r], stderr=forkstart.STDOUT, env=dict(
                 clean_env(), RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
                 MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))) for r in range(nproc)]
+        late = []
         for p in procs:
-            p.join(max(0.0, timeout - (time.monotonic() - start)))
-        late = [p for p in procs if p.exitcode is None]
+            try:
+                p.wait(max(0.0, timeout - (time.monotonic() - start)))
+            except subprocess.TimeoutExpired:
+                late.append(p)
         for p in late:
             p.kill()
-            p.join()
+            p.wait()
         output = "".join(o.read_text() for o in outs)
     if late:
         raise subprocess.TimeoutExpired([script, *args], timeout, output=output)
-    code = next((p.exitcode for p in procs if p.exitcode != 0), 0)
+    code = next((p.returncode for p in procs if p.returncode != 0), 0)
     return Result(code, output, time.monotonic() - start)
 
 

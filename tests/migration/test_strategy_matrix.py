@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,16 +45,17 @@ def run_matrix(module: str, strategy: str, out: Path) -> list[str]:
                MASTER_PORT=str(forkstart.free_port()), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
     argv = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "matrix_plugin", "-W", "ignore",
             str(HERE / module)]
-    ranks = [forkstart.start(argv, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), cwd=HERE.parent.parent,
-                             out=out / f"rank{r}.out", path=[str(HERE)]) for r in (0, 1)]
+    ranks = [forkstart.popen(argv, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), cwd=HERE.parent.parent,
+                             stdout=out / f"rank{r}.out", stderr=forkstart.STDOUT, path=[str(HERE)]) for r in (0, 1)]
     failed = []
     for r, p in enumerate(ranks):
-        p.join(timeout=600)
-        if p.exitcode is None:
+        try:
+            p.wait(600)
+        except subprocess.TimeoutExpired:
             p.kill()
-            p.join()
-        if p.exitcode != 0:
-            failed.append(f"rank {r} exited with {p.exitcode}:\n" + (out / f"rank{r}.out").read_text()[-6000:])
+            p.wait()
+        if p.returncode != 0:
+            failed.append(f"rank {r} exited with {p.returncode}:\n" + (out / f"rank{r}.out").read_text()[-6000:])
     return failed
 
 
