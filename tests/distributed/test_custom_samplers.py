@@ -1,7 +1,8 @@
 """Custom samplers under DDP/FSDP, as Lightning handles them: ``ShardedSampler`` yields, rank by rank and
 epoch by epoch, exactly what Lightning's ``DistributedSamplerWrapper`` yields (no process group needed);
 on 2 gloo ranks (tests/distributed/jobs/custom_samplers.py) a user sampler and a user batch sampler train
-on disjoint shares."""
+on disjoint shares, and a run over a seeded WeightedRandomSampler resumed mid-epoch matches one that
+never stopped; the prediction writer's batch indices of a wrapped sampler are the batches it yields."""
 
 from __future__ import annotations
 
@@ -104,3 +105,23 @@ def test_a_user_batch_sampler_is_made_again_around_each_ranks_share(ranks):
         share = list(torch.utils.data.DistributedSampler(range(16), num_replicas=2, rank=rank, seed=0))
         assert r["seen"] == [share[4:], share[:4]]  # LastFirst: its batches last first
 
+
+def test_resumed_mid_epoch_over_a_seeded_weighted_sampler_matches_the_uninterrupted_run(ranks):
+    """The wrapped sampler's generator is part of the epoch's recorded start: epoch 1 draws what the
+    uninterrupted run drew there, not epoch 0's numbers again."""
+    for r in ranks:
+        full, stopped, resumed = r["full"], r["stopped"], r["resumed"]
+        assert len(full["seen"]) == 6 and full["seen"][:4] == stopped["seen"]
+        assert resumed["seen"] == full["seen"][4:]
+        assert resumed["weights"] == full["weights"]
+    assert ranks[0]["full"]["seen"][:3] != ranks[0]["full"]["seen"][3:]  # each epoch its own draw
+
+
+def test_prediction_writer_indices_of_a_wrapped_sampler_are_the_batches_it_yields():
+    """BasePredictionWriter reads the batch indices ahead: it puts the wrapped sampler's generator back."""
+    from ember.callbacks.prediction_writer import _batch_indices
+
+    weighted = WeightedRandomSampler(torch.ones(8), 8, generator=torch.Generator().manual_seed(3))
+    sampler = UnevenShardedSampler(weighted, num_replicas=2, rank=0, shuffle=False, seed=0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(8)), batch_size=2, sampler=sampler)
+    assert _batch_indices(loader) == [b[0].tolist() for b in loader]
