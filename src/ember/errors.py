@@ -55,6 +55,15 @@ class MisconfigurationError(ValueError):
     """
 
 
+class SamplerError(MisconfigurationError, TypeError):
+    """A loader's sampler or batch sampler cannot be sharded across the ranks of a job (also a TypeError,
+    which Lightning raises there); the message says what was expected and what to do.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
+
+
 class NotSupportedError(MisconfigurationError, NotImplementedError):
     """A Lightning feature ember does not have: the message names it, says why, and what to use instead.
 

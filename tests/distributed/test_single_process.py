@@ -9,14 +9,23 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    SequentialSampler,
+    TensorDataset,
+    WeightedRandomSampler,
+)
 
 import jobrunner
 from ember.distributed import DDPStrategy, DistributedError, JobEnv, init, launch, rank_zero_only, world_size
 from ember.distributed import group
 from ember.checkpoint import ranks
 from ember.distributed.failure import FailureBoard
-from ember.errors import CheckpointMismatchError, MisconfigurationError
+from ember.distributed.samplers import ShardedSampler, UnevenSampler, UnevenShardedSampler
+from ember.errors import CheckpointMismatchError, MisconfigurationError, SamplerError
 
 JOB = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
        "MASTER_PORT": "29500"}
@@ -121,11 +130,69 @@ def test_reduce_takes_lightnings_reduce_op_keyword_and_avg(solo):
     assert float(solo.reduce(3.0, reduce_op="avg")) == 3.0 and float(solo.reduce(3.0, reduce_op="sum")) == 3.0
 
 
-def test_custom_sampler_is_refused_with_what_to_do(solo):
+def test_custom_sampler_is_wrapped_and_its_loader_kept(solo):
+    sampler = WeightedRandomSampler([1.0] * 8, 8)
+    out = solo.distributed_loader(DataLoader(TensorDataset(torch.arange(8)), batch_size=2, sampler=sampler))
+    assert isinstance(out.sampler, ShardedSampler) and out.sampler.sampler is sampler and out.batch_size == 2
+    assert not out.sampler.shuffle  # validation as Lightning: only a RandomSampler's loader shuffles
+    predict = solo.distributed_loader(DataLoader(out.dataset, sampler=sampler), stage="predict")
+    assert isinstance(predict.sampler, UnevenShardedSampler)
+
+
+def test_sampler_without_a_length_is_refused_with_what_to_do(solo):
+    class Endless(torch.utils.data.Sampler):
+        def __iter__(self):
+            return iter(range(8))
+
+    loader = DataLoader(TensorDataset(torch.arange(8)), sampler=Endless())
+    with pytest.raises(SamplerError, match=r"\(type Endless\) has no finite length.*use_distributed_sampler=False"):
+        solo.distributed_loader(loader, shuffle=True)
+
+
+class LastFirst(BatchSampler):
+    def __iter__(self):
+        return iter(list(super().__iter__())[::-1])
+
+
+@pytest.mark.parametrize("stage, drop_last", [("train", True), ("predict", False)])
+def test_custom_batch_sampler_is_made_again_around_the_distributed_sampler(solo, stage, drop_last):
+    """As Lightning: type(bs)(sampler, batch_size=..., drop_last=...), drop_last False when predicting."""
+    data = TensorDataset(torch.arange(9))
+    out = solo.distributed_loader(DataLoader(data, batch_sampler=LastFirst(SequentialSampler(data), 2, True)),
+                                  stage=stage)
+    bs = out.batch_sampler
+    assert type(bs) is LastFirst and (bs.batch_size, bs.drop_last) == (2, drop_last)
+    assert type(bs.sampler) is (DistributedSampler if stage == "train" else UnevenSampler)
+    assert [b[0].tolist() for b in out][0] == ([6, 7] if drop_last else [8])
+
+
+def test_batch_sampler_that_cannot_take_the_sampler_is_refused_with_what_to_do(solo):
+    class Bucketed(BatchSampler):
+        def __init__(self, sampler, batch_size, drop_last, lengths):
+            super().__init__(sampler, batch_size, drop_last)
+
     data = TensorDataset(torch.arange(8))
-    loader = DataLoader(data, batch_size=2, sampler=WeightedRandomSampler([1.0] * 8, 8))
-    with pytest.raises(MisconfigurationError, match=r"custom WeightedRandomSampler.*DistributedSampler"):
+    loader = DataLoader(data, batch_sampler=Bucketed(SequentialSampler(data), 2, False, [1] * 8))
+    with pytest.raises(SamplerError, match=r"Expected its class to be made as .*Bucketed\(sampler, batch_size=\.\.\., "
+                                           r"drop_last=\.\.\.\).*received .*lengths.*use_distributed_sampler=False"):
         solo.distributed_loader(loader)
+
+
+def test_batch_sampler_without_batch_size_is_refused_and_left_alone_for_predict(solo):
+    """As Lightning: a TypeError when training; predicting warns and keeps it."""
+    class Pairs:
+        def __iter__(self):
+            return iter([[0, 1], [2, 3]])
+
+        def __len__(self):
+            return 2
+
+    loader = DataLoader(TensorDataset(torch.arange(4)), batch_sampler=Pairs())
+    with pytest.raises(TypeError, match=r"Expected a torch.utils.data.BatchSampler.*received one without "
+                                        r"batch_size and drop_last.*use_distributed_sampler=False"):
+        solo.distributed_loader(loader)
+    with pytest.warns(UserWarning, match=r"\(type .*Pairs\) has no batch_size and drop_last"):
+        assert solo.distributed_loader(loader, stage="predict") is loader
 
 
 def test_dataloader_subclass_is_refused_with_what_to_do(solo):

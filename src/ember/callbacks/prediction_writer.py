@@ -111,7 +111,9 @@ def _batch_indices(loader) -> list | None:
 
 def _replayed(loader, read) -> list | None:
     """``read()`` with every random state it may draw from saved first and put back after."""
-    generators = [g for g in (getattr(getattr(loader, "sampler", None), "generator", None),
+    sampler = getattr(loader, "sampler", None)
+    wrapped = getattr(sampler, "sampler", None)  # the custom sampler a ShardedSampler draws from (DDP)
+    generators = [g for g in (getattr(sampler, "generator", None), getattr(wrapped, "generator", None),
                               getattr(loader, "generator", None)) if g is not None]
     torch_state = torch.get_rng_state()
     saved = [g.get_state() for g in generators]

@@ -18,12 +18,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
-from torch.utils.data.distributed import DistributedSampler
 
 from ember.checkpoint import ranks as per_rank
 from ember.distributed import group
 from ember.distributed.env import DistributedError, JobEnv, JobRanks
-from ember.distributed.samplers import UnevenSampler, has_distributed_sampler, seed_of, shuffles
+from ember.distributed.samplers import has_distributed_sampler, rebuilt, seed_of, shard_sampler, shuffles
 from ember.distributed.single import _op_name
 from ember.errors import MisconfigurationError
 
@@ -100,12 +99,15 @@ class ParallelStrategy(JobRanks):
         "predict" is not padded (``UnevenSampler``: every sample predicted once, ranks may get
         one batch fewer); a strategy whose steps are collectives (FSDP) pads it like the others.
 
-        The loader's shuffling (``shuffle=None``: as the loader does), batch size, ``drop_last``,
-        workers, collate function, generator and the rest are kept; the shuffle seed comes from the
-        loader's generator (``initial_seed()``), else from ``seed_everything``, else 0, and rank 0's is
-        used everywhere. Returned as it is: anything but a plain DataLoader over a map-style dataset
-        with a random or sequential sampler, or one that already has a DistributedSampler, or any
-        loader when no group is joined.
+        As Lightning: a RandomSampler or SequentialSampler is replaced by a DistributedSampler over the
+        dataset; any other sampler is wrapped (``ShardedSampler``: each epoch what it yields is drawn
+        and shared out); a custom batch sampler is made again around the DistributedSampler
+        (``type(bs)(sampler, batch_size=..., drop_last=...)``, else ``SamplerError``).
+        ``shuffle=None`` shuffles when the loader's sampler is a RandomSampler. Batch size,
+        ``drop_last``, workers, collate function, generator and the rest are kept; the shuffle seed
+        comes from the loader's generator (``initial_seed()``), else from ``seed_everything``, else 0,
+        and rank 0's is used everywhere. Returned as it is: an IterableDataset's loader, one that
+        already has a DistributedSampler, anything but a DataLoader, or any loader when no group is joined.
 
         Args:
             loader: the DataLoader to shard.
@@ -122,27 +124,11 @@ class ParallelStrategy(JobRanks):
                 "rebuild with a DistributedSampler. Give it one yourself: sampler=DistributedSampler(dataset, "
                 "shuffle=...), and call ember with that loader; ember leaves it alone (or pass "
                 "Trainer(use_distributed_sampler=False)).")
-        sampler_shuffle = shuffles(loader)
-        if loader.batch_size is None or sampler_shuffle is None:
-            kind = type(loader.batch_sampler if loader.batch_size is None else loader.sampler).__name__
-            raise MisconfigurationError(
-                f"the {what} loader uses a custom {kind}, which ember cannot shard across ranks. Expected "
-                "DataLoader(dataset, batch_size=..., shuffle=True/False); received a "
-                f"{'batch_sampler' if loader.batch_size is None else 'sampler'} of type {kind}. Make it rank-aware "
-                "yourself (e.g. wrap the indices it yields with DistributedSampler) and pass a loader whose "
-                "sampler is a DistributedSampler; ember leaves such a loader alone (or pass "
-                "Trainer(use_distributed_sampler=False)).")
-        kind = UnevenSampler if stage == "predict" and not self.pads_predictions else DistributedSampler
-        sampler = kind(loader.dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
-                       shuffle=sampler_shuffle if shuffle is None else shuffle,
-                       seed=self.broadcast_object(seed_of(loader)), drop_last=False)
-        return DataLoader(
-            loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-            timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
-            multiprocessing_context=loader.multiprocessing_context, generator=loader.generator,
-            prefetch_factor=loader.prefetch_factor, persistent_workers=loader.persistent_workers,
-            pin_memory_device=loader.pin_memory_device, in_order=getattr(loader, "in_order", True))
+        sampler = shard_sampler(loader, what, uneven=stage == "predict" and not self.pads_predictions,
+                                num_replicas=dist.get_world_size(), rank=dist.get_rank(),
+                                shuffle=shuffles(loader) if shuffle is None else shuffle,
+                                seed=self.broadcast_object(seed_of(loader)))
+        return rebuilt(loader, sampler, what, predict=stage == "predict")
 
     # ---------------------------------------------------------------- agreeing on values
     def reduce(self, value: Any, op: str | None = None, *, group: Any = None,

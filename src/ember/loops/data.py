@@ -42,6 +42,7 @@ def _generators(loader: DataLoader) -> dict[str, torch.Generator]:
     inner = getattr(batch_sampler, "sampler", None)
     if inner is not None and inner is not sampler:
         candidates.append(("batch_sampler.sampler", getattr(inner, "generator", None)))
+    candidates.append(("sampler.sampler", getattr(_wrapped(sampler), "generator", None)))
     seen: list[torch.Generator] = []
     for name, gen in candidates:
         if isinstance(gen, torch.Generator) and not any(gen is s for s in seen):
@@ -50,11 +51,19 @@ def _generators(loader: DataLoader) -> dict[str, torch.Generator]:
     return found
 
 
-def _samplers(loader: DataLoader) -> list[Any]:
-    """The sampler objects whose epoch or state matter, outermost first, without duplicates."""
+def _wrapped(sampler: Any) -> Any:
+    """The custom sampler a sampler draws from (``ShardedSampler`` under DDP/FSDP), or None."""
+    return getattr(sampler, "sampler", None) if sampler is not None else None
+
+
+def _samplers(loader: DataLoader, wrapped: bool = False) -> list[Any]:
+    """The sampler objects whose epoch or state matter, outermost first, without duplicates; with
+    ``wrapped``, the custom sampler a ``ShardedSampler`` draws from last (it forwards ``set_epoch`` itself)."""
     out: list[Any] = []
-    for s in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None),
-              getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+    sampler = getattr(loader, "sampler", None)
+    for s in (getattr(loader, "batch_sampler", None), sampler,
+              getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+              _wrapped(sampler) if wrapped else None):
         if s is not None and not any(s is o for o in out):
             out.append(s)
     return out
@@ -187,7 +196,7 @@ class ResumableLoader:
         if self.is_dataloader:
             state["generators"] = {k: g.get_state() for k, g in _generators(self.loader).items()}
             samplers = {}
-            for i, s in enumerate(_samplers(self.loader)):
+            for i, s in enumerate(_samplers(self.loader, wrapped=True)):
                 if callable(getattr(s, "state_dict", None)) and callable(getattr(s, "load_state_dict", None)):
                     samplers[str(i)] = s.state_dict()
             if samplers:
@@ -208,7 +217,7 @@ class ResumableLoader:
         for k, s in state.get("generators", {}).items():
             if k in gens:
                 gens[k].set_state(s)
-        samplers = _samplers(self.loader)
+        samplers = _samplers(self.loader, wrapped=True)
         for k, s in state.get("samplers", {}).items():
             i = int(k)
             if i < len(samplers):
