@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -24,31 +23,13 @@ from ember.loops.evaluation import EvalLoop
 from ember.loops.hooks import Hooks, overrides, takes_batch_idx
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
 from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  # noqa: F401 - re-exported
+from ember.loops.progress import Progress
 from ember.loops.results import LogSink, MetricsHub, Results, as_float
 from ember.loops.settings import FitSettings, validation_interval
 from ember.seed import get_rng_state, set_rng_state
 
 
 _NO_CONTEXT = contextlib.nullcontext()
-
-
-@dataclass
-class Progress:
-    """Where the loop is (part of the loop's Stateful state)."""
-
-    epoch: int = 0            # the epoch being trained (or just finished, when epoch_done)
-    batch: int = 0            # batches consumed in this epoch
-    global_step: int = 0      # optimizer steps taken
-    epoch_done: bool = False  # the epoch finished (validation, schedulers and epoch-end hooks ran)
-    batches_stepped: int = 0  # batches that ended in an optimizer step (all, by hand): the loggers' step count
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in ("epoch", "batch", "global_step", "epoch_done"):
-            setattr(self, k, state[k])
-        self.batches_stepped = state.get("batches_stepped", self.global_step)  # files written before it existed
 
 
 class FitLoop(ManualSteps):
