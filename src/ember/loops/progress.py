@@ -15,6 +15,7 @@ class Progress:
     global_step: int = 0      # optimizer steps taken
     epoch_done: bool = False  # the epoch finished (validation, schedulers and epoch-end hooks ran)
     batches_stepped: int = 0  # batches that ended in an optimizer step (all, by hand): the loggers' step count
+    batches_total: int = 0    # batches trained in all epochs (Lightning's total batch count)
 
     def state_dict(self) -> dict[str, Any]:
         """Every counter, by name."""
@@ -25,3 +26,4 @@ class Progress:
         for k in ("epoch", "batch", "global_step", "epoch_done"):
             setattr(self, k, state[k])
         self.batches_stepped = state.get("batches_stepped", self.global_step)  # files written before it existed
+        self.batches_total = state.get("batches_total", self.batches_stepped)  # (exact without accumulation)
