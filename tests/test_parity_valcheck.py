@@ -199,6 +199,34 @@ def test_a_bad_time_interval_is_refused_saying_what_is_expected(bad):
     assert "DD:HH:MM:SS" in str(info.value)
 
 
+# ---------------------------------------------------------------- what the Trainer tells
+@pytest.mark.parametrize("kw", [{}, {"val_check_interval": None}, {"val_check_interval": 2.0},
+                                {"val_check_interval": 0.5}, {"check_val_every_n_epoch": None, "val_check_interval": 5},
+                                {"val_check_interval": {"minutes": 5}}, {"limit_train_batches": 2}],
+                         ids=["default", "none", "whole_float", "fraction", "across_epochs", "time", "limit"])
+def test_the_trainer_attributes_agree(tmp_path, kw):
+    lightning, ours = run_both(recording, tmp_path, max_epochs=1, **kw)
+    names = ["check_val_every_n_epoch", "val_check_batch", "limit_train_batches", "limit_val_batches",
+             "limit_test_batches", "limit_predict_batches", "num_training_batches"]
+    if "minutes" not in str(kw):  # Lightning leaves trainer.val_check_interval unset with a time interval
+        names.append("val_check_interval")
+    assert {n: getattr(ours.trainer, n) for n in names} == {n: getattr(lightning.trainer, n) for n in names}
+    assert ember.Trainer(logger=False, **kw).val_check_batch is None  # set when fit starts, as Lightning's
+
+
+def test_progress_bar_totals_follow_check_val_every_n_epoch(tmp_path):
+    seen = {}
+    for lib in (pl, ember):
+        class Bar(lib.callbacks.TQDMProgressBar):
+            def on_train_epoch_start(self, trainer, module):
+                seen.setdefault(lib.__name__, []).append((self.total_train_batches, self.total_val_batches))
+
+        bar = Bar(refresh_rate=0)
+        run(lib, recording, tmp_path, max_epochs=4, check_val_every_n_epoch=2, enable_progress_bar=True,
+            callbacks_extra=[bar])
+    assert seen["ember"] == seen["pytorch_lightning"] == [(3, 0), (3, 2), (3, 0), (3, 2)]
+
+
 # ---------------------------------------------------------------- ember only
 def test_a_resumed_run_counts_batches_across_epochs_from_where_it_stopped(tmp_path):
     def fit(max_epochs, ckpt_path=None, root="whole"):
