@@ -24,12 +24,21 @@ from parity import checkpoint_files, classifier, loader, pl, run, run_with_check
     ({"monitor": "epoch", "mode": "max", "save_top_k": 2}, {"max_epochs": 3}),
     ({"monitor": "step", "save_top_k": 1}, {"max_epochs": 3}),
     ({"monitor": "val_loss", "save_top_k": 2, "save_last": True}, {"max_epochs": 3}),
+    ({"save_top_k": -1}, {"check_val_every_n_epoch": None, "val_check_interval": 2}),
+    ({"save_top_k": -1}, {"val_check_interval": "00:00:00:00", "max_epochs": 1}),
 ], ids=["every_epoch", "check_val_every_2", "val_twice_per_epoch", "every_n_epochs", "on_train_epoch_end",
-        "monitor_epoch", "monitor_step", "top2_and_last"])
+        "monitor_epoch", "monitor_step", "top2_and_last", "across_epochs", "time_every_batch"])
 def test_the_same_checkpoints_are_saved(tmp_path, checkpoint_kw, trainer_kw):
     theirs, ours = run_with_checkpoints(classifier, tmp_path, checkpoint_kw, **trainer_kw)
     assert theirs, "Lightning saved nothing: the case tests nothing"
     assert ours == theirs
+
+
+def test_a_time_interval_without_validation_saves_at_no_epoch_end(tmp_path):
+    theirs, ours = run_with_checkpoints(classifier, tmp_path, {"save_top_k": -1}, val_check_interval={"hours": 1},
+                                        fit_kw={"val_dataloaders": None})
+    assert theirs == []  # Lightning saves after validations only, and none runs
+    assert ours == ["epoch=1-step=6.ckpt"]  # ember's own save when training ends; it used to save every epoch too
 
 
 def nan_after_first_epoch(lib):

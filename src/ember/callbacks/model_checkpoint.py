@@ -43,7 +43,8 @@ class ModelCheckpoint(Checkpoint):
         filepath, prefix: the seed's names. ``filepath`` is a folder, or a folder plus a template.
         save_on_train_epoch_end: save at the end of the training epoch (True) or after validation
             (False). None, as Lightning: after validation when it runs other than once per epoch
-            (``val_check_interval`` < 1, ``check_val_every_n_epoch`` > 1), else at the epoch's end.
+            (``val_check_interval`` < 1 or time-based, ``check_val_every_n_epoch`` other than 1), else at the
+            epoch's end.
         save_on_exception: when fit raises, save the state of the last completed batch under the name
             ``filename`` gives (and ``last.ckpt`` with ``save_last``), unless this step was just saved, then
             let the exception go on; ``fit(ckpt_path=...)`` resumes from it (unless ``save_weights_only``).
@@ -215,7 +216,7 @@ class ModelCheckpoint(Checkpoint):
         if self._save_on_train_epoch_end is not None:
             return self._save_on_train_epoch_end
         s, loop = trainer.settings, trainer.fit_loop
-        if s.check_val_every_n_epoch != 1:
+        if s.val_check_seconds is not None or s.check_val_every_n_epoch != 1:  # time-based: after validation
             return False
         if loop is None or not loop.parts.val_loaders or not s.limit_val_batches:
             return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -24,31 +23,14 @@ from ember.loops.evaluation import EvalLoop
 from ember.loops.hooks import Hooks, overrides, takes_batch_idx
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
 from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  # noqa: F401 - re-exported
+from ember.loops.progress import Progress
 from ember.loops.results import LogSink, MetricsHub, Results, as_float
-from ember.loops.settings import FitSettings, validation_interval
+from ember.loops.settings import FitSettings
+from ember.loops.valcheck import ValSchedule
 from ember.seed import get_rng_state, set_rng_state
 
 
 _NO_CONTEXT = contextlib.nullcontext()
-
-
-@dataclass
-class Progress:
-    """Where the loop is (part of the loop's Stateful state)."""
-
-    epoch: int = 0            # the epoch being trained (or just finished, when epoch_done)
-    batch: int = 0            # batches consumed in this epoch
-    global_step: int = 0      # optimizer steps taken
-    epoch_done: bool = False  # the epoch finished (validation, schedulers and epoch-end hooks ran)
-    batches_stepped: int = 0  # batches that ended in an optimizer step (all, by hand): the loggers' step count
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in ("epoch", "batch", "global_step", "epoch_done"):
-            setattr(self, k, state[k])
-        self.batches_stepped = state.get("batches_stepped", self.global_step)  # files written before it existed
 
 
 class FitLoop(ManualSteps):
@@ -67,6 +49,7 @@ class FitLoop(ManualSteps):
         self.call, self.barrier, self.stop_requested = hooks, barrier, stop_requested
         self.hub, self.sink, self.bar = hub, sink, bar
         self.progress = Progress()
+        self.val_schedule = ValSchedule(lambda: self.settings)  # when validation runs (Lightning's rules)
         self.accumulate_grad_batches = settings.accumulate_grad_batches  # a callback may change it per epoch
         self.should_stop = False
         self.optimizer_stepped = False
@@ -148,6 +131,13 @@ class FitLoop(ManualSteps):
             self.eval_loop("sanity").run(self.parts.val_loaders, 1.0 if n == -1 else n)
             self.hub.reset()  # Lightning: what the sanity check logged is gone when training starts
 
+    def prepare(self) -> None:
+        """After the sanity check, as Lightning sets up fit's data: the validation schedule (it may refuse)."""
+        self.val_schedule.setup(self._epoch_batches())
+
+    def _epoch_batches(self) -> int | float:
+        return limit_batches(self.settings.limit_train_batches, length(self.parts.train_data.loader))
+
     def eval_loop(self, stage: str) -> EvalLoop:
         """Under ``no_grad`` whatever ``inference_mode`` says (Lightning's): a step may ``enable_grad()``."""
         return EvalLoop(stage, self.parts.module, self.call, self.sink, self.hub, device=self.parts.device,
@@ -185,6 +175,7 @@ class FitLoop(ManualSteps):
             train = map_loaders(train, self.parts.shard) if self.parts.shard else train
             self.parts.train_data = ResumableLoader(as_train_data(train))
             self.parts.val_loaders = val_loaders_of(self.parts.module, val, self.parts.shard_val)
+            self.val_schedule.setup(self._epoch_batches())  # Lightning: the interval checked, its clock restarted
 
     def run_epoch(self) -> None:
         p, parts = self.progress, self.parts
@@ -192,28 +183,29 @@ class FitLoop(ManualSteps):
         parts.module.train()
         self.call.stage = "train"
         self.call("on_train_epoch_start")
-        n_batches = limit_batches(self.settings.limit_train_batches, length(parts.train_data.loader))
-        # Lightning: validate after every val_every-th batch (0: at the epoch's end only)
-        val_every = validation_interval(self.settings.val_check_interval, n_batches) if self.parts.val_loaders else 0
-        if (p.epoch + 1) % self.settings.check_val_every_n_epoch:
-            val_every = 0  # not this epoch
-        it = self._start_epoch(lambda b: bool(val_every) and b % val_every == 0 and b < n_batches)
+        n_batches, sched = self._epoch_batches(), self.val_schedule
+        if not sched.ready:  # a tuner's search runs before fit's prepare()
+            sched.setup(n_batches)
+        validates = bool(parts.val_loaders) and sched.epoch_validates(p.epoch)
+        it = self._start_epoch(lambda b: validates and b < n_batches and sched.due(b, p.batches_total, False, False))
         bar = self.bar.start_epoch(p.epoch, None if math.isinf(n_batches) else n_batches, p.batch)
-        batch_idx = p.batch
+        batch_idx, ended = p.batch, "last"
         while batch_idx < n_batches:
             try:
                 batch = next(it)
             except StopIteration:
+                ended = "exhausted"
                 break
             batch = self.sink.batch = self.call.transfer(batch, parts.device)
             if self.call("on_train_batch_start", batch, batch_idx) == -1:
-                break  # Lightning: the module's on_train_batch_start returning -1 ends the epoch early
+                ended = "cancelled"  # Lightning: the module's on_train_batch_start returning -1 ends the epoch early
+                break
             is_last = self.is_last_batch = batch_idx + 1 >= n_batches
             outputs = self.train_step(batch, batch_idx, is_last)
-            p.batch = batch_idx + 1
+            p.batch, p.batches_total = batch_idx + 1, p.batches_total + 1
             self.after_batch()
             self.call("on_train_batch_end", outputs, batch, batch_idx)
-            if not is_last and self._validate_now(val_every):
+            if not is_last and validates and self._validate_now():
                 self.validate()
             bar.update(p.global_step, self.last_loss, self.hub.pbar, self.hub.pbar.keys())
             batch_idx += 1
@@ -231,23 +223,29 @@ class FitLoop(ManualSteps):
             self.optimizer_step(batch_idx)
             self.after_batch()
         bar.close()
-        self.end_epoch(validate=self._val_due(val_every, p.batch))
+        self.end_epoch(validate=validates and self._validate_at_end(ended))
 
-    def _validate_now(self, val_every: int) -> bool:
-        """Validation after this batch: every ``val_every`` batches, or (Lightning) before a stop part-way
-        through an epoch that validates (``max_time``'s Timer, ``trainer.should_stop`` in a batch hook)."""
-        if val_every and self.progress.batch % val_every == 0:
+    def _validate_now(self) -> bool:
+        """Validation after this batch of an epoch that validates: as the schedule says, or (Lightning) before
+        a stop part-way through it (``max_time``'s Timer, ``trainer.should_stop`` in a batch hook)."""
+        p = self.progress
+        if self.val_schedule.due(p.batch, p.batches_total, False):
             return True
-        boundary = self.optimizer_stepped or self.manual
-        return boundary and self._stop_now() and self._val_due(0, self.progress.batch)
+        return (self.optimizer_stepped or self.manual) and self._stop_now()
+
+    def _validate_at_end(self, ended: str) -> bool:
+        """Validation as the epoch ends: after its last batch as after the others (or before a stop). A loader
+        without a length decided on its last batch already, unless ``val_check_batch`` is inf (validate at the
+        end); after ``on_train_batch_start`` returned -1, or with no batch, none (Lightning's)."""
+        p = self.progress
+        if not p.batch or ended == "cancelled":  # (no batch: Lightning does not even run the epoch)
+            return False
+        if ended == "last":
+            return self.val_schedule.due(p.batch, p.batches_total, True) or self._stop_now()
+        return self.val_schedule.batch == math.inf
 
     def _stop_now(self) -> bool:
         return self.should_stop and self.settings.minimum_reached(self.progress.epoch, self.progress.global_step)
-
-    def _val_due(self, val_every: int, batches: int) -> bool:
-        """Validation at the epoch's end: every epoch due, unless val_check_interval checks elsewhere."""
-        due = self.parts.val_loaders and (self.progress.epoch + 1) % self.settings.check_val_every_n_epoch == 0
-        return bool(due) and (not val_every or batches % val_every == 0)
 
     def end_epoch(self, validate: bool = True) -> None:
         """Validation, epoch-interval schedulers, then the epoch's hooks: a finished epoch."""
@@ -295,6 +293,7 @@ class FitLoop(ManualSteps):
                 self.call.module_hook("on_validation_model_zero_grad")
             self.eval_loop("validate").run(self.parts.val_loaders, self.settings.limit_val_batches)
             self.call.stage = "train"  # the sink is back on fit's results (EvalLoop's sink.into)
+            self.val_schedule.validated()
 
     # ---------------------------------------------------------------- one batch
     def train_step(self, batch: Any, batch_idx: int, is_last: bool) -> Any:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass, field
 from dataclasses import fields
+from datetime import timedelta
 from typing import Any
 
 import torch
 
 from ember.errors import MisconfigurationError
+from ember.loops.valcheck import TIME_FORMS, interval_seconds
 
 _PRECISIONS = {
     "32": "32", 32: "32", "32-true": "32",
@@ -59,10 +59,13 @@ class FitSettings:
     """Ask the module or datamodule for fresh loaders every n epochs (0: never)."""
     inference_mode: bool = True
     """Evaluate under ``torch.inference_mode`` (False: ``torch.no_grad``)."""
-    check_val_every_n_epoch: int = 1
-    """Validate at the end of every n-th epoch."""
-    val_check_interval: int | float = 1.0
-    """Also validate every n batches (int), or n times per epoch (float fraction)."""
+    check_val_every_n_epoch: int | None = 1
+    """Validate in every n-th epoch (None: by ``val_check_interval`` batches counted across epochs)."""
+    val_check_interval: int | float | str | timedelta | dict = 1.0
+    """Validate every n batches (int), after a fraction of each epoch (float), or once this much time has passed
+    since the last validation (``"DD:HH:MM:SS"``, a ``timedelta`` or a dict of its keywords, kept as given)."""
+    val_check_seconds: float | None = field(default=None, init=False)
+    """A time-based ``val_check_interval`` in seconds (None: batch-based)."""
     log_every_n_steps: int = 50
     """Send step metrics to the logger every n optimizer steps."""
     precision: str = "32"
@@ -93,11 +96,7 @@ class FitSettings:
             v = getattr(self, name)
             if not ((_is_int(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v <= 1.0)):
                 raise _bad(name, "an int >= 0 (batches) or a float in [0, 1]", v)
-        if not _is_int(self.check_val_every_n_epoch) or self.check_val_every_n_epoch < 1:
-            raise _bad("check_val_every_n_epoch", "an int >= 1", self.check_val_every_n_epoch)
-        v = self.val_check_interval
-        if not ((_is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v <= 1.0)):
-            raise _bad("val_check_interval", "an int >= 1 (batches) or a float in (0, 1]", v)
+        self._check_val_schedule()
         set_(self, "log_every_n_steps", max(1, int(self.log_every_n_steps)))
         if not _is_int(self.num_sanity_val_steps) or self.num_sanity_val_steps < -1:
             raise _bad("num_sanity_val_steps", "an int >= -1 (-1: every batch, 0: no sanity check)",
@@ -113,6 +112,23 @@ class FitSettings:
         if self.precision not in _PRECISIONS:
             raise _bad("precision", "one of '32', '16-mixed', 'bf16-mixed'", self.precision)
         set_(self, "precision", _PRECISIONS[self.precision])
+
+    def _check_val_schedule(self) -> None:
+        """check_val_every_n_epoch: None or an int >= 1. val_check_interval: an int >= 1 (a float such as 2.0
+        too, as Lightning), a fraction in [0, 1] (0.0: every batch), or a time interval (``val_check_seconds``)."""
+        n = self.check_val_every_n_epoch
+        if n is not None and (not _is_int(n) or n < 1):
+            raise _bad("check_val_every_n_epoch", "an int >= 1, or None to validate by batches across epochs", n)
+        v = self.val_check_interval
+        if isinstance(v, TIME_FORMS):
+            object.__setattr__(self, "val_check_seconds", interval_seconds(v))
+            return
+        if isinstance(v, float) and v > 1.0 and v.is_integer():
+            object.__setattr__(self, "val_check_interval", v := int(v))
+        if not ((_is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 <= v <= 1.0)):
+            raise _bad("val_check_interval", "an int >= 1 (every n training batches), a float in [0, 1] (a fraction "
+                       "of the epoch) or a time interval ('DD:HH:MM:SS', a timedelta or a dict such as "
+                       "{'minutes': 5})", v)
 
     def limits_reached(self, epoch: int, global_step: int) -> bool:
         """Whether training at ``epoch`` having taken ``global_step`` steps must stop."""
@@ -140,14 +156,3 @@ def device_for(accelerator: str) -> torch.device:
     if accelerator == "cpu":
         return torch.device("cpu")
     raise MisconfigurationError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu'; received {accelerator!r}.")
-
-
-def validation_interval(val_check_interval: int | float, n_batches: int | float) -> int:
-    """Validate after every this many training batches (0: only at the epoch's end): an int is itself; a float
-    is a fraction of the epoch (1.0, or an epoch of unknown length: the end only)."""
-    v = val_check_interval
-    if isinstance(v, float):
-        if v >= 1.0 or math.isinf(n_batches):
-            return 0
-        return max(1, int(n_batches * v))
-    return v

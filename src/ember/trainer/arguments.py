@@ -317,8 +317,16 @@ Args:
     limit_val_batches: batches per validation: an int count or a float fraction.
     limit_test_batches: batches per test loader: an int count or a float fraction.
     limit_predict_batches: batches per prediction loader: an int count or a float fraction.
-    val_check_interval: validate every n training batches (int), or n times per epoch (float fraction).
-    check_val_every_n_epoch: validate at the end of every n-th epoch.
+    val_check_interval: when to validate within an epoch: after every n training batches (an int; 2.0 counts as
+        2; more than an epoch's batches only with ``check_val_every_n_epoch=None``, else MisconfigurationError),
+        after each fraction of the epoch (a float in [0, 1]; 1.0, the default: at its end; 0.0: every batch), or
+        once this much wall-clock time has passed since the last validation (or since training started), checked
+        after every batch: ``"DD:HH:MM:SS"``, a ``timedelta`` or a dict such as ``{"minutes": 5}``. A time
+        interval does not validate at an epoch's end unless the time is up there too.
+    check_val_every_n_epoch: validate only in every n-th epoch (default 1: every epoch), at the points
+        ``val_check_interval`` gives (a time interval that ran out in between waits for the first batch of the
+        next such epoch). None: validate every ``val_check_interval`` (an int or a time) training batches
+        counted across epochs, so the interval may be longer than an epoch or the loader have no length.
     num_sanity_val_steps: validation batches run before training to catch bugs early (-1: all, 0: none).
     log_every_n_steps: send the step values to the loggers every n optimizer steps.
     enable_checkpointing: add the default ModelCheckpoint (latest epoch kept) when none is given.

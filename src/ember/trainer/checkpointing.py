@@ -15,7 +15,7 @@ from ember.checkpoint import state as run_state
 from ember.checkpoint.storage.locations import resolve
 from ember.distributed import sharding
 from ember.errors import CheckpointError, MisconfigurationError
-from ember.loops.fit import Progress
+from ember.loops.progress import Progress
 from ember.loops.hooks import keyed
 
 

@@ -23,6 +23,11 @@ from ember.loops.results import as_float, as_tensor
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
+def _setting(name: str, doc: str) -> property:
+    """A read-only Trainer attribute that is the fit setting ``name`` (Lightning's plain attribute)."""
+    return property(lambda self: getattr(self.settings, name), doc=doc)
+
+
 class TrainerFacts(JobRanks):
     """Mixed into Trainer: epoch, step, metrics, optimizers, ranks and checkpoint callbacks."""
 
@@ -73,6 +78,19 @@ class TrainerFacts(JobRanks):
     @property
     def log_every_n_steps(self) -> int:
         return self.settings.log_every_n_steps
+
+    limit_train_batches = _setting("limit_train_batches", "Batches per training epoch: an int, or a fraction.")
+    limit_val_batches = _setting("limit_val_batches", "Batches per validation loader: an int, or a fraction.")
+    limit_test_batches = _setting("limit_test_batches", "Batches per test loader: an int, or a fraction.")
+    limit_predict_batches = _setting("limit_predict_batches", "Batches per predict loader: an int, or a fraction.")
+    check_val_every_n_epoch = _setting("check_val_every_n_epoch", "Validate every n-th epoch (None: by batch count).")
+    val_check_interval = _setting("val_check_interval", "An int, a fraction (None: 1.0) or a time interval as given.")
+
+    @property
+    def val_check_batch(self) -> int | float | None:
+        """Validation follows every this many training batches (inf: the end of an epoch of unknown length; None:
+        time-based, or before fit starts training), as Lightning sets it at fit start."""
+        return self.fit_loop.val_schedule.batch if getattr(self, "fit_loop", None) is not None else None
 
     # ---------------------------------------------------------------- facts
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from datetime import timedelta
 from typing import Any, Iterable
 
 from ember import compat
@@ -28,6 +29,7 @@ from ember.loops.hooks import Hooks, keyed
 from ember.loops.preemption import StopRequests
 from ember.loops.results import LogSink, MetricsHub
 from ember.loops.settings import FitSettings, device_for
+from ember.loops.valcheck import check_combination
 from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
 from ember.strategies.single_device import SingleDeviceStrategy
 from ember.trainer import arguments, evaluate
@@ -61,7 +63,8 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
         max_epochs: int | None = None, min_epochs: int | None = None, max_steps: int | None = None,
         min_steps: int | None = None, limit_train_batches: int | float = 1.0, limit_val_batches: int | float = 1.0,
         limit_test_batches: int | float = 1.0, limit_predict_batches: int | float = 1.0,
-        val_check_interval: int | float = 1.0, check_val_every_n_epoch: int = 1, num_sanity_val_steps: int = 2,
+        val_check_interval: int | float | str | timedelta | dict | None = None,
+        check_val_every_n_epoch: int | None = 1, num_sanity_val_steps: int = 2,
         log_every_n_steps: int = 50, enable_checkpointing: bool = True, enable_progress_bar: bool = True,
         enable_model_summary: bool = True, accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None, deterministic: bool | str | None = None,
@@ -78,6 +81,7 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
             enable_checkpointing, enable_progress_bar, enable_model_summary)
         arguments.refuse_options(precision=str(precision))
         arguments.apply_backend_flags(deterministic, benchmark)
+        check_combination(val_check_interval, check_val_every_n_epoch)
         self.fast_dev_run = n = arguments.fast_dev_run_batches(fast_dev_run)
         if n:  # Lightning: n batches of each stage, one epoch, no checkpoints or loggers
             (max_epochs, max_steps, num_sanity_val_steps, val_check_interval, check_val_every_n_epoch, logger,
@@ -242,6 +246,7 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
             loop.sanity_check()
         finally:
             self.sanity_checking = False
+        loop.prepare()
         hooks("on_train_start")
         loop.run()
         arguments.log_stop(self)

@@ -39,6 +39,44 @@ class ProgressBarCallback(Callback):
         """Show the bar again after ``disable``."""
         self._enabled = True
 
+    _trainer = None
+
+    @property
+    def trainer(self):
+        """The Trainer the bar reports on (set in ``setup``); TypeError before, as Lightning's."""
+        if self._trainer is None:
+            raise TypeError(f"The `{type(self).__name__}._trainer` reference has not been set yet.")
+        return self._trainer
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Keep the Trainer as ``self.trainer`` (a subclass overriding ``setup`` calls this one, as in Lightning).
+
+        Args:
+            trainer: the Trainer running.
+            pl_module: the LightningModule it runs.
+            stage: "fit", "validate", "test" or "predict".
+        """
+        self._trainer = trainer
+
+    @property
+    def total_train_batches(self) -> int | float:
+        """Training batches this epoch (inf: a loader without a length); with ``max_epochs=-1`` and ``max_steps``,
+        at most the steps left."""
+        t = self.trainer
+        if t.max_epochs == -1 and t.max_steps is not None and t.max_steps > 0:
+            return min(t.num_training_batches, t.max_steps - t.global_step)
+        return t.num_training_batches
+
+    @property
+    def total_val_batches(self) -> int | float:
+        """Validation batches of all loaders that this epoch runs: 0 in an epoch that does not validate
+        (``check_val_every_n_epoch``) or without validation."""
+        t = self.trainer
+        loop = getattr(t, "fit_loop", None)
+        if loop is None or not t.enable_validation or not loop.val_schedule.epoch_validates(t.current_epoch):
+            return 0
+        return sum(t.num_val_batches)
+
     def get_metrics(self, trainer, module) -> dict[str, Any]:
         """What the bar shows after the epoch and step: the loss and the metrics logged with prog_bar=True.
 
