@@ -49,7 +49,7 @@ class FitLoop(ManualSteps):
         self.call, self.barrier, self.stop_requested = hooks, barrier, stop_requested
         self.hub, self.sink, self.bar = hub, sink, bar
         self.progress = Progress()
-        self.val_schedule = ValSchedule(lambda: self.settings)  # when validation runs (Lightning's rules)
+        self.val_schedule = ValSchedule(lambda: self.settings, lambda: self.reduce)  # when validation runs
         self.accumulate_grad_batches = settings.accumulate_grad_batches  # a callback may change it per epoch
         self.should_stop = False
         self.optimizer_stepped = False

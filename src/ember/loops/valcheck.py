@@ -13,6 +13,8 @@ from datetime import timedelta
 from time import monotonic
 from typing import Any, Callable
 
+import torch
+
 from ember.errors import MisconfigurationError
 
 TIME_FORMS = (str, timedelta, dict)
@@ -57,10 +59,12 @@ def check_combination(val_check_interval: Any, check_val_every_n_epoch: Any) -> 
 
 
 class ValSchedule:
-    """When fit validates (see the module). ``settings()``: the fit's ``FitSettings`` now (a tuner swaps them)."""
+    """When fit validates (see the module). ``settings()``: the fit's ``FitSettings`` now (a tuner swaps them);
+    ``reduce()``: the fit's ``reduce(tensor, op)`` across the job's processes now (None: one process): with a
+    time interval every rank validates once any rank's clock says it has passed (each reads its own clock)."""
 
-    def __init__(self, settings: Callable[[], Any]) -> None:
-        self._settings = settings
+    def __init__(self, settings: Callable[[], Any], reduce: Callable[[], Any] = lambda: None) -> None:
+        self._settings, self._reduce = settings, reduce
         self.ready = False  # setup() ran
         self.batch: int | float | None = None  # Lightning's trainer.val_check_batch (None: time-based, or unset)
         self._last: float | None = None  # when the latest validation ended (time-based)
@@ -107,7 +111,10 @@ class ValSchedule:
         ``total`` across epochs, ``is_last``: the epoch's last. ``timed=False``: a time interval answers no."""
         seconds = self.settings.val_check_seconds
         if seconds is not None:
-            return timed and self._last is not None and monotonic() - self._last >= seconds
+            if not timed or self._last is None:
+                return False
+            elapsed, reduce = monotonic() - self._last >= seconds, self._reduce()
+            return elapsed if reduce is None else bool(reduce(torch.tensor(float(elapsed)), "max").item() > 0)
         if self.batch is None or math.isinf(self.batch):
             return is_last
         count = total if self.settings.check_val_every_n_epoch is None else batches
