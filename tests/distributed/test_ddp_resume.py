@@ -19,7 +19,7 @@ def uninterrupted(tmp_path_factory):
     return ember.load_checkpoint(tmp / "final.ckpt")["state_dict"]
 
 
-@pytest.mark.parametrize("stop_by, resume_by", [("torchrun", "launcher"), ("launcher", "launcher")])
+@pytest.mark.parametrize("stop_by, resume_by", [("torchrun", "fork"), ("fork", "launcher")])
 def test_resumed_mid_epoch_equals_uninterrupted(stop_by, resume_by, uninterrupted, tmp_path):
     """(A resume under torchrun is the same code path: the probe checks each rank's state comes back there.)"""
     ckpt, final = str(tmp_path / "mid.ckpt"), str(tmp_path / "final.ckpt")

@@ -40,7 +40,7 @@ def same_optimizer_state(named: dict, plain: dict, names: list[str]) -> bool:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
-    r = jobrunner.run("torchrun", "fsdp_train.py", "train", str(out))
+    r = jobrunner.run("fork", "fsdp_train.py", "train", str(out))
     assert r.returncode == 0, r.output
     return out
 

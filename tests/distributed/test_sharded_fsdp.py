@@ -26,7 +26,7 @@ def saved(tmp_path_factory):
 def saved_under_launcher(tmp_path_factory):
     """The same job started as a plain ``python sharded_fsdp.py save OUT --launch 2`` (ember's launcher)."""
     out = tmp_path_factory.mktemp("fsdp-launcher")
-    r = jobrunner.run("fork", "sharded_fsdp.py", "save", str(out))
+    r = jobrunner.run("launcher", "sharded_fsdp.py", "save", str(out))
     assert r.returncode == 0, r.output
     return out
 

@@ -1,5 +1,6 @@
-"""ember's Trainer on 2 gloo ranks (tests/distributed/jobs/trainer_ddp.py), started by torchrun and by
-ember itself from a plain ``python`` process: checkpoints written once by rank 0 with every rank's
+"""ember's Trainer on 2 gloo ranks (tests/distributed/jobs/trainer_ddp.py), started by torchrun, by
+ember itself from a plain ``python`` process, or forked with torchrun's variables where how the ranks start
+is not the subject (jobrunner's "fork"): checkpoints written once by rank 0 with every rank's
 position, a mid-epoch resume that ends ``torch.equal`` to a run that never stopped, one rank's stop
 request or error reaching every rank."""
 
