@@ -68,7 +68,7 @@ if __name__ == "__main__":
         json.dump({"world_size": trainer.world_size, "global_step": trainer.global_step, "metrics": metrics}, f)
 '''
 
-MATRIX_SKIP = "already a 2-rank DDP program: its script starts its own ranks (tests/migration/test_strategy_matrix.py)"
+MATRIX_SKIP = "already a 2-rank DDP program: its script starts its own ranks (tests/migration/matrix.py)"
 
 JOB_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
             "NODE_RANK", "TORCHELASTIC_RESTART_COUNT", "EMBER_LAUNCHER_PID")

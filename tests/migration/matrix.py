@@ -1,4 +1,5 @@
-"""The strategy matrix: every program-shaped test module in tests/migration (``test_mig_*.py``, a new one
+"""The strategy matrix (its tests: test_strategy_matrix_ddp.py and test_strategy_matrix_fsdp.py, one file per
+strategy so that pytest-xdist's --dist loadfile gives them to different workers): every program-shaped test module in tests/migration (``test_mig_*.py``, a new one
 joins by being there) runs again on 2 gloo ranks under ``strategy="ddp"`` and ``strategy="fsdp"``,
 started like torchrun's workers (each rank forked from a warm server with the job's variables:
 tests/forkstart.py): one pytest run per module and strategy (matrix_plugin.py forces the
@@ -59,9 +60,8 @@ def run_matrix(module: str, strategy: str, out: Path) -> list[str]:
     return failed
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-@pytest.mark.parametrize("module", MODULES)
-def test_program_runs_on_two_ranks_checkpoints_resumes_and_agrees(module, strategy, tmp_path):
+def check(module: str, strategy: str, tmp_path: Path) -> None:
+    """The matrix's test of one module under one strategy (see the module's docstring)."""
     reason = _skip_reason(module, strategy)
     if reason:
         pytest.skip(reason)
