@@ -1,15 +1,15 @@
-"""The strategy matrix (its tests: test_strategy_matrix_ddp.py and test_strategy_matrix_fsdp.py, one file per
-strategy so that pytest-xdist's --dist loadfile gives them to different workers): every program-shaped test module in tests/migration (``test_mig_*.py``, a new one
-joins by being there) runs again on 2 gloo ranks under ``strategy="ddp"`` and ``strategy="fsdp"``,
-started like torchrun's workers (each rank forked from a warm server with the job's variables:
-tests/forkstart.py): one pytest run per module and strategy (matrix_plugin.py forces the
-strategy on every Trainer and records each fit on each rank). Each must pass on both ranks, every
-checkpoint its ModelCheckpoint names must exist, the metrics (all logged with ``sync_dist=True`` under
-the matrix) must be equal on every rank, and a fresh model must resume from the earliest checkpoint
-and train on to the program's limits, equally on every rank.
+"""The strategy matrix (its tests: test_strategy_matrix_ddp.py and test_strategy_matrix_fsdp.py, one file per strategy
+so that pytest-xdist's --dist loadfile gives them to different workers): every program-shaped test module in
+tests/migration (``test_mig_*.py``, a new one joins by being there) runs again on 2 gloo ranks under
+``strategy="ddp"`` and ``strategy="fsdp"``, started like torchrun's workers (each rank forked from a warm server
+with the job's variables: tests/forkstart.py): one pytest run per module and strategy (matrix_plugin.py forces the
+strategy on every Trainer and records each fit on each rank). Each must pass on both ranks, every checkpoint its
+ModelCheckpoint names must exist, the metrics (all logged with ``sync_dist=True`` under the matrix) must be equal
+on every rank, and a fresh model must resume from the earliest checkpoint and train on to the program's limits,
+equally on every rank.
 
-A module opts out with ``MATRIX_SKIP = "reason"`` at its top level (read here without importing it), or out of
-some strategies with ``MATRIX_SKIP = {"fsdp": "reason"}``."""
+A module opts out with ``MATRIX_SKIP = "reason"`` at its top level (read here without importing it), or out of some
+strategies with ``MATRIX_SKIP = {"fsdp": "reason"}``."""
 
 from __future__ import annotations
 

@@ -79,9 +79,9 @@ def test_advanced_profiler_reports_cprofile_stats_and_dumps_them(tmp_path):
 
 
 def test_pytorch_profiler_reports_operators_and_exports_a_chrome_trace(tmp_path):
-    fit(tmp_path, PyTorchProfiler(dirpath=tmp_path / "pt", filename="perf"))
+    fit(tmp_path, PyTorchProfiler(dirpath=tmp_path / "pt", filename="perf", row_limit=-1))  # every row: on a
     report = (tmp_path / "pt" / "fit-perf.txt").read_text()
-    assert "aten::addmm" in report or "aten::linear" in report
+    assert "aten::addmm" in report or "aten::linear" in report  # loaded machine the top 20 may be other ops
     assert (tmp_path / "pt" / "fit-perf.pt.trace.json").stat().st_size > 0
 
 
