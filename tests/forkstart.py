@@ -129,6 +129,20 @@ def popen(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | 
     return Forked(p, next(files) if stdout == PIPE else None, next(files) if stderr == PIPE else None, list(argv))
 
 
+def run(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run([sys.executable, *argv], capture_output=True, text=True)``, forked from the warm server
+    (``TimeoutExpired`` past ``timeout``, the program killed)."""
+    p = popen(argv, env=env, cwd=cwd, stdout=PIPE, stderr=PIPE)
+    try:
+        out, err = p.communicate(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+    return subprocess.CompletedProcess(list(argv), p.returncode, out, err)
+
+
 def _redirect(target: Any, fd: int) -> None:
     if target is None:
         return
@@ -172,6 +186,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str, out: Any, err: Any, new
     import torch
 
     torch.set_num_threads(int(env.get("OMP_NUM_THREADS", torch.get_num_threads())))  # read at import elsewhere
+    sys.orig_argv = [sys.executable, *argv]  # what the interpreter was started with, as ember's launcher reads it
     code: object = 0
     try:
         if argv[0] == "-m":

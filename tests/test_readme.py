@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+import forkstart
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -32,8 +31,9 @@ def _blocks(lang: str) -> list[tuple[bool, str]]:
 
 
 def _run(args, cwd, env=None, timeout=240):
+    """``python *args`` as a user runs it (forked from a warm server with torch and ember imported: forkstart.py)."""
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return forkstart.run(args, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_the_readme_python_session_runs_as_written(tmp_path, s3_env):
@@ -44,7 +44,7 @@ def test_the_readme_python_session_runs_as_written(tmp_path, s3_env):
     for bucket in set(re.findall(r"s3://([\w.-]+)/", session)):
         s3fs.S3FileSystem().mkdir(bucket)
     (tmp_path / "readme_session.py").write_text(session)
-    done = _run([sys.executable, "readme_session.py"], tmp_path)
+    done = _run(["readme_session.py"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -53,7 +53,7 @@ def test_each_readme_script_runs_alone(tmp_path):
     assert scripts, "the README has no stand-alone script block"
     for i, code in enumerate(scripts):
         (tmp_path / f"script{i}.py").write_text(code)
-        done = _run([sys.executable, f"script{i}.py"], tmp_path)
+        done = _run([f"script{i}.py"], tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -81,12 +81,12 @@ def test_the_readme_sample_output_of_inspect_and_ls_has_the_rows_the_commands_pr
     ember.Trainer(max_epochs=3, callbacks=[cb], **trainer_kwargs(tmp_path)).fit(
         TinyModel(), make_loader(), make_loader(shuffle=False))
     samples = _samples()
-    inspect = _run([sys.executable, "-m", "ember.cli", "ckpt", "inspect", cb.last_model_path], tmp_path)
+    inspect = _run(["-m", "ember.cli", "ckpt", "inspect", cb.last_model_path], tmp_path)
     assert inspect.returncode == 0, inspect.stderr
     shown = [label for label in _labels(samples["inspect"]) if label not in _HPARAMS]
     printed = iter(_labels(inspect.stdout))
     assert all(label in printed for label in shown), (shown, inspect.stdout)  # in the same order
-    listing = _run([sys.executable, "-m", "ember.cli", "ckpt", "ls", str(tmp_path / "checkpoints")], tmp_path)
+    listing = _run(["-m", "ember.cli", "ckpt", "ls", str(tmp_path / "checkpoints")], tmp_path)
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.split("\n")[0].split() == samples["ls"].split("\n")[0].split()
 

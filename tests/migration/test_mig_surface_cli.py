@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 import textwrap
 
+import forkstart
 import pytest
 import yaml
 
@@ -77,7 +76,7 @@ MATRIX_SKIP = ("its program runs as a subprocess (main.py), out of the matrix's 
 
 
 def run(cwd, *args):
-    out = subprocess.run([sys.executable, "main.py", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    out = forkstart.run(["main.py", *args], cwd=cwd, timeout=120)  # as `python main.py ...` (a warm fork)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
