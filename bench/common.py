@@ -120,8 +120,19 @@ def version_of(dist: str) -> str:
         return "not installed"
 
 
+def lightning_pytorch():
+    """Lightning's trainer package: ``lightning.pytorch`` (the unified ``lightning`` distribution) or
+    ``pytorch_lightning`` (the standalone one, which ember's dev extras install); None without either."""
+    return optional_import("lightning.pytorch") or optional_import("pytorch_lightning")
+
+
+def lightning_io():
+    """Lightning's checkpoint IO plugins module (``TorchCheckpointIO``, ``AsyncCheckpointIO``)."""
+    return importlib.import_module(f"{lightning_pytorch().__name__}.plugins.io")
+
+
 def lightning_available(enabled: bool = True) -> bool:
-    return enabled and optional_import("lightning.pytorch") is not None
+    return enabled and lightning_pytorch() is not None
 
 
 # ----------------------------------------------------------------------------- quiet output

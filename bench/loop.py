@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.common import collect, lightning_available, log, now, quiet, rotated
+from bench.common import collect, lightning_available, lightning_pytorch, log, now, quiet, rotated
 
 BATCH = 32
 LR = 1e-3
@@ -24,7 +24,7 @@ NOTES = {
     "ember": "ember.Trainer(max_epochs=1, enable_checkpointing=False, default_root_dir=tmp) "
              "(progress bar and CSVLogger on, by default); training_step returns the loss",
     "ember + self.log": "as ember, and training_step also calls self.log('train_loss', loss)",
-    "Lightning": "lightning.pytorch.Trainer(max_epochs=1, enable_checkpointing=False, "
+    "Lightning": "lightning.pytorch (or pytorch_lightning).Trainer(max_epochs=1, enable_checkpointing=False, "
                  "enable_model_summary=False, accelerator='cpu', devices=1, default_root_dir=tmp) "
                  "(default logger and TQDM progress bar on); training_step returns the loss",
     "Lightning + self.log": "as Lightning, and training_step also calls self.log('train_loss', loss)",
@@ -103,15 +103,11 @@ def run_ember(loader: DataLoader, root: Path, log_loss: bool = False) -> None:
 
 
 def _lightning_module(log_loss: bool):
-    import lightning.pytorch as pl
-
-    return _module(pl.LightningModule, log_loss)
+    return _module(lightning_pytorch().LightningModule, log_loss)
 
 
 def _lightning_trainer(root: Path):
-    import lightning.pytorch as pl
-
-    return pl.Trainer(max_epochs=1, enable_checkpointing=False, enable_model_summary=False,
+    return lightning_pytorch().Trainer(max_epochs=1, enable_checkpointing=False, enable_model_summary=False,
                       accelerator="cpu", devices=1, default_root_dir=str(root))
 
 

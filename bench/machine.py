@@ -85,6 +85,7 @@ def machine_info(target_dir: Path) -> dict[str, str]:
         "Python": platform.python_version(),
         "torch": torch.__version__,
         "ember": f"{version_of('ember-train')} (git {_git()})",
-        "lightning": version_of("lightning"),
+        "lightning": (version_of("lightning") if version_of("lightning") != "not installed"
+                      else f"pytorch-lightning {version_of('pytorch-lightning')}"),
         "safetensors": version_of("safetensors"),
     }

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from bench.common import (collect, fsync_file, lightning_available, log, now, optional_import, remove,
+from bench.common import (collect, fsync_file, lightning_available, lightning_io, log, now, optional_import, remove,
                           rotated, tensor_memoryview, write_all)
 from bench.state import BenchState, TrainingStep, make_state
 
@@ -84,9 +84,7 @@ def save_safetensors(st: BenchState, path: Path) -> None:
 
 
 def save_lightning(st: BenchState, path: Path) -> None:
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-    TorchCheckpointIO().save_checkpoint(st.ckpt, path)
+    lightning_io().TorchCheckpointIO().save_checkpoint(st.ckpt, path)
     fsync_file(path)
 
 
@@ -150,9 +148,8 @@ def stall_ember_prev(st: BenchState, path: Path, writer, step: TrainingStep, dat
 
 def stall_lightning(st: BenchState, path: Path, writer, step: TrainingStep, data_s: float) -> dict[str, float]:
     """Stall = time in AsyncCheckpointIO.save_checkpoint (it clones every tensor on the caller)."""
-    from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
-
-    aio = AsyncCheckpointIO(TorchCheckpointIO())
+    io = lightning_io()
+    aio = io.AsyncCheckpointIO(io.TorchCheckpointIO())
     t0 = now()
     aio.save_checkpoint(st.ckpt, path)
     t1 = now()
@@ -184,9 +181,8 @@ def loop_with_save(st: BenchState, path: Path, method: str, writer, step: Traini
         else:
             after = writer.snapshot_barrier   # the trainer before: before each optimizer step
     elif method == LIGHTNING_ASYNC:
-        from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
-
-        aio = AsyncCheckpointIO(TorchCheckpointIO())
+        io = lightning_io()
+        aio = io.AsyncCheckpointIO(io.TorchCheckpointIO())
         aio.save_checkpoint(st.ckpt, path)
         finish = aio.teardown
     for _ in range(n_steps):
