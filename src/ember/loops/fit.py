@@ -18,7 +18,7 @@ from ember.core.module import Module
 from ember.core.optimizer import ManualSteps, StepCounted, Toggled, check_manual_settings
 from ember.errors import MisconfigurationError
 from ember.loops.combined_loader import as_train_data, map_loaders
-from ember.loops.data import ResumableLoader, length, limit_batches
+from ember.loops.data import ResumableLoader, checked_batches, length, limit_batches
 from ember.loops.evaluation import EvalLoop
 from ember.loops.hooks import Hooks, overrides, takes_batch_idx
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
@@ -28,7 +28,6 @@ from ember.loops.results import LogSink, MetricsHub, Results, as_float
 from ember.loops.settings import FitSettings
 from ember.loops.valcheck import ValSchedule
 from ember.seed import get_rng_state, set_rng_state
-
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -51,9 +50,7 @@ class FitLoop(ManualSteps):
         self.progress = Progress()
         self.val_schedule = ValSchedule(lambda: self.settings, lambda: self.reduce)  # when validation runs
         self.accumulate_grad_batches = settings.accumulate_grad_batches  # a callback may change it per epoch
-        self.should_stop = False
-        self.optimizer_stepped = False
-        self.is_last_batch = False
+        self.should_stop = self.optimizer_stepped = self.is_last_batch = False
         self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
         self.ended_part_way = False  # training ended mid-epoch after the epoch's hooks (max_steps, should_stop)
         self.last_loss: torch.Tensor | None = None
@@ -131,19 +128,22 @@ class FitLoop(ManualSteps):
             self.eval_loop("sanity").run(self.parts.val_loaders, 1.0 if n == -1 else n)
             self.hub.reset()  # Lightning: what the sanity check logged is gone when training starts
 
-    def prepare(self) -> None:
-        """After the sanity check, as Lightning sets up fit's data: the validation schedule (it may refuse)."""
-        self.val_schedule.setup(self._epoch_batches())
+    def prepare(self) -> bool:
+        """After the sanity check, as Lightning sets up fit's data: an epoch's batches (refusing a fraction that leaves
+        none) and the validation schedule (it may refuse). False: no training batch, so fit does not train."""
+        limit = self.settings.limit_train_batches  # 0: Lightning does not even look at the loader
+        self.val_schedule.setup(n := limit and checked_batches("train", limit, length(self.parts.train_data.loader)))
+        return n != 0
 
     def _epoch_batches(self) -> int | float:
         return limit_batches(self.settings.limit_train_batches, length(self.parts.train_data.loader))
 
     def eval_loop(self, stage: str) -> EvalLoop:
         """Under ``no_grad`` whatever ``inference_mode`` says (Lightning's): a step may ``enable_grad()``."""
-        return EvalLoop(stage, self.parts.module, self.call, self.sink, self.hub, device=self.parts.device,
-                        precision=self.parts.precision, inference_mode=False,
-                        reduce=self.reduce, step=lambda: (self.log_step(), self.progress.epoch), bar=self.bar,
-                        before=self.parts.before_eval)
+        parts = self.parts
+        return EvalLoop(stage, parts.module, self.call, self.sink, self.hub, device=parts.device,
+                        precision=parts.precision, inference_mode=False, reduce=self.reduce,
+                        step=lambda: (self.log_step(), self.progress.epoch), bar=self.bar, before=parts.before_eval)
 
     def log_step(self) -> int:
         """The step the loggers get, as Lightning numbers it: batches that stepped before the latest one

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from ember.utilities.model_summary import ModelSummary
-from ember.utilities.rank_zero import rank_zero_info
+from ember.loops.data import length
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 _ONE = {"limit_train_batches": ("1 batch per epoch will be used.", "100% of the batches per epoch will be used."),
         "val_check_interval": ("validation will run after every batch.",
@@ -65,13 +66,29 @@ def log_stop(trainer: Any) -> None:
         rank_zero_info("`Trainer.fit` stopped: %s.", reason)
 
 
+def no_training(trainer: Any, train: Any) -> None:
+    """Lightning's warning for each training loader of no batch, and its info that fit stopped for want of
+    batches (neither when ``limit_train_batches=0``: Lightning does not look at the loaders then)."""
+    if trainer.settings.limit_train_batches == 0:
+        return
+    loaders = train.values() if isinstance(train, dict) else train if isinstance(train, (list, tuple)) else [train]
+    for loader in loaders:
+        if length(loader) == 0:
+            rank_zero_warn(f"Total length of `{type(loader).__name__}` across ranks is zero. Please make sure this "
+                           "was your intention.")
+    if trainer.is_global_zero:
+        rank_zero_info("`Trainer.fit` stopped: No training batches.")
+
+
 def fit_hints(trainer: Any, n_batches: Any) -> None:
-    """Lightning's warnings at fit start: max_epochs left unset; fewer batches than the logging interval."""
+    """Lightning's warnings at fit start: max_epochs left unset; fewer batches than the logging interval (none for
+    no batch: then fit does not train)."""
     s = trainer.settings
     if s.epochs_defaulted:
         warnings.warn("`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit, set "
                       "`max_epochs=-1`.", stacklevel=4)
-    if trainer.loggers and isinstance(n_batches, int) and n_batches < s.log_every_n_steps and not trainer.fast_dev_run:
+    few = isinstance(n_batches, int) and 0 < n_batches < s.log_every_n_steps
+    if trainer.loggers and few and not trainer.fast_dev_run:
         warnings.warn(f"The number of training batches ({n_batches}) is smaller than the logging interval "
                       f"Trainer(log_every_n_steps={s.log_every_n_steps}). Set a lower value for log_every_n_steps if "
                       "you want to see logs for the training epoch.", stacklevel=4)

@@ -250,11 +250,13 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
             loop.sanity_check()
         finally:
             self.sanity_checking = False
-        loop.prepare()
-        hooks("on_train_start")
-        loop.run()
-        messages.log_stop(self)
-        hooks("on_train_end")
+        if loop.prepare():
+            hooks("on_train_start")
+            loop.run()
+            messages.log_stop(self)
+            hooks("on_train_end")
+        else:  # no training batch: Lightning skips training, its hooks too
+            messages.no_training(self, train)
         hooks("on_fit_end")
         evaluate.teardown(self, hooks, "fit")
 
