@@ -191,3 +191,17 @@ def test_schedules_compose(tmp_path):
     assert names(tmp_path / "c") == ["epoch=0-step=3.ckpt", "epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt",
                                      "epoch=1-step=8.ckpt"]
 
+
+def test_checking_for_a_non_empty_folder_closes_its_listing(tmp_path):
+    import gc
+    import warnings
+
+    from ember.callbacks.model_checkpoint import _has_entries
+    from ember.checkpoint.storage.locations import open_store
+
+    (tmp_path / "a.ckpt").write_bytes(b"x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _has_entries(open_store(str(tmp_path)))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

@@ -275,5 +275,8 @@ def _keep(monitor, mode, save_top_k, keep_every_n_train_steps) -> list:
 def _has_entries(store) -> bool:
     """Whether the store's folder holds anything (one listing, not a walk, where it is a local folder)."""
     if isinstance(store, LocalStorage):
-        return store.root.is_dir() and next(os.scandir(store.root), None) is not None
+        if not store.root.is_dir():
+            return False
+        with os.scandir(store.root) as entries:  # closed at once (an unclosed one warns ResourceWarning)
+            return next(entries, None) is not None
     return bool(store.list())
