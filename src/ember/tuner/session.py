@@ -44,6 +44,7 @@ def searching(trainer, callbacks: list, **settings: Any) -> Iterator[Any]:
         loop.parts.train_batches, loop.parts.val_limit = saved[8]  # the counts the search's settings fixed: gone
         hooks.forget()
         loop.should_stop, loop._pending_grads = False, False
+        loop.ended_part_way = False  # a search stopped mid-epoch; the fit's current_epoch must not count it
         try:
             trainer._restore(path)  # weights, optimizers, schedulers, callbacks, progress: as before the search
         except BaseException:
