@@ -177,3 +177,24 @@ def test_a_learning_rate_search_leaves_validations_count_to_the_fit(tmp_path):
         counts.append([(e[2], e[3]) for e in model.events if e[0] == "val"])  # (global_step, batch_idx)
     assert counts[0] == [(3, 0), (3, 1), (3, 0), (6, 0)]  # the search's validation (2 batches), then the fit's
     assert counts[1] == counts[0]
+
+
+@pytest.mark.parametrize("kw", [dict(limit_val_batches=1, num_sanity_val_steps=2),
+                                dict(limit_val_batches=0.5, num_sanity_val_steps=-1), dict(num_sanity_val_steps=-1)],
+                         ids=["count", "fraction-all", "all"])
+def test_sanity_check_runs_no_more_batches_than_limit_val_batches(tmp_path, kw):
+    def noting_sanity(lib):
+        model = classifier(lib)
+        model.sanity, step = [], model.validation_step
+
+        def validation_step(batch, batch_idx):
+            if model.trainer.sanity_checking:
+                model.sanity.append((batch_idx, list(model.trainer.num_sanity_val_batches)))
+            return step(batch, batch_idx)
+
+        model.validation_step = validation_step
+        return model
+
+    lightning, ours = run_both(noting_sanity, tmp_path, max_epochs=1, **kw)
+    assert len(lightning.model.sanity) == (2 if kw == dict(num_sanity_val_steps=-1) else 1)
+    assert ours.model.sanity == lightning.model.sanity

@@ -369,6 +369,15 @@ def checked_batches(prefix: str, limit: int | float, total: int | None) -> int |
     return n
 
 
+def sanity_batches(steps: int, limit: int | float, loaders: list) -> list[int | float]:
+    """Per loader, the batches the sanity check runs, as Lightning counts them: ``num_sanity_val_steps`` (-1: all)
+    of the batches ``limit_val_batches`` leaves, as a limit (an int count, or 1.0 for a whole loader without a
+    length)."""
+    counts = [limit_batches(limit, length(loader)) for loader in loaders]
+    counts = counts if steps == -1 else [min(steps, n) for n in counts]
+    return [1.0 if math.isinf(n) else int(n) for n in counts]
+
+
 def length(loader: Any) -> int | None:
     try:
         return len(loader)

@@ -17,7 +17,7 @@ from ember.checkpoint.state import gradients, restore_gradients
 from ember.core.module import Module
 from ember.core.optimizer import ManualSteps, StepCounted, Toggled, check_manual_settings
 from ember.errors import MisconfigurationError
-from ember.loops.data import checked_batches, length, limit_batches
+from ember.loops.data import checked_batches, length, limit_batches, sanity_batches
 from ember.loops.evaluation import EvalLoop
 from ember.loops.hooks import Hooks, overrides, takes_batch_idx
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
@@ -121,10 +121,10 @@ class FitLoop(ManualSteps):
 
     def sanity_check(self) -> None:
         """Lightning's sanity check: a few validation batches before training; nothing they log is kept."""
-        n = self.settings.num_sanity_val_steps
-        if n and self.parts.val_loaders and self.settings.limit_val_batches:
-            self.parts.val_limit = self.settings.limit_val_batches  # Lightning fixes validation's count here
-            self.eval_loop("sanity").run(self.parts.val_loaders, 1.0 if n == -1 else n)
+        n, loaders, limit = self.settings.num_sanity_val_steps, self.parts.val_loaders, self.settings.limit_val_batches
+        if n and loaders and limit:
+            self.parts.val_limit = limit  # Lightning fixes validation's count here
+            self.eval_loop("sanity").run(loaders, sanity_batches(n, limit, loaders))  # (no more than limit_val_batches)
             self.hub.reset()  # Lightning: what the sanity check logged is gone when training starts
 
     def prepare(self) -> bool:

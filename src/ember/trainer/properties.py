@@ -289,8 +289,9 @@ class TrainerFacts(TrainerSettings, JobRanks):
 
     @property
     def num_sanity_val_batches(self) -> list[int | float]:
-        """Batches the sanity check runs per validation loader."""
-        return [min(self.settings.num_sanity_val_steps, n) for n in self.num_val_batches]
+        """Batches the sanity check runs per validation loader (``num_sanity_val_steps=-1``: all of them)."""
+        steps = self.settings.num_sanity_val_steps
+        return [n if steps == -1 else min(steps, n) for n in self.num_val_batches]
 
     @property
     def num_test_batches(self) -> list[int | float]:
