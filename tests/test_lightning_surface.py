@@ -46,9 +46,6 @@ KNOWN_GAPS = {
         "validation_step", "test_step", "train_dataloader", "val_dataloader", "test_dataloader",
         "predict_dataloader")},
     "LightningModule.configure_sharded_model": "deprecated in Lightning; ember calls configure_model only",
-    # a datamodule's transfer hooks replace the module's when present, so defaults would hide the module's
-    **{f"LightningDataModule.{n}": "datamodule transfer hooks override the module's when present" for n in (
-        "on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")},
     "LightningDataModule.on_exception": "ember does not call datamodule hooks on exceptions yet",
     "LightningDataModule.load_from_checkpoint": "ember checkpoints do not hold datamodule hyperparameters yet",
     "ModelCheckpoint(enable_version_counter=)": "issue 18 behaviour list",

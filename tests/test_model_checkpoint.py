@@ -109,7 +109,7 @@ def test_every_n_epochs(tmp_path):
 def test_every_n_train_steps_saves_mid_epoch(tmp_path):
     cb = ModelCheckpoint(dirpath=tmp_path / "c", every_n_train_steps=3, save_top_k=-1)
     fit(tmp_path, cb, epochs=2)
-    assert names(tmp_path / "c") == ["epoch=0-step=3.ckpt", "epoch=1-step=6.ckpt", "epoch=1-step=8.ckpt"]
+    assert names(tmp_path / "c") == ["epoch=0-step=3.ckpt", "epoch=1-step=6.ckpt"]  # step 8 (the end) not due
 
 
 def test_an_existing_file_of_the_same_name_is_not_overwritten(tmp_path):
@@ -190,3 +190,18 @@ def test_schedules_compose(tmp_path):
     fit(tmp_path, cb, epochs=2)
     assert names(tmp_path / "c") == ["epoch=0-step=3.ckpt", "epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt",
                                      "epoch=1-step=8.ckpt"]
+
+
+def test_checking_for_a_non_empty_folder_closes_its_listing(tmp_path):
+    import gc
+    import warnings
+
+    from ember.callbacks.model_checkpoint import _has_entries
+    from ember.checkpoint.storage.locations import open_store
+
+    (tmp_path / "a.ckpt").write_bytes(b"x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _has_entries(open_store(str(tmp_path)))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

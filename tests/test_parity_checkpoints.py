@@ -7,12 +7,13 @@ import math
 import os
 import pickle
 import warnings
+from datetime import timedelta
 
 import pytest
 import torch
 
 import ember
-from parity import checkpoint_files, classifier, loader, pl, run, run_with_checkpoints
+from parity import checkpoint_contents, checkpoint_files, classifier, loader, pl, run, run_with_checkpoints
 
 
 @pytest.mark.parametrize("checkpoint_kw, trainer_kw", [
@@ -38,7 +39,7 @@ def test_a_time_interval_without_validation_saves_at_no_epoch_end(tmp_path):
     theirs, ours = run_with_checkpoints(classifier, tmp_path, {"save_top_k": -1}, val_check_interval={"hours": 1},
                                         fit_kw={"val_dataloaders": None})
     assert theirs == []  # Lightning saves after validations only, and none runs
-    assert ours == ["epoch=1-step=6.ckpt"]  # ember's own save when training ends; it used to save every epoch too
+    assert ours == theirs  # (ember saved when training ended, and before that every epoch too)
 
 
 def nan_after_first_epoch(lib):
@@ -141,3 +142,35 @@ def test_current_score_and_to_yaml_match_lightning(tmp_path):
         seen[lib] = (round(float(cb.current_score), 5),
                      {os.path.basename(k): round(v, 5) for k, v in written.items()})
     assert seen[ember] == seen[pl] and len(seen[pl][1]) == 2
+
+
+# ---------------------------------------------------------------- the end of training between scheduled saves
+def last_steps(tmp_path) -> list:
+    """The global_step in each library's last.ckpt (None where there is none), Lightning's first. (Its ``epoch``
+    differs once training has ended: Lightning stores current_epoch, max_epochs by then; ember its loop's epoch.)"""
+    out = []
+    for lib in (pl, ember):
+        path = tmp_path / f"ckpt-{lib.__name__}" / "last.ckpt"
+        out.append(checkpoint_contents(path)[1] if path.exists() else None)
+    return out
+
+
+@pytest.mark.parametrize(("checkpoint_kw", "trainer_kw", "expected"), [
+    (dict(every_n_train_steps=2), dict(max_steps=5, max_epochs=-1), ["epoch=1-step=4.ckpt"]),
+    (dict(every_n_train_steps=2, save_top_k=-1, save_last=True), dict(max_steps=5, max_epochs=-1),
+     ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "last.ckpt"]),
+    (dict(every_n_train_steps=4, save_top_k=-1), dict(max_epochs=1), []),
+    (dict(every_n_epochs=2, save_top_k=-1), dict(max_epochs=3), ["epoch=1-step=6.ckpt"]),
+    (dict(every_n_epochs=2, save_last=True), dict(max_epochs=3), ["epoch=1-step=6.ckpt", "last.ckpt"]),
+    (dict(train_time_interval=timedelta(hours=1), save_top_k=-1), dict(max_epochs=2), []),
+    (dict(train_time_interval=timedelta(hours=1), save_last=True), dict(max_epochs=2), ["last.ckpt"]),
+], ids=["steps", "steps-last", "steps-never-due", "epochs", "epochs-last", "time", "time-last"])
+def test_training_end_between_scheduled_saves_writes_no_extra_checkpoint(tmp_path, checkpoint_kw, trainer_kw,
+                                                                          expected):
+    """Lightning saves nothing for the steps after the last scheduled save; with save_last, last.ckpt holds the
+    last scheduled save, or the end of training when nothing was saved at all."""
+    lightning, ours = run_with_checkpoints(classifier, tmp_path, checkpoint_kw, **trainer_kw)
+    assert lightning == expected
+    assert ours == lightning
+    lightning_last, our_last = last_steps(tmp_path)
+    assert our_last == lightning_last

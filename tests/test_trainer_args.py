@@ -12,7 +12,7 @@ from tiny import TinyModel, make_loader, trainer_kwargs
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"plugins": ["x"]}, r"Lightning's Trainer has \['plugins'\] but ember does not implement it yet"),
-    ({"max_time": "01:00"}, r"must be 'DD:HH:MM:SS'"),
+    ({"max_time": "01:00"}, r"Expected a string in the format DD:HH:MM:SS"),
     ({"overfit_batches": 1.5}, r"overfit_batches must be an int >= 0"),
     ({"max_epoch": 3}, r"\['max_epoch'\] is not a Trainer argument"),
     ({"gpus": 1}, r"Lightning 2.x removed gpus \(use accelerator='gpu', devices=N\)"),

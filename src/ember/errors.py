@@ -64,6 +64,16 @@ class SamplerError(MisconfigurationError, TypeError):
     """
 
 
+class DurationTypeError(MisconfigurationError, TypeError):
+    """A time limit (``Timer(duration=...)``, ``Trainer(max_time=...)``) of the wrong type, or a dict that is not
+    ``datetime.timedelta``'s keywords (also a TypeError, which Lightning raises for such a dict); the message says
+    what was expected and what to pass.
+
+    Args:
+        *args: the message (one string), as for ``Exception``.
+    """
+
+
 class NotSupportedError(MisconfigurationError, NotImplementedError):
     """A Lightning feature ember does not have: the message names it, says why, and what to use instead.
 

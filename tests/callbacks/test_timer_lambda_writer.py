@@ -32,7 +32,7 @@ def test_timer_reads_lightnings_duration_forms(given, seconds):
 
 
 def test_timer_refuses_a_malformed_duration():
-    with pytest.raises(MisconfigurationError, match="'DD:HH:MM:SS'"):
+    with pytest.raises(MisconfigurationError, match="format DD:HH:MM:SS"):
         Timer(duration="1 hour")
 
 

@@ -157,3 +157,27 @@ def test_plot_needs_matplotlib_or_draws(tmp_path):
     else:
         matplotlib.use("Agg")
         assert finder.plot(suggest=True) is not None
+
+
+def test_a_search_ending_mid_epoch_leaves_current_epoch_to_the_fit(tmp_path):
+    """The learning-rate search stops part-way through an epoch (4 steps of 3-batch epochs); the fit after it
+    counts its epochs from 0, as Lightning (ember counted the first one as epoch 1)."""
+    from parity import classifier, run
+
+    def noting_epochs(lib):
+        model = classifier(lib)
+        model.lr, model.epochs, step = 0.1, [], model.training_step
+
+        def training_step(batch, batch_idx):
+            model.epochs.append(model.current_epoch)
+            return step(batch, batch_idx)
+
+        model.training_step = training_step
+        return model
+
+    seen = []
+    for lib in (pl, ember):
+        finder = lib.callbacks.LearningRateFinder(num_training_steps=4)
+        seen.append(run(lib, noting_epochs, tmp_path, max_epochs=2, callbacks_extra=[finder]).model.epochs)
+    assert seen[0] == [0, 0, 0, 1] + [0, 0, 0, 1, 1, 1]  # the search's 4 steps, then the fit's 2 epochs
+    assert seen[1] == seen[0]

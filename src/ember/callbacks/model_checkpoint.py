@@ -29,9 +29,11 @@ class ModelCheckpoint(Checkpoint):
         monitor: metric to rank checkpoints by; None ranks by recency (keeps the latest).
         mode: ``"min"`` or ``"max"``.
         save_top_k: keep the k best (``True`` means 1, ``-1`` all, ``0`` none).
-        save_last: also keep ``last.ckpt``, always the newest state.
+        save_last: also keep ``last.ckpt``, a copy of every save (the newest saved state); when training ends
+            with nothing saved at all, the state then (Lightning's rule).
         every_n_epochs / every_n_train_steps / train_time_interval: when to save; they compose (a
-            save happens when any of them is due). With none given, saves after every epoch.
+            save happens when any of them is due). With none given, saves after every epoch. As in Lightning,
+            the end of training is not a save of its own: the steps after the last due save are not saved.
         keep_every_n_train_steps: also keep, for good, every checkpoint whose step is a multiple of n.
         save_weights_only: write weights, hparams, epoch and step only (cannot resume training).
         verbose: print a line for each save.
@@ -273,5 +275,8 @@ def _keep(monitor, mode, save_top_k, keep_every_n_train_steps) -> list:
 def _has_entries(store) -> bool:
     """Whether the store's folder holds anything (one listing, not a walk, where it is a local folder)."""
     if isinstance(store, LocalStorage):
-        return store.root.is_dir() and next(os.scandir(store.root), None) is not None
+        if not store.root.is_dir():
+            return False
+        with os.scandir(store.root) as entries:  # closed at once (an unclosed one warns ResourceWarning)
+            return next(entries, None) is not None
     return bool(store.list())

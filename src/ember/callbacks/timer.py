@@ -12,7 +12,8 @@ from enum import Enum
 from typing import Any
 
 from ember.core.callback import Callback
-from ember.errors import MisconfigurationError
+from ember.errors import DurationTypeError, MisconfigurationError
+from ember.utilities.rank_zero import rank_zero_info
 
 STAGES = ("train", "sanity_check", "validate", "test", "predict")  # Lightning's RunningStage values
 _DURATION = re.compile(r"^(\d+):(\d\d):(\d\d):(\d\d)$")
@@ -23,25 +24,35 @@ class Interval(str, Enum):
     epoch = "epoch"
 
 
+_FORMS = ("Expected a string in the format DD:HH:MM:SS (days, then two digits each of hours, minutes and seconds: "
+          "'00:12:00:00' is 12 hours), a datetime.timedelta, or a dict of its keywords such as {'hours': 12}.")
+
+
 def parse_duration(duration: str | timedelta | dict[str, int] | None) -> timedelta | None:
-    """``"DD:HH:MM:SS"``, a ``timedelta`` or ``timedelta``'s keywords as a dict (``{"hours": 1}``)."""
+    """``"DD:HH:MM:SS"``, a ``timedelta`` or ``timedelta``'s keywords as a dict (``{"hours": 1}``). A malformed
+    string raises ``MisconfigurationError`` (Lightning's ``MisconfigurationException``); a bad dict or another type
+    ``DurationTypeError``, also a TypeError (what Lightning raises for a bad dict). Each message begins as
+    Lightning's (``Timer(duration=...)`` is not a valid duration) and says what to pass instead."""
     if duration is None or isinstance(duration, timedelta):
         return duration
+    head = f"`Timer(duration={duration!r})` is not a valid duration"
     if isinstance(duration, str):
         m = _DURATION.match(duration.strip())
         if m is None:
-            raise MisconfigurationError(f"a duration string must be 'DD:HH:MM:SS' (e.g. '00:12:00:00' for 12 "
-                                        f"hours); received {duration!r}.")
+            raise MisconfigurationError(f"{head}. {_FORMS}")
         d, h, mi, s = (int(g) for g in m.groups())
         return timedelta(days=d, hours=h, minutes=mi, seconds=s)
     if isinstance(duration, dict):
         try:
             return timedelta(**duration)
         except TypeError as e:
-            raise MisconfigurationError(f"a duration dict takes timedelta's keywords (days, hours, minutes, "
-                                        f"seconds, ...); received {duration!r} ({e}).") from None
-    raise MisconfigurationError(f"duration must be 'DD:HH:MM:SS', a datetime.timedelta or a dict of its keywords; "
-                                f"received {type(duration).__name__}.")
+            raise DurationTypeError(f"{head}: {e}. A dict must hold datetime.timedelta's keywords (weeks, days, "
+                                    "hours, minutes, seconds, milliseconds, microseconds) with numbers, such as "
+                                    "{'hours': 12}.") from None
+    hint = ""
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        hint = f" For {duration} seconds, pass {{'seconds': {duration}}}."
+    raise DurationTypeError(f"{head}: received type {type(duration).__name__}. {_FORMS}{hint}")
 
 
 class Timer(Callback):
@@ -58,14 +69,15 @@ class Timer(Callback):
         interval: when the limit is checked: "step" (after every batch) or "epoch".
         verbose: print a line when the limit stops training.
 
-    Bad values raise ``MisconfigurationError``.
+    Bad values raise ``MisconfigurationError`` (a bad dict or type: ``DurationTypeError``, also a TypeError).
     """
 
     def __init__(self, duration: str | timedelta | dict[str, int] | None = None, interval: str = Interval.step,
                  verbose: bool = True) -> None:
         interval = getattr(interval, "value", interval)  # Lightning's Interval enum works too
         if interval not in ("step", "epoch"):
-            raise MisconfigurationError(f"Timer interval must be 'step' or 'epoch'; received {interval!r}.")
+            raise MisconfigurationError(f"Unsupported parameter value `Timer(interval={interval})`. Possible choices "
+                                        "are: step, epoch")
         duration = parse_duration(duration)
         self._duration = duration.total_seconds() if duration is not None else None
         self._interval = Interval(interval)
@@ -197,6 +209,12 @@ def max_time_callback(max_time: Any, callbacks: list) -> Timer | None:
         max_time: ``"DD:HH:MM:SS"``, a ``timedelta``, a dict such as ``{"hours": 1}``, or None.
         callbacks: the Trainer's callbacks so far.
     """
-    if max_time is None or any(isinstance(cb, Timer) for cb in callbacks):
+    if max_time is None:
         return None
-    return Timer(duration=max_time, interval="step")
+    if any(isinstance(cb, Timer) for cb in callbacks):
+        rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
+        return None
+    try:
+        return Timer(duration=max_time, interval="step")
+    except MisconfigurationError as e:  # the same error, naming the argument the program passed
+        raise type(e)(f"{e} (Given as `Trainer(max_time={max_time!r})`.)") from None

@@ -86,6 +86,7 @@ class CheckpointManager:
         self.lineage = uuid.uuid4().hex  # this run's id, kept across resumes: written into every checkpoint
         self._writing: str | None = None  # the name of the file whose state is being captured
         self._left_alone: set[str] = set()
+        self._wrote = False  # any file written (Lightning's on_train_end writes last.ckpt only when none was)
 
     # ---------------------------------------------------------------- setup
     def bind(self, default_dirpath: str, writer, may_write: Callable[[], bool] = lambda: True,
@@ -129,7 +130,8 @@ class CheckpointManager:
         self._maybe_save(capture, epoch, global_step, metrics, epoch_end=True)
 
     def on_train_end(self, capture: Capture, *, epoch: int, global_step: int, metrics: dict[str, float]) -> None:
-        """Training stopped between scheduled saves (max_steps, a stop request): keep that work too.
+        """Training ended. As Lightning, the steps since the last scheduled save are not saved (a save is only ever
+        one the policies made due), except ``last`` with ``save_last`` when this manager has written nothing at all.
         A monitor that was never logged during the whole fit is an error: nothing could be saved."""
         missing = self._decide(lambda: self.monitor is not None and self.monitor not in metrics)
         if missing:
@@ -139,8 +141,10 @@ class CheckpointManager:
                     f"saved; the logged metrics are {sorted(metrics)}. Log it with self.log({self.monitor!r}, "
                     "value) or change monitor.")
             return
-        if self._last_step != global_step:
-            self.save(capture, epoch=epoch, global_step=global_step, metrics=metrics)
+        if self.save_last and not self._wrote and self.store is not None:
+            self._writer.wait()
+            self._last_step, self._point = global_step, (epoch, global_step)
+            self._write(capture, self.naming.last, replace(self.book, last=self.naming.last), self.weights_only)
 
     def _maybe_save(self, capture: Capture, epoch: int, global_step: int, metrics: dict, *, epoch_end: bool) -> None:
         point = SavePoint(epoch=epoch, global_step=global_step, epoch_end=epoch_end, now=time.monotonic(),
@@ -239,7 +243,7 @@ class CheckpointManager:
 
     def _write(self, capture: Capture, name: str, book: Bookkeeping, weights_only: bool, *,
                dropped: Sequence[str] = (), link_last: bool = False, blocking: bool | None = None) -> None:
-        self._pending, self._writing = book, name
+        self._pending, self._writing, self._wrote = book, name, True
         try:
             state = capture(weights_only)  # the file records ``book``: itself included (on every rank)
         finally:

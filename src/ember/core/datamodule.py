@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from torch.utils.data import DataLoader
 
+from ember.core.data_hooks import DataHooks
 from ember.core.hooks import HparamsSurface
 from ember.core.init_args import AttributeDict, init_arguments, store_hparams
 from ember.core.pickling import dropped_for_pickling
@@ -32,8 +33,10 @@ def _capturing(init):
     return wrapper
 
 
-class LightningDataModule(HparamsSurface):
-    """Subclass it and define the ``*_dataloader()`` methods your stages use."""
+class LightningDataModule(DataHooks, HparamsSurface):
+    """Subclass it and define the ``*_dataloader()`` methods your stages use. The batch-transfer hooks
+    (``on_before_batch_transfer``, ``transfer_batch_to_device``, ``on_after_batch_transfer``) have Lightning's
+    defaults, so an override may call ``super()``; one the datamodule overrides wins over the module's."""
 
     name: str | None = None  # Lightning's optional display name
 

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from ember.errors import MisconfigurationError
 from ember.loops.preemption import SIGNALS
 
 
@@ -352,6 +353,29 @@ def limit_batches(limit: int | float, total: int | None) -> int | float:
     if total is None:
         return math.inf if limit == 1.0 else 0
     return int(total * limit)
+
+
+def checked_batches(prefix: str, limit: int | float, total: int | None) -> int | float:
+    """``limit_batches``, refusing as Lightning does a fraction (other than 0 and 1) of a loader without a length,
+    and a fraction that leaves none of a loader's batches; ``prefix`` names the stage (``"train"``, ``"val"``)."""
+    if total is None and isinstance(limit, float) and limit not in (0.0, 1.0):
+        raise MisconfigurationError(f"When using an `IterableDataset`, `Trainer(limit_{prefix}_batches)` must be "
+                                    f"`1.0` or an int. An int specifies `num_{prefix}_batches` to use.")
+    n = limit_batches(limit, total)
+    if n == 0 and isinstance(limit, float) and limit > 0.0 and total:
+        raise MisconfigurationError(f"You requested to check {limit} of the `{prefix}_dataloader` but {limit} * "
+                                    f"{total} < 1. Please increase the `limit_{prefix}_batches` argument. Try at "
+                                    f"least `limit_{prefix}_batches={1.0 / total}`")
+    return n
+
+
+def sanity_batches(steps: int, limit: int | float, loaders: list) -> list[int | float]:
+    """Per loader, the batches the sanity check runs, as Lightning counts them: ``num_sanity_val_steps`` (-1: all)
+    of the batches ``limit_val_batches`` leaves, as a limit (an int count, or 1.0 for a whole loader without a
+    length)."""
+    counts = [limit_batches(limit, length(loader)) for loader in loaders]
+    counts = counts if steps == -1 else [min(steps, n) for n in counts]
+    return [1.0 if math.isinf(n) else int(n) for n in counts]
 
 
 def length(loader: Any) -> int | None:

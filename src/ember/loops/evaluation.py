@@ -60,9 +60,10 @@ class EvalLoop:
         self.before = before  # runs first in each run (under DDP: rank 0's buffers to every rank)
         self.with_batch_idx = takes_batch_idx(getattr(module, self.names.step, None))  # step(self, batch) works
 
-    def run(self, loaders: list, limit: int | float, return_predictions: bool = False) -> list:
+    def run(self, loaders: list, limit: int | float | list, return_predictions: bool = False) -> list:
         """Validate/test: one dict of epoch metrics per loader. Predict: the predict_step outputs
-        (a list per loader when there are several), or [] without ``return_predictions``."""
+        (a list per loader when there are several), or [] without ``return_predictions``. ``limit``: the
+        ``limit_*_batches`` of every loader, or a list of one per loader."""
         module, call, n = self.module, self.hooks, self.names
         sink, outer_stage = self.sink, call.stage
         call.stage = self.stage
@@ -82,7 +83,8 @@ class EvalLoop:
                 call(f"on_{n.prefix}_epoch_start")
                 for i, loader in enumerate(loaders):
                     sink.dataloader_idx = i if len(loaders) > 1 else None
-                    self._run_loader(loader, i, len(loaders) > 1, limit, outputs[i] if return_predictions else None)
+                    self._run_loader(loader, i, len(loaders) > 1, limit[i] if isinstance(limit, list) else limit,
+                                     outputs[i] if return_predictions else None)
                 sink.dataloader_idx = sink.batch = None
                 views = self._end(results)
                 self._restore_modes(modes)

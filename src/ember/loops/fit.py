@@ -17,18 +17,16 @@ from ember.checkpoint.state import gradients, restore_gradients
 from ember.core.module import Module
 from ember.core.optimizer import ManualSteps, StepCounted, Toggled, check_manual_settings
 from ember.errors import MisconfigurationError
-from ember.loops.combined_loader import as_train_data, map_loaders
-from ember.loops.data import ResumableLoader, length, limit_batches
+from ember.loops.data import checked_batches, length, limit_batches, sanity_batches
 from ember.loops.evaluation import EvalLoop
 from ember.loops.hooks import Hooks, overrides, takes_batch_idx
 from ember.loops.optim import SchedulerConfig, frozen_except, step_scheduler
-from ember.loops.parts import FitParts, batch_outputs, loss_of, val_loaders_of  # noqa: F401 - re-exported
+from ember.loops.parts import FitParts, batch_outputs, loss_of  # noqa: F401 - re-exported
 from ember.loops.progress import Progress
 from ember.loops.results import LogSink, MetricsHub, Results, as_float
 from ember.loops.settings import FitSettings
 from ember.loops.valcheck import ValSchedule
 from ember.seed import get_rng_state, set_rng_state
-
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -51,9 +49,7 @@ class FitLoop(ManualSteps):
         self.progress = Progress()
         self.val_schedule = ValSchedule(lambda: self.settings, lambda: self.reduce)  # when validation runs
         self.accumulate_grad_batches = settings.accumulate_grad_batches  # a callback may change it per epoch
-        self.should_stop = False
-        self.optimizer_stepped = False
-        self.is_last_batch = False
+        self.should_stop = self.optimizer_stepped = self.is_last_batch = False
         self.in_epoch_end = False  # epoch-end hooks are running: current_epoch still names the old epoch
         self.ended_part_way = False  # training ended mid-epoch after the epoch's hooks (max_steps, should_stop)
         self.last_loss: torch.Tensor | None = None
@@ -72,9 +68,8 @@ class FitLoop(ManualSteps):
         module = parts.module
         self.per_optimizer = "optimizer_idx" in inspect.signature(module.training_step).parameters
         self.with_batch_idx = takes_batch_idx(module.training_step)  # training_step(self, batch) is fine
-        self._custom = {h: overrides(module, Module, h) for h in
-                        ("optimizer_step", "optimizer_zero_grad", "backward", "configure_gradient_clipping",
-                          "lr_scheduler_step")}
+        self._custom = {h: overrides(module, Module, h) for h in ("optimizer_step", "optimizer_zero_grad", "backward",
+                                                                  "configure_gradient_clipping", "lr_scheduler_step")}
 
     @property
     def reduce(self) -> Callable[[torch.Tensor, str], torch.Tensor] | None:
@@ -126,24 +121,32 @@ class FitLoop(ManualSteps):
 
     def sanity_check(self) -> None:
         """Lightning's sanity check: a few validation batches before training; nothing they log is kept."""
-        n = self.settings.num_sanity_val_steps
-        if n and self.parts.val_loaders and self.settings.limit_val_batches:
-            self.eval_loop("sanity").run(self.parts.val_loaders, 1.0 if n == -1 else n)
+        n, loaders, limit = self.settings.num_sanity_val_steps, self.parts.val_loaders, self.settings.limit_val_batches
+        if n and loaders and limit:
+            self.parts.val_limit = limit  # Lightning fixes validation's count here
+            self.eval_loop("sanity").run(loaders, sanity_batches(n, limit, loaders))  # (no more than limit_val_batches)
             self.hub.reset()  # Lightning: what the sanity check logged is gone when training starts
 
-    def prepare(self) -> None:
-        """After the sanity check, as Lightning sets up fit's data: the validation schedule (it may refuse)."""
-        self.val_schedule.setup(self._epoch_batches())
+    def prepare(self) -> bool:
+        """After the sanity check, as Lightning sets up fit's data: an epoch's batches (refusing a fraction that leaves
+        none) and the validation schedule (it may refuse). False: no training batch, so fit does not train."""
+        limit = self.settings.limit_train_batches  # 0: Lightning does not even look at the loader
+        n = self.parts.train_batches = limit and checked_batches("train", limit, length(self.parts.train_data.loader))
+        self.val_schedule.setup(n)
+        return n != 0
 
     def _epoch_batches(self) -> int | float:
-        return limit_batches(self.settings.limit_train_batches, length(self.parts.train_data.loader))
+        """An epoch's batches: as fit set its data up (a later limit_train_batches waits for a reload, as Lightning)."""
+        if (n := self.parts.train_batches) is None:
+            n = limit_batches(self.settings.limit_train_batches, length(self.parts.train_data.loader))
+        return n
 
     def eval_loop(self, stage: str) -> EvalLoop:
         """Under ``no_grad`` whatever ``inference_mode`` says (Lightning's): a step may ``enable_grad()``."""
-        return EvalLoop(stage, self.parts.module, self.call, self.sink, self.hub, device=self.parts.device,
-                        precision=self.parts.precision, inference_mode=False,
-                        reduce=self.reduce, step=lambda: (self.log_step(), self.progress.epoch), bar=self.bar,
-                        before=self.parts.before_eval)
+        parts = self.parts
+        return EvalLoop(stage, parts.module, self.call, self.sink, self.hub, device=parts.device,
+                        precision=parts.precision, inference_mode=False, reduce=self.reduce,
+                        step=lambda: (self.log_step(), self.progress.epoch), bar=self.bar, before=parts.before_eval)
 
     def log_step(self) -> int:
         """The step the loggers get, as Lightning numbers it: batches that stepped before the latest one
@@ -170,12 +173,9 @@ class FitLoop(ManualSteps):
     def _maybe_reload(self) -> None:
         n, p = self.settings.reload_dataloaders_every_n_epochs, self.progress
         if n and p.epoch > 0 and p.epoch % n == 0 and p.batch == 0 and self.parts.reload is not None:
-            train, val = self.parts.reload()
-            self.parts.end_workers()  # the old loaders' persistent workers
-            train = map_loaders(train, self.parts.shard) if self.parts.shard else train
-            self.parts.train_data = ResumableLoader(as_train_data(train))
-            self.parts.val_loaders = val_loaders_of(self.parts.module, val, self.parts.shard_val)
-            self.val_schedule.setup(self._epoch_batches())  # Lightning: the interval checked, its clock restarted
+            self.parts.reload_loaders()
+            self.parts.train_batches = self._epoch_batches()
+            self.val_schedule.setup(self.parts.train_batches)  # Lightning: the interval checked, its clock restarted
 
     def run_epoch(self) -> None:
         p, parts = self.progress, self.parts
@@ -291,7 +291,8 @@ class FitLoop(ManualSteps):
         if self.parts.val_loaders and self.settings.limit_val_batches:
             if self.manual or not self._pending_grads:  # Lightning frees the gradients, unless mid-window
                 self.call.module_hook("on_validation_model_zero_grad")
-            self.eval_loop("validate").run(self.parts.val_loaders, self.settings.limit_val_batches)
+            limit = self.parts.val_limit = self.parts.val_limit or self.settings.limit_val_batches  # (see sanity_check)
+            self.eval_loop("validate").run(self.parts.val_loaders, limit)
             self.call.stage = "train"  # the sink is back on fit's results (EvalLoop's sink.into)
             self.val_schedule.validated()
 

@@ -7,11 +7,21 @@ import inspect
 from typing import Any, Callable
 
 from ember.core.callback import Callback
+from ember.core.data_hooks import DataHooks
 from ember.core.hooks import move_to_device
 from ember.core.module import Module
 from ember.errors import MisconfigurationError
+from ember.utilities.rank_zero import rank_zero_warn
 
 _TRANSFER = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+_WARNED: set[str] = set()  # Lightning warns about each of these once per process
+
+
+def warn_once(message: str) -> None:
+    """Warn with ``message`` (global rank 0) unless this process already did."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        rank_zero_warn(message, stacklevel=2)
 
 
 class Hooks:
@@ -74,14 +84,23 @@ class Hooks:
         return after(batch, dataloader_idx)
 
     def _transfer_chain(self) -> list:
+        """Per hook, Lightning's choice: the datamodule's override, else the module's (warning, as Lightning,
+        when a datamodule is given and the module's override loses, or is used instead of the datamodule's)."""
         dm, chain, custom = self.datamodule, [], False
         for hook in _TRANSFER:
-            if dm is not None and callable(getattr(dm, hook, None)):
+            in_module = overrides(self.module, Module, hook)
+            if dm is not None and callable(getattr(dm, hook, None)) and overrides(dm, DataHooks, hook):
                 chain.append(getattr(dm, hook))
                 custom = True
-            else:
-                chain.append(getattr(self.module, hook))
-                custom = custom or overrides(self.module, Module, hook)
+                if in_module:
+                    warn_once(f"You have overridden `{hook}` in both `LightningModule` and `LightningDataModule`. "
+                              "It will use the implementation from `LightningDataModule` instance.")
+                continue
+            if dm is not None and in_module:
+                warn_once(f"You have overridden `{hook}` in `LightningModule` but have passed in a "
+                          "`LightningDataModule`. It will use the implementation from `LightningModule` instance.")
+            chain.append(getattr(self.module, hook))
+            custom = custom or in_module
         return chain if custom else []
 
     def forget(self) -> None:

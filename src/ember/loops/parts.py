@@ -32,6 +32,8 @@ class FitParts:
     pre_backward: Callable[[torch.Tensor], None] | None = None  # before manual_backward (DDP readies its all-reduce)
     shard_val: Callable[[Any], Any] | None = None  # a validation loader -> this rank's share of it
     before_eval: Callable[[], None] | None = None  # before each validation (DDP: rank 0's buffers everywhere)
+    train_batches: int | float | None = None  # an epoch's batches, fixed as fit sets up its data (Lightning's)
+    val_limit: int | float | None = None  # limit_val_batches of fit's first validation: later ones keep its count
 
     @classmethod
     def build(cls, model, train, val, precision: str, device: torch.device, reload=None, strategy: Any = None,
@@ -58,6 +60,16 @@ class FitParts:
                    train_data=ResumableLoader(as_train_data(train)), val_loaders=val_loaders_of(model, val, shard_val),
                    device=device, reload=reload, training_step=step, shard=shard, pre_backward=pre_backward,
                    shard_val=shard_val, before_eval=before_eval)
+
+    def reload_loaders(self) -> None:
+        """Fresh loaders from ``reload()`` (the old ones' workers stopped); the counts fixed for the old ones are
+        forgotten (``train_batches``, ``val_limit``)."""
+        train, val = self.reload()
+        self.end_workers()  # the old loaders' persistent workers
+        train = map_loaders(train, self.shard) if self.shard else train
+        self.train_data = ResumableLoader(as_train_data(train))
+        self.val_loaders = val_loaders_of(self.module, val, self.shard_val)
+        self.train_batches = self.val_limit = None
 
     def end_workers(self) -> None:
         """Stop the DataLoader workers this fit started (Lightning does when a fit ends, or fails)."""

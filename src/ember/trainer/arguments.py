@@ -6,7 +6,6 @@ import ast
 import contextlib
 import functools
 import inspect
-import logging
 import os
 import warnings
 from typing import Any
@@ -22,7 +21,6 @@ from ember.errors import MisconfigurationError
 from ember.loops.hooks import keyed
 from ember.not_supported import REFUSALS, refuse
 from ember.strategies import SingleDeviceStrategy
-from ember.utilities.model_summary import ModelSummary
 
 NOT_IMPLEMENTED = {  # Lightning 2.x Trainer arguments ember does not implement yet, with Lightning's defaults
     "plugins": None, "sync_batchnorm": False,
@@ -154,39 +152,6 @@ def apply_backend_flags(deterministic: bool | str | None, benchmark: bool | None
         torch.backends.cudnn.benchmark = benchmark
     elif deterministic:
         torch.backends.cudnn.benchmark = False
-
-
-def console() -> logging.Logger:
-    """The ``ember`` logger, set up as Lightning sets up its own: INFO messages (the model summary, why fit
-    stopped, hints about the flags) to stderr, unless the program configured logging itself (a root
-    handler: then they go there, at the level it chose)."""
-    log = logging.getLogger("ember")
-    if not log.handlers and not logging.getLogger().hasHandlers():
-        log.setLevel(logging.INFO)
-        log.addHandler(logging.StreamHandler())
-        log.propagate = False
-    return log
-
-
-def log_summary(module: torch.nn.Module) -> None:
-    """The model summary table at fit start (Lightning prints it by default; enable_model_summary=False
-    turns it off)."""
-    console().info("\n%s", ModelSummary(module, max_depth=1))
-
-
-def log_stop(trainer: Any) -> None:
-    """Lightning's closing line of fit: which limit ended it."""
-    s, p = trainer.settings, trainer.fit_loop.progress
-    if s.max_steps is not None and 0 <= s.max_steps <= p.global_step:
-        reason = f"`max_steps={s.max_steps}` reached"
-    elif trainer.should_stop:
-        reason = "`trainer.should_stop` was set"
-    elif s.max_epochs is not None and 0 <= s.max_epochs <= trainer.current_epoch:
-        reason = f"`max_epochs={s.max_epochs}` reached"
-    else:
-        return
-    if trainer.is_global_zero:
-        console().info("`Trainer.fit` stopped: %s.", reason)
 
 
 def with_module_callbacks(callbacks: list, module) -> list:
@@ -367,22 +332,7 @@ def documented(init):
     return init
 
 
-def epoch_limit(max_epochs: int | None, max_steps: int | None, max_time: Any, limit_train_batches: Any) -> int | None:
+def epoch_limit(max_epochs: int | None, max_steps: int | None, max_time: Any) -> int | None:
     """The epoch limit, as Lightning sets it: unset with max_time, none (-1); unset with no other limit, None
-    (FitSettings makes it 1000, and fit warns: ``fit_hints``). Also Lightning's note that
-    ``limit_train_batches=1`` means one batch."""
-    if isinstance(limit_train_batches, int) and not isinstance(limit_train_batches, bool) and limit_train_batches == 1:
-        console().info("`Trainer(limit_train_batches=1)` was configured so 1 batch per epoch will be used.")
+    (FitSettings makes it 1000, and fit warns: ``messages.fit_hints``)."""
     return -1 if max_epochs is None and (max_steps is None or max_steps == -1) and max_time is not None else max_epochs
-
-
-def fit_hints(trainer: Any, n_batches: Any) -> None:
-    """Lightning's warnings at fit start: max_epochs left unset; fewer batches than the logging interval."""
-    s = trainer.settings
-    if s.epochs_defaulted:
-        warnings.warn("`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit, set "
-                      "`max_epochs=-1`.", stacklevel=4)
-    if trainer.loggers and isinstance(n_batches, int) and n_batches < s.log_every_n_steps and not trainer.fast_dev_run:
-        warnings.warn(f"The number of training batches ({n_batches}) is smaller than the logging interval "
-                      f"Trainer(log_every_n_steps={s.log_every_n_steps}). Set a lower value for log_every_n_steps if "
-                      "you want to see logs for the training epoch.", stacklevel=4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-from dataclasses import replace
 from typing import Any, Iterator
 
 import torch
@@ -20,77 +19,12 @@ from ember.loops.combined_loader import as_train_data
 from ember.loops.data import length, limit_batches
 from ember.loops.precision import Precision
 from ember.loops.results import as_float, as_tensor
+from ember.trainer.settable import TrainerSettings
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
-def _setting(name: str, doc: str) -> property:
-    """A read-only Trainer attribute that is the fit setting ``name`` (Lightning's plain attribute)."""
-    return property(lambda self: getattr(self.settings, name), doc=doc)
-
-
-class TrainerFacts(JobRanks):
+class TrainerFacts(TrainerSettings, JobRanks):
     """Mixed into Trainer: epoch, step, metrics, optimizers, ranks and checkpoint callbacks."""
-
-    # ---------------------------------------------------------------- settings that may change between fits
-    @property
-    def max_epochs(self) -> int | None:
-        return self.settings.max_epochs
-
-    @max_epochs.setter
-    def max_epochs(self, value: int | None) -> None:
-        self.settings = replace(self.settings, max_epochs=value)
-
-    @property
-    def max_steps(self) -> int | None:
-        return self.settings.max_steps
-
-    @max_steps.setter
-    def max_steps(self, value: int | None) -> None:
-        self.settings = replace(self.settings, max_steps=value)
-
-    @property
-    def accumulate_grad_batches(self) -> int:
-        """Batches per optimizer step now (GradientAccumulationScheduler changes it each epoch)."""
-        loop = getattr(self, "fit_loop", None)
-        return loop.accumulate_grad_batches if loop is not None else self.settings.accumulate_grad_batches
-
-    @accumulate_grad_batches.setter
-    def accumulate_grad_batches(self, value: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"accumulate_grad_batches must be an int >= 1; received {value!r}.")
-        if getattr(self, "fit_loop", None) is not None:
-            self.fit_loop.accumulate_grad_batches = value
-        else:
-            self.settings = replace(self.settings, accumulate_grad_batches=value)
-
-    @property
-    def min_epochs(self) -> int | None:
-        return self.settings.min_epochs
-
-    @property
-    def min_steps(self) -> int | None:
-        return self.settings.min_steps
-
-    @property
-    def num_sanity_val_steps(self) -> int:
-        return self.settings.num_sanity_val_steps
-
-    @property
-    def log_every_n_steps(self) -> int:
-        return self.settings.log_every_n_steps
-
-    limit_train_batches = _setting("limit_train_batches", "Batches per training epoch: an int, or a fraction.")
-    limit_val_batches = _setting("limit_val_batches", "Batches per validation loader: an int, or a fraction.")
-    limit_test_batches = _setting("limit_test_batches", "Batches per test loader: an int, or a fraction.")
-    limit_predict_batches = _setting("limit_predict_batches", "Batches per predict loader: an int, or a fraction.")
-    check_val_every_n_epoch = _setting("check_val_every_n_epoch", "Validate every n-th epoch (None: by batch count).")
-    val_check_interval = _setting("val_check_interval", "An int, a fraction (None: 1.0) or a time interval as given.")
-
-    @property
-    def val_check_batch(self) -> int | float | None:
-        """Validation follows every this many training batches (inf: the end of an epoch of unknown length; None:
-        time-based, or before fit starts training), as Lightning sets it at fit start."""
-        return self.fit_loop.val_schedule.batch if getattr(self, "fit_loop", None) is not None else None
 
     # ---------------------------------------------------------------- facts
     @property
@@ -160,7 +94,10 @@ class TrainerFacts(JobRanks):
 
     @property
     def num_training_batches(self) -> int | float:
-        """Training batches per epoch after limit_train_batches (inf for a loader without a length)."""
+        """Training batches per epoch after limit_train_batches (inf for a loader without a length); during fit, the
+        count fit set up (a limit set since waits for a reload, as in Lightning)."""
+        if self.fit_loop is not None and self.fit_loop.parts.train_batches is not None:
+            return self.fit_loop.parts.train_batches
         loader = getattr(self, "_train_loader", None)
         if loader is None:
             return math.inf
@@ -352,8 +289,9 @@ class TrainerFacts(JobRanks):
 
     @property
     def num_sanity_val_batches(self) -> list[int | float]:
-        """Batches the sanity check runs per validation loader."""
-        return [min(self.settings.num_sanity_val_steps, n) for n in self.num_val_batches]
+        """Batches the sanity check runs per validation loader (``num_sanity_val_steps=-1``: all of them)."""
+        steps = self.settings.num_sanity_val_steps
+        return [n if steps == -1 else min(steps, n) for n in self.num_val_batches]
 
     @property
     def num_test_batches(self) -> list[int | float]:

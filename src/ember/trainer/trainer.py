@@ -32,7 +32,7 @@ from ember.loops.settings import FitSettings, device_for
 from ember.loops.valcheck import check_combination
 from ember.profilers.instrument import hooks_for, instrument_loop, resolve_profiler
 from ember.strategies.single_device import SingleDeviceStrategy
-from ember.trainer import arguments, evaluate
+from ember.trainer import arguments, evaluate, messages
 from ember.trainer.checkpointing import TrainerCheckpoints
 from ember.trainer.evaluate import TrainerEvaluation
 from ember.trainer.properties import TrainerFacts
@@ -61,8 +61,9 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
         precision: str | int = "32", logger: _loggers.Logger | Iterable[_loggers.Logger] | bool | None = True,
         callbacks: Callback | Iterable[Callback] | None = None, fast_dev_run: bool | int = False,
         max_epochs: int | None = None, min_epochs: int | None = None, max_steps: int | None = None,
-        min_steps: int | None = None, limit_train_batches: int | float = 1.0, limit_val_batches: int | float = 1.0,
-        limit_test_batches: int | float = 1.0, limit_predict_batches: int | float = 1.0,
+        min_steps: int | None = None, limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None, limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
         val_check_interval: int | float | str | timedelta | dict | None = None,
         check_val_every_n_epoch: int | None = 1, num_sanity_val_steps: int = 2,
         log_every_n_steps: int = 50, enable_checkpointing: bool = True, enable_progress_bar: bool = True,
@@ -83,6 +84,9 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
         arguments.apply_backend_flags(deterministic, benchmark)
         check_combination(val_check_interval, check_val_every_n_epoch)
         self.fast_dev_run = n = arguments.fast_dev_run_batches(fast_dev_run)
+        messages.announce_limits(n, overfit_batches, dict(
+            limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches), val_check_interval)
         if n:  # Lightning: n batches of each stage, one epoch, no checkpoints or loggers
             (max_epochs, max_steps, num_sanity_val_steps, val_check_interval, check_val_every_n_epoch, logger,
              enable_checkpointing, checkpoint_callback) = (1, n, 0, 1.0, 1, None, False, False)
@@ -91,7 +95,7 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
         self.overfit_batches, limit_train_batches, limit_val_batches = arguments.overfit(
             overfit_batches, limit_train_batches, limit_val_batches)
         self.settings = FitSettings(
-            max_epochs=arguments.epoch_limit(max_epochs, max_steps, max_time, limit_train_batches),
+            max_epochs=arguments.epoch_limit(max_epochs, max_steps, max_time),
             max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val,
             gradient_clip_algorithm=gradient_clip_algorithm or "norm", min_epochs=min_epochs, min_steps=min_steps,
             limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
@@ -236,21 +240,23 @@ class Trainer(TrainerEvaluation, TrainerCheckpoints, TrainerFacts):
         self.ckpt_path = self._on_rank0(lambda: resume.locate(ckpt_path, self._checkpoint_place(), entry="fit"))
         if self.ckpt_path is not None:
             self._restore(self.ckpt_path)
-        arguments.fit_hints(self, limit_batches(self.settings.limit_train_batches, length(train)))
+        messages.fit_hints(self, limit_batches(self.settings.limit_train_batches, length(train)))
         hooks("on_fit_start")
         if self.enable_model_summary and self.is_global_zero and not any(
                 "ModelSummary" in type(cb).__name__ for cb in self.callbacks):
-            arguments.log_summary(model)
+            messages.log_summary(model)
         self.sanity_checking = True
         try:
             loop.sanity_check()
         finally:
             self.sanity_checking = False
-        loop.prepare()
-        hooks("on_train_start")
-        loop.run()
-        arguments.log_stop(self)
-        hooks("on_train_end")
+        if loop.prepare():
+            hooks("on_train_start")
+            loop.run()
+            messages.log_stop(self)
+            hooks("on_train_end")
+        else:  # no training batch: Lightning skips training, its hooks too
+            messages.no_training(self, train)
         hooks("on_fit_end")
         evaluate.teardown(self, hooks, "fit")
 

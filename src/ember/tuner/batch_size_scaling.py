@@ -52,6 +52,7 @@ class _Scaler:
         loop = self.trainer.fit_loop
         train, val = loop.parts.reload()
         loop.parts.train_data = ResumableLoader(as_train_data(train))
+        loop.parts.train_batches = None  # counted again from the new loader
         self.trainer._train_loader = train
 
     def adjust(self, factor: float = 1.0, value: int | None = None) -> tuple[int, bool]:

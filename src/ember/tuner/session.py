@@ -31,7 +31,8 @@ def searching(trainer, callbacks: list, **settings: Any) -> Iterator[Any]:
     path = strategy.broadcast(os.path.join(str(trainer.default_root_dir), f".tuner_{uuid.uuid4().hex}.ckpt"))
     trainer.save_checkpoint(path)
     saved = (loop.settings, hooks.callbacks, trainer._hub.logger, loop.bar, loop._resume, get_rng_state(),
-             loop.progress.state_dict(), [c for c in loop.parts.schedulers])
+             loop.progress.state_dict(), [c for c in loop.parts.schedulers], (loop.parts.train_batches,
+                                                                              loop.parts.val_limit))
     loop.settings = replace(loop.settings, **settings)
     hooks.callbacks, trainer._hub.logger, loop.bar, loop._resume = list(callbacks), None, FitBar(False), None
     hooks.forget()
@@ -40,8 +41,10 @@ def searching(trainer, callbacks: list, **settings: Any) -> Iterator[Any]:
     finally:
         loop.settings, hooks.callbacks, trainer._hub.logger, loop.bar = saved[:4]
         loop.parts.schedulers[:] = saved[7]
+        loop.parts.train_batches, loop.parts.val_limit = saved[8]  # the counts the search's settings fixed: gone
         hooks.forget()
         loop.should_stop, loop._pending_grads = False, False
+        loop.ended_part_way = False  # a search stopped mid-epoch; the fit's current_epoch must not count it
         try:
             trainer._restore(path)  # weights, optimizers, schedulers, callbacks, progress: as before the search
         except BaseException:
