@@ -14,6 +14,7 @@ on first use; a program run this way shares the server's already-imported module
 
 from __future__ import annotations
 
+import atexit
 import io
 import multiprocessing
 import os
@@ -203,6 +204,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str, out: Any, err: Any, new
     except SystemExit as e:
         code = e.code
     finally:
+        atexit._run_exitfuncs()  # as an interpreter's exit does (ember's launcher waits there for its ranks)
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
