@@ -14,17 +14,7 @@ import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
 from ember.distributed.samplers import ShardedSampler, UnevenShardedSampler
-
-
-class Reverse(Sampler):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __iter__(self):
-        return iter(range(self.n - 1, -1, -1))
-
-    def __len__(self) -> int:
-        return self.n
+from jobs.custom_samplers import Reverse  # the job's own user sampler
 
 
 class EpochSeeded(Sampler):

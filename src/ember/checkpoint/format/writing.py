@@ -135,15 +135,10 @@ def _write_then_checksum(fileobj: BinaryIO, fd: int, tree: Any, plan: list[tuple
     """The header with zero checksums and every tensor's bytes, written; then the checksums, on every
     core, while a second thread flushes those bytes to the disk; then the header again, with them."""
     entries = [e for e, _ in plan]
-    for e in entries:
-        e.crc = 0
-    first = _header.encode(tree, entries)  # validates the tree before any byte is written
-    start = fileobj.tell()
-    fileobj.write(first)
+    start, first = _placeholder_header(fileobj, tree, entries)
     for _, t in plan:
         for chunk in _chunks(t):  # CPU tensors: views of their own memory, unchanged until this returns
             fileobj.write(chunk)
-    end = fileobj.tell()
     fileobj.flush()
     failed: list[OSError] = []
     flushing = threading.Thread(target=_datasync, args=(fd, failed), name="ember-datasync", daemon=True)
@@ -152,12 +147,7 @@ def _write_then_checksum(fileobj: BinaryIO, fd: int, tree: Any, plan: list[tuple
         for e in entries:
             e.crc = None
         _compute_crcs(plan)
-        final = _header.encode(tree, entries)
-        if len(final) != len(first):
-            raise CheckpointError("internal error: the header changed length when its checksums were filled in")
-        fileobj.seek(start)
-        fileobj.write(final)
-        fileobj.seek(end)
+        _final_header(fileobj, tree, entries, start, first)
     finally:
         flushing.join()
     if failed:  # a failed flush is reported once: a later fsync may not see it again
@@ -173,11 +163,7 @@ def _datasync(fd: int, failed: list) -> None:
 
 def _write_overlapped(fileobj: BinaryIO, tree: Any, plan: list[tuple[Entry, torch.Tensor]]) -> None:
     entries = [e for e, _ in plan]
-    for e in entries:
-        e.crc = 0
-    first = _header.encode(tree, entries)  # validates the tree before any byte is written
-    start = fileobj.tell()
-    fileobj.write(first)
+    start, first = _placeholder_header(fileobj, tree, entries)
 
     def crc_piece(e: Entry, piece: memoryview) -> None:
         e.crc = _crc(piece, e.crc)  # one worker: pieces of a tensor are checksummed in order
@@ -190,6 +176,22 @@ def _write_overlapped(fileobj: BinaryIO, tree: Any, plan: list[tuple[Entry, torc
                 fileobj.write(chunk)
         for f in pending:
             f.result()
+    _final_header(fileobj, tree, entries, start, first)
+
+
+def _placeholder_header(fileobj: BinaryIO, tree: Any, entries: list[Entry]) -> tuple[int, bytes]:
+    """The header with zero checksums, written where the file is; (its offset, its bytes). Encoding it first
+    validates the tree before any byte is written."""
+    for e in entries:
+        e.crc = 0
+    first = _header.encode(tree, entries)
+    start = fileobj.tell()
+    fileobj.write(first)
+    return start, first
+
+
+def _final_header(fileobj: BinaryIO, tree: Any, entries: list[Entry], start: int, first: bytes) -> None:
+    """The header again, with the checksums now in ``entries``, over the placeholder; the file is left at its end."""
     end = fileobj.tell()
     final = _header.encode(tree, entries)
     if len(final) != len(first):  # fixed-width checksums keep the length; never write a shifted header
