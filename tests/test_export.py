@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 import pytest
 import torch
 
+from ember.core.export import to_torchscript
 from ember.errors import MisconfigurationError
 from tiny import TinyModel
 
@@ -47,3 +49,23 @@ def test_to_onnx_writes_a_model_onnx_can_check(tmp_path):
 
     TinyModel().to_onnx(tmp_path / "m.onnx", torch.ones(1, 4))
     onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
+
+
+def test_torchscript_files_written_by_two_processes_at_once_are_never_read_torn(tmp_path):
+    """Every DDP rank of a program runs ``to_torchscript(file_path=...)`` on the same path: the file is written
+    under a temporary name and renamed, so a reader sees one whole file (torch.jit.save in place tore 2-4 of 20
+    reads here)."""
+    model, path = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU()), tmp_path / "model.pt"
+    pid = os.fork()
+    torn = 0
+    for _ in range(20):
+        to_torchscript(model, path)
+        try:
+            torch.jit.load(path)
+        except RuntimeError:
+            torn += 1
+    if pid == 0:
+        os._exit(torn)
+    _, status = os.waitpid(pid, 0)
+    assert (torn, os.waitstatus_to_exitcode(status)) == (0, 0)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary left behind

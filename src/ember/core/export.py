@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import inspect
 import os
+import tempfile
 from typing import Any, Iterator
 
 import torch
@@ -61,8 +62,22 @@ def to_torchscript(model: nn.Module, file_path: str | os.PathLike | None = None,
             example = _example(model, example_inputs, "to_torchscript(method='trace')")
             scripted = torch.jit.trace(model, example_inputs=example, **kwargs)
     if file_path is not None:
-        torch.jit.save(scripted, os.fspath(file_path))
+        _save_whole(scripted, os.fspath(file_path))
     return scripted
+
+
+def _save_whole(scripted: Any, path: str) -> None:
+    """``torch.jit.save`` to a temporary name beside ``path``, then a rename: a reader (another process of the
+    job writing the same file, as every DDP rank does) never sees it half-written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    os.close(fd)
+    try:
+        torch.jit.save(scripted, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _onnx_packages(kwargs: dict) -> list[str]:
